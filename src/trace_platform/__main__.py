@@ -1,0 +1,3 @@
+from trace_platform.cli.main import main
+
+main()

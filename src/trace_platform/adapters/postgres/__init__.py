@@ -1,0 +1,1 @@
+"""PostgreSQL adapter: pool, migrations, named queries and repositories."""

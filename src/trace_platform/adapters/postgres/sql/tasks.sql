@@ -1,0 +1,144 @@
+-- Task state transitions. Every mutation of a running attempt is fenced by
+-- (task_id, attempt, lease_token) in its WHERE clause or under FOR UPDATE.
+
+-- name: insert_tasks
+-- Creating an existing id is a no-op (idempotent create); wake-ups go to the outbox
+-- in the same statement, so a task never exists without its enqueue intent.
+WITH ins AS (
+    INSERT INTO tasks (id, org_id, operator, config, inputs, datasets, status, attempt, max_attempts)
+    SELECT t.id, t.org_id, t.operator, t.config, t.inputs, t.datasets, 'queued', 1, t.max_attempts
+    FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::jsonb[], $5::jsonb[], $6::jsonb[], $7::int[])
+        AS t (id, org_id, operator, config, inputs, datasets, max_attempts)
+    ON CONFLICT (id) DO NOTHING
+    RETURNING id
+)
+INSERT INTO outbox (kind, queue, payload)
+SELECT 'enqueue_task', 'tasks', jsonb_build_object('task_id', id) FROM ins;
+
+-- name: get_task
+SELECT id, org_id, operator, config::text AS config, inputs::text AS inputs,
+       datasets::text AS datasets, status, attempt, max_attempts, lease_token,
+       lease_expires_at, worker_id, next_retry_at, error_message
+FROM tasks WHERE id = $1;
+
+-- name: get_attempts
+SELECT attempt, worker_id, coalesce(outcome, 'running') AS outcome, coalesce(error_message, '') AS error_message
+FROM task_attempts WHERE task_id = $1 ORDER BY attempt;
+
+-- name: claim_task
+WITH claimed AS (
+    UPDATE tasks
+    SET status = 'running', lease_token = $2, lease_expires_at = now() + make_interval(secs => $3),
+        worker_id = $4, started_at = now(), updated_at = now()
+    WHERE id = $1 AND status = 'queued'
+    RETURNING id, org_id, operator, config, inputs, datasets, attempt, lease_expires_at
+), attempt_row AS (
+    INSERT INTO task_attempts (task_id, attempt, worker_id, lease_token)
+    SELECT id, attempt, $4, $2 FROM claimed
+)
+SELECT id, org_id, operator, config::text AS config, inputs::text AS inputs,
+       datasets::text AS datasets, attempt, lease_expires_at
+FROM claimed;
+
+-- name: task_fence_state
+SELECT status, attempt, lease_token FROM tasks WHERE id = $1;
+
+-- name: task_fence_state_for_update
+SELECT t.status, t.attempt, t.lease_token, t.max_attempts, t.org_id, a.outcome AS attempt_outcome
+FROM tasks t LEFT JOIN task_attempts a ON a.task_id = t.id AND a.attempt = t.attempt
+WHERE t.id = $1
+FOR UPDATE OF t;
+
+-- name: heartbeat
+UPDATE tasks SET lease_expires_at = now() + make_interval(secs => $4), updated_at = now()
+WHERE id = $1 AND attempt = $2 AND lease_token = $3 AND status = 'running'
+RETURNING lease_expires_at;
+
+-- name: finish_completed
+UPDATE tasks
+SET status = $2, finished_at = now(), outputs = $3::jsonb, error_message = NULL,
+    next_retry_at = NULL, lease_expires_at = NULL, updated_at = now()
+WHERE id = $1;
+
+-- name: finish_failed
+UPDATE tasks
+SET status = 'failed', finished_at = now(), error_message = $2, lease_expires_at = NULL,
+    next_retry_at = trace_next_retry_at(attempt, max_attempts, $3, $4), updated_at = now()
+WHERE id = $1
+RETURNING next_retry_at;
+
+-- name: finish_attempt
+UPDATE task_attempts SET outcome = $3, finished_at = now(), error_message = $4
+WHERE task_id = $1 AND attempt = $2;
+
+-- name: insert_events
+-- Duplicate events (same task, dataset version, cursor and partition) are dropped,
+-- and only new ones get a route_event outbox row.
+WITH ins AS (
+    INSERT INTO task_events (task_id, attempt, dataset_uuid, dataset_version, cursor, partition_key, range_start, range_end)
+    SELECT $1, $2, e.dataset_uuid, e.dataset_version, e.cursor, e.partition_key, e.range_start, e.range_end
+    FROM unnest($3::uuid[], $4::uuid[], $5::bigint[], $6::text[], $7::bigint[], $8::bigint[])
+        AS e (dataset_uuid, dataset_version, cursor, partition_key, range_start, range_end)
+    ON CONFLICT DO NOTHING
+    RETURNING id, dataset_uuid, dataset_version
+)
+INSERT INTO outbox (kind, payload)
+SELECT 'route_event', jsonb_build_object('event_id', id, 'dataset_uuid', dataset_uuid, 'dataset_version', dataset_version)
+FROM ins
+RETURNING id;
+
+-- name: insert_buffered_publish
+INSERT INTO buffered_publishes (task_id, attempt, org_id, batch_uri, content_type, batch_size_bytes, dedupe_scope)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
+ON CONFLICT (task_id, attempt, batch_uri) DO NOTHING
+RETURNING id;
+
+-- name: get_buffered_publish
+SELECT id FROM buffered_publishes WHERE task_id = $1 AND attempt = $2 AND batch_uri = $3;
+
+-- name: enqueue_buffer
+INSERT INTO outbox (kind, queue, payload) VALUES ('enqueue_buffer', 'buffers', $1::jsonb);
+
+-- name: insert_dataset_version
+INSERT INTO dataset_versions (dataset_uuid, dataset_version, storage_ref, config_hash, range_start, range_end, producer_task_id)
+VALUES ($1, $2, $3::jsonb, $4, $5, $6, $7)
+ON CONFLICT (dataset_uuid, dataset_version) DO NOTHING
+RETURNING dataset_version;
+
+-- name: get_dataset_version_storage
+SELECT storage_ref::text AS storage_ref FROM dataset_versions WHERE dataset_uuid = $1 AND dataset_version = $2;
+
+-- name: reap_expired_leases
+-- A running task whose lease ran out is failed with a retry time (or terminally).
+WITH expired AS (
+    SELECT id FROM tasks
+    WHERE status = 'running' AND lease_expires_at < now()
+    ORDER BY lease_expires_at LIMIT $1
+    FOR UPDATE SKIP LOCKED
+), failed AS (
+    UPDATE tasks t
+    SET status = 'failed', error_message = 'lease expired', lease_expires_at = NULL, finished_at = now(),
+        next_retry_at = trace_next_retry_at(t.attempt, t.max_attempts, $2, $3), updated_at = now()
+    FROM expired WHERE t.id = expired.id
+    RETURNING t.id, t.attempt
+)
+UPDATE task_attempts a SET outcome = 'lease_expired', finished_at = now(), error_message = 'lease expired'
+FROM failed WHERE a.task_id = failed.id AND a.attempt = failed.attempt
+RETURNING a.task_id;
+
+-- name: requeue_due_retries
+WITH due AS (
+    SELECT id FROM tasks
+    WHERE status = 'failed' AND next_retry_at IS NOT NULL AND next_retry_at <= now()
+    ORDER BY next_retry_at LIMIT $1
+    FOR UPDATE SKIP LOCKED
+), requeued AS (
+    UPDATE tasks t
+    SET status = 'queued', attempt = t.attempt + 1, next_retry_at = NULL, lease_token = NULL,
+        lease_expires_at = NULL, worker_id = NULL, error_message = NULL, updated_at = now()
+    FROM due WHERE t.id = due.id
+    RETURNING t.id
+)
+INSERT INTO outbox (kind, queue, payload)
+SELECT 'enqueue_task', 'tasks', jsonb_build_object('task_id', id) FROM requeued
+RETURNING id;

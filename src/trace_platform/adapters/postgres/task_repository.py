@@ -1,0 +1,256 @@
+"""All SQL intents of the Dispatcher's task state, one method per transaction."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from trace_platform.adapters.postgres import queries
+from trace_platform.core.errors import FailedPrecondition
+from trace_platform.core.fencing import Fence, FenceState, check_fence
+from trace_platform.core.models import (
+    DatasetEvent,
+    DatasetGrant,
+    DatasetPublication,
+    NewTask,
+    TaskRef,
+    TaskStatus,
+)
+
+
+@dataclass(frozen=True)
+class TaskRow:
+    task_id: str
+    org_id: str
+    operator: str
+    config_json: str
+    inputs_json: str
+    datasets_json: str
+    status: TaskStatus
+    attempt: int
+    max_attempts: int = 0
+    lease_token: str | None = None
+    lease_expires_at: datetime | None = None
+    worker_id: str | None = None
+    next_retry_at: datetime | None = None
+    error_message: str | None = None
+
+    def grants(self) -> tuple[DatasetGrant, ...]:
+        return tuple(DatasetGrant.from_claim(d) for d in json.loads(self.datasets_json))
+
+
+@dataclass(frozen=True)
+class AttemptRow:
+    attempt: int
+    worker_id: str
+    outcome: str
+    error_message: str
+
+
+@dataclass(frozen=True)
+class Completion:
+    status: TaskStatus
+    duplicate: bool
+    next_retry_at: datetime | None = None
+
+
+def _task_row(r: asyncpg.Record, status: str = "running") -> TaskRow:
+    return TaskRow(
+        task_id=str(r["id"]),
+        org_id=str(r["org_id"]),
+        operator=r["operator"],
+        config_json=r["config"],
+        inputs_json=r["inputs"],
+        datasets_json=r["datasets"],
+        status=TaskStatus(r.get("status", status)),
+        attempt=r["attempt"],
+        max_attempts=r.get("max_attempts", 0),
+        lease_token=str(r["lease_token"]) if r.get("lease_token") else None,
+        lease_expires_at=r.get("lease_expires_at"),
+        worker_id=r.get("worker_id"),
+        next_retry_at=r.get("next_retry_at"),
+        error_message=r.get("error_message"),
+    )
+
+
+class TaskRepository:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+        self._sql = queries.load("tasks")
+
+    async def insert_tasks(self, tasks: Sequence[NewTask]) -> list[str]:
+        ids = [t.task_id or str(uuid.uuid4()) for t in tasks]
+        await self._pool.execute(
+            self._sql["insert_tasks"],
+            ids,
+            [t.org_id for t in tasks],
+            [t.operator for t in tasks],
+            [json.dumps(t.config) for t in tasks],
+            [json.dumps(t.inputs) for t in tasks],
+            [json.dumps([g.to_claim() for g in t.datasets]) for t in tasks],
+            [t.max_attempts for t in tasks],
+        )
+        return ids
+
+    async def get(self, task_id: str) -> TaskRow | None:
+        row = await self._pool.fetchrow(self._sql["get_task"], task_id)
+        return _task_row(row) if row else None
+
+    async def attempts(self, task_id: str) -> list[AttemptRow]:
+        rows = await self._pool.fetch(self._sql["get_attempts"], task_id)
+        return [AttemptRow(r["attempt"], r["worker_id"], r["outcome"], r["error_message"]) for r in rows]
+
+    async def claim(self, task_id: str, worker_id: str, lease_seconds: float) -> tuple[TaskRow, str] | None:
+        lease_token = str(uuid.uuid4())
+        row = await self._pool.fetchrow(self._sql["claim_task"], task_id, lease_token, lease_seconds, worker_id)
+        return (_task_row(row), lease_token) if row else None
+
+    async def status_of(self, task_id: str) -> TaskStatus | None:
+        row = await self._pool.fetchrow(self._sql["task_fence_state"], task_id)
+        return TaskStatus(row["status"]) if row else None
+
+    async def heartbeat(self, ref: TaskRef, lease_seconds: float) -> datetime:
+        expires = await self._pool.fetchval(
+            self._sql["heartbeat"], ref.task_id, ref.attempt, ref.lease_token, lease_seconds
+        )
+        if expires is not None:
+            return expires  # type: ignore[no-any-return]
+        async with self._pool.acquire() as conn, conn.transaction():
+            fence = check_fence(await self._fence(conn, ref.task_id), ref)
+        reason = "LEASE_EXPIRED" if fence is Fence.LATE else "TASK_NOT_RUNNING"
+        raise FailedPrecondition(reason, "the attempt no longer holds a live lease")
+
+    async def _fence(self, conn: asyncpg.Connection, task_id: str) -> FenceState | None:
+        row = await conn.fetchrow(self._sql["task_fence_state_for_update"], task_id)
+        if row is None:
+            return None
+        return FenceState(
+            status=TaskStatus(row["status"]),
+            attempt=row["attempt"],
+            lease_token=str(row["lease_token"]) if row["lease_token"] else None,
+            attempt_outcome=row["attempt_outcome"],
+        )
+
+    async def complete(
+        self,
+        ref: TaskRef,
+        status: TaskStatus,
+        events: Sequence[DatasetEvent],
+        outputs: Sequence[dict[str, Any]],
+        publications: Sequence[DatasetPublication],
+        error_message: str,
+        retry_base: float,
+        retry_cap: float,
+    ) -> Completion:
+        async with self._pool.acquire() as conn, conn.transaction():
+            state = await self._fence(conn, ref.task_id)
+            fence = check_fence(state, ref)
+            assert state is not None
+            if fence is Fence.FINISHED:
+                if state.status is status:
+                    return Completion(status=status, duplicate=True)
+                raise FailedPrecondition("ALREADY_FINISHED", "this attempt already finished differently")
+            if events:
+                await self._insert_events(conn, ref, events)
+            for pub in publications:
+                await self._register_version(conn, pub, ref.task_id)
+            next_retry_at = None
+            if status is TaskStatus.FAILED:
+                next_retry_at = await conn.fetchval(
+                    self._sql["finish_failed"], ref.task_id, error_message or "failed", retry_base, retry_cap
+                )
+            else:
+                await conn.execute(self._sql["finish_completed"], ref.task_id, status.value, json.dumps(list(outputs)))
+            await conn.execute(
+                self._sql["finish_attempt"], ref.task_id, ref.attempt, status.value, error_message or None
+            )
+            return Completion(status=status, duplicate=False, next_retry_at=next_retry_at)
+
+    async def emit_events(self, ref: TaskRef, events: Sequence[DatasetEvent]) -> int:
+        async with self._pool.acquire() as conn, conn.transaction():
+            if check_fence(await self._fence(conn, ref.task_id), ref) is Fence.FINISHED:
+                raise FailedPrecondition("TASK_NOT_RUNNING", "the attempt already finished")
+            return await self._insert_events(conn, ref, events)
+
+    async def _insert_events(self, conn: asyncpg.Connection, ref: TaskRef, events: Sequence[DatasetEvent]) -> int:
+        rows = await conn.fetch(
+            self._sql["insert_events"],
+            ref.task_id,
+            ref.attempt,
+            [e.dataset_uuid for e in events],
+            [e.dataset_version for e in events],
+            [e.cursor for e in events],
+            [e.partition_key for e in events],
+            [e.start for e in events],
+            [e.end for e in events],
+        )
+        return len(rows)
+
+    async def _register_version(self, conn: asyncpg.Connection, pub: DatasetPublication, task_id: str) -> None:
+        storage = json.dumps(pub.storage_ref.to_dict(), sort_keys=True)
+        inserted = await conn.fetchval(
+            self._sql["insert_dataset_version"],
+            pub.dataset_uuid,
+            pub.dataset_version,
+            storage,
+            pub.config_hash,
+            pub.range_start,
+            pub.range_end,
+            task_id,
+        )
+        if inserted is None:
+            existing = await conn.fetchval(
+                self._sql["get_dataset_version_storage"], pub.dataset_uuid, pub.dataset_version
+            )
+            if json.loads(existing) != pub.storage_ref.to_dict():
+                raise FailedPrecondition(
+                    "DATASET_VERSION_CONFLICT", "this dataset version is registered with other storage"
+                )
+
+    async def buffer_publish(
+        self, ref: TaskRef, org_id: str, batch_uri: str, content_type: str, size: int, scope: str
+    ) -> tuple[str, bool]:
+        """Returns (publish_id, duplicate)."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            fence = check_fence(await self._fence(conn, ref.task_id), ref)
+            existing = await conn.fetchval(self._sql["get_buffered_publish"], ref.task_id, ref.attempt, batch_uri)
+            if existing is not None:
+                return str(existing), True
+            if fence is Fence.FINISHED:
+                raise FailedPrecondition("TASK_NOT_RUNNING", "the attempt already finished")
+            publish_id = await conn.fetchval(
+                self._sql["insert_buffered_publish"],
+                ref.task_id,
+                ref.attempt,
+                org_id,
+                batch_uri,
+                content_type,
+                size,
+                scope,
+            )
+            message = {
+                "publish_id": str(publish_id),
+                "task_id": ref.task_id,
+                "attempt": ref.attempt,
+                "org_id": org_id,
+                "batch_uri": batch_uri,
+                "content_type": content_type,
+                "batch_size_bytes": size,
+                "dedupe_scope": scope,
+            }
+            await conn.execute(self._sql["enqueue_buffer"], json.dumps(message))
+            return str(publish_id), False
+
+    async def reap_expired_leases(self, limit: int, retry_base: float, retry_cap: float) -> int:
+        rows = await self._pool.fetch(self._sql["reap_expired_leases"], limit, retry_base, retry_cap)
+        return len(rows)
+
+    async def requeue_due_retries(self, limit: int) -> int:
+        rows = await self._pool.fetch(self._sql["requeue_due_retries"], limit)
+        return len(rows)

@@ -1,0 +1,1 @@
+"""Wake-up queues: Postgres-backed for Lite, SQS for the cluster profile."""

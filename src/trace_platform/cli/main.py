@@ -1,0 +1,150 @@
+"""Entry point of the `trace` command."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import click
+
+from trace_platform.adapters.postgres.migrations import migrate_dsn
+from trace_platform.app import RunningPlatform, start_platform
+from trace_platform.cli.common import data_dir_option
+from trace_platform.cli.tasks import LITE_ORG, demo, describe, task_group, wait_terminal
+from trace_platform.core.config import settings_from_env
+from trace_platform.core.keys import KeyStore
+from trace_platform.servers.common.logs import configure_logging
+from trace_platform.servers.common.server import wait_for_shutdown_signal
+
+
+@click.group()
+@click.option("--log-level", default="WARNING", envvar="TRACE_LOG_LEVEL", show_default=True)
+def cli(log_level: str) -> None:
+    """Trace: sync, query and alert on blockchain data."""
+    configure_logging(log_level.upper())
+
+
+@cli.group()
+def lite() -> None:
+    """The Lite profile: everything on one machine."""
+
+
+@lite.command("up")
+@click.option("--listen", envvar="TRACE_LISTEN", default="127.0.0.1:50051", show_default=True)
+@data_dir_option
+@click.option("--demo", "run_demo", is_flag=True, help="Run a demo task once the stack is up, then stop.")
+def lite_up(listen: str, data_dir: Path, run_demo: bool) -> None:
+    """Start the whole platform in the foreground (Ctrl-C stops it)."""
+    from trace_platform.lite.stack import run_lite
+
+    settings = replace(settings_from_env(), listen=listen, data_dir=data_dir)
+
+    async def main() -> None:
+        ready = asyncio.Event()
+        holder: list[RunningPlatform] = []
+
+        def on_ready(platform: RunningPlatform) -> None:
+            holder.append(platform)
+            click.echo(f"trace lite is up on {platform.addr} (data: {settings.data_dir}); Ctrl-C stops it")
+            ready.set()
+
+        stack = asyncio.create_task(run_lite(settings, on_ready))
+        if not run_demo:
+            await stack
+            return
+        waiter = asyncio.create_task(ready.wait())
+        await asyncio.wait({stack, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        if stack.done():
+            stack.result()
+            return
+        await _demo(holder[0])
+        stack.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await stack
+
+    asyncio.run(main())
+
+
+async def _demo(platform: RunningPlatform) -> None:
+    import grpc
+
+    from trace_platform.clients.dispatcher import DispatcherClient
+
+    async with grpc.aio.insecure_channel(platform.addr) as channel:
+        client = DispatcherClient(channel, admin_token=platform.settings.admin_token)
+        started = time.monotonic()
+        task_id = await client.create_task(LITE_ORG, "sleep", {"seconds": 0.2})
+        resp = await wait_terminal(client, task_id, 30.0)
+        click.echo(json.dumps(describe(resp), indent=2))
+        click.echo(f"demo task {task_id} finished in {time.monotonic() - started:.2f}s")
+        if not resp.terminal or resp.task.status != 3:
+            raise click.ClickException("demo task did not complete")
+
+
+@cli.group()
+def db() -> None:
+    """Database administration."""
+
+
+@db.command("migrate")
+@click.option("--database-url", envvar="TRACE_DATABASE_URL", required=True)
+def db_migrate(database_url: str) -> None:
+    """Apply pending schema migrations."""
+    applied = asyncio.run(migrate_dsn(database_url))
+    click.echo(f"applied {len(applied)} migration(s){': ' + ', '.join(applied) if applied else ''}")
+
+
+@cli.group()
+def dispatcher() -> None:
+    """The Dispatcher service on its own (cluster profile)."""
+
+
+@dispatcher.command("serve")
+@click.option("--listen", envvar="TRACE_LISTEN", default="127.0.0.1:50051", show_default=True)
+@click.option("--worker/--no-worker", default=False, help="Also run a worker in this process.")
+def dispatcher_serve(listen: str, worker: bool) -> None:
+    """Serve the Dispatcher (needs TRACE_DATABASE_URL, TRACE_WORKER_TOKEN, TRACE_ADMIN_TOKEN)."""
+    settings = replace(settings_from_env(), listen=listen)
+    if not settings.database_url:
+        raise click.ClickException("TRACE_DATABASE_URL is required")
+
+    async def main() -> None:
+        platform = await start_platform(settings, run_worker=worker)
+        logging.getLogger(__name__).warning("dispatcher serving", extra={"addr": platform.addr})
+        click.echo(f"dispatcher serving on {platform.addr}", err=True)
+        try:
+            await wait_for_shutdown_signal()
+        finally:
+            await platform.stop()
+
+    asyncio.run(main())
+
+
+@cli.group()
+def keys() -> None:
+    """Capability-token signing keys."""
+
+
+@keys.command("rotate")
+@click.option("--key-dir", type=click.Path(path_type=Path), required=True)
+@click.option("--overlap", type=float, default=3600.0, show_default=True, help="Seconds the old key stays valid.")
+def keys_rotate(key_dir: Path, overlap: float) -> None:
+    """Promote the next key to current; the old current stays in the JWKS for the overlap."""
+    store = KeyStore(key_dir)
+    ring = store.load_or_create()
+    ring.rotate(overlap)
+    store.save(ring)
+    click.echo(f"current key is now {ring.current.kid}; restart the Dispatcher to sign with it")
+
+
+cli.add_command(task_group)
+cli.add_command(demo)
+
+
+def main() -> None:
+    cli()

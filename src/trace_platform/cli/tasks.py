@@ -1,0 +1,93 @@
+"""`trace task ...` and `trace demo`: submit and inspect tasks through the Dispatcher."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from pathlib import Path
+
+import click
+import grpc
+from google.protobuf.json_format import MessageToDict
+
+from trace_platform.cli.common import addr_option, admin_token, data_dir_option, run
+from trace_platform.clients.dispatcher import DispatcherClient
+from trace_platform.gen.trace.v1 import dispatcher_pb2
+
+LITE_ORG = "00000000-0000-0000-0000-000000000001"
+
+
+async def wait_terminal(client: DispatcherClient, task_id: str, timeout: float) -> dispatcher_pb2.GetTaskResponse:
+    deadline = time.monotonic() + timeout
+    while True:
+        resp = await client.get_task(task_id)
+        if resp.terminal or time.monotonic() > deadline:
+            return resp
+        await asyncio.sleep(0.1)
+
+
+def describe(resp: dispatcher_pb2.GetTaskResponse) -> dict[str, object]:
+    return MessageToDict(resp, preserving_proto_field_name=True)
+
+
+async def submit_and_wait(
+    addr: str, token: str, operator: str, config: dict[str, object], wait: float
+) -> dict[str, object]:
+    async with grpc.aio.insecure_channel(addr) as channel:
+        client = DispatcherClient(channel, admin_token=token)
+        task_id = await client.create_task(LITE_ORG, operator, config)
+        if wait <= 0:
+            return {"task": {"task_id": task_id}}
+        return describe(await wait_terminal(client, task_id, wait))
+
+
+@click.group("task")
+def task_group() -> None:
+    """Submit and inspect tasks."""
+
+
+@task_group.command("submit")
+@click.argument("operator")
+@click.option("--config", "config_json", default="{}", help="Operator config as a JSON object.")
+@click.option("--wait", type=float, default=0.0, help="Seconds to wait for a terminal state.")
+@addr_option
+@data_dir_option
+def submit(operator: str, config_json: str, wait: float, addr: str, data_dir: Path) -> None:
+    """Create a task for OPERATOR and print it."""
+    try:
+        config = json.loads(config_json)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"not JSON: {exc.msg}", param_hint="--config") from None
+    click.echo(json.dumps(run(submit_and_wait(addr, admin_token(data_dir), operator, config, wait)), indent=2))
+
+
+@task_group.command("get")
+@click.argument("task_id")
+@addr_option
+@data_dir_option
+def get(task_id: str, addr: str, data_dir: Path) -> None:
+    """Print a task's state and attempts."""
+    try:
+        uuid.UUID(task_id)
+    except ValueError:
+        raise click.BadParameter("must be a UUID", param_hint="TASK_ID") from None
+
+    async def fetch() -> dict[str, object]:
+        async with grpc.aio.insecure_channel(addr) as channel:
+            return describe(await DispatcherClient(channel, admin_token=admin_token(data_dir)).get_task(task_id))
+
+    click.echo(json.dumps(run(fetch()), indent=2))
+
+
+@click.command("demo")
+@addr_option
+@data_dir_option
+def demo(addr: str, data_dir: Path) -> None:
+    """Run a demo task on a running `trace lite up` and print how it went."""
+    result = run(submit_and_wait(addr, admin_token(data_dir), "sleep", {"seconds": 0.2}, 30.0))
+    click.echo(json.dumps(result, indent=2))
+    task = result.get("task", {})
+    if not isinstance(task, dict) or task.get("status") != "TASK_STATUS_COMPLETED":
+        raise click.ClickException("demo task did not complete")

@@ -1,0 +1,39 @@
+"""The SDK's one choke point: gRPC failures become the platform's typed errors."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+from typing import TypeVar
+
+import grpc
+from google.rpc import error_details_pb2, status_pb2
+
+from trace_platform.core.errors import ERROR_CLASSES, ErrorKind, TraceError, Unavailable
+
+T = TypeVar("T")
+_KIND_BY_CODE = {kind.value.upper(): kind for kind in ErrorKind}
+
+
+def reason_of(err: grpc.aio.AioRpcError) -> str:
+    for key, value in err.trailing_metadata() or ():
+        if key == "grpc-status-details-bin":
+            status = status_pb2.Status.FromString(value)
+            for detail in status.details:
+                info = error_details_pb2.ErrorInfo()
+                if detail.Unpack(info):
+                    return str(info.reason)
+    return str(err.code().name)
+
+
+def from_rpc_error(err: grpc.aio.AioRpcError) -> TraceError:
+    kind = _KIND_BY_CODE.get(err.code().name)
+    if kind is None:
+        return Unavailable(err.code().name, err.details() or "")
+    return ERROR_CLASSES[kind](reason_of(err), err.details() or "")
+
+
+async def call(awaitable: Awaitable[T]) -> T:
+    try:
+        return await awaitable
+    except grpc.aio.AioRpcError as err:
+        raise from_rpc_error(err) from None

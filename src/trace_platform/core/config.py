@@ -1,0 +1,116 @@
+"""Typed settings. Built once from the environment (or flags) at the composition root
+and passed down; nothing deeper reads ``os.environ``."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+DEFAULT_ADDR = "127.0.0.1:50051"
+
+
+def default_data_dir() -> Path:
+    return Path.home() / ".trace" / "lite"
+
+
+@dataclass(frozen=True)
+class TokenSettings:
+    """Capability-token signing. ES256 unless ``dev_hs256_secret`` is set explicitly."""
+
+    issuer: str = "trace-dispatcher"
+    key_dir: Path | None = None
+    ttl_seconds: int = 900
+    dev_hs256_secret: str | None = None
+    # How often verifiers may refetch the JWKS on an unknown kid.
+    jwks_refresh_min_seconds: float = 1.0
+    jwks_cache_seconds: float = 300.0
+
+
+@dataclass(frozen=True)
+class DispatcherSettings:
+    lease_seconds: float = 30.0
+    default_max_attempts: int = 3
+    retry_base_seconds: float = 1.0
+    retry_max_seconds: float = 300.0
+    outbox_interval_seconds: float = 0.5
+    outbox_batch: int = 256
+    reaper_interval_seconds: float = 1.0
+    retry_interval_seconds: float = 0.5
+    max_tasks_per_create: int = 1000
+    max_config_bytes: int = 256 * 1024
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    worker_id: str = "worker-local"
+    concurrency: int = 4
+    receive_batch: int = 16
+    visibility_seconds: float = 60.0
+    poll_interval_seconds: float = 1.0
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str | None = None
+    listen: str = DEFAULT_ADDR
+    data_dir: Path = field(default_factory=default_data_dir)
+    worker_token: str | None = None
+    admin_token: str | None = None
+    # Where tasks write batch artifacts (each attempt gets its own sub-prefix).
+    scratch_uri: str | None = None
+    db_pool_min: int = 2
+    db_pool_max: int = 16
+    tokens: TokenSettings = field(default_factory=TokenSettings)
+    dispatcher: DispatcherSettings = field(default_factory=DispatcherSettings)
+    worker: WorkerSettings = field(default_factory=WorkerSettings)
+
+    def with_overrides(self, **changes: object) -> Settings:
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    return float(raw) if raw else default
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    return int(raw) if raw else default
+
+
+def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
+    """Read ``TRACE_*`` variables. Unset variables keep the embedded defaults."""
+    env = os.environ if env is None else env
+    data_dir = Path(env["TRACE_DATA_DIR"]) if env.get("TRACE_DATA_DIR") else default_data_dir()
+    tokens = TokenSettings(
+        issuer=env.get("TRACE_TOKEN_ISSUER", "trace-dispatcher"),
+        key_dir=Path(env["TRACE_TOKEN_KEY_DIR"]) if env.get("TRACE_TOKEN_KEY_DIR") else None,
+        ttl_seconds=_int(env, "TRACE_TOKEN_TTL_SECONDS", 900),
+        dev_hs256_secret=env.get("TRACE_DEV_HS256_SECRET") or None,
+    )
+    dispatcher = DispatcherSettings(
+        lease_seconds=_float(env, "TRACE_LEASE_SECONDS", 30.0),
+        default_max_attempts=_int(env, "TRACE_MAX_ATTEMPTS", 3),
+        retry_base_seconds=_float(env, "TRACE_RETRY_BASE_SECONDS", 1.0),
+        retry_max_seconds=_float(env, "TRACE_RETRY_MAX_SECONDS", 300.0),
+        outbox_interval_seconds=_float(env, "TRACE_OUTBOX_INTERVAL_SECONDS", 0.5),
+        reaper_interval_seconds=_float(env, "TRACE_REAPER_INTERVAL_SECONDS", 1.0),
+        retry_interval_seconds=_float(env, "TRACE_RETRY_INTERVAL_SECONDS", 0.5),
+    )
+    worker = WorkerSettings(
+        worker_id=env.get("TRACE_WORKER_ID", "worker-local"),
+        concurrency=_int(env, "TRACE_WORKER_CONCURRENCY", 4),
+    )
+    return Settings(
+        database_url=env.get("TRACE_DATABASE_URL") or None,
+        listen=env.get("TRACE_LISTEN", DEFAULT_ADDR),
+        data_dir=data_dir,
+        worker_token=env.get("TRACE_WORKER_TOKEN") or None,
+        admin_token=env.get("TRACE_ADMIN_TOKEN") or None,
+        scratch_uri=env.get("TRACE_SCRATCH_URI") or None,
+        tokens=tokens,
+        dispatcher=dispatcher,
+        worker=worker,
+    )

@@ -1,0 +1,49 @@
+"""Input checks that raise ``InvalidArgument`` with a reason code naming the field."""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from typing import Any
+
+from trace_platform.core.errors import InvalidArgument
+
+SLUG_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+
+
+def require_uuid(field: str, value: object) -> str:
+    """Return the canonical lowercase form of a UUID, or refuse."""
+    if not isinstance(value, str) or not value:
+        raise InvalidArgument("MISSING_FIELD", f"{field} is required", field=field)
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        raise InvalidArgument("INVALID_UUID", f"{field} must be a UUID", field=field) from None
+
+
+def require_attempt(value: int) -> int:
+    if value < 1:
+        raise InvalidArgument("INVALID_ATTEMPT", "attempt must be >= 1", field="attempt")
+    return value
+
+
+def require_slug(field: str, value: str) -> str:
+    if not SLUG_RE.match(value or ""):
+        raise InvalidArgument("INVALID_NAME", f"{field} must match {SLUG_RE.pattern}", field=field)
+    return value
+
+
+def require_json(field: str, text: str, kind: type, max_bytes: int, default: Any) -> Any:
+    """Parse a JSON text field of an expected top-level type, bounded in size."""
+    if not text:
+        return default
+    if len(text.encode()) > max_bytes:
+        raise InvalidArgument("PAYLOAD_TOO_LARGE", f"{field} exceeds {max_bytes} bytes", field=field)
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        raise InvalidArgument("INVALID_JSON", f"{field} is not valid JSON", field=field) from None
+    if not isinstance(value, kind):
+        raise InvalidArgument("INVALID_JSON", f"{field} must be a JSON {kind.__name__}", field=field)
+    return value

@@ -1,0 +1,1 @@
+"""Lite profile: the whole platform in one process on one machine."""

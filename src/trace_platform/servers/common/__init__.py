@@ -1,0 +1,1 @@
+"""Pieces every gRPC server shares: error mapping, auth metadata, health, reflection, shutdown."""

@@ -1,0 +1,86 @@
+"""Builds a grpc.aio server with health, reflection and error mapping, and runs it
+until SIGTERM/SIGINT with a two-stage graceful stop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from trace_platform.servers.common.errors import ErrorMappingInterceptor
+
+log = logging.getLogger(__name__)
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+
+Register = Callable[[grpc.aio.Server], None]
+
+
+@dataclass
+class ServiceBinding:
+    """One servicer: how to add it to a server and its full service name."""
+
+    name: str
+    register: Register
+
+
+@dataclass
+class GrpcServer:
+    server: grpc.aio.Server
+    health: health.aio.HealthServicer
+    port: int
+    services: list[str] = field(default_factory=list)
+
+    async def set_serving(self, serving: bool) -> None:
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        for name in ["", *self.services]:
+            await self.health.set(name, status)
+
+    async def stop(self, grace: float = 5.0) -> None:
+        # Stage 1: tell load balancers to go away; stage 2: finish in-flight calls.
+        await self.set_serving(False)
+        await self.server.stop(grace)
+
+
+async def start_server(bindings: Iterable[ServiceBinding], listen: str) -> GrpcServer:
+    server = grpc.aio.server(
+        interceptors=[ErrorMappingInterceptor()],
+        options=[
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.so_reuseport", 0),
+        ],
+    )
+    names = []
+    for binding in bindings:
+        binding.register(server)
+        names.append(binding.name)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server
+    )
+    port = server.add_insecure_port(listen)
+    if port == 0:
+        raise OSError(f"cannot listen on {listen}")
+    await server.start()
+    running = GrpcServer(server, health_servicer, port, names)
+    await running.set_serving(True)
+    log.info("grpc server started", extra={"listen": listen, "port": port, "services": names})
+    return running
+
+
+async def wait_for_shutdown_signal() -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutdown signal received")

@@ -1,0 +1,1 @@
+"""Dispatcher service: task lifecycle, leases, fencing, retries, outbox."""

@@ -1,0 +1,70 @@
+"""Composition of the Dispatcher: repositories, service, servicer and loops."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+
+from trace_platform.adapters.postgres.outbox_repository import OutboxRepository
+from trace_platform.adapters.postgres.task_repository import TaskRepository
+from trace_platform.adapters.queue.base import Queue
+from trace_platform.core.config import Settings
+from trace_platform.core.keys import KeyRing, KeyStore
+from trace_platform.core.tokens import TokenIssuer, TokenVerifier
+from trace_platform.servers.common.server import ServiceBinding
+from trace_platform.servers.dispatcher.loops import Loop, dispatcher_loops
+from trace_platform.servers.dispatcher.service import DispatcherService
+from trace_platform.servers.dispatcher.servicer import DispatcherServicer, dispatcher_binding
+
+
+def load_key_ring(settings: Settings) -> KeyRing | None:
+    if settings.tokens.dev_hs256_secret:
+        return None
+    key_dir = settings.tokens.key_dir or settings.data_dir / "keys"
+    return KeyStore(key_dir).load_or_create()
+
+
+@dataclass
+class Dispatcher:
+    service: DispatcherService
+    binding: ServiceBinding
+    loops: list[Loop]
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def start_loops(self) -> None:
+        self._tasks = [asyncio.create_task(loop.run(), name=loop.name) for loop in self.loops]
+
+    async def stop_loops(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+
+
+def build_dispatcher(pool: asyncpg.Pool, queue: Queue, settings: Settings, ring: KeyRing | None) -> Dispatcher:
+    tasks = TaskRepository(pool)
+    loops = dispatcher_loops(tasks, OutboxRepository(pool), queue, settings.dispatcher)
+    outbox_loop = loops[0]
+    tok = settings.tokens
+    issuer = TokenIssuer(tok.issuer, tok.ttl_seconds, ring, tok.dev_hs256_secret)
+    scratch = settings.scratch_uri or f"file://{settings.data_dir / 'scratch'}"
+    service = DispatcherService(tasks, issuer, settings.dispatcher, scratch, ring, outbox_loop.wakeup.set)
+
+    async def local_jwks() -> dict[str, Any]:
+        return service.jwks()
+
+    verifier = TokenVerifier(
+        tok.issuer,
+        fetch_jwks=local_jwks,
+        dev_hs256_secret=tok.dev_hs256_secret,
+        refresh_min_seconds=0.0,
+        cache_seconds=tok.jwks_cache_seconds,
+    )
+    servicer = DispatcherServicer(service, verifier, settings.worker_token, settings.admin_token)
+    return Dispatcher(service, dispatcher_binding(servicer), loops)

@@ -1,0 +1,163 @@
+"""Dispatcher domain logic (no protobuf, no driver types)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from trace_platform.adapters.postgres.task_repository import (
+    AttemptRow,
+    Completion,
+    TaskRepository,
+    TaskRow,
+)
+from trace_platform.core.config import DispatcherSettings
+from trace_platform.core.errors import InvalidArgument, PermissionDenied
+from trace_platform.core.keys import KeyRing
+from trace_platform.core.models import (
+    DatasetEvent,
+    DatasetPublication,
+    NewTask,
+    TaskRef,
+    TaskStatus,
+)
+from trace_platform.core.tokens import CapabilityClaims, TokenIssuer
+
+BUFFER_CONTENT_TYPES = ("application/jsonl", "application/x-ndjson")
+MAX_BATCH_BYTES = 1 << 30
+
+
+@dataclass(frozen=True)
+class ClaimedTask:
+    task: TaskRow
+    lease_token: str
+    lease_expires_at: datetime
+    capability_token: str
+
+
+@dataclass(frozen=True)
+class TaskView:
+    task: TaskRow
+    attempts: list[AttemptRow]
+
+    @property
+    def terminal(self) -> bool:
+        t = self.task
+        if t.status in (TaskStatus.COMPLETED, TaskStatus.CANCELED):
+            return True
+        return t.status is TaskStatus.FAILED and t.next_retry_at is None
+
+
+class DispatcherService:
+    def __init__(
+        self,
+        repo: TaskRepository,
+        issuer: TokenIssuer,
+        settings: DispatcherSettings,
+        scratch_uri: str,
+        key_ring: KeyRing | None = None,
+        on_outbox_write: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._repo = repo
+        self._issuer = issuer
+        self.settings = settings
+        self._scratch_uri = scratch_uri.rstrip("/")
+        self._ring = key_ring
+        self._on_outbox_write = on_outbox_write
+
+    async def create_tasks(self, tasks: Sequence[NewTask]) -> list[str]:
+        if not tasks:
+            raise InvalidArgument("MISSING_FIELD", "at least one task is required", field="tasks")
+        if len(tasks) > self.settings.max_tasks_per_create:
+            raise InvalidArgument("TOO_MANY_TASKS", "too many tasks in one request", field="tasks")
+        ids = await self._repo.insert_tasks(tasks)
+        self._on_outbox_write()
+        return ids
+
+    async def get_task(self, task_id: str) -> TaskView | None:
+        task = await self._repo.get(task_id)
+        if task is None:
+            return None
+        return TaskView(task, await self._repo.attempts(task_id))
+
+    async def claim(self, task_id: str, worker_id: str) -> ClaimedTask | TaskStatus | None:
+        """A claimed task, or the status that prevented the claim (None: no such task)."""
+        claimed = await self._repo.claim(task_id, worker_id, self.settings.lease_seconds)
+        if claimed is None:
+            return await self._repo.status_of(task_id)
+        task, lease_token = claimed
+        assert task.lease_expires_at is not None
+        token = self._issuer.issue(self.claims_for(task))
+        return ClaimedTask(task, lease_token, task.lease_expires_at, token)
+
+    def claims_for(self, task: TaskRow) -> CapabilityClaims:
+        grants = task.grants()
+        reads = tuple(
+            f"s3://{g.storage_ref.bucket}/{g.storage_ref.prefix}"
+            for g in grants
+            if g.storage_ref is not None and g.storage_ref.scheme == "s3"
+        )
+        return CapabilityClaims(
+            org_id=task.org_id,
+            task_id=task.task_id,
+            attempt=task.attempt,
+            datasets=grants,
+            s3_read_prefixes=reads,
+            s3_write_prefixes=(self.write_prefix(task.task_id, task.attempt),),
+        )
+
+    def write_prefix(self, task_id: str, attempt: int) -> str:
+        return f"{self._scratch_uri}/{task_id}/{attempt}/"
+
+    async def heartbeat(self, ref: TaskRef) -> datetime:
+        return await self._repo.heartbeat(ref, self.settings.lease_seconds)
+
+    async def complete(
+        self,
+        ref: TaskRef,
+        status: TaskStatus,
+        events: Sequence[DatasetEvent],
+        outputs: Sequence[dict[str, Any]],
+        publications: Sequence[DatasetPublication],
+        error_message: str,
+    ) -> Completion:
+        if status not in (TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELED):
+            raise InvalidArgument("INVALID_STATUS", "status must be completed, failed or canceled", field="status")
+        s = self.settings
+        result = await self._repo.complete(
+            ref, status, events, outputs, publications, error_message[:4096], s.retry_base_seconds, s.retry_max_seconds
+        )
+        if events:
+            self._on_outbox_write()
+        return result
+
+    async def emit_events(self, ref: TaskRef, events: Sequence[DatasetEvent]) -> int:
+        if not events:
+            raise InvalidArgument("MISSING_FIELD", "at least one event is required", field="events")
+        accepted = await self._repo.emit_events(ref, events)
+        self._on_outbox_write()
+        return accepted
+
+    async def buffer_publish(
+        self, claims: CapabilityClaims, ref: TaskRef, batch_uri: str, content_type: str, size: int, scope: str
+    ) -> tuple[str, bool]:
+        if content_type not in BUFFER_CONTENT_TYPES:
+            raise InvalidArgument("INVALID_CONTENT_TYPE", "batch must be JSON lines", field="content_type")
+        if not 0 <= size <= MAX_BATCH_BYTES:
+            raise InvalidArgument("INVALID_BATCH_SIZE", "batch_size_bytes out of range", field="batch_size_bytes")
+        if not batch_uri or ".." in batch_uri or not batch_uri.startswith(("s3://", "file://")):
+            raise InvalidArgument("INVALID_BATCH_URI", "batch_uri must be an s3:// or file:// URI", field="batch_uri")
+        if not any(batch_uri.startswith(p) for p in claims.s3_write_prefixes):
+            raise PermissionDenied("BATCH_URI_NOT_GRANTED", "batch_uri is outside the task's write prefix")
+        result = await self._repo.buffer_publish(ref, claims.org_id, batch_uri, content_type, size, scope)
+        if not result[1]:
+            self._on_outbox_write()
+        return result
+
+    def jwks(self) -> dict[str, Any]:
+        if self._ring is None:
+            return {"keys": []}
+        return self._ring.jwks(time.time())

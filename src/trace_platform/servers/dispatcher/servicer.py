@@ -1,0 +1,149 @@
+"""gRPC handlers for the Dispatcher: authenticate, convert, call the service."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from trace_platform.core.errors import InvalidArgument, NotFound
+from trace_platform.core.models import TaskRef
+from trace_platform.core.tokens import CapabilityClaims, TokenVerifier
+from trace_platform.core.validation import require_uuid
+from trace_platform.gen.trace.v1 import dispatcher_pb2, dispatcher_pb2_grpc
+from trace_platform.servers.common.auth import (
+    ADMIN_TOKEN,
+    TASK_CAPABILITY,
+    WORKER_TOKEN,
+    metadata_value,
+    require_shared_secret,
+)
+from trace_platform.servers.common.server import ServiceBinding
+from trace_platform.servers.dispatcher import convert
+from trace_platform.servers.dispatcher.service import ClaimedTask, DispatcherService
+
+Ctx = Any  # grpc.aio.ServicerContext (grpc ships no type hints)
+pb = dispatcher_pb2
+
+
+class DispatcherServicer(dispatcher_pb2_grpc.DispatcherServiceServicer):
+    def __init__(
+        self,
+        service: DispatcherService,
+        verifier: TokenVerifier,
+        worker_token: str | None,
+        admin_token: str | None,
+    ) -> None:
+        self._svc = service
+        self._verifier = verifier
+        self._worker_token = worker_token
+        self._admin_token = admin_token
+        self._settings = service.settings
+
+    async def _task_scope(self, context: Ctx, ref: TaskRef) -> CapabilityClaims:
+        claims = await self._verifier.verify(metadata_value(context, TASK_CAPABILITY))
+        claims.bind(ref.task_id, ref.attempt)
+        return claims
+
+    async def CreateTasks(self, request: pb.CreateTasksRequest, context: Ctx) -> pb.CreateTasksResponse:
+        require_shared_secret(context, ADMIN_TOKEN, self._admin_token)
+        tasks = [convert.new_task(spec, i, self._settings) for i, spec in enumerate(request.tasks)]
+        return pb.CreateTasksResponse(task_ids=await self._svc.create_tasks(tasks))
+
+    async def GetTask(self, request: pb.GetTaskRequest, context: Ctx) -> pb.GetTaskResponse:
+        require_shared_secret(context, ADMIN_TOKEN, self._admin_token)
+        view = await self._svc.get_task(require_uuid("task_id", request.task_id))
+        if view is None:
+            raise NotFound("TASK_NOT_FOUND", "no such task")
+        t = view.task
+        return pb.GetTaskResponse(
+            task=convert.task_payload(t),
+            max_attempts=t.max_attempts,
+            worker_id=t.worker_id or "",
+            lease_expires_at=convert.timestamp(t.lease_expires_at),
+            next_retry_at=convert.timestamp(t.next_retry_at),
+            error_message=t.error_message or "",
+            terminal=view.terminal,
+            attempts=[
+                pb.TaskAttempt(
+                    attempt=a.attempt, worker_id=a.worker_id, outcome=a.outcome, error_message=a.error_message
+                )
+                for a in view.attempts
+            ],
+        )
+
+    async def ClaimTask(self, request: pb.ClaimTaskRequest, context: Ctx) -> pb.ClaimTaskResponse:
+        require_shared_secret(context, WORKER_TOKEN, self._worker_token)
+        task_id = require_uuid("task_id", request.task_id)
+        if not request.worker_id or len(request.worker_id) > 256:
+            raise InvalidArgument("INVALID_WORKER_ID", "worker_id is required (at most 256 chars)", field="worker_id")
+        result = await self._svc.claim(task_id, request.worker_id)
+        if isinstance(result, ClaimedTask):
+            return pb.ClaimTaskResponse(
+                claimed=pb.Claimed(
+                    attempt=result.task.attempt,
+                    lease_token=result.lease_token,
+                    lease_expires_at=convert.timestamp(result.lease_expires_at),
+                    capability_token=result.capability_token,
+                    task=convert.task_payload(result.task),
+                )
+            )
+        return pb.ClaimTaskResponse(not_claimed=pb.NotClaimed(reason=convert.NOT_CLAIMED_REASON[result]))
+
+    async def FetchTask(self, request: pb.FetchTaskRequest, context: Ctx) -> pb.FetchTaskResponse:
+        require_shared_secret(context, WORKER_TOKEN, self._worker_token)
+        view = await self._svc.get_task(require_uuid("task_id", request.task_id))
+        if view is None:
+            raise NotFound("TASK_NOT_FOUND", "no such task")
+        return pb.FetchTaskResponse(task=convert.task_payload(view.task))
+
+    async def Heartbeat(self, request: pb.HeartbeatRequest, context: Ctx) -> pb.HeartbeatResponse:
+        ref = convert.task_ref(request.task, request.HasField("task"))
+        await self._task_scope(context, ref)
+        expires = await self._svc.heartbeat(ref)
+        return pb.HeartbeatResponse(lease_expires_at=convert.timestamp(expires))
+
+    async def CompleteTask(self, request: pb.CompleteTaskRequest, context: Ctx) -> pb.CompleteTaskResponse:
+        ref = convert.task_ref(request.task, request.HasField("task"))
+        await self._task_scope(context, ref)
+        status = convert.COMPLETION_FROM_PB.get(request.status)
+        if status is None:
+            raise InvalidArgument("INVALID_STATUS", "status is required", field="status")
+        result = await self._svc.complete(
+            ref,
+            status,
+            convert.events(list(request.events)),
+            [convert.output(o, i) for i, o in enumerate(request.outputs)],
+            [convert.publication(p, i) for i, p in enumerate(request.datasets_published)],
+            request.error_message,
+        )
+        return pb.CompleteTaskResponse(
+            duplicate=result.duplicate,
+            status=convert.STATUS_TO_PB[result.status],
+            next_retry_at=convert.timestamp(result.next_retry_at),
+        )
+
+    async def EmitEvents(self, request: pb.EmitEventsRequest, context: Ctx) -> pb.EmitEventsResponse:
+        ref = convert.task_ref(request.task, request.HasField("task"))
+        await self._task_scope(context, ref)
+        accepted = await self._svc.emit_events(ref, convert.events(list(request.events)))
+        return pb.EmitEventsResponse(accepted=accepted)
+
+    async def BufferPublish(self, request: pb.BufferPublishRequest, context: Ctx) -> pb.BufferPublishResponse:
+        ref = convert.task_ref(request.task, request.HasField("task"))
+        claims = await self._task_scope(context, ref)
+        if not convert.SCOPE_RE.match(request.dedupe_scope):
+            raise InvalidArgument("INVALID_NAME", "dedupe_scope must be a slug", field="dedupe_scope")
+        publish_id, duplicate = await self._svc.buffer_publish(
+            claims, ref, request.batch_uri, request.content_type, request.batch_size_bytes, request.dedupe_scope
+        )
+        return pb.BufferPublishResponse(publish_id=publish_id, duplicate=duplicate)
+
+    async def GetTaskJwks(self, request: pb.GetTaskJwksRequest, context: Ctx) -> pb.GetTaskJwksResponse:
+        return pb.GetTaskJwksResponse(jwks_json=json.dumps(self._svc.jwks()))
+
+
+def dispatcher_binding(servicer: DispatcherServicer) -> ServiceBinding:
+    return ServiceBinding(
+        name=pb.DESCRIPTOR.services_by_name["DispatcherService"].full_name,
+        register=lambda server: dispatcher_pb2_grpc.add_DispatcherServiceServicer_to_server(servicer, server),
+    )

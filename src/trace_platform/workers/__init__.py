@@ -1,0 +1,1 @@
+"""Trusted worker runtime (the worker wrapper) and built-in operators."""

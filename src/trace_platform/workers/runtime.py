@@ -1,0 +1,180 @@
+"""The trusted worker wrapper: wake-up -> claim -> run with heartbeats -> complete.
+
+Safe under duplicate wake-ups: only a successful claim runs operator code, and a
+message is acknowledged only once its task needs nothing more from this worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from trace_platform.adapters.queue.base import Message, Queue
+from trace_platform.clients.dispatcher import DispatcherClient
+from trace_platform.core.config import WorkerSettings
+from trace_platform.core.errors import Aborted, FailedPrecondition, NotFound, TraceError
+from trace_platform.core.models import TaskRef
+from trace_platform.gen.trace.v1 import common_pb2, dispatcher_pb2
+
+log = logging.getLogger(__name__)
+TASK_QUEUE = "tasks"
+
+
+@dataclass(frozen=True)
+class OperatorContext:
+    task: common_pb2.TaskPayload
+    config: dict[str, Any]
+    ref: TaskRef
+    capability_token: str
+    dispatcher: DispatcherClient
+
+
+@dataclass
+class OperatorResult:
+    events: Sequence[common_pb2.DatasetEvent] = ()
+    outputs: Sequence[common_pb2.TaskOutput] = ()
+    datasets_published: Sequence[common_pb2.DatasetPublication] = ()
+
+
+Operator = Callable[[OperatorContext], Awaitable[OperatorResult]]
+
+
+class LeaseLost(Exception):
+    pass
+
+
+@dataclass
+class WorkerRuntime:
+    queue: Queue
+    dispatcher: DispatcherClient
+    operators: Mapping[str, Operator]
+    settings: WorkerSettings
+    queue_name: str = TASK_QUEUE
+    _slots: asyncio.Semaphore = field(init=False)
+    _running: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self._slots = asyncio.Semaphore(self.settings.concurrency)
+
+    async def run(self) -> None:
+        while True:
+            await self.run_once()
+
+    async def run_once(self) -> int:
+        """Receive up to a batch of wake-ups and start handling them; waits when idle."""
+        free = max(1, min(self.settings.receive_batch, self.settings.concurrency - len(self._running)))
+        messages = await self.queue.receive(self.queue_name, free, self.settings.visibility_seconds)
+        if not messages:
+            await self.queue.wait(self.queue_name, self.settings.poll_interval_seconds)
+            return 0
+        for message in messages:
+            await self._slots.acquire()
+            task = asyncio.create_task(self._guarded(message))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+        return len(messages)
+
+    async def drain(self) -> None:
+        if self._running:
+            await asyncio.gather(*self._running, return_exceptions=True)
+
+    async def stop(self) -> None:
+        for task in list(self._running):
+            task.cancel()
+        await self.drain()
+
+    async def _guarded(self, message: Message) -> None:
+        try:
+            await self.handle(message)
+        except TraceError as exc:
+            # Dispatcher unreachable or similar: leave the message to reappear.
+            log.warning("wake-up not handled", extra={"reason": exc.reason})
+        except Exception:
+            log.exception("wake-up handling crashed")
+        finally:
+            self._slots.release()
+
+    async def handle(self, message: Message) -> None:
+        try:
+            task_id = str(uuid.UUID(str(message.payload.get("task_id"))))
+        except ValueError:
+            log.warning("dropping malformed wake-up")
+            await self.queue.ack(self.queue_name, [message])
+            return
+        resp = await self.dispatcher.claim(task_id, self.settings.worker_id)
+        if resp.WhichOneof("result") != "claimed":
+            # Duplicate or late wake-up: somebody else has it, or it is done.
+            await self.queue.ack(self.queue_name, [message])
+            return
+        await self._execute(resp.claimed, message)
+        await self.queue.ack(self.queue_name, [message])
+
+    async def _execute(self, claimed: dispatcher_pb2.Claimed, message: Message) -> None:
+        ref = TaskRef(claimed.task.task_id, claimed.attempt, claimed.lease_token)
+        cap = claimed.capability_token
+        ctx = OperatorContext(claimed.task, _config(claimed.task), ref, cap, self.dispatcher)
+        operator = self.operators.get(claimed.task.operator)
+        heartbeat = asyncio.create_task(self._heartbeat(ref, cap, claimed.lease_expires_at.ToDatetime(UTC), message))
+        try:
+            if operator is None:
+                raise ValueError(f"unknown operator {claimed.task.operator!r}")
+            work = asyncio.ensure_future(operator(ctx))
+            done, _ = await asyncio.wait({work, heartbeat}, return_when=asyncio.FIRST_COMPLETED)
+            if work not in done:
+                work.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await work
+                raise LeaseLost()
+            result = work.result()
+        except LeaseLost:
+            log.warning("lease lost, abandoning attempt", extra={"task_id": ref.task_id, "attempt": ref.attempt})
+            return
+        except Exception as exc:
+            heartbeat.cancel()
+            await self._finish(ref, cap, dispatcher_pb2.COMPLETION_STATUS_FAILED, error=f"{type(exc).__name__}: {exc}")
+            return
+        heartbeat.cancel()
+        await self._finish(ref, cap, dispatcher_pb2.COMPLETION_STATUS_COMPLETED, result=result)
+
+    async def _finish(
+        self, ref: TaskRef, cap: str, status: int, result: OperatorResult | None = None, error: str = ""
+    ) -> None:
+        result = result or OperatorResult()
+        try:
+            await self.dispatcher.complete(
+                ref,
+                cap,
+                status,
+                events=result.events,
+                outputs=result.outputs,
+                datasets_published=result.datasets_published,
+                error_message=error[:2000],
+            )
+        except (Aborted, FailedPrecondition, NotFound) as exc:
+            # A newer attempt owns the task; our outcome must not be recorded.
+            log.warning("completion refused", extra={"task_id": ref.task_id, "reason": exc.reason})
+
+    async def _heartbeat(self, ref: TaskRef, cap: str, expires: datetime, message: Message) -> None:
+        """Returns only when the lease is lost; cancelled when the work ends."""
+        interval = max(0.05, (expires - datetime.now(UTC)).total_seconds() / 3)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.dispatcher.heartbeat(ref, cap)
+            except (Aborted, FailedPrecondition, NotFound):
+                return
+            except TraceError:
+                continue  # transient: try again; the lease outlives a few misses
+            await self.queue.change_visibility(self.queue_name, [message], self.settings.visibility_seconds)
+
+
+def _config(task: common_pb2.TaskPayload) -> dict[str, Any]:
+    value = json.loads(task.config_json or "{}")
+    return value if isinstance(value, dict) else {}
