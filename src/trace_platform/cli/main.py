@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import logging
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -14,7 +13,7 @@ import click
 
 from trace_platform.adapters.postgres.migrations import migrate_dsn
 from trace_platform.app import RunningPlatform, start_platform
-from trace_platform.cli.common import data_dir_option
+from trace_platform.cli.common import addr_option, data_dir_option
 from trace_platform.cli.tasks import LITE_ORG, demo, describe, task_group, wait_terminal
 from trace_platform.core.config import settings_from_env
 from trace_platform.core.keys import KeyStore
@@ -115,12 +114,48 @@ def dispatcher_serve(listen: str, worker: bool) -> None:
 
     async def main() -> None:
         platform = await start_platform(settings, run_worker=worker)
-        logging.getLogger(__name__).warning("dispatcher serving", extra={"addr": platform.addr})
         click.echo(f"dispatcher serving on {platform.addr}", err=True)
         try:
             await wait_for_shutdown_signal()
         finally:
             await platform.stop()
+
+    asyncio.run(main())
+
+
+@cli.group()
+def worker() -> None:
+    """The trusted worker wrapper on its own."""
+
+
+@worker.command("run")
+@addr_option
+def worker_run(addr: str) -> None:
+    """Take wake-ups from the queue and run tasks (needs TRACE_DATABASE_URL, TRACE_WORKER_TOKEN)."""
+    import grpc
+
+    from trace_platform.adapters.postgres.pool import create_pool
+    from trace_platform.adapters.queue.postgres import PostgresQueue
+    from trace_platform.clients.dispatcher import DispatcherClient
+    from trace_platform.workers.operators import BUILTIN_OPERATORS
+    from trace_platform.workers.runtime import WorkerRuntime
+
+    settings = settings_from_env()
+    if not settings.database_url or not settings.worker_token:
+        raise click.ClickException("TRACE_DATABASE_URL and TRACE_WORKER_TOKEN are required")
+
+    async def main() -> None:
+        pool = await create_pool(settings.database_url or "", 1, 4)
+        queue = PostgresQueue(pool)
+        async with grpc.aio.insecure_channel(addr) as channel:
+            client = DispatcherClient(channel, worker_token=settings.worker_token)
+            runtime = WorkerRuntime(queue, client, BUILTIN_OPERATORS, settings.worker)
+            run = asyncio.create_task(runtime.run())
+            await wait_for_shutdown_signal()
+            run.cancel()
+            await runtime.stop()
+        await queue.close()
+        await pool.close()
 
     asyncio.run(main())
 

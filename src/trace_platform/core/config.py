@@ -96,6 +96,7 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
         retry_base_seconds=_float(env, "TRACE_RETRY_BASE_SECONDS", 1.0),
         retry_max_seconds=_float(env, "TRACE_RETRY_MAX_SECONDS", 300.0),
         outbox_interval_seconds=_float(env, "TRACE_OUTBOX_INTERVAL_SECONDS", 0.5),
+        outbox_batch=_int(env, "TRACE_OUTBOX_BATCH", 256),
         reaper_interval_seconds=_float(env, "TRACE_REAPER_INTERVAL_SECONDS", 1.0),
         retry_interval_seconds=_float(env, "TRACE_RETRY_INTERVAL_SECONDS", 0.5),
     )

@@ -27,9 +27,9 @@ class EmbeddedPostgres:
         # A socket path must stay under ~100 bytes; pgserver puts it in the data dir.
         if len(str(self.data_dir)) > 80:
             raise RuntimeError(f"data directory path too long for a PostgreSQL socket: {self.data_dir}")
-        self._server = pgserver.get_server(  # type: ignore[attr-defined]
-            self.data_dir, cleanup_mode="stop"
-        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # platformdirs warns about XDG_RUNTIME_DIR under root
+            self._server = pgserver.get_server(self.data_dir, cleanup_mode="stop")  # type: ignore[attr-defined]
         uri: str = self._server.get_uri()
         log.info("embedded postgres started", extra={"data_dir": str(self.data_dir)})
         return uri

@@ -1,0 +1,243 @@
+"""Retries, the lease reaper, the outbox and the worker runtime against real servers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+
+import asyncpg
+import pytest
+
+from tests.conftest import eventually
+from trace_platform.app import RunningPlatform
+from trace_platform.clients.dispatcher import DispatcherClient
+from trace_platform.core.errors import FailedPrecondition, InvalidArgument
+from trace_platform.core.models import TaskRef
+from trace_platform.gen.trace.v1 import common_pb2, dispatcher_pb2
+from trace_platform.workers.runtime import OperatorContext, OperatorResult, WorkerRuntime
+
+from .conftest import ORG, claim_new
+
+pb = dispatcher_pb2
+
+
+def counting_operator(calls: list[str], delay: float = 0.0):  # type: ignore[no-untyped-def]
+    async def run(ctx: OperatorContext) -> OperatorResult:
+        calls.append(ctx.task.task_id)
+        await asyncio.sleep(delay)
+        return OperatorResult()
+
+    return run
+
+
+async def run_worker(platform: RunningPlatform, client: DispatcherClient, operators, until) -> WorkerRuntime:  # type: ignore[no-untyped-def]
+    worker = WorkerRuntime(platform.queue, client, operators, platform.settings.worker)
+    loop = asyncio.create_task(worker.run())
+    try:
+        await eventually(until, timeout=15)
+    finally:
+        loop.cancel()
+        await worker.stop()
+    return worker
+
+
+async def test_task_flows_from_create_to_completed_through_queue(
+    client: DispatcherClient, platform: RunningPlatform, db: asyncpg.Connection
+) -> None:
+    calls: list[str] = []
+    task_id = await client.create_task(ORG, "count")
+
+    async def done() -> bool:
+        return (await client.get_task(task_id)).task.status == common_pb2.TASK_STATUS_COMPLETED
+
+    await run_worker(platform, client, {"count": counting_operator(calls)}, done)
+    assert calls == [task_id]
+    assert await db.fetchval("SELECT count(*) FROM outbox WHERE status = 'pending'") == 0
+    assert await db.fetchval("SELECT count(*) FROM queue_messages") == 0  # acknowledged
+
+
+async def test_duplicate_wakeups_run_the_operator_once(client: DispatcherClient, platform: RunningPlatform) -> None:
+    calls: list[str] = []
+    task_id = await client.create_task(ORG, "count")
+    await platform.queue.publish("tasks", [{"task_id": task_id}] * 5)
+
+    async def settled() -> bool:
+        done = (await client.get_task(task_id)).task.status == common_pb2.TASK_STATUS_COMPLETED
+        return done and await platform.queue.depth("tasks") == 0
+
+    await run_worker(platform, client, {"count": counting_operator(calls, delay=0.2)}, settled)
+    assert calls == [task_id]
+
+
+async def test_max_attempts_exhausted_gives_terminal_failed(
+    client: DispatcherClient, platform: RunningPlatform, db: asyncpg.Connection
+) -> None:
+    task_id = (await client.create_tasks([pb.TaskSpec(org_id=ORG, operator="fail", max_attempts=3)]))[0]
+
+    async def terminal() -> bool:
+        return (await client.get_task(task_id)).terminal
+
+    from trace_platform.workers.operators import BUILTIN_OPERATORS
+
+    await run_worker(platform, client, BUILTIN_OPERATORS, terminal)
+    resp = await client.get_task(task_id)
+    assert resp.task.status == common_pb2.TASK_STATUS_FAILED
+    assert resp.task.attempt == 3
+    assert not resp.HasField("next_retry_at")
+    assert [a.outcome for a in resp.attempts] == ["failed", "failed", "failed"]
+    assert "asked to fail" in resp.error_message
+    await asyncio.sleep(0.3)  # the retry scheduler must leave it alone
+    assert await db.fetchval("SELECT attempt FROM tasks WHERE id = $1", uuid.UUID(task_id)) == 3
+
+
+async def test_retry_backoff_grows_and_is_capped(client: DispatcherClient, db: asyncpg.Connection) -> None:
+    ref, cap = await claim_new(client, max_attempts=5)
+    resp = await client.complete(ref, cap, pb.COMPLETION_STATUS_FAILED, error_message="x")
+    assert resp.status == common_pb2.TASK_STATUS_FAILED and resp.HasField("next_retry_at")
+    delay = await db.fetchval(
+        "SELECT extract(epoch FROM next_retry_at - finished_at) FROM tasks WHERE id = $1", uuid.UUID(ref.task_id)
+    )
+    assert 0.04 <= float(delay) <= 0.1  # base 0.05 s for attempt 1
+    capped = await db.fetchval("SELECT extract(epoch FROM trace_next_retry_at(9, 10, 0.05, 0.2) - now())")
+    assert 0.19 <= float(capped) <= 0.21
+    assert await db.fetchval("SELECT trace_next_retry_at(3, 3, 1, 10)") is None
+
+
+async def test_lease_reaper_retries_and_late_reply_of_current_attempt_is_accepted(
+    client: DispatcherClient, db: asyncpg.Connection
+) -> None:
+    ref, cap = await claim_new(client, max_attempts=2)
+    # Expire the lease; keep the retry far away so the late reply still meets this attempt.
+    await db.execute(
+        "UPDATE tasks SET lease_expires_at = now() - interval '1 second' WHERE id = $1", uuid.UUID(ref.task_id)
+    )
+
+    async def reaped() -> bool:
+        row = await db.fetchrow("SELECT status FROM tasks WHERE id = $1", uuid.UUID(ref.task_id))
+        if row["status"] == "failed":
+            await db.execute(
+                "UPDATE tasks SET next_retry_at = now() + interval '1 hour' WHERE id = $1", uuid.UUID(ref.task_id)
+            )
+            return True
+        return False
+
+    await eventually(reaped)
+    with pytest.raises(FailedPrecondition) as exc:
+        await client.heartbeat(ref, cap)
+    assert exc.value.reason == "LEASE_EXPIRED"
+    late = await client.complete(ref, cap)
+    assert not late.duplicate and late.status == common_pb2.TASK_STATUS_COMPLETED
+    outcome = await db.fetchval("SELECT outcome FROM task_attempts WHERE task_id = $1", uuid.UUID(ref.task_id))
+    assert outcome == "completed"
+
+
+async def test_events_are_deduplicated_and_routed_through_outbox(
+    client: DispatcherClient, db: asyncpg.Connection
+) -> None:
+    ref, cap = await claim_new(client)
+    ev = common_pb2.DatasetEvent(dataset_uuid=str(uuid.uuid4()), dataset_version=str(uuid.uuid4()), cursor=42)
+    assert await client.emit_events(ref, cap, [ev]) == 1
+    assert await client.emit_events(ref, cap, [ev]) == 0
+    await client.complete(ref, cap, events=[ev])
+    assert await db.fetchval("SELECT count(*) FROM task_events") == 1
+    assert await db.fetchval("SELECT count(*) FROM outbox WHERE kind = 'route_event'") == 1
+
+
+async def test_dataset_versions_register_idempotently_and_conflicts_roll_back(
+    client: DispatcherClient, db: asyncpg.Connection
+) -> None:
+    ds, ver = str(uuid.uuid4()), str(uuid.uuid4())
+    ref_store = common_pb2.StorageRef(scheme="file", prefix="/data/a/", glob="*.parquet")
+    pub = common_pb2.DatasetPublication(
+        dataset_uuid=ds, dataset_version=ver, storage_ref=ref_store, range_start=0, range_end=100
+    )
+    for _ in range(2):
+        ref, cap = await claim_new(client)
+        await client.complete(ref, cap, datasets_published=[pub])
+    assert await db.fetchval("SELECT count(*) FROM dataset_versions") == 1
+    other = common_pb2.DatasetPublication(
+        dataset_uuid=ds, dataset_version=ver, storage_ref=common_pb2.StorageRef(scheme="file", prefix="/data/b/")
+    )
+    ev = common_pb2.DatasetEvent(dataset_uuid=ds, dataset_version=ver, cursor=1)
+    ref, cap = await claim_new(client)
+    with pytest.raises(FailedPrecondition) as exc:
+        await client.complete(ref, cap, datasets_published=[other], events=[ev])
+    assert exc.value.reason == "DATASET_VERSION_CONFLICT"
+    # The whole completion rolled back: still running, no event written.
+    assert await db.fetchval("SELECT status FROM tasks WHERE id = $1", uuid.UUID(ref.task_id)) == "running"
+    assert await db.fetchval("SELECT count(*) FROM task_events") == 0
+
+
+async def _state_counts(db: asyncpg.Connection) -> tuple[int, ...]:
+    tables = ("tasks", "task_attempts", "outbox", "task_events", "buffered_publishes", "dataset_versions")
+    return tuple([await db.fetchval(f"SELECT count(*) FROM {t}") for t in tables])
+
+
+@pytest.mark.parametrize(
+    "spec, reason",
+    [
+        (dict(org_id="not-a-uuid", operator="noop"), "INVALID_UUID"),
+        (dict(operator="noop"), "MISSING_FIELD"),
+        (dict(org_id=ORG, operator=""), "INVALID_NAME"),
+        (dict(org_id=ORG, operator="Bad Name!"), "INVALID_NAME"),
+        (dict(org_id=ORG, operator="noop", config_json="[1]"), "INVALID_JSON"),
+        (dict(org_id=ORG, operator="noop", config_json="{nope"), "INVALID_JSON"),
+        (dict(org_id=ORG, operator="noop", config_json=json.dumps({"x": "y" * 300_000})), "PAYLOAD_TOO_LARGE"),
+        (dict(org_id=ORG, operator="noop", max_attempts=-1), "INVALID_MAX_ATTEMPTS"),
+        (dict(org_id=ORG, operator="noop", task_id="123"), "INVALID_UUID"),
+    ],
+)
+async def test_malformed_create_is_invalid_argument_and_writes_nothing(
+    client: DispatcherClient, db: asyncpg.Connection, spec: dict[str, object], reason: str
+) -> None:
+    before = await _state_counts(db)
+    good = pb.TaskSpec(org_id=ORG, operator="noop")
+    with pytest.raises(InvalidArgument) as exc:
+        await client.create_tasks([good, pb.TaskSpec(**spec)])  # the good one must not land either
+    assert exc.value.reason == reason
+    assert await _state_counts(db) == before
+
+
+async def test_malformed_task_scoped_requests_are_invalid_argument(
+    client: DispatcherClient, db: asyncpg.Connection, platform: RunningPlatform
+) -> None:
+    ref, cap = await claim_new(client)
+    before = await _state_counts(db)
+    bad_refs = [
+        TaskRef("nope", 1, ref.lease_token),
+        TaskRef(ref.task_id, -1, ref.lease_token),
+        TaskRef(ref.task_id, 0, ref.lease_token),
+        TaskRef(ref.task_id, 1, "not-a-lease"),
+        TaskRef("", 1, ref.lease_token),
+    ]
+    for bad in bad_refs:
+        with pytest.raises(InvalidArgument):
+            await client.complete(bad, cap)
+    with pytest.raises(InvalidArgument) as exc:
+        await client.claim("zzz", "w")
+    assert exc.value.reason == "INVALID_UUID"
+    with pytest.raises(InvalidArgument) as no_status:
+        await client.complete(ref, cap, status=pb.COMPLETION_STATUS_UNSPECIFIED)
+    assert no_status.value.reason == "INVALID_STATUS"
+    bad_event = common_pb2.DatasetEvent(dataset_uuid="x", dataset_version=str(uuid.uuid4()))
+    with pytest.raises(InvalidArgument):
+        await client.complete(ref, cap, events=[bad_event])
+    many = [common_pb2.DatasetEvent(dataset_uuid=str(uuid.uuid4()), dataset_version=str(uuid.uuid4()))] * 1001
+    with pytest.raises(InvalidArgument) as too_many:
+        await client.emit_events(ref, cap, many)
+    assert too_many.value.reason == "TOO_MANY_EVENTS"
+    uri = f"{platform.settings.scratch_uri}/{ref.task_id}/1/b.jsonl"
+    for kwargs, reason in [
+        (dict(batch_uri=uri, size=-5), "INVALID_BATCH_SIZE"),
+        (dict(batch_uri="http://evil/x", size=1), "INVALID_BATCH_URI"),
+        (dict(batch_uri=uri + "/../../x", size=1), "INVALID_BATCH_URI"),
+        (dict(batch_uri=uri, size=1, content_type="text/csv"), "INVALID_CONTENT_TYPE"),
+        (dict(batch_uri=uri, size=1, dedupe_scope="Bad Scope"), "INVALID_NAME"),
+    ]:
+        batch_uri, size = kwargs.pop("batch_uri"), kwargs.pop("size")
+        with pytest.raises(InvalidArgument) as bad:
+            await client.buffer_publish(ref, cap, batch_uri, size, **kwargs)  # type: ignore[arg-type]
+        assert bad.value.reason == reason
+    assert await _state_counts(db) == before
+    assert await db.fetchval("SELECT status FROM tasks WHERE id = $1", uuid.UUID(ref.task_id)) == "running"
