@@ -72,7 +72,7 @@ async def test_capability_token_required(client: DispatcherClient) -> None:
 
 async def test_wrong_capability_token_rejected(client: DispatcherClient, db: asyncpg.Connection) -> None:
     ref_a, cap_a = await claim_new(client)
-    ref_b, cap_b = await claim_new(client)
+    _ref_b, cap_b = await claim_new(client)
     # B's token on A's task: a valid token, but not for this task.
     with pytest.raises(PermissionDenied) as mismatch:
         await client.complete(ref_a, cap_b)

@@ -18,7 +18,7 @@ from typing import Any
 import jwt
 from jwt.algorithms import ECAlgorithm
 
-from trace_platform.core.errors import PermissionDenied, Unauthenticated
+from trace_platform.core.errors import InvalidArgument, PermissionDenied, Unauthenticated
 from trace_platform.core.keys import ES256, HS256, KeyRing
 from trace_platform.core.models import DatasetGrant
 
@@ -183,7 +183,7 @@ def _claims_from_payload(payload: dict[str, Any]) -> CapabilityClaims:
         raise bad("datasets/s3")
     try:
         datasets = tuple(DatasetGrant.from_claim(d) for d in datasets_raw)
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError, InvalidArgument):
         raise bad("datasets") from None
     reads, writes = s3.get("read_prefixes", []), s3.get("write_prefixes", [])
     if not all(isinstance(p, str) for p in [*reads, *writes]):
