@@ -10,6 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import click
+import uvloop
 
 from trace_platform.adapters.postgres.migrations import migrate_dsn
 from trace_platform.app import RunningPlatform, start_platform
@@ -66,7 +67,7 @@ def lite_up(listen: str, data_dir: Path, run_demo: bool) -> None:
         with contextlib.suppress(asyncio.CancelledError):
             await stack
 
-    asyncio.run(main())
+    uvloop.run(main())
 
 
 async def _demo(platform: RunningPlatform) -> None:
@@ -120,7 +121,7 @@ def dispatcher_serve(listen: str, worker: bool) -> None:
         finally:
             await platform.stop()
 
-    asyncio.run(main())
+    uvloop.run(main())
 
 
 @cli.group()
@@ -157,7 +158,7 @@ def worker_run(addr: str) -> None:
         await queue.close()
         await pool.close()
 
-    asyncio.run(main())
+    uvloop.run(main())
 
 
 @cli.group()

@@ -53,6 +53,9 @@ class TokenIssuer:
     dev_hs256_secret: str | None = None
 
     def issue(self, claims: CapabilityClaims, now: float | None = None) -> str:
+        return self.issue_with_expiry(claims, now)[0]
+
+    def issue_with_expiry(self, claims: CapabilityClaims, now: float | None = None) -> tuple[str, float]:
         now = time.time() if now is None else now
         payload: dict[str, Any] = {
             "iss": self.issuer,
@@ -71,11 +74,13 @@ class TokenIssuer:
             },
         }
         if self.dev_hs256_secret:
-            return jwt.encode(payload, self.dev_hs256_secret, HS256, headers={"kid": DEV_HS256_KID})
-        if self.ring is None:
+            token = jwt.encode(payload, self.dev_hs256_secret, HS256, headers={"kid": DEV_HS256_KID})
+        elif self.ring is None:
             raise RuntimeError("no signing key configured")
-        key = self.ring.current
-        return jwt.encode(payload, key.private_key, ES256, headers={"kid": key.kid})
+        else:
+            key = self.ring.current
+            token = jwt.encode(payload, key.private_key, ES256, headers={"kid": key.kid})
+        return token, float(payload["exp"])
 
 
 JwksFetcher = Callable[[], Awaitable[dict[str, Any]]]
@@ -95,6 +100,15 @@ class TokenVerifier:
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _verified: OrderedDict[str, CapabilityClaims] = field(default_factory=OrderedDict)
 
+    def remember(self, token: str, claims: CapabilityClaims) -> None:
+        """Trust a token this process just minted (skips re-verifying our own signature)."""
+        self._cache(token, claims)
+
+    def _cache(self, token: str, claims: CapabilityClaims) -> None:
+        self._verified[token] = claims
+        if len(self._verified) > 4096:
+            self._verified.popitem(last=False)
+
     async def verify(self, token: str | None, now: float | None = None) -> CapabilityClaims:
         if not token:
             raise Unauthenticated("CAPABILITY_TOKEN_MISSING", "task capability token required")
@@ -103,9 +117,7 @@ class TokenVerifier:
         if cached is not None and cached.expires_at > now:
             return cached
         claims = await self._verify_uncached(token, now)
-        self._verified[token] = claims
-        if len(self._verified) > 4096:
-            self._verified.popitem(last=False)
+        self._cache(token, claims)
         return claims
 
     async def _verify_uncached(self, token: str, now: float) -> CapabilityClaims:

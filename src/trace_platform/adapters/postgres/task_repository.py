@@ -148,6 +148,12 @@ class TaskRepository:
         retry_base: float,
         retry_cap: float,
     ) -> Completion:
+        if status is TaskStatus.COMPLETED and not events and not publications:
+            fast = await self._pool.fetchval(
+                self._sql["complete_live"], ref.task_id, ref.attempt, ref.lease_token, json.dumps(list(outputs))
+            )
+            if fast is not None:
+                return Completion(status=status, duplicate=False)
         async with self._pool.acquire() as conn, conn.transaction():
             state = await self._fence(conn, ref.task_id)
             fence = check_fence(state, ref)

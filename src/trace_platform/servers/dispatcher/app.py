@@ -54,10 +54,9 @@ def build_dispatcher(pool: asyncpg.Pool, queue: Queue, settings: Settings, ring:
     tok = settings.tokens
     issuer = TokenIssuer(tok.issuer, tok.ttl_seconds, ring, tok.dev_hs256_secret)
     scratch = settings.scratch_uri or f"file://{settings.data_dir / 'scratch'}"
-    service = DispatcherService(tasks, issuer, settings.dispatcher, scratch, ring, outbox_loop.wakeup.set)
 
     async def local_jwks() -> dict[str, Any]:
-        return service.jwks()
+        return ring.jwks() if ring is not None else {"keys": []}
 
     verifier = TokenVerifier(
         tok.issuer,
@@ -65,6 +64,9 @@ def build_dispatcher(pool: asyncpg.Pool, queue: Queue, settings: Settings, ring:
         dev_hs256_secret=tok.dev_hs256_secret,
         refresh_min_seconds=0.0,
         cache_seconds=tok.jwks_cache_seconds,
+    )
+    service = DispatcherService(
+        tasks, issuer, settings.dispatcher, scratch, ring, outbox_loop.wakeup.set, verifier.remember
     )
     servicer = DispatcherServicer(service, verifier, settings.worker_token, settings.admin_token)
     return Dispatcher(service, dispatcher_binding(servicer), loops)

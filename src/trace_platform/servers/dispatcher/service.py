@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -60,7 +60,9 @@ class DispatcherService:
         scratch_uri: str,
         key_ring: KeyRing | None = None,
         on_outbox_write: Callable[[], None] = lambda: None,
+        on_token_issued: Callable[[str, CapabilityClaims], None] = lambda token, claims: None,
     ) -> None:
+        self._on_token_issued = on_token_issued
         self._repo = repo
         self._issuer = issuer
         self.settings = settings
@@ -90,7 +92,9 @@ class DispatcherService:
             return await self._repo.status_of(task_id)
         task, lease_token = claimed
         assert task.lease_expires_at is not None
-        token = self._issuer.issue(self.claims_for(task))
+        claims = self.claims_for(task)
+        token, expires_at = self._issuer.issue_with_expiry(claims)
+        self._on_token_issued(token, replace(claims, expires_at=expires_at))
         return ClaimedTask(task, lease_token, task.lease_expires_at, token)
 
     def claims_for(self, task: TaskRow) -> CapabilityClaims:

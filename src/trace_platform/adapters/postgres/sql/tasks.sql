@@ -54,6 +54,20 @@ UPDATE tasks SET lease_expires_at = now() + make_interval(secs => $4), updated_a
 WHERE id = $1 AND attempt = $2 AND lease_token = $3 AND status = 'running'
 RETURNING lease_expires_at;
 
+-- name: complete_live
+-- Fast path for the common case: the live lease holder completes with nothing else
+-- to record. Zero rows means "take the slow path" (fencing diagnosis, idempotency).
+WITH done AS (
+    UPDATE tasks
+    SET status = 'completed', finished_at = now(), outputs = $4::jsonb, error_message = NULL,
+        next_retry_at = NULL, lease_expires_at = NULL, updated_at = now()
+    WHERE id = $1 AND attempt = $2 AND lease_token = $3 AND status = 'running'
+    RETURNING id, attempt
+)
+UPDATE task_attempts a SET outcome = 'completed', finished_at = now()
+FROM done WHERE a.task_id = done.id AND a.attempt = done.attempt
+RETURNING a.task_id;
+
 -- name: finish_completed
 UPDATE tasks
 SET status = $2, finished_at = now(), outputs = $3::jsonb, error_message = NULL,
