@@ -7,6 +7,7 @@ import subprocess
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
@@ -71,14 +72,21 @@ class LineReader:
         raise AssertionError(f"no line matching {pattern!r}; got: {''.join(self.seen)[-2000:]}")
 
 
-_readers: dict[int, LineReader] = {}
+# Keyed by the pipe object itself: id() values are reused once a pipe is collected.
+_readers: weakref.WeakKeyDictionary[IO[str], LineReader] = weakref.WeakKeyDictionary()
+
+
+def _reader(pipe: IO[str]) -> LineReader:
+    if pipe not in _readers:
+        _readers[pipe] = LineReader(pipe)
+    return _readers[pipe]
 
 
 def wait_for_line(proc: subprocess.Popen[str], pattern: str, timeout: float = 30.0, stream: str = "stderr") -> str:
     """Wait for an output line matching pattern; returns its first group (or the whole match)."""
     pipe = proc.stderr if stream == "stderr" else proc.stdout
     assert pipe is not None
-    reader = _readers.setdefault(id(pipe), LineReader(pipe))
+    reader = _reader(pipe)
     return reader.wait_for(pattern, timeout)
 
 
@@ -86,7 +94,7 @@ def all_output(proc: subprocess.Popen[str], stream: str = "stderr") -> list[str]
     """Every line the (exited) process wrote to the stream."""
     pipe = proc.stderr if stream == "stderr" else proc.stdout
     assert pipe is not None
-    reader = _readers.setdefault(id(pipe), LineReader(pipe))
+    reader = _reader(pipe)
     reader.thread.join(timeout=5)
     return reader.everything
 

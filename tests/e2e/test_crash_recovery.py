@@ -17,7 +17,7 @@ from trace_platform.core.config import Settings
 from trace_platform.gen.trace.v1 import common_pb2, dispatcher_pb2
 from trace_platform.workers.runtime import OperatorContext, OperatorResult, WorkerRuntime
 
-from .conftest import procs, spawn, trace_env, wait_for_line  # noqa: F401
+from .conftest import spawn, trace_env, wait_for_line
 
 ORG = "00000000-0000-0000-0000-0000000000bb"
 

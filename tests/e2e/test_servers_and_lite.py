@@ -14,7 +14,7 @@ import pytest
 
 from trace_platform.core.config import Settings
 
-from .conftest import all_output, procs, spawn, trace_env, wait_for_line  # noqa: F401
+from .conftest import all_output, spawn, trace_env, wait_for_line
 
 
 def grpcurl() -> str:

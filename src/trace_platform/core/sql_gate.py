@@ -1,0 +1,325 @@
+"""Fail-closed SQL gate of the Query Service.
+
+``check_sql`` accepts exactly one read-only DuckDB query over an allowlisted set of relations
+and raises ``SqlRejected`` for everything else. The gate is allowlist-first: every node of the
+sqlglot (DuckDB dialect) syntax tree must be a known-safe expression class, every function call
+a known-safe function, and every relation either a visible CTE or an allowed relation name.
+Anything unknown is rejected. See ``docs/sql_gate.md`` for the rationale and the reason codes.
+
+The gate never logs, stores or echoes the SQL text: ``SqlRejected`` carries a stable reason
+code and a fixed description only, exceptions raised by the parser (whose messages quote the
+SQL) are dropped without chaining, and sqlglot's own log records are suppressed while the gate
+parses. Use ``sql_sha256`` to correlate a query in audit logs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import unicodedata
+from collections.abc import Iterable
+from contextvars import ContextVar
+
+from sqlglot import Token, TokenType, exp
+from sqlglot.dialects.dialect import Dialect
+from sqlglot.errors import ErrorLevel
+
+from trace_platform.core import sql_gate_rules as rules
+
+__all__ = [
+    "MAX_AST_DEPTH",
+    "MAX_BRACKET_DEPTH",
+    "MAX_SQL_BYTES",
+    "REASONS",
+    "SqlRejected",
+    "check_sql",
+    "sql_sha256",
+]
+
+MAX_SQL_BYTES = 100_000
+"""Largest accepted query text, in UTF-8 bytes."""
+MAX_BRACKET_DEPTH = 24
+"""Deepest accepted nesting of ``()``, ``[]`` and ``{}`` (checked on tokens, before parsing)."""
+MAX_AST_DEPTH = 256
+"""Deepest accepted syntax tree (long operator chains nest without brackets)."""
+
+REASONS: dict[str, str] = {
+    "SQL_TOO_LARGE": "query text exceeds the size limit",
+    "INVALID_CHARACTERS": "query text contains control, format or non-ASCII space characters",
+    "EMPTY_QUERY": "query text contains no statement",
+    "PARSE_ERROR": "query text could not be parsed",
+    "NESTING_TOO_DEEP": "query nesting exceeds the depth limit",
+    "MULTIPLE_STATEMENTS": "exactly one statement is allowed",
+    "NOT_A_SELECT": "only read-only SELECT queries are allowed",
+    "SELECT_INTO": "SELECT ... INTO is not allowed",
+    "DISALLOWED_SYNTAX": "query uses syntax outside the allowlist",
+    "DISALLOWED_FUNCTION": "query calls a function outside the allowlist",
+    "TABLE_FUNCTION": "table functions are not allowed as relations",
+    "STRING_RELATION": "file paths and URLs cannot be used as relations",
+    "DISALLOWED_RELATION": "query references a relation outside the allowlist",
+    "INTERNAL_ERROR": "query could not be verified",
+}
+"""Stable reason codes and their fixed, SQL-free descriptions."""
+
+
+class SqlRejected(Exception):
+    """The query was rejected. ``reason`` is a stable UPPER_SNAKE code from ``REASONS``.
+
+    The message is ``"<REASON>: <fixed description>"`` and never contains user text.
+    """
+
+    def __init__(self, reason: str) -> None:
+        if reason not in REASONS:
+            reason = "INTERNAL_ERROR"
+        super().__init__(f"{reason}: {REASONS[reason]}")
+        self.reason: str = reason
+
+    def __reduce__(self) -> tuple[type[SqlRejected], tuple[str]]:
+        return (SqlRejected, (self.reason,))
+
+
+def sql_sha256(sql: str) -> str:
+    """Hex SHA-256 of the UTF-8 query text, for audit records (raw SQL is never stored)."""
+    return hashlib.sha256(sql.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def check_sql(sql: str, *, allowed_relations: frozenset[str] = frozenset({"dataset"})) -> None:
+    """Raise ``SqlRejected`` unless ``sql`` is a single read-only query the gate can vouch for.
+
+    Relation names in ``allowed_relations`` are matched case-insensitively and unqualified.
+    """
+    reason = _check_text(sql)
+    if reason is not None:
+        raise SqlRejected(reason)
+    statements, reason = _parse(sql)
+    if reason is not None:
+        raise SqlRejected(reason)
+    real = [s for s in statements if s is not None and not _is_empty_statement(s)]
+    if not real:
+        raise SqlRejected("EMPTY_QUERY")
+    if len(real) > 1:
+        raise SqlRejected("MULTIPLE_STATEMENTS")
+    root = real[0]
+    if type(root) not in rules.QUERY_ROOTS:
+        raise SqlRejected("NOT_A_SELECT")
+    allowed = frozenset(name.lower() for name in allowed_relations)
+    failure: str | None = None
+    try:
+        _check_tree(root, allowed)
+    except SqlRejected as exc:
+        failure = exc.reason
+    except RecursionError:
+        failure = "NESTING_TOO_DEEP"
+    except Exception:  # fail closed on anything unexpected while walking the tree
+        failure = "INTERNAL_ERROR"
+    if failure is not None:  # re-raised outside the handler: no chained parser exception
+        raise SqlRejected(failure)
+
+
+# --- text and parsing ------------------------------------------------------------------------
+
+_DIALECT = Dialect.get_or_raise("duckdb")
+_OPENERS = frozenset({TokenType.L_PAREN, TokenType.L_BRACKET, TokenType.L_BRACE})
+_CLOSERS = frozenset({TokenType.R_PAREN, TokenType.R_BRACKET, TokenType.R_BRACE})
+_QUIET: ContextVar[bool] = ContextVar("trace_sql_gate_quiet", default=False)
+
+
+class _QuietWhileGating(logging.Filter):
+    """Drops sqlglot log records emitted while the gate parses: they quote the SQL text."""
+
+    trace_sql_gate = True
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not _QUIET.get()
+
+
+def _install_log_filter() -> None:
+    logger = logging.getLogger("sqlglot")  # every sqlglot module logs through this logger
+    for old in list(logger.filters):
+        if getattr(old, "trace_sql_gate", False):
+            logger.removeFilter(old)
+    logger.addFilter(_QuietWhileGating())
+
+
+_install_log_filter()
+
+
+_ASCII_CONTROLS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# Control (Cc), format (Cf), surrogate (Cs) and line/paragraph separator characters, and every
+# space but U+0020: sqlglot treats some of these as whitespace where DuckDB reads them as part
+# of an identifier (U+0085, U+00A0, U+2028, ...), so the two parsers could disagree.
+_REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp", "Zs"})
+
+
+def _check_text(sql: object) -> str | None:
+    if not isinstance(sql, str):
+        return "INVALID_CHARACTERS"
+    if len(sql) > MAX_SQL_BYTES:
+        return "SQL_TOO_LARGE"
+    if _ASCII_CONTROLS.search(sql) or not (sql.isascii() or _non_ascii_ok(sql)):
+        return "INVALID_CHARACTERS"
+    if len(sql.encode("utf-8")) > MAX_SQL_BYTES:
+        return "SQL_TOO_LARGE"
+    if not sql.strip():
+        return "EMPTY_QUERY"
+    return None
+
+
+def _non_ascii_ok(sql: str) -> bool:
+    return not any(
+        char > "\x7f" and unicodedata.category(char) in _REFUSED_CATEGORIES for char in sql
+    )
+
+
+def _bracket_depth(tokens: Iterable[Token]) -> int:
+    depth = deepest = 0
+    for token in tokens:
+        if token.token_type in _OPENERS:
+            depth += 1
+            deepest = max(deepest, depth)
+        elif token.token_type in _CLOSERS:
+            depth -= 1
+    return deepest
+
+
+def _parse(sql: str) -> tuple[list[exp.Expr | None], str | None]:
+    """Tokenize and parse exactly as ``sqlglot.parse(sql, read="duckdb")`` does, quietly."""
+    quiet = _QUIET.set(True)
+    try:
+        tokens = _DIALECT.tokenize(sql)
+        if _bracket_depth(tokens) > MAX_BRACKET_DEPTH:
+            return [], "NESTING_TOO_DEEP"
+        return _DIALECT.parser(error_level=ErrorLevel.IMMEDIATE).parse(tokens, sql), None
+    except RecursionError:
+        return [], "NESTING_TOO_DEEP"
+    except Exception:  # ParseError, TokenError or anything else: the text is not trusted
+        return [], "PARSE_ERROR"
+    finally:
+        _QUIET.reset(quiet)
+
+
+def _is_empty_statement(node: exp.Expr) -> bool:
+    """sqlglot turns a stray ``;`` (optionally with comments) into an empty Semicolon node."""
+    return type(node) is exp.Semicolon and next(node.iter_expressions(), None) is None
+
+
+# --- tree walk ---------------------------------------------------------------------------------
+
+_Frame = tuple[exp.Expr, frozenset[str], int]
+
+
+def _check_tree(root: exp.Expr, allowed: frozenset[str]) -> None:
+    """Iterative walk over every node, tracking which CTE names are visible where."""
+    stack: list[_Frame] = [(root, frozenset(), 1)]
+    while stack:
+        node, scope, depth = stack.pop()
+        if depth > MAX_AST_DEPTH:
+            raise SqlRejected("NESTING_TOO_DEEP")
+        _check_node(node, scope, allowed)
+        with_clause = next((v for v in node.args.values() if isinstance(v, exp.With)), None)
+        inner = scope
+        if with_clause is not None:
+            inner = _push_ctes(with_clause, scope, depth + 1, stack)
+        for child in node.iter_expressions():
+            if child is not with_clause:
+                stack.append((child, inner, depth + 1))
+
+
+def _push_ctes(
+    with_clause: exp.Expr, scope: frozenset[str], depth: int, stack: list[_Frame]
+) -> frozenset[str]:
+    """Queue the CTE bodies with the names visible to each; return the scope after WITH.
+
+    A CTE sees the CTEs defined before it and, under WITH RECURSIVE, itself.
+    """
+    if depth > MAX_AST_DEPTH:
+        raise SqlRejected("NESTING_TOO_DEEP")
+    _check_node(with_clause, scope, frozenset())
+    recursive = bool(with_clause.args.get("recursive"))
+    visible = scope
+    for child in with_clause.iter_expressions():
+        if type(child) is not exp.CTE:
+            stack.append((child, scope, depth + 1))
+            continue
+        alias = child.args.get("alias")
+        ident = alias.this if isinstance(alias, exp.TableAlias) else None
+        if not isinstance(ident, exp.Identifier):
+            raise SqlRejected("DISALLOWED_SYNTAX")
+        name = _relation_key(ident.name)
+        if _is_reserved(name):
+            raise SqlRejected("DISALLOWED_RELATION")
+        stack.append((child, visible | {name} if recursive else visible, depth + 1))
+        visible = visible | {name}
+    return visible
+
+
+def _check_node(node: exp.Expr, scope: frozenset[str], allowed: frozenset[str]) -> None:
+    kind = type(node)
+    if kind is exp.Table:
+        _check_table(node, scope, allowed)
+    elif kind is exp.Into:
+        raise SqlRejected("SELECT_INTO")
+    elif kind in rules.SYNTAX_NODES:  # before the Func test: And / Or are Func subclasses
+        if kind is exp.Column:
+            _check_column(node)
+        elif kind is exp.Select and not node.expressions:
+            raise SqlRejected("PARSE_ERROR")  # sqlglot accepts a bare SELECT; DuckDB does not
+    elif isinstance(node, exp.Func):
+        _check_function(node)
+    else:
+        raise SqlRejected("DISALLOWED_SYNTAX")
+
+
+def _check_function(node: exp.Func) -> None:
+    parent = node.parent
+    if node.arg_key == "this" and isinstance(parent, exp.Table | exp.Lateral | exp.From | exp.Join):
+        raise SqlRejected("TABLE_FUNCTION")
+    if isinstance(parent, exp.Dot) and node.arg_key == "expression":
+        raise SqlRejected("DISALLOWED_FUNCTION")  # x.f() method syntax or schema.f() calls
+    if type(node) is exp.Anonymous:
+        if node.name.lower() not in rules.FUNCTION_NAMES:
+            raise SqlRejected("DISALLOWED_FUNCTION")
+    elif type(node) not in rules.FUNCTION_CLASSES:
+        raise SqlRejected("DISALLOWED_FUNCTION")
+
+
+def _check_column(node: exp.Expr) -> None:
+    ident = node.this
+    if (
+        node.args.get("table") is None
+        and isinstance(ident, exp.Identifier)
+        and not ident.quoted
+        and ident.name.lower() in rules.KEYWORD_FUNCTION_COLUMNS
+    ):
+        raise SqlRejected("DISALLOWED_FUNCTION")  # e.g. bare CURRENT_SCHEMA, USER
+
+
+def _check_table(node: exp.Expr, scope: frozenset[str], allowed: frozenset[str]) -> None:
+    target = node.this
+    if isinstance(target, exp.Func):
+        raise SqlRejected("TABLE_FUNCTION")
+    if not isinstance(target, exp.Identifier):
+        raise SqlRejected("DISALLOWED_RELATION")
+    name = _relation_key(target.name)
+    if node.args.get("db") is not None or node.args.get("catalog") is not None:
+        raise SqlRejected("DISALLOWED_RELATION")
+    if name in allowed:
+        return
+    if _is_reserved(name) or name not in scope:
+        raise SqlRejected("DISALLOWED_RELATION")
+
+
+def _relation_key(name: str) -> str:
+    """Validate a relation or CTE name and return its case-folded lookup key."""
+    if any(char in rules.PATH_CHARACTERS for char in name):
+        raise SqlRejected("STRING_RELATION")  # FROM 'x.csv', FROM "s3://...", FROM 'a/b'
+    if not rules.PLAIN_IDENTIFIER.fullmatch(name):
+        raise SqlRejected("DISALLOWED_RELATION")
+    return name.lower()
+
+
+def _is_reserved(name: str) -> bool:
+    return name in rules.RESERVED_RELATION_NAMES or name.startswith(
+        rules.RESERVED_RELATION_PREFIXES
+    )
