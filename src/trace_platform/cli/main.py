@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,7 +13,7 @@ import uvloop
 from trace_platform.adapters.postgres.migrations import migrate_dsn
 from trace_platform.app import RunningPlatform, start_platform
 from trace_platform.cli.common import addr_option, data_dir_option
-from trace_platform.cli.tasks import LITE_ORG, demo, describe, task_group, wait_terminal
+from trace_platform.cli.tasks import demo, run_demo, task_group
 from trace_platform.core.config import settings_from_env
 from trace_platform.core.keys import KeyStore
 from trace_platform.servers.common.logs import configure_logging
@@ -37,8 +35,8 @@ def lite() -> None:
 @lite.command("up")
 @click.option("--listen", envvar="TRACE_LISTEN", default="127.0.0.1:50051", show_default=True)
 @data_dir_option
-@click.option("--demo", "run_demo", is_flag=True, help="Run a demo task once the stack is up, then stop.")
-def lite_up(listen: str, data_dir: Path, run_demo: bool) -> None:
+@click.option("--demo", "with_demo", is_flag=True, help="Run a demo task once the stack is up, then stop.")
+def lite_up(listen: str, data_dir: Path, with_demo: bool) -> None:
     """Start the whole platform in the foreground (Ctrl-C stops it)."""
     from trace_platform.lite.stack import run_lite
 
@@ -54,7 +52,7 @@ def lite_up(listen: str, data_dir: Path, run_demo: bool) -> None:
             ready.set()
 
         stack = asyncio.create_task(run_lite(settings, on_ready))
-        if not run_demo:
+        if not with_demo:
             await stack
             return
         waiter = asyncio.create_task(ready.wait())
@@ -62,28 +60,13 @@ def lite_up(listen: str, data_dir: Path, run_demo: bool) -> None:
         if stack.done():
             stack.result()
             return
-        await _demo(holder[0])
+        assert holder[0].settings.admin_token
+        await run_demo(holder[0].addr, holder[0].settings.admin_token)
         stack.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await stack
 
     uvloop.run(main())
-
-
-async def _demo(platform: RunningPlatform) -> None:
-    import grpc
-
-    from trace_platform.clients.dispatcher import DispatcherClient
-
-    async with grpc.aio.insecure_channel(platform.addr) as channel:
-        client = DispatcherClient(channel, admin_token=platform.settings.admin_token)
-        started = time.monotonic()
-        task_id = await client.create_task(LITE_ORG, "sleep", {"seconds": 0.2})
-        resp = await wait_terminal(client, task_id, 30.0)
-        click.echo(json.dumps(describe(resp), indent=2))
-        click.echo(f"demo task {task_id} finished in {time.monotonic() - started:.2f}s")
-        if not resp.terminal or resp.task.status != 3:
-            raise click.ClickException("demo task did not complete")
 
 
 @cli.group()

@@ -86,8 +86,17 @@ def get(task_id: str, addr: str, data_dir: Path) -> None:
 @data_dir_option
 def demo(addr: str, data_dir: Path) -> None:
     """Run a demo task on a running `trace lite up` and print how it went."""
-    result = run(submit_and_wait(addr, admin_token(data_dir), "sleep", {"seconds": 0.2}, 30.0))
+    run(run_demo(addr, admin_token(data_dir)))
+
+
+async def run_demo(addr: str, token: str) -> None:
+    """Submit a short demo task, wait for it, print it; fail unless it completed.
+
+    Shared by `trace demo` and `trace lite up --demo`."""
+    started = time.monotonic()
+    result = await submit_and_wait(addr, token, "sleep", {"seconds": 0.2}, 30.0)
     click.echo(json.dumps(result, indent=2))
     task = result.get("task", {})
     if not isinstance(task, dict) or task.get("status") != "TASK_STATUS_COMPLETED":
         raise click.ClickException("demo task did not complete")
+    click.echo(f"demo task {task['task_id']} finished in {time.monotonic() - started:.2f}s")

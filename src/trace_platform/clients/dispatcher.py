@@ -10,9 +10,9 @@ from typing import Any
 import grpc
 
 from trace_platform.clients.errors import call
+from trace_platform.core.metadata import ADMIN_TOKEN, TASK_CAPABILITY, WORKER_TOKEN
 from trace_platform.core.models import TaskRef
 from trace_platform.gen.trace.v1 import common_pb2, dispatcher_pb2, dispatcher_pb2_grpc
-from trace_platform.servers.common.auth import ADMIN_TOKEN, TASK_CAPABILITY, WORKER_TOKEN
 
 pb = dispatcher_pb2
 

@@ -167,9 +167,7 @@ def _check_text(sql: object) -> str | None:
 
 
 def _non_ascii_ok(sql: str) -> bool:
-    return not any(
-        char > "\x7f" and unicodedata.category(char) in _REFUSED_CATEGORIES for char in sql
-    )
+    return not any(char > "\x7f" and unicodedata.category(char) in _REFUSED_CATEGORIES for char in sql)
 
 
 def _bracket_depth(tokens: Iterable[Token]) -> int:
@@ -226,9 +224,7 @@ def _check_tree(root: exp.Expr, allowed: frozenset[str]) -> None:
                 stack.append((child, inner, depth + 1))
 
 
-def _push_ctes(
-    with_clause: exp.Expr, scope: frozenset[str], depth: int, stack: list[_Frame]
-) -> frozenset[str]:
+def _push_ctes(with_clause: exp.Expr, scope: frozenset[str], depth: int, stack: list[_Frame]) -> frozenset[str]:
     """Queue the CTE bodies with the names visible to each; return the scope after WITH.
 
     A CTE sees the CTEs defined before it and, under WITH RECURSIVE, itself.
@@ -320,6 +316,4 @@ def _relation_key(name: str) -> str:
 
 
 def _is_reserved(name: str) -> bool:
-    return name in rules.RESERVED_RELATION_NAMES or name.startswith(
-        rules.RESERVED_RELATION_PREFIXES
-    )
+    return name in rules.RESERVED_RELATION_NAMES or name.startswith(rules.RESERVED_RELATION_PREFIXES)

@@ -116,9 +116,7 @@ KEYWORD_FUNCTION_COLUMNS: frozenset[str] = _words(
 # when a CTE of that name is in scope.
 PLAIN_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 PATH_CHARACTERS: frozenset[str] = frozenset("/.:\\*?~")
-RESERVED_RELATION_PREFIXES: tuple[str, ...] = tuple(
-    sorted(_words("duckdb_ pg_ sqlite_ pragma_ information_schema"))
-)
+RESERVED_RELATION_PREFIXES: tuple[str, ...] = tuple(sorted(_words("duckdb_ pg_ sqlite_ pragma_ information_schema")))
 RESERVED_RELATION_NAMES: frozenset[str] = _words("system temp main memory")
 
 # Top-level statement classes accepted as "a query".

@@ -7,11 +7,9 @@ import hmac
 import grpc
 
 from trace_platform.core.errors import PermissionDenied, Unauthenticated
+from trace_platform.core.metadata import ADMIN_TOKEN, AUTHORIZATION, TASK_CAPABILITY, WORKER_TOKEN
 
-WORKER_TOKEN = "x-trace-worker-token"
-ADMIN_TOKEN = "x-trace-admin-token"
-TASK_CAPABILITY = "x-trace-task-capability"
-AUTHORIZATION = "authorization"
+__all__ = ["ADMIN_TOKEN", "AUTHORIZATION", "TASK_CAPABILITY", "WORKER_TOKEN"]
 
 
 def metadata_value(context: grpc.aio.ServicerContext, key: str) -> str | None:
