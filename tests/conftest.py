@@ -15,7 +15,14 @@ import asyncpg
 import pytest
 
 from trace_platform.adapters.postgres.migrations import migrate_dsn, schema_fingerprint
-from trace_platform.core.config import DispatcherSettings, Settings, TokenSettings, WorkerSettings
+from trace_platform.core.config import (
+    DispatcherSettings,
+    QuerySettings,
+    Settings,
+    TokenSettings,
+    UserAuthSettings,
+    WorkerSettings,
+)
 
 ADMIN_DSN = os.environ.get("TRACE_TEST_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 
@@ -90,6 +97,8 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
             retry_interval_seconds=0.05,
         ),
         worker=WorkerSettings(worker_id="test-worker", concurrency=4, poll_interval_seconds=0.1),
+        query=QuerySettings(slots=2, memory_limit="512MB", threads=1),
+        user_auth=UserAuthSettings(issuer="trace-test", hs256_secret=secrets.token_urlsafe(32)),
     )
 
 

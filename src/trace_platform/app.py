@@ -11,10 +11,12 @@ import contextlib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 import grpc
 
+from trace_platform.adapters.objectstore.stores import ObjectStores
 from trace_platform.adapters.postgres.migrations import migrate_dsn
 from trace_platform.adapters.postgres.pool import create_pool
 from trace_platform.adapters.queue.postgres import PostgresQueue
@@ -22,6 +24,7 @@ from trace_platform.clients.dispatcher import DispatcherClient
 from trace_platform.core.config import Settings
 from trace_platform.servers.common.server import GrpcServer, start_server
 from trace_platform.servers.dispatcher.app import Dispatcher, build_dispatcher, load_key_ring
+from trace_platform.servers.query.app import QueryServer, build_query_server
 from trace_platform.workers.operators import BUILTIN_OPERATORS
 from trace_platform.workers.runtime import Operator, WorkerRuntime
 
@@ -35,6 +38,7 @@ class RunningPlatform:
     queue: PostgresQueue
     dispatcher: Dispatcher
     server: GrpcServer
+    query: QueryServer
     worker: WorkerRuntime | None = None
     worker_channel: grpc.aio.Channel | None = None
     worker_task: asyncio.Task[None] | None = None
@@ -54,6 +58,7 @@ class RunningPlatform:
         if self.worker_channel is not None:
             await self.worker_channel.close()
         await self.server.stop(grace)
+        await self.query.stop()
         await self.dispatcher.stop_loops()
         await self.queue.close()
         await self.pool.close()
@@ -66,6 +71,7 @@ async def start_platform(
     run_worker: bool = False,
     operators: Mapping[str, Operator] = BUILTIN_OPERATORS,
     migrate: bool = True,
+    stores: ObjectStores | None = None,
 ) -> RunningPlatform:
     if not settings.database_url:
         raise ValueError("database_url is required (Lite starts an embedded one first)")
@@ -73,9 +79,16 @@ async def start_platform(
         await migrate_dsn(settings.database_url)
     pool = await create_pool(settings.database_url, settings.db_pool_min, settings.db_pool_max)
     queue = PostgresQueue(pool)
-    dispatcher = build_dispatcher(pool, queue, settings, load_key_ring(settings))
-    server = await start_server([dispatcher.binding], settings.listen)
-    platform = RunningPlatform(settings, pool, queue, dispatcher, server)
+    ring = load_key_ring(settings)
+    dispatcher = build_dispatcher(pool, queue, settings, ring)
+
+    async def local_jwks() -> dict[str, Any]:
+        return ring.jwks() if ring is not None else {"keys": []}
+
+    query = build_query_server(pool, settings, local_jwks, stores)
+    await query.start(settings.query.metrics_listen)
+    server = await start_server([dispatcher.binding, query.binding], settings.listen)
+    platform = RunningPlatform(settings, pool, queue, dispatcher, server, query)
     if run_loops:
         dispatcher.start_loops()
     if run_worker:

@@ -6,11 +6,14 @@ from collections.abc import AsyncIterator
 import grpc
 import pytest
 
+from trace_platform.adapters.objectstore.stores import LocalObjectStore
 from trace_platform.app import RunningPlatform, start_platform
 from trace_platform.clients.dispatcher import DispatcherClient
+from trace_platform.clients.query import QueryClient
 from trace_platform.core.config import Settings
 from trace_platform.core.models import TaskRef
-from trace_platform.gen.trace.v1 import dispatcher_pb2
+from trace_platform.core.user_tokens import issue_user_token
+from trace_platform.gen.trace.v1 import common_pb2, dispatcher_pb2
 
 ORG = "00000000-0000-0000-0000-0000000000aa"
 
@@ -39,3 +42,32 @@ async def claim_new(client: DispatcherClient, operator: str = "noop", **spec: ob
     resp = await client.claim(task_id, f"w-{uuid.uuid4().hex[:6]}")
     assert resp.WhichOneof("result") == "claimed"
     return TaskRef(task_id, resp.claimed.attempt, resp.claimed.lease_token), resp.claimed.capability_token
+
+
+@pytest.fixture
+def objects_uri(settings: Settings) -> str:
+    return f"file://{settings.data_dir / 'objects'}"
+
+
+@pytest.fixture
+def local_store(settings: Settings) -> LocalObjectStore:
+    (settings.data_dir / "objects").mkdir(parents=True, exist_ok=True)
+    return LocalObjectStore([settings.data_dir / "objects"])
+
+
+@pytest.fixture
+def query_client(channel: grpc.aio.Channel) -> QueryClient:
+    return QueryClient(channel)
+
+
+def user_client(channel: grpc.aio.Channel, settings: Settings, org_id: str = ORG, subject: str = "ada") -> QueryClient:
+    secret = settings.user_auth.hs256_secret
+    assert secret is not None
+    token = issue_user_token(secret, issuer=settings.user_auth.issuer, subject=subject, org_id=org_id)
+    return QueryClient(channel, user_token=token)
+
+
+async def claim_with_grants(
+    client: DispatcherClient, grants: list[common_pb2.DatasetGrant]
+) -> tuple[TaskRef, str]:
+    return await claim_new(client, datasets=grants)

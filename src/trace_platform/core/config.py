@@ -52,6 +52,47 @@ class WorkerSettings:
 
 
 @dataclass(frozen=True)
+class QuerySettings:
+    """Query Service limits. Each of ``slots`` hardened DuckDB databases runs one query at a time."""
+
+    slots: int = 2
+    admission_queue: int = 8
+    admission_wait_seconds: float = 2.0
+    user_timeout_seconds: float = 60.0
+    task_timeout_seconds: float = 300.0
+    memory_limit: str = "1GB"
+    threads: int = 2
+    default_limit: int = 1000
+    max_limit: int = 10_000
+    # Rows per Arrow IPC record batch in QueryArrow.
+    arrow_batch_rows: int = 65_536
+    # Local directories a ``file`` storage ref may point into (empty: <data dir>/objects).
+    file_roots: tuple[Path, ...] = ()
+    # Prometheus exposition (host:port); empty disables it.
+    metrics_listen: str = ""
+
+
+@dataclass(frozen=True)
+class ObjectStoreSettings:
+    """S3-API object store used by ``s3`` storage refs. Credentials come from the environment."""
+
+    s3_endpoint_url: str | None = None
+    s3_region: str = "us-east-1"
+    s3_access_key_id: str | None = field(default=None, repr=False)
+    s3_secret_access_key: str | None = field(default=None, repr=False)
+    connect_timeout_seconds: float = 5.0
+
+
+@dataclass(frozen=True)
+class UserAuthSettings:
+    """User Bearer JWTs: an HS256 secret (Lite) or a JWKS file of the identity provider."""
+
+    issuer: str = "trace-lite"
+    hs256_secret: str | None = field(default=None, repr=False)
+    jwks_path: Path | None = None
+
+
+@dataclass(frozen=True)
 class Settings:
     database_url: str | None = None
     listen: str = DEFAULT_ADDR
@@ -65,6 +106,9 @@ class Settings:
     tokens: TokenSettings = field(default_factory=TokenSettings)
     dispatcher: DispatcherSettings = field(default_factory=DispatcherSettings)
     worker: WorkerSettings = field(default_factory=WorkerSettings)
+    query: QuerySettings = field(default_factory=QuerySettings)
+    object_store: ObjectStoreSettings = field(default_factory=ObjectStoreSettings)
+    user_auth: UserAuthSettings = field(default_factory=UserAuthSettings)
 
     def with_overrides(self, **changes: object) -> Settings:
         return replace(self, **changes)  # type: ignore[arg-type]
@@ -104,6 +148,27 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
         worker_id=env.get("TRACE_WORKER_ID", "worker-local"),
         concurrency=_int(env, "TRACE_WORKER_CONCURRENCY", 4),
     )
+    query = QuerySettings(
+        slots=_int(env, "TRACE_QUERY_SLOTS", 2),
+        admission_queue=_int(env, "TRACE_QUERY_ADMISSION_QUEUE", 8),
+        user_timeout_seconds=_float(env, "TRACE_QUERY_USER_TIMEOUT_SECONDS", 60.0),
+        task_timeout_seconds=_float(env, "TRACE_QUERY_TASK_TIMEOUT_SECONDS", 300.0),
+        memory_limit=env.get("TRACE_QUERY_MEMORY_LIMIT", "1GB"),
+        threads=_int(env, "TRACE_QUERY_THREADS", 2),
+        file_roots=tuple(Path(p) for p in env.get("TRACE_QUERY_FILE_ROOTS", "").split(os.pathsep) if p),
+        metrics_listen=env.get("TRACE_METRICS_LISTEN", ""),
+    )
+    object_store = ObjectStoreSettings(
+        s3_endpoint_url=env.get("TRACE_S3_ENDPOINT_URL") or None,
+        s3_region=env.get("AWS_REGION", "us-east-1"),
+        s3_access_key_id=env.get("AWS_ACCESS_KEY_ID") or None,
+        s3_secret_access_key=env.get("AWS_SECRET_ACCESS_KEY") or None,
+    )
+    user_auth = UserAuthSettings(
+        issuer=env.get("TRACE_USER_JWT_ISSUER", "trace-lite"),
+        hs256_secret=env.get("TRACE_USER_JWT_SECRET") or None,
+        jwks_path=Path(env["TRACE_USER_JWKS_PATH"]) if env.get("TRACE_USER_JWKS_PATH") else None,
+    )
     return Settings(
         database_url=env.get("TRACE_DATABASE_URL") or None,
         listen=env.get("TRACE_LISTEN", DEFAULT_ADDR),
@@ -114,4 +179,7 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
         tokens=tokens,
         dispatcher=dispatcher,
         worker=worker,
+        query=query,
+        object_store=object_store,
+        user_auth=user_auth,
     )

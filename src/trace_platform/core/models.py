@@ -30,6 +30,13 @@ class StorageRef:
     def to_dict(self) -> dict[str, str]:
         return {"scheme": self.scheme, "bucket": self.bucket, "prefix": self.prefix, "glob": self.glob}
 
+    def uri(self) -> str:
+        """The prefix as a URI with a trailing slash: ``s3://bucket/prefix/`` or ``file:///dir/``."""
+        path = self.prefix.strip("/")
+        if self.scheme == "s3":
+            return f"s3://{self.bucket}/{path}/"
+        return f"file:///{path}/"
+
     @staticmethod
     def from_dict(raw: dict[str, Any]) -> StorageRef:
         scheme = raw["scheme"]
@@ -40,6 +47,8 @@ class StorageRef:
             raise ValueError("storage prefix required")
         if scheme == "s3" and not raw.get("bucket"):
             raise ValueError("s3 storage requires a bucket")
+        if scheme == "file" and not prefix.startswith("/"):
+            raise ValueError("file storage requires an absolute directory")
         return StorageRef(
             scheme=scheme, prefix=prefix, bucket=str(raw.get("bucket") or ""), glob=str(raw.get("glob") or "*.parquet")
         )

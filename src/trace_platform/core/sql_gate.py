@@ -84,8 +84,9 @@ def sql_sha256(sql: str) -> str:
     return hashlib.sha256(sql.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def check_sql(sql: str, *, allowed_relations: frozenset[str] = frozenset({"dataset"})) -> None:
-    """Raise ``SqlRejected`` unless ``sql`` is a single read-only query the gate can vouch for.
+def check_sql(sql: str, *, allowed_relations: frozenset[str] = frozenset({"dataset"})) -> exp.Expr:
+    """Raise ``SqlRejected`` unless ``sql`` is a single read-only query the gate can vouch for;
+    return its syntax tree (read it, never execute a rendering of it: DuckDB runs the text).
 
     Relation names in ``allowed_relations`` are matched case-insensitively and unqualified.
     """
@@ -115,6 +116,7 @@ def check_sql(sql: str, *, allowed_relations: frozenset[str] = frozenset({"datas
         failure = "INTERNAL_ERROR"
     if failure is not None:  # re-raised outside the handler: no chained parser exception
         raise SqlRejected(failure)
+    return root
 
 
 # --- text and parsing ------------------------------------------------------------------------

@@ -47,3 +47,20 @@ def require_json(field: str, text: str, kind: type, max_bytes: int, default: Any
     if not isinstance(value, kind):
         raise InvalidArgument("INVALID_JSON", f"{field} must be a JSON {kind.__name__}", field=field)
     return value
+
+
+DATASET_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}(\.[a-z][a-z0-9_]{0,62}){0,2}$")
+
+
+def require_dataset_name(value: str) -> str:
+    """Registry names: dot-separated slugs, such as ``mainnet.blocks``."""
+    if not DATASET_NAME_RE.match(value or ""):
+        raise InvalidArgument("INVALID_DATASET_NAME", "dataset must be dot-separated slugs", field="dataset")
+    return value
+
+
+def clamp_limit(limit: int, default: int, maximum: int) -> int:
+    """0 (unset) means ``default``; anything else is clamped to ``[1, maximum]``."""
+    if limit == 0:
+        return default
+    return max(1, min(limit, maximum))

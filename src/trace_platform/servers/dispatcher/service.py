@@ -99,11 +99,8 @@ class DispatcherService:
 
     def claims_for(self, task: TaskRow) -> CapabilityClaims:
         grants = task.grants()
-        reads = tuple(
-            f"s3://{g.storage_ref.bucket}/{g.storage_ref.prefix}"
-            for g in grants
-            if g.storage_ref is not None and g.storage_ref.scheme == "s3"
-        )
+        # Read grants cover exactly the granted dataset versions' prefixes.
+        reads = tuple(g.storage_ref.uri() for g in grants if g.storage_ref is not None)
         return CapabilityClaims(
             org_id=task.org_id,
             task_id=task.task_id,

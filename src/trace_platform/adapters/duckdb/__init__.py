@@ -1,0 +1,1 @@
+"""DuckDB for untrusted SQL: hardened databases and a bounded pool of them."""

@@ -1,0 +1,111 @@
+"""Dataset registry and query audit: name resolution, version registration and cutover,
+and the audit rows written after every successful query (never the SQL text)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import asyncpg
+
+from trace_platform.adapters.postgres import queries
+from trace_platform.core.errors import FailedPrecondition
+from trace_platform.core.models import DatasetPublication, StorageRef
+from trace_platform.core.sql_columns import ColumnRefs
+
+
+@dataclass(frozen=True)
+class ResolvedDataset:
+    dataset_uuid: str
+    dataset_version: str
+    storage_ref: StorageRef
+    pii_columns: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class QueryAuditRecord:
+    org_id: str
+    dataset_uuid: str
+    dataset_version: str
+    sql_sha256: str
+    row_count: int
+    duration_ms: float
+    rpc: str
+    task_id: str | None = None
+    attempt: int | None = None
+    user_id: str | None = None
+
+
+async def register_version(
+    conn: asyncpg.Connection, pub: DatasetPublication, producer_task_id: str | None
+) -> None:
+    """Idempotent: the same version with the same storage is a no-op; other storage is a conflict."""
+    sql = queries.load("datasets")
+    storage = json.dumps(pub.storage_ref.to_dict(), sort_keys=True)
+    inserted = await conn.fetchval(
+        sql["insert_version"],
+        pub.dataset_uuid,
+        pub.dataset_version,
+        storage,
+        pub.config_hash,
+        pub.range_start,
+        pub.range_end,
+        producer_task_id,
+    )
+    if inserted is None:
+        existing = await conn.fetchval(sql["version_storage"], pub.dataset_uuid, pub.dataset_version)
+        if json.loads(existing) != pub.storage_ref.to_dict():
+            raise FailedPrecondition(
+                "DATASET_VERSION_CONFLICT", "this dataset version is registered with other storage"
+            )
+
+
+class DatasetRepository:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+        self._sql = queries.load("datasets")
+
+    async def resolve_published(self, org_id: str, name: str) -> ResolvedDataset | None:
+        row = await self._pool.fetchrow(self._sql["resolve_published"], org_id, name)
+        if row is None:
+            return None
+        return ResolvedDataset(
+            dataset_uuid=str(row["dataset_uuid"]),
+            dataset_version=str(row["dataset_version"]),
+            storage_ref=StorageRef.from_dict(json.loads(row["storage_ref"])),
+            pii_columns=tuple(row["pii_columns"]),
+        )
+
+    async def publish(
+        self, org_id: str, name: str, pub: DatasetPublication, pii_columns: Sequence[str] = ()
+    ) -> None:
+        """Register ``pub`` and make it the version ``name`` resolves to, in one transaction."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            await register_version(conn, pub, None)
+            dataset_id = await conn.fetchval(
+                self._sql["upsert_dataset"], pub.dataset_uuid, org_id, name, list(pii_columns)
+            )
+            if str(dataset_id) != pub.dataset_uuid:
+                raise FailedPrecondition("DATASET_NAME_TAKEN", "the name is bound to another dataset")
+            await conn.execute(self._sql["cut_over"], pub.dataset_uuid, pub.dataset_version, list(pii_columns))
+
+    async def record_query(self, audit: QueryAuditRecord, refs: ColumnRefs) -> int:
+        """One audit row, plus a PII access row when classified columns were read."""
+        row = await self._pool.fetchrow(
+            self._sql["record_query"],
+            audit.org_id,
+            audit.task_id,
+            audit.attempt,
+            audit.user_id,
+            audit.dataset_uuid,
+            audit.dataset_version,
+            audit.sql_sha256,
+            audit.row_count,
+            audit.duration_ms,
+            audit.rpc,
+            refs.all_columns,
+            sorted(refs.names),
+        )
+        assert row is not None
+        return int(row["audit_id"])

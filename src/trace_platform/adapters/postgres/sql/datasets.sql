@@ -1,0 +1,49 @@
+-- name: resolve_published
+-- The version users read: the dataset's current published version, org scoped.
+SELECT d.id AS dataset_uuid, d.current_version AS dataset_version, v.storage_ref::text AS storage_ref,
+       d.pii_columns
+FROM datasets d
+JOIN dataset_versions v ON v.dataset_uuid = d.id AND v.dataset_version = d.current_version
+WHERE d.org_id = $1 AND d.name = $2 AND d.published;
+
+-- name: record_query
+-- The audit row and, when the dataset has classified columns the query read, the PII
+-- access row, in one statement. $11: the query read every column; $12: the names it read.
+WITH audit AS (
+    INSERT INTO query_audit (org_id, task_id, attempt, user_id, dataset_uuid, dataset_version, sql_sha256,
+                             row_count, duration_ms, rpc)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+    RETURNING id
+), classified AS (
+    SELECT ARRAY(SELECT c FROM unnest(d.pii_columns) AS c WHERE $11 OR lower(c) = ANY ($12::text[])) AS cols
+    FROM datasets d
+    WHERE d.id = $5 AND d.org_id = $1
+), pii AS (
+    INSERT INTO pii_access_audit (query_audit_id, org_id, task_id, user_id, dataset_uuid, columns)
+    SELECT audit.id, $1, $2, $4, $5, classified.cols
+    FROM audit, classified
+    WHERE cardinality(classified.cols) > 0
+    RETURNING id
+)
+SELECT audit.id AS audit_id, (SELECT count(*) FROM pii) AS pii_rows FROM audit;
+
+-- name: insert_version
+INSERT INTO dataset_versions (dataset_uuid, dataset_version, storage_ref, config_hash, range_start, range_end, producer_task_id)
+VALUES ($1, $2, $3::jsonb, $4, $5, $6, $7)
+ON CONFLICT (dataset_uuid, dataset_version) DO NOTHING
+RETURNING dataset_version;
+
+-- name: version_storage
+SELECT storage_ref::text AS storage_ref FROM dataset_versions WHERE dataset_uuid = $1 AND dataset_version = $2;
+
+-- name: upsert_dataset
+-- Create the registry entry, or find it. A name already bound to another uuid is a conflict.
+INSERT INTO datasets (id, org_id, name, pii_columns)
+VALUES ($1, $2, $3, $4)
+ON CONFLICT (org_id, name) DO UPDATE SET updated_at = now()
+RETURNING id;
+
+-- name: cut_over
+-- Atomic cutover: readers see the old version until this commits, then the new one.
+UPDATE datasets SET current_version = $2, published = true, pii_columns = $3, updated_at = now()
+WHERE id = $1;

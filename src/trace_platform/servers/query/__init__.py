@@ -1,0 +1,1 @@
+"""Query Service: gated SQL over pinned Parquet dataset versions."""

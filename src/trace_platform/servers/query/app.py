@@ -1,0 +1,94 @@
+"""Composition of the Query Service: stores, hardened databases, verifiers, metrics."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+
+from trace_platform.adapters.duckdb.hardened import DuckDBLimits
+from trace_platform.adapters.duckdb.pool import DatabasePool
+from trace_platform.adapters.objectstore.stores import ArrowObjectStore, LocalObjectStore, ObjectStores, S3ObjectStore
+from trace_platform.adapters.postgres.dataset_repository import DatasetRepository
+from trace_platform.core.config import Settings
+from trace_platform.core.tokens import JwksFetcher, TokenVerifier
+from trace_platform.core.user_tokens import UserTokenVerifier, load_jwks_keys
+from trace_platform.servers.common.server import ServiceBinding
+from trace_platform.servers.query.attach import DatasetAttacher
+from trace_platform.servers.query.execute import QueryRunner
+from trace_platform.servers.query.metrics import MetricsEndpoint, QueryMetrics
+from trace_platform.servers.query.service import QueryService
+from trace_platform.servers.query.servicer import QueryServicer, query_binding
+
+
+def file_roots(settings: Settings) -> tuple[Path, ...]:
+    return settings.query.file_roots or (settings.data_dir / "objects",)
+
+
+def object_stores(settings: Settings) -> ObjectStores:
+    stores: list[ArrowObjectStore] = [LocalObjectStore(file_roots(settings))]
+    if settings.object_store.s3_endpoint_url or settings.object_store.s3_access_key_id:
+        stores.append(S3ObjectStore(settings.object_store))
+    return ObjectStores(stores)
+
+
+@dataclass
+class QueryServer:
+    service: QueryService
+    binding: ServiceBinding
+    databases: DatabasePool
+    runner: QueryRunner
+    metrics_endpoint: MetricsEndpoint | None = None
+
+    async def start(self, metrics_listen: str) -> None:
+        await self.databases.start()
+        if metrics_listen:
+            self.metrics_endpoint = MetricsEndpoint(self.service.metrics, metrics_listen)
+
+    async def stop(self) -> None:
+        if self.metrics_endpoint is not None:
+            self.metrics_endpoint.close()
+        with contextlib.suppress(Exception):
+            await self.databases.close()
+        self.runner.close()
+
+
+def build_query_server(
+    pool: asyncpg.Pool, settings: Settings, fetch_jwks: JwksFetcher, stores: ObjectStores | None = None
+) -> QueryServer:
+    q = settings.query
+    tok = settings.tokens
+    task_verifier = TokenVerifier(
+        tok.issuer,
+        fetch_jwks=fetch_jwks,
+        dev_hs256_secret=tok.dev_hs256_secret,
+        refresh_min_seconds=tok.jwks_refresh_min_seconds,
+        cache_seconds=tok.jwks_cache_seconds,
+    )
+    auth = settings.user_auth
+    user_verifier = UserTokenVerifier(
+        auth.issuer,
+        hs256_secret=auth.hs256_secret,
+        public_keys=load_jwks_keys(auth.jwks_path) if auth.jwks_path else {},
+    )
+    databases = DatabasePool(
+        settings.data_dir / "query-work",
+        DuckDBLimits(q.memory_limit, q.threads),
+        q.slots,
+        q.admission_queue,
+        q.admission_wait_seconds,
+    )
+    runner = QueryRunner(q.slots + 2)
+    service = QueryService(
+        DatasetRepository(pool),
+        DatasetAttacher(stores or object_stores(settings)),
+        databases,
+        runner,
+        task_verifier,
+        user_verifier,
+        q,
+        QueryMetrics(),
+    )
+    return QueryServer(service, query_binding(QueryServicer(service)), databases, runner)

@@ -1,0 +1,91 @@
+"""Trusted attach: a granted dataset version becomes a scannable pyarrow dataset.
+
+The service reads exactly one object itself, the version's ``_manifest.json``; the
+Parquet objects it names are scanned in place by pyarrow (DuckDB pushes projections
+and filters into that scan), never downloaded whole first. Dataset versions are
+immutable, so a checked manifest and its dataset are cached per version; the grant
+checks against the caller's token run on every request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.dataset as pads
+
+from trace_platform.adapters.objectstore.stores import ObjectMissing, ObjectStores
+from trace_platform.core.errors import FailedPrecondition, Unavailable
+from trace_platform.core.manifest import MANIFEST_NAME, MAX_MANIFEST_BYTES, parse_manifest
+from trace_platform.core.models import StorageRef
+from trace_platform.core.storage_paths import is_under, join, require_under_any
+
+
+@dataclass(frozen=True)
+class AttachedVersion:
+    dataset_uuid: str
+    dataset_version: str
+    prefix_uri: str
+    object_uris: tuple[str, ...]
+    arrow_dataset: pads.Dataset
+
+
+class DatasetAttacher:
+    def __init__(self, stores: ObjectStores, cache_size: int = 128) -> None:
+        self._stores = stores
+        self._cache: OrderedDict[tuple[str, str, str], AttachedVersion] = OrderedDict()
+        self._cache_size = cache_size
+
+    async def attach(
+        self,
+        dataset_uuid: str,
+        dataset_version: str,
+        storage_ref: StorageRef | None,
+        read_prefixes: tuple[str, ...] | None,
+    ) -> AttachedVersion:
+        """``read_prefixes`` None means the location came from the trusted registry."""
+        if storage_ref is None:
+            raise FailedPrecondition("STORAGE_REF_MISSING", "the dataset grant carries no storage location")
+        prefix_uri = storage_ref.uri()
+        if read_prefixes is not None:
+            require_under_any(prefix_uri, read_prefixes, "STORAGE_NOT_GRANTED")
+        key = (dataset_uuid, dataset_version, prefix_uri)
+        attached = self._cache.get(key)
+        if attached is None:
+            attached = await asyncio.to_thread(self._load, dataset_uuid, dataset_version, prefix_uri)
+            self._cache[key] = attached
+            if len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        else:
+            self._cache.move_to_end(key)
+        if read_prefixes is not None:
+            # Implied by the prefix check (every object lies under the prefix); kept as a
+            # second, literal check of what will actually be read.
+            for uri in attached.object_uris:
+                require_under_any(uri, read_prefixes, "STORAGE_NOT_GRANTED")
+        return attached
+
+    def _load(self, dataset_uuid: str, dataset_version: str, prefix_uri: str) -> AttachedVersion:
+        store = self._stores.for_uri(prefix_uri)
+        try:
+            raw = store.get_bytes(join(prefix_uri, MANIFEST_NAME), MAX_MANIFEST_BYTES)
+        except ObjectMissing:
+            raise FailedPrecondition("MANIFEST_MISSING", "the dataset version has no manifest") from None
+        manifest = parse_manifest(raw, dataset_uuid=dataset_uuid, dataset_version=dataset_version)
+        uris = tuple(join(prefix_uri, obj.key) for obj in manifest.objects)
+        if not all(is_under(uri, prefix_uri) for uri in uris):
+            raise FailedPrecondition("MANIFEST_KEY_OUTSIDE_PREFIX", "manifest names an object outside its prefix")
+        try:
+            arrow_dataset = pads.dataset(
+                [store.arrow_path(uri) for uri in uris], format="parquet", filesystem=store.arrow_filesystem()
+            )
+        except FileNotFoundError:
+            raise FailedPrecondition("DATASET_OBJECT_MISSING", "an object named by the manifest is missing") from None
+        except pa.ArrowInvalid:
+            raise FailedPrecondition("DATASET_OBJECT_INVALID", "a manifest object is not Parquet") from None
+        except OSError:
+            raise Unavailable("OBJECT_STORE_UNAVAILABLE", "object store unreachable") from None
+        return AttachedVersion(dataset_uuid, dataset_version, prefix_uri, uris, arrow_dataset)
+

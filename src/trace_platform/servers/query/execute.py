@@ -1,0 +1,115 @@
+"""Running gated SQL on a hardened DuckDB connection, bounded in rows and time.
+
+Queries run on a dedicated thread pool (DuckDB releases the GIL while it works). On
+a deadline or a cancelled call the connection is interrupted and the thread awaited,
+so a slot is never handed back while a query still runs on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TypeVar
+
+import duckdb
+import pyarrow as pa
+import pyarrow.dataset as pads
+
+from trace_platform.core.errors import (
+    DeadlineExceeded,
+    FailedPrecondition,
+    InvalidArgument,
+    ResourceExhausted,
+    TraceError,
+    Unavailable,
+)
+
+RELATION = "dataset"
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class LimitedResult:
+    columns: tuple[tuple[str, str], ...]  # (name, DuckDB type)
+    table: pa.Table
+    truncated: bool
+
+
+def open_query(conn: duckdb.DuckDBPyConnection, arrow_dataset: pads.Dataset, sql: str) -> duckdb.DuckDBPyRelation:
+    conn.register(RELATION, arrow_dataset)
+    rel = conn.sql(sql)
+    if rel is None:  # only a non-query statement has no relation; the gate lets none through
+        raise InvalidArgument("NOT_A_SELECT", "only read-only SELECT queries are allowed")
+    return rel
+
+
+def fetch_limited(rel: duckdb.DuckDBPyRelation, limit: int) -> LimitedResult:
+    """At most ``limit`` rows; reads one more to know whether it clipped, and no further."""
+    columns = tuple(zip(rel.columns, (str(t) for t in rel.types), strict=True))
+    reader = rel.to_arrow_reader(min(limit + 1, 8192))
+    batches: list[pa.RecordBatch] = []
+    rows = 0
+    for batch in reader:
+        batches.append(batch)
+        rows += batch.num_rows
+        if rows > limit:
+            break
+    table = pa.Table.from_batches(batches, schema=reader.schema).slice(0, limit)
+    return LimitedResult(columns, table, rows > limit)
+
+
+class QueryRunner:
+    def __init__(self, threads: int) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="duckdb")
+
+    async def run(self, conn: duckdb.DuckDBPyConnection, fn: Callable[[], T], timeout: float) -> T:
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(self._executor, fn)
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), timeout)
+        except TimeoutError:
+            await _interrupt(conn, future)
+            raise DeadlineExceeded("QUERY_TIMEOUT", f"query exceeded {timeout:g} s") from None
+        except asyncio.CancelledError:
+            await _interrupt(conn, future)
+            raise
+        except duckdb.Error as exc:
+            raise duckdb_error(exc) from None
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+async def _interrupt(conn: duckdb.DuckDBPyConnection, future: asyncio.Future[T]) -> None:
+    conn.interrupt()
+    with contextlib.suppress(BaseException):
+        await future
+
+
+_LINE_CONTEXT = re.compile(r"\n.*", re.DOTALL)
+
+
+def duckdb_error(exc: duckdb.Error) -> TraceError:
+    """Map a DuckDB error to a reason code. The message goes back to the caller who sent the
+    SQL (first line only, bounded; DuckDB's LINE context, which quotes the SQL, is cut) and
+    is never logged."""
+    detail = _LINE_CONTEXT.sub("", str(exc))[:300]
+    if isinstance(exc, duckdb.InterruptException):
+        return DeadlineExceeded("QUERY_TIMEOUT", "query interrupted")
+    if isinstance(exc, duckdb.OutOfMemoryException):
+        return ResourceExhausted("QUERY_MEMORY_LIMIT", "query exceeded the memory limit")
+    if isinstance(exc, duckdb.PermissionException):
+        return InvalidArgument("QUERY_NOT_PERMITTED", "query attempted a forbidden operation")
+    if isinstance(exc, duckdb.IOException | duckdb.HTTPException):
+        return Unavailable("OBJECT_STORE_UNAVAILABLE", "reading the dataset failed")
+    if isinstance(exc, duckdb.InvalidInputException) and "arrow" in str(exc).lower() and "IOError" in str(exc):
+        return Unavailable("OBJECT_STORE_UNAVAILABLE", "reading the dataset failed")
+    if isinstance(exc, duckdb.ConversionException | duckdb.OutOfRangeException):
+        return InvalidArgument("QUERY_RUNTIME_ERROR", detail)
+    if isinstance(exc, duckdb.BinderException | duckdb.CatalogException | duckdb.ParserException):
+        return InvalidArgument("QUERY_INVALID", detail)
+    return FailedPrecondition("QUERY_FAILED", detail)

@@ -1,0 +1,237 @@
+"""Query Service logic: authorize, gate, attach, execute, audit.
+
+Checks run in this order for both principals, each failing closed: credential, request
+fields, binding of the credential to the request, dataset grant (or registry lookup,
+org scoped), SQL gate, storage location against the grant, execution on a hardened
+database, and the audit row. A query whose audit row cannot be written returns nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+from trace_platform.adapters.duckdb.pool import DatabasePool
+from trace_platform.adapters.postgres.dataset_repository import DatasetRepository, QueryAuditRecord
+from trace_platform.core.config import QuerySettings
+from trace_platform.core.errors import InvalidArgument, NotFound, PermissionDenied, TraceError, Unauthenticated
+from trace_platform.core.sql_columns import ColumnRefs, column_refs
+from trace_platform.core.sql_gate import SqlRejected, check_sql, sql_sha256
+from trace_platform.core.tokens import TokenVerifier
+from trace_platform.core.user_tokens import UserTokenVerifier
+from trace_platform.core.validation import clamp_limit, require_attempt, require_dataset_name, require_uuid
+from trace_platform.servers.query.attach import AttachedVersion, DatasetAttacher
+from trace_platform.servers.query.execute import LimitedResult, QueryRunner, fetch_limited, open_query
+from trace_platform.servers.query.metrics import QueryMetrics
+from trace_platform.servers.query.results import ArrowIpcChunks
+
+
+class SqlDenied(InvalidArgument):
+    """The SQL gate refused the text; ``reason`` is the gate's reason code."""
+
+
+_DENIALS = (Unauthenticated, PermissionDenied, SqlDenied)
+_GATE_INLINE_BYTES = 2048
+
+
+@dataclass(frozen=True)
+class UserQueryResult:
+    result: LimitedResult
+    dataset_version: str
+
+
+class QueryService:
+    def __init__(
+        self,
+        repo: DatasetRepository,
+        attacher: DatasetAttacher,
+        databases: DatabasePool,
+        runner: QueryRunner,
+        task_verifier: TokenVerifier,
+        user_verifier: UserTokenVerifier,
+        settings: QuerySettings,
+        metrics: QueryMetrics,
+    ) -> None:
+        self._repo = repo
+        self._attacher = attacher
+        self._databases = databases
+        self._runner = runner
+        self._task_verifier = task_verifier
+        self._user_verifier = user_verifier
+        self._settings = settings
+        self.metrics = metrics
+        self._gated: OrderedDict[str, ColumnRefs] = OrderedDict()
+
+    async def task_query(
+        self, token: str | None, task_id: str, attempt: int, dataset_uuid: str, sql: str, limit: int, deadline: float
+    ) -> LimitedResult:
+        with self._observe("task_query"):
+            claims = await self._task_verifier.verify(token)
+            task_id = require_uuid("task_id", task_id)
+            attempt = require_attempt(attempt)
+            dataset_uuid = require_uuid("dataset_uuid", dataset_uuid)
+            claims.bind(task_id, attempt)
+            grant = claims.grant_for(dataset_uuid)
+            if grant is None:
+                raise PermissionDenied("DATASET_NOT_GRANTED", "the task is not granted this dataset")
+            refs = await self._gate(sql)
+            attached = await self._attacher.attach(
+                grant.dataset_uuid, grant.dataset_version, grant.storage_ref, claims.s3_read_prefixes
+            )
+            started = time.perf_counter()
+            result = await self._run_limited(attached, sql, limit, min(deadline, self._settings.task_timeout_seconds))
+            audit = QueryAuditRecord(
+                org_id=claims.org_id,
+                dataset_uuid=attached.dataset_uuid,
+                dataset_version=attached.dataset_version,
+                sql_sha256=sql_sha256(sql),
+                row_count=result.table.num_rows,
+                duration_ms=(time.perf_counter() - started) * 1000,
+                rpc="task_query",
+                task_id=task_id,
+                attempt=attempt,
+            )
+            await self._repo.record_query(audit, refs)
+            self.metrics.rows.labels("task_query").inc(result.table.num_rows)
+            return result
+
+    async def user_query(
+        self, bearer: str | None, dataset: str, sql: str, limit: int, deadline: float
+    ) -> UserQueryResult:
+        with self._observe("query"):
+            user, attached, refs = await self._authorize_user(bearer, dataset, sql)
+            started = time.perf_counter()
+            result = await self._run_limited(attached, sql, limit, min(deadline, self._settings.user_timeout_seconds))
+            await self._repo.record_query(
+                self._user_audit(user, attached, sql, result.table.num_rows, started, "query"), refs
+            )
+            self.metrics.rows.labels("query").inc(result.table.num_rows)
+            return UserQueryResult(result, attached.dataset_version)
+
+    async def user_query_arrow(
+        self, bearer: str | None, dataset: str, sql: str, deadline: float
+    ) -> AsyncIterator[bytes]:
+        """Arrow IPC stream chunks. The audit row is written once the stream is complete."""
+        with self._observe("query_arrow"):
+            user, attached, refs = await self._authorize_user(bearer, dataset, sql)
+            timeout = min(deadline, self._settings.user_timeout_seconds)
+            started = time.perf_counter()
+            loop_deadline = asyncio.get_running_loop().time() + timeout
+            rows = 0
+            async with self._databases.database() as db:
+                conn = db.connect()
+                try:
+                    rel = await self._runner.run(conn, lambda: open_query(conn, attached.arrow_dataset, sql), timeout)
+                    reader = await self._runner.run(
+                        conn, lambda: rel.to_arrow_reader(self._settings.arrow_batch_rows), timeout
+                    )
+                    chunks = ArrowIpcChunks(reader.schema)
+                    while True:
+                        remaining = loop_deadline - asyncio.get_running_loop().time()
+                        batch = await self._runner.run(conn, lambda: _next_batch(reader), max(remaining, 0.001))
+                        if batch is None:
+                            break
+                        rows += batch.num_rows
+                        yield chunks.batch(batch)
+                    tail = chunks.finish()
+                finally:
+                    conn.close()
+            await self._repo.record_query(self._user_audit(user, attached, sql, rows, started, "query_arrow"), refs)
+            self.metrics.rows.labels("query_arrow").inc(rows)
+            yield tail
+
+    async def _authorize_user(self, bearer: str | None, dataset: str, sql: str) -> tuple[
+        _User, AttachedVersion, ColumnRefs
+    ]:
+        claims = self._user_verifier.verify(bearer)
+        name = require_dataset_name(dataset)
+        refs = await self._gate(sql)
+        resolved = await self._repo.resolve_published(claims.org_id, name)
+        if resolved is None:  # also for another org's dataset: existence is not revealed
+            raise NotFound("DATASET_NOT_FOUND", "no published dataset of that name")
+        attached = await self._attacher.attach(
+            resolved.dataset_uuid, resolved.dataset_version, resolved.storage_ref, None
+        )
+        return _User(claims.org_id, claims.subject), attached, refs
+
+    def _user_audit(
+        self, user: _User, attached: AttachedVersion, sql: str, rows: int, started: float, rpc: str
+    ) -> QueryAuditRecord:
+        return QueryAuditRecord(
+            org_id=user.org_id,
+            dataset_uuid=attached.dataset_uuid,
+            dataset_version=attached.dataset_version,
+            sql_sha256=sql_sha256(sql),
+            row_count=rows,
+            duration_ms=(time.perf_counter() - started) * 1000,
+            rpc=rpc,
+            user_id=user.subject,
+        )
+
+    async def _gate(self, sql: str) -> ColumnRefs:
+        """The SQL gate, memoized by SHA-256 for accepted texts (it is deterministic)."""
+        digest = sql_sha256(sql)
+        refs = self._gated.get(digest)
+        if refs is not None:
+            self._gated.move_to_end(digest)
+            return refs
+        try:
+            if len(sql) <= _GATE_INLINE_BYTES:
+                refs = column_refs(check_sql(sql))
+            else:  # parsing large texts takes long enough to stall other calls
+                refs = await asyncio.to_thread(lambda: column_refs(check_sql(sql)))
+        except SqlRejected as exc:
+            raise SqlDenied(exc.reason, str(exc)) from None
+        self._gated[digest] = refs
+        if len(self._gated) > 4096:
+            self._gated.popitem(last=False)
+        return refs
+
+    async def _run_limited(self, attached: AttachedVersion, sql: str, limit: int, timeout: float) -> LimitedResult:
+        rows = clamp_limit(limit, self._settings.default_limit, self._settings.max_limit)
+        async with self._databases.database() as db:
+            conn = db.connect()
+            try:
+                return await self._runner.run(
+                    conn, lambda: fetch_limited(open_query(conn, attached.arrow_dataset, sql), rows), timeout
+                )
+            finally:
+                conn.close()
+
+    @contextlib.contextmanager
+    def _observe(self, rpc: str) -> Iterator[None]:
+        started = time.perf_counter()
+        self.metrics.in_flight.inc()
+        try:
+            yield
+        except TraceError as exc:
+            counter = self.metrics.denials if isinstance(exc, _DENIALS) else self.metrics.errors
+            counter.labels(rpc, exc.reason).inc()
+            raise
+        except Exception:
+            self.metrics.errors.labels(rpc, "INTERNAL").inc()
+            raise
+        else:
+            self.metrics.queries.labels(rpc).inc()
+            self.metrics.duration.labels(rpc).observe(time.perf_counter() - started)
+        finally:
+            self.metrics.in_flight.dec()
+
+
+@dataclass(frozen=True)
+class _User:
+    org_id: str
+    subject: str
+
+
+def _next_batch(reader: pa.RecordBatchReader) -> pa.RecordBatch | None:
+    try:
+        return reader.read_next_batch()
+    except StopIteration:
+        return None
