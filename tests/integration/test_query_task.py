@@ -251,9 +251,7 @@ async def test_audit_row_after_success_holds_the_hash_never_the_sql(
     assert row["sql_sha256"] == sql_sha256(sql)
     assert row["duration_ms"] >= 0
     # No table anywhere holds the SQL text.
-    dump = await db.fetchval(
-        "SELECT string_agg(t::text, '') FROM (SELECT * FROM query_audit) t"
-    )
+    dump = await db.fetchval("SELECT string_agg(t::text, '') FROM (SELECT * FROM query_audit) t")
     assert "dedupe-002" not in dump
 
 

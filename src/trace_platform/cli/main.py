@@ -13,6 +13,7 @@ import uvloop
 from trace_platform.adapters.postgres.migrations import migrate_dsn
 from trace_platform.app import RunningPlatform, start_platform
 from trace_platform.cli.common import addr_option, data_dir_option
+from trace_platform.cli.query import query, sql_group
 from trace_platform.cli.tasks import demo, run_demo, task_group
 from trace_platform.core.config import settings_from_env
 from trace_platform.core.keys import KeyStore
@@ -163,6 +164,8 @@ def keys_rotate(key_dir: Path, overlap: float) -> None:
 
 cli.add_command(task_group)
 cli.add_command(demo)
+cli.add_command(sql_group)
+cli.add_command(query)
 
 
 def main() -> None:

@@ -14,9 +14,10 @@ from google.protobuf.json_format import MessageToDict
 
 from trace_platform.cli.common import addr_option, admin_token, data_dir_option, run
 from trace_platform.clients.dispatcher import DispatcherClient
+from trace_platform.core.config import LITE_ORG_ID
 from trace_platform.gen.trace.v1 import dispatcher_pb2
 
-LITE_ORG = "00000000-0000-0000-0000-000000000001"
+LITE_ORG = LITE_ORG_ID
 
 
 async def wait_terminal(client: DispatcherClient, task_id: str, timeout: float) -> dispatcher_pb2.GetTaskResponse:

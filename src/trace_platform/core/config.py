@@ -9,6 +9,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 DEFAULT_ADDR = "127.0.0.1:50051"
+# The one organisation of a Lite installation.
+LITE_ORG_ID = "00000000-0000-0000-0000-000000000001"
 
 
 def default_data_dir() -> Path:

@@ -1,7 +1,8 @@
 """Lite's local credentials file, so a newcomer never handles tokens or keys.
 
 ``trace lite up`` writes ``<data_dir>/lite.json`` (mode 0600) with the address it
-listens on and the admin and worker tokens; the CLI reads it when no token is given.
+listens on, the admin and worker tokens, the secret user tokens are signed with and a
+user token for the Lite organisation; the CLI reads it when no token is given.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 FILE_NAME = "lite.json"
@@ -20,10 +21,12 @@ class LiteCredentials:
     addr: str
     admin_token: str
     worker_token: str
+    user_secret: str = ""
+    user_token: str = ""
 
     @staticmethod
     def fresh(addr: str) -> LiteCredentials:
-        return LiteCredentials(addr, secrets.token_urlsafe(32), secrets.token_urlsafe(32))
+        return LiteCredentials(addr, secrets.token_urlsafe(32), secrets.token_urlsafe(32), secrets.token_urlsafe(32))
 
 
 def save(data_dir: Path, creds: LiteCredentials) -> Path:
@@ -41,4 +44,9 @@ def load(data_dir: Path) -> LiteCredentials | None:
     path = data_dir / FILE_NAME
     if not path.exists():
         return None
-    return LiteCredentials(**json.loads(path.read_text()))
+    raw = json.loads(path.read_text())
+    known = {f.name for f in fields(LiteCredentials)}
+    creds = LiteCredentials(**{k: v for k, v in raw.items() if k in known})
+    if not creds.user_secret:  # written by an older version
+        creds = replace(creds, user_secret=secrets.token_urlsafe(32))
+    return creds

@@ -8,7 +8,8 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from trace_platform.app import RunningPlatform, start_platform
-from trace_platform.core.config import Settings
+from trace_platform.core.config import LITE_ORG_ID, Settings
+from trace_platform.core.user_tokens import issue_user_token
 from trace_platform.lite import credentials
 from trace_platform.lite.embedded_pg import EmbeddedPostgres
 from trace_platform.servers.common.server import wait_for_shutdown_signal
@@ -22,17 +23,29 @@ async def run_lite(settings: Settings, on_ready: Callable[[RunningPlatform], Non
         embedded = EmbeddedPostgres(settings.data_dir / "pg")
         settings = replace(settings, database_url=embedded.start())
     creds = credentials.load(settings.data_dir) or credentials.LiteCredentials.fresh(settings.listen)
+    user_auth = settings.user_auth
+    if not user_auth.hs256_secret and not user_auth.jwks_path:
+        user_auth = replace(user_auth, hs256_secret=creds.user_secret)
     settings = replace(
         settings,
         admin_token=settings.admin_token or creds.admin_token,
         worker_token=settings.worker_token or creds.worker_token,
+        user_auth=user_auth,
     )
     platform: RunningPlatform | None = None
     try:
         platform = await start_platform(settings, run_worker=True)
         assert settings.admin_token and settings.worker_token
+        user_token = ""
+        if user_auth.hs256_secret:
+            user_token = issue_user_token(
+                user_auth.hs256_secret, issuer=user_auth.issuer, subject="lite-user", org_id=LITE_ORG_ID
+            )
         credentials.save(
-            settings.data_dir, credentials.LiteCredentials(platform.addr, settings.admin_token, settings.worker_token)
+            settings.data_dir,
+            credentials.LiteCredentials(
+                platform.addr, settings.admin_token, settings.worker_token, creds.user_secret, user_token
+            ),
         )
         if on_ready is not None:
             on_ready(platform)

@@ -82,9 +82,7 @@ class HardenedDatabase:
     def _verify(self, probe_file: Path) -> None:
         names = list(_REQUIRED)
         marks = ", ".join("?" for _ in names)
-        rows = self._db.execute(
-            f"SELECT name, value FROM duckdb_settings() WHERE name IN ({marks})", names
-        ).fetchall()
+        rows = self._db.execute(f"SELECT name, value FROM duckdb_settings() WHERE name IN ({marks})", names).fetchall()
         actual = {name: str(value) for name, value in rows}
         wrong = [name for name, want in _REQUIRED.items() if actual.get(name, "").lower() != want.lower()]
         if wrong:

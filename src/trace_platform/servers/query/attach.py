@@ -88,4 +88,3 @@ class DatasetAttacher:
         except OSError:
             raise Unavailable("OBJECT_STORE_UNAVAILABLE", "object store unreachable") from None
         return AttachedVersion(dataset_uuid, dataset_version, prefix_uri, uris, arrow_dataset)
-

@@ -146,9 +146,9 @@ class QueryService:
             self.metrics.rows.labels("query_arrow").inc(rows)
             yield tail
 
-    async def _authorize_user(self, bearer: str | None, dataset: str, sql: str) -> tuple[
-        _User, AttachedVersion, ColumnRefs
-    ]:
+    async def _authorize_user(
+        self, bearer: str | None, dataset: str, sql: str
+    ) -> tuple[_User, AttachedVersion, ColumnRefs]:
         claims = self._user_verifier.verify(bearer)
         name = require_dataset_name(dataset)
         refs = await self._gate(sql)

@@ -1,0 +1,162 @@
+"""The second wall: hostile SQL run straight on the hardened DuckDB connection, with the
+SQL gate bypassed, cannot read or write files, reach the network, persist anything or
+loosen the configuration."""
+
+from __future__ import annotations
+
+import http.server
+import os
+import stat
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+import pytest
+
+from trace_platform.adapters.duckdb.hardened import DuckDBLimits, HardenedDatabase
+from trace_platform.adapters.duckdb.pool import DatabasePool
+from trace_platform.core.errors import ResourceExhausted
+
+
+@pytest.fixture
+def secret_files(tmp_path: Path) -> dict[str, Path]:
+    parquet = tmp_path / "secret.parquet"
+    pq.write_table(pa.table({"secret": ["s3cr3t"]}), parquet)
+    csv = tmp_path / "secret.csv"
+    csv.write_text("secret\ns3cr3t\n")
+    return {"parquet": parquet, "csv": csv, "dir": tmp_path}
+
+
+@pytest.fixture
+def http_server() -> Iterator[str]:
+    hits: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            hits.append(self.path)
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"secret\ns3cr3t\n")
+
+        def do_HEAD(self) -> None:
+            self.do_GET()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/x.csv"
+    server.shutdown()
+    assert hits == [], "DuckDB reached the network"
+
+
+@pytest.fixture
+def hardened(tmp_path: Path) -> Iterator[HardenedDatabase]:
+    db = HardenedDatabase(tmp_path / "work", DuckDBLimits("256MB", 1))
+    yield db
+    db.close()
+
+
+def hostile_statements(files: dict[str, Path], url: str) -> list[str]:
+    p, c, d = files["parquet"], files["csv"], files["dir"]
+    return [
+        f"SELECT * FROM read_parquet('{p}')",
+        f"SELECT * FROM '{p}'",
+        f"SELECT * FROM read_csv('{c}')",
+        f"SELECT * FROM read_csv_auto('{c}')",
+        f"SELECT * FROM read_text('{c}')",
+        f"SELECT * FROM read_blob('{c}')",
+        f"SELECT * FROM read_json_auto('{c}')",
+        f"SELECT * FROM glob('{d}/*')",
+        f"SELECT * FROM parquet_metadata('{p}')",
+        f"COPY (SELECT 42) TO '{d}/out.csv'",
+        f"ATTACH '{d}/other.duckdb' AS other",
+        f"EXPORT DATABASE '{d}/export'",
+        f"IMPORT DATABASE '{d}'",
+        f"SELECT * FROM read_csv('{url}')",
+        f"SELECT * FROM read_parquet('{url}')",
+        "INSTALL httpfs",
+        "LOAD httpfs",
+        "FORCE INSTALL httpfs",
+        "SET enable_external_access = true",
+        "SET disabled_filesystems = ''",
+        "SET lock_configuration = false",
+        "RESET lock_configuration",
+        "SET autoinstall_known_extensions = true",
+        "SET allow_unsigned_extensions = true",
+        f"SET temp_directory = '{d}'",
+        "SET memory_limit = '100GB'",
+        "SET threads = 64",
+        "CREATE TABLE leak AS SELECT 1 AS x",
+        "CREATE VIEW leak AS SELECT 1 AS x",
+        "CREATE MACRO leak() AS 1",
+        "CREATE SECRET s (TYPE s3, KEY_ID 'a', SECRET 'b')",
+        "ATTACH ':memory:' AS scratch",
+        "SELECT getenv('HOME')",
+    ]
+
+
+def test_hostile_sql_fails_on_the_hardened_connection(
+    hardened: HardenedDatabase, secret_files: dict[str, Path], http_server: str
+) -> None:
+    conn = hardened.connect()
+    allowed = []
+    for sql in hostile_statements(secret_files, http_server):
+        try:
+            conn.execute(sql).fetchall()
+            allowed.append(sql)
+        except duckdb.Error:
+            pass
+    assert allowed == []
+    assert not (secret_files["dir"] / "out.csv").exists()
+    assert conn.execute("SELECT 41 + 1").fetchall() == [(42,)]
+
+
+def test_nothing_persists_between_connections(hardened: HardenedDatabase) -> None:
+    first = hardened.connect()
+    first.execute("CREATE TEMP TABLE t AS SELECT 1 AS x")
+    first.close()
+    with pytest.raises(duckdb.CatalogException):
+        hardened.connect().execute("SELECT * FROM t").fetchall()
+
+
+def test_registered_dataset_is_readable_and_private_to_its_connection(
+    hardened: HardenedDatabase, secret_files: dict[str, Path]
+) -> None:
+    conn = hardened.connect()
+    conn.register("dataset", pads.dataset([str(secret_files["parquet"])], format="parquet"))
+    assert conn.execute("SELECT secret FROM dataset").fetchall() == [("s3cr3t",)]
+    with pytest.raises(duckdb.CatalogException):
+        hardened.connect().execute("SELECT * FROM dataset").fetchall()
+
+
+def test_private_directories_are_0700_and_removed_on_close(tmp_path: Path) -> None:
+    db = HardenedDatabase(tmp_path / "work", DuckDBLimits())
+    for path in (db.dir, db.temp_dir):
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o700
+    db.close()
+    assert not db.dir.exists()
+
+
+async def test_pool_replaces_a_database_that_spilled_and_caps_admission(tmp_path: Path) -> None:
+    pool = DatabasePool(tmp_path / "work", DuckDBLimits(), slots=1, queue=0, wait_seconds=0.1)
+    await pool.start()
+    try:
+        async with pool.database() as db:
+            first_dir = db.dir
+            (db.temp_dir / "spill.tmp").write_bytes(b"x")
+            with pytest.raises(ResourceExhausted):
+                async with pool.database():
+                    pass
+        assert not first_dir.exists()
+        async with pool.database() as db:
+            assert db.dir != first_dir and not db.spilled()
+    finally:
+        await pool.close()
+    assert list((tmp_path / "work").iterdir()) == []
