@@ -1,7 +1,9 @@
 """A DuckDB database that untrusted SQL may run on: the second wall behind the SQL gate.
 
 Even if the gate were bypassed, SQL on this database cannot read or write local files
-(``LocalFileSystem`` disabled, external access off), reach the network (no extension is
+(``LocalFileSystem`` disabled, external access off except for ``trace:///`` paths, which
+the ``GrantedFileSystem`` serves from the current request's granted objects only), reach
+the network (no extension is
 installed, auto-installed or auto-loaded, so no httpfs), create anything persistent (the
 catalog is an empty database file opened read-only; temporary objects die with the
 per-request connection), or loosen any of this (``lock_configuration``). Memory and
@@ -18,10 +20,14 @@ from __future__ import annotations
 import shutil
 import tempfile
 import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
+
+from trace_platform.adapters.duckdb.granted_fs import PREFIX, GrantedFileSystem, GrantedObject
 
 # Settings that must read back exactly like this before the database is used.
 _REQUIRED = {
@@ -70,7 +76,12 @@ class HardenedDatabase:
                     "threads": limits.threads,
                 },
             )
-            # Order matters: external access first, then the filesystem, then the lock.
+            self.files = GrantedFileSystem()
+            self._db.register_filesystem(self.files)
+            # Order matters: allow-list and external access, then the filesystem, then the lock.
+            # Safe because versions are immutable and their paths version-addressed.
+            self._db.execute("SET parquet_metadata_cache = true")
+            self._db.execute("SET allowed_directories = ?", [[PREFIX]])
             self._db.execute("SET enable_external_access = false")
             self._db.execute("SET disabled_filesystems = 'LocalFileSystem'")
             self._db.execute("SET lock_configuration = true")
@@ -85,6 +96,10 @@ class HardenedDatabase:
         rows = self._db.execute(f"SELECT name, value FROM duckdb_settings() WHERE name IN ({marks})", names).fetchall()
         actual = {name: str(value) for name, value in rows}
         wrong = [name for name, want in _REQUIRED.items() if actual.get(name, "").lower() != want.lower()]
+        # DuckDB adds its own temp directory to the allow-list when external access goes off.
+        allowed = self._db.execute("SELECT unnest(current_setting('allowed_directories'))").fetchall()
+        if {str(a).rstrip("/") for (a,) in allowed} - {PREFIX.rstrip("/"), str(self.temp_dir)}:
+            wrong.append("allowed_directories")
         if wrong:
             raise HardeningFailed(f"DuckDB settings not applied: {', '.join(sorted(wrong))}")
         # duckdb_settings() reads disabled_filesystems back as '' even when it is in force
@@ -99,6 +114,16 @@ class HardenedDatabase:
         """A new connection (its temporary views are private to it)."""
         return self._db.cursor()
 
+    @contextmanager
+    def session(self, objects: Sequence[GrantedObject]) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection for one request, able to read exactly ``objects`` while it lasts."""
+        with self.files.grant(objects):
+            conn = self.connect()
+            try:
+                yield conn
+            finally:
+                conn.close()
+
     def spilled(self) -> bool:
         return any(self.temp_dir.iterdir())
 
@@ -106,4 +131,7 @@ class HardenedDatabase:
         db = getattr(self, "_db", None)
         if db is not None:
             db.close()
+        files = getattr(self, "files", None)
+        if files is not None:
+            files.close_sources()
         shutil.rmtree(self.dir, ignore_errors=True)

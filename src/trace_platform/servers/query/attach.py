@@ -1,10 +1,10 @@
-"""Trusted attach: a granted dataset version becomes a scannable pyarrow dataset.
+"""Trusted attach: a granted dataset version becomes the objects DuckDB may scan.
 
 The service reads exactly one object itself, the version's ``_manifest.json``; the
-Parquet objects it names are scanned in place by pyarrow (DuckDB pushes projections
-and filters into that scan), never downloaded whole first. Dataset versions are
-immutable, so a checked manifest and its dataset are cached per version; the grant
-checks against the caller's token run on every request.
+Parquet objects it names are scanned in place by DuckDB's own Parquet reader through
+the ``GrantedFileSystem`` (ranged reads: projection and row-group pruning survive),
+never downloaded whole first. Dataset versions are immutable, so a checked manifest is
+cached per version; the grant checks against the caller's token run on every request.
 """
 
 from __future__ import annotations
@@ -13,11 +13,9 @@ import asyncio
 from collections import OrderedDict
 from dataclasses import dataclass
 
-import pyarrow as pa
-import pyarrow.dataset as pads
-
+from trace_platform.adapters.duckdb.granted_fs import PREFIX, GrantedObject
 from trace_platform.adapters.objectstore.stores import ObjectMissing, ObjectStores
-from trace_platform.core.errors import FailedPrecondition, Unavailable
+from trace_platform.core.errors import FailedPrecondition
 from trace_platform.core.manifest import MANIFEST_NAME, MAX_MANIFEST_BYTES, parse_manifest
 from trace_platform.core.models import StorageRef
 from trace_platform.core.storage_paths import is_under, join, require_under_any
@@ -29,7 +27,7 @@ class AttachedVersion:
     dataset_version: str
     prefix_uri: str
     object_uris: tuple[str, ...]
-    arrow_dataset: pads.Dataset
+    objects: tuple[GrantedObject, ...]
 
 
 class DatasetAttacher:
@@ -77,14 +75,14 @@ class DatasetAttacher:
         uris = tuple(join(prefix_uri, obj.key) for obj in manifest.objects)
         if not all(is_under(uri, prefix_uri) for uri in uris):
             raise FailedPrecondition("MANIFEST_KEY_OUTSIDE_PREFIX", "manifest names an object outside its prefix")
-        try:
-            arrow_dataset = pads.dataset(
-                [store.arrow_path(uri) for uri in uris], format="parquet", filesystem=store.arrow_filesystem()
+        filesystem = store.arrow_filesystem()
+        objects = tuple(
+            GrantedObject(
+                virtual_path=f"{PREFIX}{dataset_uuid}/{dataset_version}/{obj.key}",
+                filesystem=filesystem,
+                path=store.arrow_path(uri),
+                size=obj.size_bytes,
             )
-        except FileNotFoundError:
-            raise FailedPrecondition("DATASET_OBJECT_MISSING", "an object named by the manifest is missing") from None
-        except pa.ArrowInvalid:
-            raise FailedPrecondition("DATASET_OBJECT_INVALID", "a manifest object is not Parquet") from None
-        except OSError:
-            raise Unavailable("OBJECT_STORE_UNAVAILABLE", "object store unreachable") from None
-        return AttachedVersion(dataset_uuid, dataset_version, prefix_uri, uris, arrow_dataset)
+            for obj, uri in zip(manifest.objects, uris, strict=True)
+        )
+        return AttachedVersion(dataset_uuid, dataset_version, prefix_uri, uris, objects)

@@ -10,15 +10,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TypeVar
 
 import duckdb
 import pyarrow as pa
-import pyarrow.dataset as pads
 
+from trace_platform.adapters.duckdb.granted_fs import CORRUPT, MISSING, UNAVAILABLE, GrantedFileSystem, GrantedObject
 from trace_platform.core.errors import (
     DeadlineExceeded,
     FailedPrecondition,
@@ -39,8 +39,15 @@ class LimitedResult:
     truncated: bool
 
 
-def open_query(conn: duckdb.DuckDBPyConnection, arrow_dataset: pads.Dataset, sql: str) -> duckdb.DuckDBPyRelation:
-    conn.register(RELATION, arrow_dataset)
+def _quote(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def open_query(conn: duckdb.DuckDBPyConnection, objects: Sequence[GrantedObject], sql: str) -> duckdb.DuckDBPyRelation:
+    """Expose the granted objects as the relation ``dataset`` (a temporary view, private to
+    this connection) and start the gated query on it."""
+    paths = ", ".join(_quote(o.virtual_path) for o in objects)
+    conn.execute(f"CREATE TEMP VIEW {RELATION} AS SELECT * FROM read_parquet([{paths}], hive_partitioning = false)")
     rel = conn.sql(sql)
     if rel is None:  # only a non-query statement has no relation; the gate lets none through
         raise InvalidArgument("NOT_A_SELECT", "only read-only SELECT queries are allowed")
@@ -66,7 +73,9 @@ class QueryRunner:
     def __init__(self, threads: int) -> None:
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="duckdb")
 
-    async def run(self, conn: duckdb.DuckDBPyConnection, fn: Callable[[], T], timeout: float) -> T:
+    async def run(
+        self, conn: duckdb.DuckDBPyConnection, fn: Callable[[], T], timeout: float, files: GrantedFileSystem
+    ) -> T:
         loop = asyncio.get_running_loop()
         future = loop.run_in_executor(self._executor, fn)
         try:
@@ -78,7 +87,7 @@ class QueryRunner:
             await _interrupt(conn, future)
             raise
         except duckdb.Error as exc:
-            raise duckdb_error(exc) from None
+            raise duckdb_error(exc, files.failure) from None
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
@@ -93,10 +102,20 @@ async def _interrupt(conn: duckdb.DuckDBPyConnection, future: asyncio.Future[T])
 _LINE_CONTEXT = re.compile(r"\n.*", re.DOTALL)
 
 
-def duckdb_error(exc: duckdb.Error) -> TraceError:
+_STORAGE_ERRORS: dict[str, TraceError] = {
+    MISSING: FailedPrecondition("DATASET_OBJECT_MISSING", "an object named by the manifest is missing"),
+    CORRUPT: FailedPrecondition("DATASET_OBJECT_INVALID", "an object differs from its manifest entry"),
+    UNAVAILABLE: Unavailable("OBJECT_STORE_UNAVAILABLE", "reading the dataset failed"),
+}
+
+
+def duckdb_error(exc: duckdb.Error, storage_failure: str | None = None) -> TraceError:
     """Map a DuckDB error to a reason code. The message goes back to the caller who sent the
     SQL (first line only, bounded; DuckDB's LINE context, which quotes the SQL, is cut) and
     is never logged."""
+    if storage_failure in _STORAGE_ERRORS:
+        template = _STORAGE_ERRORS[storage_failure]
+        return type(template)(template.reason, template.message)
     detail = _LINE_CONTEXT.sub("", str(exc))[:300]
     if isinstance(exc, duckdb.InterruptException):
         return DeadlineExceeded("QUERY_TIMEOUT", "query interrupted")
@@ -105,8 +124,6 @@ def duckdb_error(exc: duckdb.Error) -> TraceError:
     if isinstance(exc, duckdb.PermissionException):
         return InvalidArgument("QUERY_NOT_PERMITTED", "query attempted a forbidden operation")
     if isinstance(exc, duckdb.IOException | duckdb.HTTPException):
-        return Unavailable("OBJECT_STORE_UNAVAILABLE", "reading the dataset failed")
-    if isinstance(exc, duckdb.InvalidInputException) and "arrow" in str(exc).lower() and "IOError" in str(exc):
         return Unavailable("OBJECT_STORE_UNAVAILABLE", "reading the dataset failed")
     if isinstance(exc, duckdb.ConversionException | duckdb.OutOfRangeException):
         return InvalidArgument("QUERY_RUNTIME_ERROR", detail)

@@ -125,23 +125,24 @@ class QueryService:
             loop_deadline = asyncio.get_running_loop().time() + timeout
             rows = 0
             async with self._databases.database() as db:
-                conn = db.connect()
-                try:
-                    rel = await self._runner.run(conn, lambda: open_query(conn, attached.arrow_dataset, sql), timeout)
+                with db.session(attached.objects) as conn:
+                    rel = await self._runner.run(
+                        conn, lambda: open_query(conn, attached.objects, sql), timeout, db.files
+                    )
                     reader = await self._runner.run(
-                        conn, lambda: rel.to_arrow_reader(self._settings.arrow_batch_rows), timeout
+                        conn, lambda: rel.to_arrow_reader(self._settings.arrow_batch_rows), timeout, db.files
                     )
                     chunks = ArrowIpcChunks(reader.schema)
                     while True:
                         remaining = loop_deadline - asyncio.get_running_loop().time()
-                        batch = await self._runner.run(conn, lambda: _next_batch(reader), max(remaining, 0.001))
+                        batch = await self._runner.run(
+                            conn, lambda: _next_batch(reader), max(remaining, 0.001), db.files
+                        )
                         if batch is None:
                             break
                         rows += batch.num_rows
                         yield chunks.batch(batch)
                     tail = chunks.finish()
-                finally:
-                    conn.close()
             await self._repo.record_query(self._user_audit(user, attached, sql, rows, started, "query_arrow"), refs)
             self.metrics.rows.labels("query_arrow").inc(rows)
             yield tail
@@ -196,13 +197,10 @@ class QueryService:
     async def _run_limited(self, attached: AttachedVersion, sql: str, limit: int, timeout: float) -> LimitedResult:
         rows = clamp_limit(limit, self._settings.default_limit, self._settings.max_limit)
         async with self._databases.database() as db:
-            conn = db.connect()
-            try:
+            with db.session(attached.objects) as conn:
                 return await self._runner.run(
-                    conn, lambda: fetch_limited(open_query(conn, attached.arrow_dataset, sql), rows), timeout
+                    conn, lambda: fetch_limited(open_query(conn, attached.objects, sql), rows), timeout, db.files
                 )
-            finally:
-                conn.close()
 
     @contextlib.contextmanager
     def _observe(self, rpc: str) -> Iterator[None]:
