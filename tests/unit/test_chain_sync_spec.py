@@ -102,6 +102,7 @@ def test_yaml_hash_ignores_layout_and_sees_meaning() -> None:
         ("chain_id: 31337", "chain_id: 0", "OUT_OF_RANGE", "chain_id"),
         ("name: local_bootstrap", "name: Local-Bootstrap", "INVALID_NAME", "name"),
         ("name: local_bootstrap", "name: ''", "INVALID_NAME", "name"),
+        ("name: local_bootstrap", 'name: "local_bootstrap\\n"', "INVALID_NAME", "name"),
         (
             "rpc_pool: standard\n    chunk_size: 100",
             "rpc_pool: Std\n    chunk_size: 100",

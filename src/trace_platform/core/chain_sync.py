@@ -173,7 +173,7 @@ def spec_from_dict(doc: Any) -> ChainSyncSpec:
         raise InvalidArgument(OUT_OF_RANGE, f"streams holds more than {MAX_STREAMS} streams", field="streams")
     streams = []
     for key in sorted(raw_streams, key=str):
-        if not isinstance(key, str) or not SLUG_RE.match(key):
+        if not isinstance(key, str) or not SLUG_RE.fullmatch(key):
             raise InvalidArgument(
                 INVALID_NAME, f"stream key {key!r} under streams must match {SLUG_RE.pattern}", field="streams"
             )
@@ -262,6 +262,6 @@ def _int(raw: Any, path: str, low: int, high: int = MAX_BLOCK) -> int:
 def _slug(raw: Any, path: str) -> str:
     if not isinstance(raw, str):
         raise InvalidArgument(INVALID_TYPE, f"{path} must be a string", field=path)
-    if not SLUG_RE.match(raw):
+    if not SLUG_RE.fullmatch(raw):
         raise InvalidArgument(INVALID_NAME, f"{path} must match {SLUG_RE.pattern}", field=path)
     return raw

@@ -103,7 +103,7 @@ def looks_like_secret(value: str) -> bool:
         return True
     # A long token with letters and digits and no word separators reads as a key, not a name.
     return bool(
-        _TOKENISH.match(value)
+        _TOKENISH.fullmatch(value)
         and "_" not in value
         and any(c.isdigit() for c in value)
         and any(c.isalpha() for c in value)
