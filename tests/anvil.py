@@ -74,10 +74,10 @@ class AnvilNode:
                 os.kill(self.proc.pid, 9)
                 self.proc.wait()
 
-    def rpc(self, method: str, *params: Any) -> Any:
+    def rpc(self, method: str, *params: Any, timeout: float = 10.0) -> Any:
         body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": list(params)}).encode()
         req = urllib.request.Request(self.url, body, {"content-type": "application/json"})
-        with urllib.request.urlopen(req, timeout=10) as resp:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
             reply = json.loads(resp.read())
         if "error" in reply:
             raise RuntimeError(f"{method}: {reply['error']}")
@@ -101,7 +101,7 @@ class AnvilNode:
         return address
 
     def mine(self, blocks: int) -> None:
-        self.rpc("anvil_mine", hex(blocks))
+        self.rpc("anvil_mine", hex(blocks), timeout=120.0)
 
     def block_number(self) -> int:
         return int(self.rpc("eth_blockNumber"), 16)
