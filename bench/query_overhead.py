@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import os
 import random
 import re
@@ -34,7 +35,7 @@ import pyarrow.parquet as pq
 from trace_platform.adapters.postgres.migrations import migrate_dsn
 from trace_platform.clients.dispatcher import DispatcherClient
 from trace_platform.clients.query import QueryClient
-from trace_platform.core.manifest import MANIFEST_NAME, DatasetManifest, ManifestObject
+from trace_platform.core.manifest import MANIFEST_NAME, ManifestObject, build_manifest, object_prefix
 from trace_platform.gen.trace.v1 import common_pb2, dispatcher_pb2
 
 ADMIN_DSN = os.environ.get("TRACE_BENCH_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -45,7 +46,7 @@ SCAN = "SELECT miner, count(*) AS blocks, sum(gas_used) AS gas FROM {rel} GROUP 
 
 def write_files(root: Path, rows: int, files: int) -> tuple[str, str, Path, list[Path]]:
     ds_uuid, version = str(uuid.uuid4()), str(uuid.uuid4())
-    prefix = root / ds_uuid / version
+    prefix = root / object_prefix(ds_uuid, version)
     prefix.mkdir(parents=True)
     per = rows // files
     objects, paths = [], []
@@ -62,9 +63,10 @@ def write_files(root: Path, rows: int, files: int) -> tuple[str, str, Path, list
         )
         path = prefix / f"blocks_{start}_{start + per}.parquet"
         pq.write_table(table, path, row_group_size=65_536)
-        objects.append(ManifestObject(path.name, path.stat().st_size, per))
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        objects.append(ManifestObject(path.name, path.stat().st_size, digest, per))
         paths.append(path)
-    (prefix / MANIFEST_NAME).write_bytes(DatasetManifest(ds_uuid, version, tuple(objects)).to_json())
+    (prefix / MANIFEST_NAME).write_bytes(build_manifest(ds_uuid, version, objects).to_json())
     return ds_uuid, version, prefix, paths
 
 

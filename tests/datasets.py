@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import uuid
 from dataclasses import dataclass
 
@@ -10,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from trace_platform.adapters.objectstore.stores import ArrowObjectStore
-from trace_platform.core.manifest import MANIFEST_NAME, DatasetManifest, ManifestObject
+from trace_platform.core.manifest import MANIFEST_NAME, ManifestObject, build_manifest, object_prefix
 from trace_platform.core.models import DatasetGrant, DatasetPublication, StorageRef
 from trace_platform.gen.trace.v1 import common_pb2
 
@@ -72,20 +74,24 @@ def write_dataset(
     manifest_keys: list[str] | None = None,
     manifest_bytes: bytes | None = None,
 ) -> FixtureDataset:
-    """Objects ``part-N.parquet`` and a manifest under ``root_uri/<uuid>/<version>/``."""
+    """Objects ``part-N.parquet`` and a manifest under ``root_uri/datasets/<uuid>/<version>/``.
+
+    ``manifest_keys`` writes a manifest naming those keys instead (hostile manifests)."""
     ds_uuid = dataset_uuid or str(uuid.uuid4())
     version = str(uuid.uuid4())
-    prefix = f"{root_uri.rstrip('/')}/{ds_uuid}/{version}/"
+    prefix = f"{root_uri.rstrip('/')}/{object_prefix(ds_uuid, version)}"
     objects = []
     for i, table in enumerate(parts):
         data = parquet_bytes(table)
         key = f"part-{i}.parquet"
         store.put_bytes(prefix + key, data)
-        objects.append(ManifestObject(key, len(data), table.num_rows))
-    if manifest_keys is not None:
-        objects = [ManifestObject(k, 1) for k in manifest_keys]
-    manifest = DatasetManifest(ds_uuid, version, tuple(objects))
-    store.put_bytes(prefix + MANIFEST_NAME, manifest_bytes if manifest_bytes is not None else manifest.to_json())
+        objects.append(ManifestObject(key, len(data), hashlib.sha256(data).hexdigest(), table.num_rows))
+    if manifest_bytes is None:
+        doc = build_manifest(ds_uuid, version, objects).to_dict()
+        if manifest_keys is not None:
+            doc["objects"] = [{"key": k, "size_bytes": 1, "sha256": "0" * 64, "row_count": 1} for k in manifest_keys]
+        manifest_bytes = json.dumps(doc).encode()
+    store.put_bytes(prefix + MANIFEST_NAME, manifest_bytes)
     if prefix.startswith("s3://"):
         bucket, _, key = prefix[5:].partition("/")
         ref = StorageRef("s3", key, bucket)

@@ -340,3 +340,21 @@ async def test_concurrency_cap_refuses_with_resource_exhausted(
             assert ok.rows == [[3_000]]
     finally:
         await running.stop(grace=0.5)
+
+
+async def test_grant_pointing_at_another_versions_files_is_refused(
+    settings: Settings,
+    client: DispatcherClient,
+    query_client: QueryClient,
+    local_store: LocalObjectStore,
+    objects_uri: str,
+    fixture_ds: FixtureDataset,
+) -> None:
+    other = write_dataset(local_store, objects_uri, [blocks_table(10)])
+    task_id, attempt, _ = await _task(client, fixture_ds)
+    # A signed grant for fixture_ds whose storage ref names the other version's prefix.
+    forged = replace(fixture_ds.grant, storage_ref=other.storage_ref)
+    token = _issuer(settings).issue(CapabilityClaims(ORG, task_id, attempt, (forged,), (other.prefix_uri,)))
+    with pytest.raises(FailedPrecondition) as exc:
+        await query_client.task_query(token, task_id, attempt, fixture_ds.dataset_uuid, SELECT_KEYS)
+    assert exc.value.reason == "MANIFEST_MISMATCH"

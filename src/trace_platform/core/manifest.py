@@ -1,97 +1,210 @@
-"""The Trace-owned dataset manifest (``_manifest.json``), see ``docs/manifest.md``.
+"""The Trace-owned dataset manifest (``_manifest.json``) and version-addressed layout.
 
-A dataset version's prefix holds Parquet objects and one manifest naming them. The
-Query Service reads only the manifest, checks it, and hands the named objects to the
-scanner; it never lists the prefix. Parsing is strict: any unknown field, wrong type,
-absolute or escaping key, duplicate, or mismatch with the expected dataset is refused.
+A dataset version lives under ``datasets/{dataset_uuid}/{dataset_version}/``: its
+Parquet objects and one ``_manifest.json`` naming them. The producer (a trusted
+worker) writes the manifest last; readers (the Query Service) treat it as untrusted
+input and parse it with ``parse_manifest``, which is pure and strict: bounded size,
+exact keys, no duplicate JSON keys, and every object key a plain relative path that
+stays under the version's prefix. Format: docs/manifest.md.
 """
 
 from __future__ import annotations
 
 import json
+import re
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
 from trace_platform.core.errors import FailedPrecondition
-from trace_platform.core.storage_paths import is_relative_key
 
 MANIFEST_NAME = "_manifest.json"
 FORMAT = "trace.dataset_manifest"
-VERSION = 1
-MAX_MANIFEST_BYTES = 8 * 1024 * 1024
-MAX_OBJECTS = 100_000
+FORMAT_VERSION = 1
+MAX_MANIFEST_BYTES = 1024 * 1024
+MAX_OBJECTS = 10_000
+MAX_KEY_CHARS = 512
 
-_TOP_KEYS = {"format", "version", "dataset_uuid", "dataset_version", "objects"}
-_OBJECT_KEYS = {"key", "size_bytes", "row_count"}
+# A bad manifest is a permanent error for whoever reads it (FAILED_PRECONDITION).
+INVALID_MANIFEST = "MANIFEST_INVALID"
+MANIFEST_MISMATCH = "MANIFEST_MISMATCH"
+UNSAFE_OBJECT_KEY = "MANIFEST_KEY_OUTSIDE_PREFIX"
+
+# UUIDv5 namespace for dataset versions derived from {dataset_uuid, range, config_hash}.
+VERSION_NAMESPACE = uuid.UUID("3f6c2a8e-9b1d-5c47-8e2f-0a4b6d8c1e93")
+
+_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=-]*$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_TOP_KEYS = {"format", "format_version", "dataset_uuid", "dataset_version", "prefix", "objects"}
+_OBJECT_KEYS = {"key", "size_bytes", "sha256", "row_count"}
+
+
+def object_prefix(dataset_uuid: str, dataset_version: str) -> str:
+    """``datasets/{dataset_uuid}/{dataset_version}/`` (canonical lowercase UUIDs)."""
+    return f"datasets/{uuid.UUID(dataset_uuid)}/{uuid.UUID(dataset_version)}/"
+
+
+def manifest_key(prefix: str) -> str:
+    return f"{prefix}{MANIFEST_NAME}"
+
+
+def derive_dataset_version(dataset_uuid: str, range_start: int, range_end: int, config_hash: str) -> str:
+    """Deterministic version: a retried range publishes the same version under the same prefix."""
+    name = f"{uuid.UUID(dataset_uuid)}:{range_start}:{range_end}:{config_hash}"
+    return str(uuid.uuid5(VERSION_NAMESPACE, name))
 
 
 @dataclass(frozen=True)
 class ManifestObject:
-    key: str  # relative to the dataset prefix
+    key: str  # relative to the manifest's prefix
     size_bytes: int
-    row_count: int | None = None
+    sha256: str
+    row_count: int
 
 
 @dataclass(frozen=True)
 class DatasetManifest:
     dataset_uuid: str
     dataset_version: str
-    objects: tuple[ManifestObject, ...]
+    prefix: str
+    objects: tuple[ManifestObject, ...]  # sorted by key
 
-    def to_json(self) -> bytes:
-        objects = []
-        for obj in self.objects:
-            entry: dict[str, Any] = {"key": obj.key, "size_bytes": obj.size_bytes}
-            if obj.row_count is not None:
-                entry["row_count"] = obj.row_count
-            objects.append(entry)
-        doc = {
+    def object_keys(self) -> list[str]:
+        """Full object-store keys, each guaranteed to start with ``prefix``."""
+        return [self.prefix + o.key for o in self.objects]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
             "format": FORMAT,
-            "version": VERSION,
+            "format_version": FORMAT_VERSION,
             "dataset_uuid": self.dataset_uuid,
             "dataset_version": self.dataset_version,
-            "objects": objects,
+            "prefix": self.prefix,
+            "objects": [
+                {"key": o.key, "size_bytes": o.size_bytes, "sha256": o.sha256, "row_count": o.row_count}
+                for o in self.objects
+            ],
         }
-        return json.dumps(doc, indent=1, sort_keys=True).encode()
+
+    def to_json(self) -> bytes:
+        return json.dumps(self.to_dict(), sort_keys=True, indent=1).encode()
 
 
-def _bad(detail: str) -> FailedPrecondition:
-    return FailedPrecondition("MANIFEST_INVALID", f"dataset manifest is invalid: {detail}")
+def build_manifest(dataset_uuid: str, dataset_version: str, objects: list[ManifestObject]) -> DatasetManifest:
+    """Build (and so validate) a manifest for the version-addressed prefix."""
+    prefix = object_prefix(dataset_uuid, dataset_version)
+    return _check(
+        DatasetManifest(
+            dataset_uuid=str(uuid.UUID(dataset_uuid)),
+            dataset_version=str(uuid.UUID(dataset_version)),
+            prefix=prefix,
+            objects=tuple(sorted(objects, key=lambda o: o.key)),
+        )
+    )
 
 
-def _non_negative_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
-
-def parse_manifest(raw: bytes, *, dataset_uuid: str, dataset_version: str) -> DatasetManifest:
-    """Parse and check a manifest for the expected dataset version (permanent errors only)."""
-    if len(raw) > MAX_MANIFEST_BYTES:
-        raise _bad("too large")
+def parse_manifest(
+    data: bytes,
+    *,
+    expected_prefix: str | None = None,
+    expected_dataset_uuid: str | None = None,
+    expected_dataset_version: str | None = None,
+) -> DatasetManifest:
+    """Parse untrusted manifest bytes; refuse anything not exactly in the format."""
+    if len(data) > MAX_MANIFEST_BYTES:
+        raise _bad(f"manifest exceeds {MAX_MANIFEST_BYTES} bytes")
     try:
-        doc = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise _bad("not JSON") from None
-    if not isinstance(doc, dict) or set(doc) != _TOP_KEYS:
-        raise _bad("unexpected or missing fields")
-    if doc["format"] != FORMAT or doc["version"] != VERSION:
-        raise _bad("unknown format or version")
-    if doc["dataset_uuid"] != dataset_uuid or doc["dataset_version"] != dataset_version:
-        raise _bad("names another dataset version")
-    entries = doc["objects"]
-    if not isinstance(entries, list) or not entries or len(entries) > MAX_OBJECTS:
-        raise _bad("objects must be a non-empty list")
-    objects: list[ManifestObject] = []
+        raw = json.loads(data.decode("utf-8"), object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise _bad("manifest is not valid UTF-8 JSON") from None
+    if not isinstance(raw, dict) or set(raw) != _TOP_KEYS:
+        raise _bad(f"manifest must be an object with exactly the keys {sorted(_TOP_KEYS)}")
+    if raw["format"] != FORMAT or _int(raw["format_version"], "format_version") != FORMAT_VERSION:
+        raise _bad(f"unsupported manifest format (expected {FORMAT} version {FORMAT_VERSION})")
+    objects_raw = raw["objects"]
+    if not isinstance(objects_raw, list) or len(objects_raw) > MAX_OBJECTS:
+        raise _bad(f"objects must be a list of at most {MAX_OBJECTS} entries")
+    objects = []
+    for i, o in enumerate(objects_raw):
+        if not isinstance(o, dict) or set(o) != _OBJECT_KEYS:
+            raise _bad(f"objects[{i}] must have exactly the keys {sorted(_OBJECT_KEYS)}")
+        if not isinstance(o["key"], str) or not isinstance(o["sha256"], str):
+            raise _bad(f"objects[{i}].key and .sha256 must be strings")
+        objects.append(
+            ManifestObject(
+                key=o["key"],
+                size_bytes=_int(o["size_bytes"], f"objects[{i}].size_bytes"),
+                sha256=o["sha256"],
+                row_count=_int(o["row_count"], f"objects[{i}].row_count"),
+            )
+        )
+    for name in ("dataset_uuid", "dataset_version", "prefix"):
+        if not isinstance(raw[name], str):
+            raise _bad(f"{name} must be a string")
+    manifest = _check(DatasetManifest(raw["dataset_uuid"], raw["dataset_version"], raw["prefix"], tuple(objects)))
+    for got, want, what in (
+        (manifest.prefix, expected_prefix, "prefix"),
+        (manifest.dataset_uuid, expected_dataset_uuid, "dataset_uuid"),
+        (manifest.dataset_version, expected_dataset_version, "dataset_version"),
+    ):
+        if want is not None and got != want:
+            raise FailedPrecondition(MANIFEST_MISMATCH, f"manifest {what} does not match the granted one", field=what)
+    return manifest
+
+
+def check_relative_key(key: str) -> str:
+    """A plain relative object path: segments of safe characters, no '.', '..', '/' at either end."""
+    if not 0 < len(key) <= MAX_KEY_CHARS or not all(_SEGMENT.fullmatch(seg) and seg != ".." for seg in key.split("/")):
+        raise FailedPrecondition(UNSAFE_OBJECT_KEY, "object key must be a relative path of safe segments", field="key")
+    return key
+
+
+def _check(m: DatasetManifest) -> DatasetManifest:
+    for name in ("dataset_uuid", "dataset_version"):
+        value = getattr(m, name)
+        try:
+            canonical = str(uuid.UUID(value))
+        except ValueError:
+            raise _bad(f"{name} must be a UUID") from None
+        if canonical != value:
+            raise _bad(f"{name} must be a lowercase hyphenated UUID")
+    if m.prefix != object_prefix(m.dataset_uuid, m.dataset_version):
+        raise _bad("prefix must be datasets/{dataset_uuid}/{dataset_version}/")
     seen: set[str] = set()
-    for entry in entries:
-        if not isinstance(entry, dict) or not {"key", "size_bytes"} <= set(entry) <= _OBJECT_KEYS:
-            raise _bad("object entry fields")
-        key, size, rows = entry["key"], entry["size_bytes"], entry.get("row_count")
-        if not isinstance(key, str) or not is_relative_key(key) or not key.endswith(".parquet"):
-            raise FailedPrecondition("MANIFEST_KEY_OUTSIDE_PREFIX", "manifest names an object outside its prefix")
-        if key in seen:
-            raise _bad("duplicate object")
-        if not _non_negative_int(size) or (rows is not None and not _non_negative_int(rows)):
-            raise _bad("object sizes")
-        seen.add(key)
-        objects.append(ManifestObject(key, size, rows))
-    return DatasetManifest(dataset_uuid, dataset_version, tuple(objects))
+    for o in m.objects:
+        check_relative_key(o.key)
+        if not o.key.endswith(".parquet"):
+            raise FailedPrecondition(UNSAFE_OBJECT_KEY, "manifest objects must be .parquet files", field="key")
+        if o.key in seen:
+            raise _bad("duplicate object key")
+        seen.add(o.key)
+        if not (m.prefix + o.key).startswith(m.prefix):  # holds by construction; kept as the stated invariant
+            raise FailedPrecondition(UNSAFE_OBJECT_KEY, "object key escapes the prefix", field="key")
+        if not _SHA256.fullmatch(o.sha256):
+            raise _bad("sha256 must be 64 lowercase hex digits")
+        if o.size_bytes < 0 or o.row_count < 0:
+            raise _bad("size_bytes and row_count must not be negative")
+    return m
+
+
+def _int(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _bad(f"{what} must be an integer")
+    return value
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:
+            raise _bad("duplicate JSON key")
+        out[k] = v
+    return out
+
+
+def _no_constant(name: str) -> Any:
+    raise _bad(f"{name} is not allowed")
+
+
+def _bad(message: str) -> FailedPrecondition:
+    return FailedPrecondition(INVALID_MANIFEST, message)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from trace_platform.adapters.duckdb.granted_fs import PREFIX, GrantedObject
 from trace_platform.adapters.objectstore.stores import ObjectMissing, ObjectStores
 from trace_platform.core.errors import FailedPrecondition
-from trace_platform.core.manifest import MANIFEST_NAME, MAX_MANIFEST_BYTES, parse_manifest
+from trace_platform.core.manifest import MANIFEST_MISMATCH, MANIFEST_NAME, MAX_MANIFEST_BYTES, parse_manifest
 from trace_platform.core.models import StorageRef
 from trace_platform.core.storage_paths import is_under, join, require_under_any
 
@@ -71,7 +71,11 @@ class DatasetAttacher:
             raw = store.get_bytes(join(prefix_uri, MANIFEST_NAME), MAX_MANIFEST_BYTES)
         except ObjectMissing:
             raise FailedPrecondition("MANIFEST_MISSING", "the dataset version has no manifest") from None
-        manifest = parse_manifest(raw, dataset_uuid=dataset_uuid, dataset_version=dataset_version)
+        manifest = parse_manifest(
+            raw, expected_dataset_uuid=dataset_uuid, expected_dataset_version=dataset_version
+        )
+        if not prefix_uri.endswith("/" + manifest.prefix):
+            raise FailedPrecondition(MANIFEST_MISMATCH, "the storage location is not this version's prefix")
         uris = tuple(join(prefix_uri, obj.key) for obj in manifest.objects)
         if not all(is_under(uri, prefix_uri) for uri in uris):
             raise FailedPrecondition("MANIFEST_KEY_OUTSIDE_PREFIX", "manifest names an object outside its prefix")

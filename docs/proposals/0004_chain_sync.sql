@@ -1,0 +1,92 @@
+-- chain_sync state (issue #4; PROPOSAL, not applied: move to adapters/postgres/migrations/
+-- once 0003 exists, since the migration test requires contiguous numbers). Job definitions,
+-- per-stream config and cursor, the scheduled-range ledger, and head observations.
+-- Ranges are end-exclusive [range_start, range_end).
+
+CREATE TABLE chain_sync_jobs (
+    id                         uuid PRIMARY KEY,
+    org_id                     uuid NOT NULL,
+    name                       text NOT NULL CHECK (name ~ '^[a-z][a-z0-9_]{0,63}$'),
+    chain_id                   bigint NOT NULL CHECK (chain_id > 0),
+    enabled                    boolean NOT NULL DEFAULT true,
+    mode                       text NOT NULL CHECK (mode IN ('fixed_target', 'follow_head')),
+    from_block                 bigint NOT NULL CHECK (from_block >= 0),
+    to_block                   bigint,
+    tail_lag                   bigint,
+    head_poll_interval_seconds int,
+    max_head_age_seconds       int,
+    spec                       jsonb NOT NULL,  -- ChainSyncSpec.canonical(); never secrets (the parser refuses them)
+    yaml_hash                  text NOT NULL CHECK (yaml_hash ~ '^[0-9a-f]{64}$'),  -- change detector, not identity
+    completed_at               timestamptz,
+    last_error_category        text,
+    last_error_at              timestamptz,
+    created_at                 timestamptz NOT NULL DEFAULT now(),
+    updated_at                 timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (org_id, name),
+    CHECK (
+        (mode = 'fixed_target' AND to_block > from_block
+            AND tail_lag IS NULL AND head_poll_interval_seconds IS NULL AND max_head_age_seconds IS NULL)
+        OR (mode = 'follow_head' AND to_block IS NULL AND tail_lag >= 0
+            AND head_poll_interval_seconds > 0 AND max_head_age_seconds > head_poll_interval_seconds)
+    )
+);
+
+-- One row per stream; next_block is the stream's cursor (exclusive high-water mark of what was scheduled).
+CREATE TABLE chain_sync_streams (
+    job_id            uuid NOT NULL REFERENCES chain_sync_jobs (id) ON DELETE CASCADE,
+    dataset_key       text NOT NULL CHECK (dataset_key ~ '^[a-z][a-z0-9_]{0,63}$'),
+    cryo_dataset_name text NOT NULL CHECK (cryo_dataset_name ~ '^[a-z][a-z0-9_]{0,63}$'),
+    rpc_pool          text NOT NULL CHECK (rpc_pool ~ '^[a-z][a-z0-9_]{0,63}$'),
+    dataset_uuid      uuid NOT NULL UNIQUE,
+    config_hash       text NOT NULL,
+    chunk_size        int NOT NULL CHECK (chunk_size > 0),
+    max_inflight      int NOT NULL CHECK (max_inflight > 0),
+    next_block        bigint NOT NULL CHECK (next_block >= 0),
+    updated_at        timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (job_id, dataset_key)
+);
+
+-- The cursor never moves backwards, whoever writes it.
+CREATE FUNCTION chain_sync_cursor_monotonic() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.next_block < OLD.next_block THEN
+        RAISE EXCEPTION 'chain_sync cursor may not move backwards (% -> %)', OLD.next_block, NEW.next_block
+            USING ERRCODE = 'check_violation';
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+CREATE TRIGGER chain_sync_streams_cursor_monotonic
+    BEFORE UPDATE OF next_block ON chain_sync_streams
+    FOR EACH ROW EXECUTE FUNCTION chain_sync_cursor_monotonic();
+
+-- The scheduled-range ledger: one row per planned range, unique per stream and range,
+-- written in the same transaction as its task, its outbox row and the cursor advance.
+CREATE TABLE chain_sync_ranges (
+    job_id          uuid NOT NULL,
+    dataset_key     text NOT NULL,
+    range_start     bigint NOT NULL CHECK (range_start >= 0),
+    range_end       bigint NOT NULL CHECK (range_end > range_start),
+    task_id         uuid NOT NULL UNIQUE REFERENCES tasks (id),
+    status          text NOT NULL DEFAULT 'scheduled' CHECK (status IN ('scheduled', 'completed')),
+    dataset_version uuid,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    updated_at      timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (job_id, dataset_key, range_start, range_end),
+    FOREIGN KEY (job_id, dataset_key) REFERENCES chain_sync_streams (job_id, dataset_key) ON DELETE CASCADE,
+    CHECK ((status = 'completed') = (dataset_version IS NOT NULL))
+);
+
+-- In-flight counts per stream read only the scheduled rows.
+CREATE INDEX chain_sync_ranges_inflight_idx ON chain_sync_ranges (job_id, dataset_key) WHERE status = 'scheduled';
+
+-- Latest head per RPC pool, written by the head observer; planning treats a stale row as no head.
+CREATE TABLE chain_head_observations (
+    org_id      uuid NOT NULL,
+    chain_id    bigint NOT NULL CHECK (chain_id > 0),
+    rpc_pool    text NOT NULL CHECK (rpc_pool ~ '^[a-z][a-z0-9_]{0,63}$'),
+    head_block  bigint NOT NULL CHECK (head_block >= 0),
+    observed_at timestamptz NOT NULL,
+    PRIMARY KEY (org_id, chain_id, rpc_pool)
+);

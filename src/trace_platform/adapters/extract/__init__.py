@@ -1,0 +1,1 @@
+"""Extractors that pull chain data into staged Parquet files (Cryo)."""
