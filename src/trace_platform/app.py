@@ -16,15 +16,19 @@ from typing import Any
 import asyncpg
 import grpc
 
+from trace_platform.adapters.objectstore.factory import datasets_uri, object_stores
 from trace_platform.adapters.objectstore.stores import ObjectStores
 from trace_platform.adapters.postgres.migrations import migrate_dsn
 from trace_platform.adapters.postgres.pool import create_pool
 from trace_platform.adapters.queue.postgres import PostgresQueue
 from trace_platform.clients.dispatcher import DispatcherClient
 from trace_platform.core.config import Settings
+from trace_platform.core.cryo_task import OPERATOR as OPERATOR_CRYO
+from trace_platform.servers.chain_sync.app import build_chain_sync
 from trace_platform.servers.common.server import GrpcServer, start_server
 from trace_platform.servers.dispatcher.app import Dispatcher, build_dispatcher, load_key_ring
 from trace_platform.servers.query.app import QueryServer, build_query_server
+from trace_platform.workers.cryo_ingest import cryo_ingest_operator
 from trace_platform.workers.operators import BUILTIN_OPERATORS
 from trace_platform.workers.runtime import Operator, WorkerRuntime
 
@@ -64,6 +68,15 @@ class RunningPlatform:
         await self.pool.close()
 
 
+def platform_operators(settings: Settings) -> dict[str, Operator]:
+    """Operators that need the platform's settings (stores, RPC pools, staging)."""
+    return {
+        OPERATOR_CRYO: cryo_ingest_operator(
+            settings.data_dir / "staging" / "cryo", settings.rpc_pools, object_stores(settings), datasets_uri(settings)
+        )
+    }
+
+
 async def start_platform(
     settings: Settings,
     *,
@@ -81,20 +94,22 @@ async def start_platform(
     queue = PostgresQueue(pool)
     ring = load_key_ring(settings)
     dispatcher = build_dispatcher(pool, queue, settings, ring)
+    chain_sync_binding, chain_sync_loops = build_chain_sync(pool, settings, dispatcher.loops[0].wakeup.set)
+    dispatcher.loops.extend(chain_sync_loops)
 
     async def local_jwks() -> dict[str, Any]:
         return ring.jwks() if ring is not None else {"keys": []}
 
     query = build_query_server(pool, settings, local_jwks, stores)
     await query.start(settings.query.metrics_listen)
-    server = await start_server([dispatcher.binding, query.binding], settings.listen)
+    server = await start_server([dispatcher.binding, chain_sync_binding, query.binding], settings.listen)
     platform = RunningPlatform(settings, pool, queue, dispatcher, server, query)
     if run_loops:
         dispatcher.start_loops()
     if run_worker:
         channel = grpc.aio.insecure_channel(platform.addr)
         client = DispatcherClient(channel, worker_token=settings.worker_token)
-        platform.worker = WorkerRuntime(queue, client, operators, settings.worker)
+        platform.worker = WorkerRuntime(queue, client, {**platform_operators(settings), **operators}, settings.worker)
         platform.worker_channel = channel
         platform.worker_task = asyncio.create_task(platform.worker.run(), name="worker")
     return platform

@@ -11,7 +11,8 @@ import click
 import uvloop
 
 from trace_platform.adapters.postgres.migrations import migrate_dsn
-from trace_platform.app import RunningPlatform, start_platform
+from trace_platform.app import RunningPlatform, platform_operators, start_platform
+from trace_platform.cli.chain_sync import CHAIN_SYNC_COMMANDS
 from trace_platform.cli.common import addr_option, data_dir_option
 from trace_platform.cli.query import query, sql_group
 from trace_platform.cli.tasks import demo, run_demo, task_group
@@ -134,7 +135,8 @@ def worker_run(addr: str) -> None:
         queue = PostgresQueue(pool)
         async with grpc.aio.insecure_channel(addr) as channel:
             client = DispatcherClient(channel, worker_token=settings.worker_token)
-            runtime = WorkerRuntime(queue, client, BUILTIN_OPERATORS, settings.worker)
+            operators = {**BUILTIN_OPERATORS, **platform_operators(settings)}
+            runtime = WorkerRuntime(queue, client, operators, settings.worker)
             run = asyncio.create_task(runtime.run())
             await wait_for_shutdown_signal()
             run.cancel()
@@ -166,6 +168,8 @@ cli.add_command(task_group)
 cli.add_command(demo)
 cli.add_command(sql_group)
 cli.add_command(query)
+for command in CHAIN_SYNC_COMMANDS:
+    cli.add_command(command)
 
 
 def main() -> None:

@@ -40,6 +40,8 @@ class DispatcherSettings:
     outbox_batch: int = 256
     reaper_interval_seconds: float = 1.0
     retry_interval_seconds: float = 0.5
+    planner_interval_seconds: float = 0.25
+    head_observer_interval_seconds: float = 1.0
     max_tasks_per_create: int = 1000
     max_config_bytes: int = 256 * 1024
 
@@ -111,6 +113,10 @@ class Settings:
     query: QuerySettings = field(default_factory=QuerySettings)
     object_store: ObjectStoreSettings = field(default_factory=ObjectStoreSettings)
     user_auth: UserAuthSettings = field(default_factory=UserAuthSettings)
+    # chain_sync RPC pools by name (TRACE_RPC_POOL_<POOL>_URL); URLs may hold keys: never logged.
+    rpc_pools: Mapping[str, str] = field(default_factory=dict, repr=False)
+    # Where dataset versions are written: file:///dir (Lite default <data dir>/objects) or s3://bucket/prefix.
+    datasets_uri: str | None = None
 
     def with_overrides(self, **changes: object) -> Settings:
         return replace(self, **changes)  # type: ignore[arg-type]
@@ -145,6 +151,8 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
         outbox_batch=_int(env, "TRACE_OUTBOX_BATCH", 256),
         reaper_interval_seconds=_float(env, "TRACE_REAPER_INTERVAL_SECONDS", 1.0),
         retry_interval_seconds=_float(env, "TRACE_RETRY_INTERVAL_SECONDS", 0.5),
+        planner_interval_seconds=_float(env, "TRACE_PLANNER_INTERVAL_SECONDS", 0.25),
+        head_observer_interval_seconds=_float(env, "TRACE_HEAD_OBSERVER_INTERVAL_SECONDS", 1.0),
     )
     worker = WorkerSettings(
         worker_id=env.get("TRACE_WORKER_ID", "worker-local"),
@@ -171,6 +179,11 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
         hs256_secret=env.get("TRACE_USER_JWT_SECRET") or None,
         jwks_path=Path(env["TRACE_USER_JWKS_PATH"]) if env.get("TRACE_USER_JWKS_PATH") else None,
     )
+    rpc_pools = {
+        name[len("TRACE_RPC_POOL_") : -len("_URL")].lower(): url
+        for name, url in env.items()
+        if name.startswith("TRACE_RPC_POOL_") and name.endswith("_URL") and url
+    }
     return Settings(
         database_url=env.get("TRACE_DATABASE_URL") or None,
         listen=env.get("TRACE_LISTEN", DEFAULT_ADDR),
@@ -184,4 +197,6 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
         query=query,
         object_store=object_store,
         user_auth=user_auth,
+        rpc_pools=rpc_pools,
+        datasets_uri=env.get("TRACE_DATASETS_URI") or None,
     )

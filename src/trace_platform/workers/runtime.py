@@ -138,7 +138,7 @@ class WorkerRuntime:
             return
         except Exception as exc:
             heartbeat.cancel()
-            await self._finish(ref, cap, dispatcher_pb2.COMPLETION_STATUS_FAILED, error=f"{type(exc).__name__}: {exc}")
+            await self._finish(ref, cap, dispatcher_pb2.COMPLETION_STATUS_FAILED, error=failure_message(exc))
             return
         heartbeat.cancel()
         await self._finish(ref, cap, dispatcher_pb2.COMPLETION_STATUS_COMPLETED, result=result)
@@ -173,6 +173,13 @@ class WorkerRuntime:
             except TraceError:
                 continue  # transient: try again; the lease outlives a few misses
             await self.queue.change_visibility(self.queue_name, [message], self.settings.visibility_seconds)
+
+
+def failure_message(exc: Exception) -> str:
+    """``<category>/<REASON>: message`` for platform errors (status views group by category)."""
+    if isinstance(exc, TraceError):
+        return f"{exc.metadata.get('category', 'task')}/{exc.reason}: {exc.message}"
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _config(task: common_pb2.TaskPayload) -> dict[str, Any]:

@@ -18,8 +18,8 @@ from trace_platform.core.sql_columns import ColumnRefs
 @dataclass(frozen=True)
 class ResolvedDataset:
     dataset_uuid: str
-    dataset_version: str
-    storage_ref: StorageRef
+    kind: str  # versioned | partitioned
+    versions: tuple[tuple[str, StorageRef], ...]  # (dataset_version, storage_ref), pinned for one query
     pii_columns: tuple[str, ...]
 
 
@@ -67,14 +67,18 @@ class DatasetRepository:
         self._sql = queries.load("datasets")
 
     async def resolve_published(self, org_id: str, name: str) -> ResolvedDataset | None:
-        row = await self._pool.fetchrow(self._sql["resolve_published"], org_id, name)
-        if row is None:
+        rows = await self._pool.fetch(self._sql["resolve_published"], org_id, name)
+        if not rows:
             return None
         return ResolvedDataset(
-            dataset_uuid=str(row["dataset_uuid"]),
-            dataset_version=str(row["dataset_version"]),
-            storage_ref=StorageRef.from_dict(json.loads(row["storage_ref"])),
-            pii_columns=tuple(row["pii_columns"]),
+            dataset_uuid=rows[0]["dataset_uuid"],
+            kind=rows[0]["kind"],
+            versions=tuple(
+                (r["dataset_version"], StorageRef.from_dict(json.loads(r["storage_ref"])))
+                for r in rows
+                if r["dataset_version"] is not None
+            ),
+            pii_columns=tuple(rows[0]["pii_columns"]),
         )
 
     async def publish(

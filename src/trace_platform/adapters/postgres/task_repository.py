@@ -79,6 +79,9 @@ def _task_row(r: asyncpg.Record, status: str = "running") -> TaskRow:
     )
 
 
+PUBLICATION_RULE_SQLSTATE = "TRPUB"
+
+
 class TaskRepository:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
@@ -138,6 +141,29 @@ class TaskRepository:
         )
 
     async def complete(
+        self,
+        ref: TaskRef,
+        status: TaskStatus,
+        events: Sequence[DatasetEvent],
+        outputs: Sequence[dict[str, Any]],
+        publications: Sequence[DatasetPublication],
+        error_message: str,
+        retry_base: float,
+        retry_cap: float,
+    ) -> Completion:
+        try:
+            return await self._complete(
+                ref, status, events, outputs, publications, error_message, retry_base, retry_cap
+            )
+        except asyncpg.PostgresError as exc:
+            # Raised by the completion rules of operators (migration 0004), e.g. cryo_ingest.
+            if getattr(exc, "sqlstate", None) == PUBLICATION_RULE_SQLSTATE:
+                raise FailedPrecondition(
+                    "PUBLICATION_REQUIRED", "this operator must publish exactly one dataset version"
+                ) from None
+            raise
+
+    async def _complete(
         self,
         ref: TaskRef,
         status: TaskStatus,

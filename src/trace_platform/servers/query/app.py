@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from pathlib import Path
 
 import asyncpg
 
 from trace_platform.adapters.duckdb.hardened import DuckDBLimits
 from trace_platform.adapters.duckdb.pool import DatabasePool
-from trace_platform.adapters.objectstore.stores import ArrowObjectStore, LocalObjectStore, ObjectStores, S3ObjectStore
+from trace_platform.adapters.objectstore.factory import object_stores
+from trace_platform.adapters.objectstore.stores import ObjectStores
 from trace_platform.adapters.postgres.dataset_repository import DatasetRepository
 from trace_platform.core.config import Settings
 from trace_platform.core.tokens import JwksFetcher, TokenVerifier
@@ -21,17 +21,6 @@ from trace_platform.servers.query.execute import QueryRunner
 from trace_platform.servers.query.metrics import MetricsEndpoint, QueryMetrics
 from trace_platform.servers.query.service import QueryService
 from trace_platform.servers.query.servicer import QueryServicer, query_binding
-
-
-def file_roots(settings: Settings) -> tuple[Path, ...]:
-    return settings.query.file_roots or (settings.data_dir / "objects",)
-
-
-def object_stores(settings: Settings) -> ObjectStores:
-    stores: list[ArrowObjectStore] = [LocalObjectStore(file_roots(settings))]
-    if settings.object_store.s3_endpoint_url or settings.object_store.s3_access_key_id:
-        stores.append(S3ObjectStore(settings.object_store))
-    return ObjectStores(stores)
 
 
 @dataclass

@@ -10,6 +10,7 @@ cached per version; the grant checks against the caller's token run on every req
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -90,3 +91,22 @@ class DatasetAttacher:
             for obj, uri in zip(manifest.objects, uris, strict=True)
         )
         return AttachedVersion(dataset_uuid, dataset_version, prefix_uri, uris, objects)
+
+
+# Names the exact set of range versions one query of a partitioned dataset read.
+_PIN_NAMESPACE = uuid.UUID("6b0e4f53-0f5e-5b8e-9a63-2f1d6c1b7a40")
+
+
+def combine(parts: list[AttachedVersion]) -> AttachedVersion:
+    """One relation over several versions (a partitioned dataset's ranges); its version is a
+    deterministic pin of the set read, so audit rows and answers say exactly what was read."""
+    if len(parts) == 1:
+        return parts[0]
+    pin = str(uuid.uuid5(_PIN_NAMESPACE, ",".join(sorted(p.dataset_version for p in parts))))
+    return AttachedVersion(
+        dataset_uuid=parts[0].dataset_uuid,
+        dataset_version=pin,
+        prefix_uri="",
+        object_uris=tuple(u for p in parts for u in p.object_uris),
+        objects=tuple(o for p in parts for o in p.objects),
+    )

@@ -20,13 +20,20 @@ import pyarrow as pa
 from trace_platform.adapters.duckdb.pool import DatabasePool
 from trace_platform.adapters.postgres.dataset_repository import DatasetRepository, QueryAuditRecord
 from trace_platform.core.config import QuerySettings
-from trace_platform.core.errors import InvalidArgument, NotFound, PermissionDenied, TraceError, Unauthenticated
+from trace_platform.core.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    TraceError,
+    Unauthenticated,
+)
 from trace_platform.core.sql_columns import ColumnRefs, column_refs
 from trace_platform.core.sql_gate import SqlRejected, check_sql, sql_sha256
 from trace_platform.core.tokens import TokenVerifier
 from trace_platform.core.user_tokens import UserTokenVerifier
 from trace_platform.core.validation import clamp_limit, require_attempt, require_dataset_name, require_uuid
-from trace_platform.servers.query.attach import AttachedVersion, DatasetAttacher
+from trace_platform.servers.query.attach import AttachedVersion, DatasetAttacher, combine
 from trace_platform.servers.query.execute import LimitedResult, QueryRunner, fetch_limited, open_query
 from trace_platform.servers.query.metrics import QueryMetrics
 from trace_platform.servers.query.results import ArrowIpcChunks
@@ -156,9 +163,12 @@ class QueryService:
         resolved = await self._repo.resolve_published(claims.org_id, name)
         if resolved is None:  # also for another org's dataset: existence is not revealed
             raise NotFound("DATASET_NOT_FOUND", "no published dataset of that name")
-        attached = await self._attacher.attach(
-            resolved.dataset_uuid, resolved.dataset_version, resolved.storage_ref, None
-        )
+        if not resolved.versions:
+            raise FailedPrecondition("DATASET_EMPTY", "the dataset has no data yet")
+        parts = [
+            await self._attacher.attach(resolved.dataset_uuid, version, ref, None) for version, ref in resolved.versions
+        ]
+        attached = combine(parts)
         return _User(claims.org_id, claims.subject), attached, refs
 
     def _user_audit(

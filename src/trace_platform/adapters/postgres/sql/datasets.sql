@@ -1,10 +1,14 @@
 -- name: resolve_published
--- The version users read: the dataset's current published version, org scoped.
-SELECT d.id AS dataset_uuid, d.current_version AS dataset_version, v.storage_ref::text AS storage_ref,
-       d.pii_columns
+-- The versions users read, org scoped: a versioned dataset's current version, or every
+-- registered range version of a partitioned one (chain_sync streams) under its config.
+SELECT d.id::text AS dataset_uuid, d.kind, d.pii_columns,
+       v.dataset_version::text AS dataset_version, v.storage_ref::text AS storage_ref
 FROM datasets d
-JOIN dataset_versions v ON v.dataset_uuid = d.id AND v.dataset_version = d.current_version
-WHERE d.org_id = $1 AND d.name = $2 AND d.published;
+LEFT JOIN dataset_versions v ON v.dataset_uuid = d.id
+    AND ((d.kind = 'versioned' AND v.dataset_version = d.current_version)
+         OR (d.kind = 'partitioned' AND v.config_hash = d.partition_config_hash))
+WHERE d.org_id = $1 AND d.name = $2 AND d.published
+ORDER BY v.range_start NULLS FIRST, v.dataset_version;
 
 -- name: record_query
 -- The audit row and, when the dataset has classified columns the query read, the PII

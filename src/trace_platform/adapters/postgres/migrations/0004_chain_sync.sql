@@ -1,6 +1,6 @@
--- chain_sync state (issue #4; PROPOSAL, not applied: move to adapters/postgres/migrations/
--- once 0003 exists, since the migration test requires contiguous numbers). Job definitions,
--- per-stream config and cursor, the scheduled-range ledger, and head observations.
+-- chain_sync state: job definitions, per-stream config and cursor, the scheduled-range
+-- ledger, head observations; partitioned datasets in the registry; and the completion
+-- rule for cryo_ingest tasks, enforced where every completion path passes (a trigger).
 -- Ranges are end-exclusive [range_start, range_end).
 
 CREATE TABLE chain_sync_jobs (
@@ -42,6 +42,8 @@ CREATE TABLE chain_sync_streams (
     chunk_size        int NOT NULL CHECK (chunk_size > 0),
     max_inflight      int NOT NULL CHECK (max_inflight > 0),
     next_block        bigint NOT NULL CHECK (next_block >= 0),
+    last_error        text,  -- "<category>/<REASON>" of the latest failed attempt; never secrets
+    last_error_at     timestamptz,
     updated_at        timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (job_id, dataset_key)
 );
@@ -90,3 +92,46 @@ CREATE TABLE chain_head_observations (
     observed_at timestamptz NOT NULL,
     PRIMARY KEY (org_id, chain_id, rpc_pool)
 );
+
+
+-- A partitioned dataset reads the union of its registered range versions whose config
+-- hash is the stream's current one (chain_sync streams); a versioned dataset reads its
+-- current version.
+ALTER TABLE datasets ADD COLUMN kind text NOT NULL DEFAULT 'versioned'
+    CHECK (kind IN ('versioned', 'partitioned'));
+ALTER TABLE datasets ADD COLUMN partition_config_hash text;
+CREATE INDEX dataset_versions_producer_idx ON dataset_versions (producer_task_id);
+
+-- A cryo_ingest task completes only with exactly one dataset publication, and its
+-- completion marks its range completed, in the same transaction. Failures record the
+-- stream's last error category.
+CREATE FUNCTION chain_sync_task_finished() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    published int;
+    version uuid;
+BEGIN
+    IF NEW.status = 'completed' THEN
+        SELECT count(*), min(dataset_version::text)::uuid INTO published, version
+        FROM dataset_versions WHERE producer_task_id = NEW.id;
+        IF published <> 1 THEN
+            RAISE EXCEPTION 'cryo_ingest must publish exactly one dataset version (got %)', published
+                USING ERRCODE = 'TRPUB';
+        END IF;
+        UPDATE chain_sync_ranges SET status = 'completed', dataset_version = version, updated_at = now()
+        WHERE task_id = NEW.id;
+    ELSIF NEW.status = 'failed' AND NEW.error_message ~ '^[a-z]+/[A-Z_]+' THEN
+        UPDATE chain_sync_streams s
+        SET last_error = substring(NEW.error_message FROM '^[a-z]+/[A-Z_]+'), last_error_at = now()
+        FROM chain_sync_ranges r
+        WHERE r.task_id = NEW.id AND s.job_id = r.job_id AND s.dataset_key = r.dataset_key;
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+CREATE TRIGGER chain_sync_task_finished
+    AFTER UPDATE OF status ON tasks
+    FOR EACH ROW
+    WHEN (NEW.operator = 'cryo_ingest' AND OLD.status IS DISTINCT FROM NEW.status
+          AND NEW.status IN ('completed', 'failed'))
+    EXECUTE FUNCTION chain_sync_task_finished();

@@ -1,0 +1,24 @@
+"""Object stores from settings: the local store confined to its roots, and S3 when configured."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from trace_platform.adapters.objectstore.stores import ArrowObjectStore, LocalObjectStore, ObjectStores, S3ObjectStore
+from trace_platform.core.config import Settings
+
+
+def file_roots(settings: Settings) -> tuple[Path, ...]:
+    return settings.query.file_roots or (settings.data_dir / "objects",)
+
+
+def datasets_uri(settings: Settings) -> str:
+    """Where dataset versions are written (Lite: ``<data dir>/objects``)."""
+    return (settings.datasets_uri or f"file://{settings.data_dir / 'objects'}").rstrip("/")
+
+
+def object_stores(settings: Settings) -> ObjectStores:
+    stores: list[ArrowObjectStore] = [LocalObjectStore(file_roots(settings))]
+    if settings.object_store.s3_endpoint_url or settings.object_store.s3_access_key_id:
+        stores.append(S3ObjectStore(settings.object_store))
+    return ObjectStores(stores)

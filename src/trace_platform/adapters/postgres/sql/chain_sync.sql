@@ -1,0 +1,123 @@
+-- chain_sync jobs, streams, the range ledger and head observations.
+
+-- name: get_job_for_update
+SELECT id, chain_id, yaml_hash, spec::text AS spec FROM chain_sync_jobs WHERE org_id = $1 AND name = $2 FOR UPDATE;
+
+-- name: insert_job
+INSERT INTO chain_sync_jobs (id, org_id, name, chain_id, mode, from_block, to_block, tail_lag,
+                             head_poll_interval_seconds, max_head_age_seconds, spec, yaml_hash)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::jsonb, $12);
+
+-- name: update_job
+-- A changed target reopens a completed job; the cursor is never touched here.
+UPDATE chain_sync_jobs
+SET mode = $2, from_block = $3, to_block = $4, tail_lag = $5, head_poll_interval_seconds = $6,
+    max_head_age_seconds = $7, spec = $8::jsonb, yaml_hash = $9, completed_at = NULL, updated_at = now()
+WHERE id = $1;
+
+-- name: upsert_stream
+INSERT INTO chain_sync_streams (job_id, dataset_key, cryo_dataset_name, rpc_pool, dataset_uuid, config_hash,
+                                chunk_size, max_inflight, next_block)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+ON CONFLICT (job_id, dataset_key) DO UPDATE
+SET rpc_pool = EXCLUDED.rpc_pool, chunk_size = EXCLUDED.chunk_size, max_inflight = EXCLUDED.max_inflight,
+    updated_at = now()
+RETURNING cryo_dataset_name, config_hash;
+
+-- name: stream_keys
+SELECT dataset_key FROM chain_sync_streams WHERE job_id = $1;
+
+-- name: register_partitioned_dataset
+-- The registry entry users query; its rows are the stream's completed range versions.
+INSERT INTO datasets (id, org_id, name, kind, partition_config_hash, published)
+VALUES ($1, $2, $3, 'partitioned', $4, true)
+ON CONFLICT (org_id, name) DO UPDATE SET updated_at = now()
+RETURNING id, kind;
+
+-- name: set_enabled
+UPDATE chain_sync_jobs SET enabled = $3, updated_at = now() WHERE org_id = $1 AND name = $2 RETURNING id;
+
+-- name: plannable_streams
+SELECT s.job_id, s.dataset_key FROM chain_sync_streams s
+JOIN chain_sync_jobs j ON j.id = s.job_id
+WHERE j.enabled AND j.completed_at IS NULL
+ORDER BY s.updated_at
+LIMIT $1;
+
+-- name: lock_stream
+-- One planner at a time per stream; another Dispatcher skips it.
+SELECT s.next_block, s.chunk_size, s.max_inflight, s.cryo_dataset_name, s.rpc_pool, s.dataset_uuid::text,
+       s.config_hash, j.org_id::text, j.name, j.chain_id, j.spec::text AS spec, j.enabled,
+       (SELECT count(*) FROM chain_sync_ranges r
+        WHERE r.job_id = s.job_id AND r.dataset_key = s.dataset_key AND r.status = 'scheduled') AS in_flight,
+       h.head_block, extract(epoch FROM h.observed_at) AS observed_at
+FROM chain_sync_streams s
+JOIN chain_sync_jobs j ON j.id = s.job_id
+LEFT JOIN chain_head_observations h ON h.org_id = j.org_id AND h.chain_id = j.chain_id AND h.rpc_pool = s.rpc_pool
+WHERE s.job_id = $1 AND s.dataset_key = $2
+FOR UPDATE OF s SKIP LOCKED;
+
+-- name: schedule_ranges
+-- The ranges, their tasks, their wake-ups and the cursor: one statement, one transaction.
+WITH r AS (
+    SELECT * FROM unnest($3::bigint[], $4::bigint[], $5::uuid[], $6::jsonb[])
+        AS r (range_start, range_end, task_id, config)
+), t AS (
+    INSERT INTO tasks (id, org_id, operator, config, inputs, datasets, status, attempt, max_attempts)
+    SELECT r.task_id, $7, 'cryo_ingest', r.config, '[]', '[]', 'queued', 1, $8 FROM r
+    RETURNING id
+), ledger AS (
+    INSERT INTO chain_sync_ranges (job_id, dataset_key, range_start, range_end, task_id)
+    SELECT $1, $2, r.range_start, r.range_end, r.task_id FROM r
+), wake AS (
+    INSERT INTO outbox (kind, queue, payload)
+    SELECT 'enqueue_task', 'tasks', jsonb_build_object('task_id', id) FROM t
+)
+UPDATE chain_sync_streams SET next_block = $9, updated_at = now() WHERE job_id = $1 AND dataset_key = $2;
+
+-- name: touch_stream
+UPDATE chain_sync_streams SET updated_at = now() WHERE job_id = $1 AND dataset_key = $2;
+
+-- name: complete_finished_jobs
+-- fixed_target jobs whose every stream reached to_block with nothing in flight.
+UPDATE chain_sync_jobs j SET completed_at = now(), updated_at = now()
+WHERE j.mode = 'fixed_target' AND j.completed_at IS NULL
+  AND NOT EXISTS (SELECT 1 FROM chain_sync_streams s WHERE s.job_id = j.id AND s.next_block < j.to_block)
+  AND NOT EXISTS (SELECT 1 FROM chain_sync_ranges r WHERE r.job_id = j.id AND r.status = 'scheduled')
+RETURNING j.name;
+
+-- name: head_targets
+-- (org, chain, pool) triples of enabled jobs, with when each was last observed.
+SELECT DISTINCT j.org_id::text, j.chain_id, s.rpc_pool,
+       coalesce(extract(epoch FROM h.observed_at), 0) AS observed_at,
+       coalesce(j.head_poll_interval_seconds, 5) AS poll_seconds
+FROM chain_sync_jobs j
+JOIN chain_sync_streams s ON s.job_id = j.id
+LEFT JOIN chain_head_observations h ON h.org_id = j.org_id AND h.chain_id = j.chain_id AND h.rpc_pool = s.rpc_pool
+WHERE j.enabled;
+
+-- name: record_head
+INSERT INTO chain_head_observations (org_id, chain_id, rpc_pool, head_block, observed_at)
+VALUES ($1, $2, $3, $4, now())
+ON CONFLICT (org_id, chain_id, rpc_pool) DO UPDATE SET head_block = EXCLUDED.head_block, observed_at = now();
+
+-- name: job_status
+SELECT j.id::text AS job_id, j.name, j.chain_id, j.mode, j.from_block, j.to_block, NOT j.enabled AS paused,
+       j.completed_at IS NOT NULL AS completed, j.yaml_hash
+FROM chain_sync_jobs j
+WHERE j.org_id = $1 AND ($2 = '' OR j.name = $2)
+ORDER BY j.name;
+
+-- name: stream_status
+SELECT s.job_id::text AS job_id, s.dataset_key, s.rpc_pool, s.next_block, coalesce(s.last_error, '') AS last_error,
+       count(*) FILTER (WHERE r.status = 'scheduled') AS in_flight,
+       count(*) FILTER (WHERE r.status = 'completed') AS completed_ranges,
+       coalesce(sum(r.range_end - r.range_start) FILTER (WHERE r.status = 'completed'), 0)::bigint AS completed_blocks,
+       h.head_block, h.observed_at
+FROM chain_sync_streams s
+JOIN chain_sync_jobs j ON j.id = s.job_id
+LEFT JOIN chain_sync_ranges r ON r.job_id = s.job_id AND r.dataset_key = s.dataset_key
+LEFT JOIN chain_head_observations h ON h.org_id = j.org_id AND h.chain_id = j.chain_id AND h.rpc_pool = s.rpc_pool
+WHERE j.org_id = $1 AND ($2 = '' OR j.name = $2)
+GROUP BY s.job_id, s.dataset_key, s.rpc_pool, s.next_block, s.last_error, h.head_block, h.observed_at
+ORDER BY s.dataset_key;

@@ -1,0 +1,105 @@
+"""`trace apply`, `trace pause`, `trace resume`, `trace status`: chain_sync jobs."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TypeVar
+
+import click
+import grpc
+from google.protobuf.json_format import MessageToDict
+
+from trace_platform.cli.common import addr_option, admin_token, data_dir_option, run
+from trace_platform.clients.chain_sync import ChainSyncClient, pb
+from trace_platform.core.config import LITE_ORG_ID
+
+T = TypeVar("T")
+org_option = click.option("--org", envvar="TRACE_ORG_ID", default=LITE_ORG_ID, show_default="the Lite org")
+
+
+def _with_client(addr: str, data_dir: Path, fn: Callable[[ChainSyncClient], Awaitable[T]]) -> T:
+    token = admin_token(data_dir)
+
+    async def go() -> T:
+        async with grpc.aio.insecure_channel(addr) as channel:
+            return await fn(ChainSyncClient(channel, admin_token=token))
+
+    return run(go())
+
+
+@click.command("apply")
+@click.option("-f", "--file", "path", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True)
+@org_option
+@addr_option
+@data_dir_option
+def apply(path: Path, org: str, addr: str, data_dir: Path) -> None:
+    """Create or update a chain_sync job from YAML (idempotent)."""
+    text = path.read_text()
+    resp = _with_client(addr, data_dir, lambda c: c.apply(org, text))
+    outcome = pb.ApplyOutcome.Name(resp.outcome).removeprefix("APPLY_OUTCOME_").lower()
+    click.echo(f"{resp.name}: {outcome} (yaml_hash {resp.yaml_hash[:12]})")
+
+
+@click.command("pause")
+@click.argument("name")
+@org_option
+@addr_option
+@data_dir_option
+def pause(name: str, org: str, addr: str, data_dir: Path) -> None:
+    """Stop planning new ranges (ranges in flight finish)."""
+    _with_client(addr, data_dir, lambda c: c.pause(org, name))
+    click.echo(f"{name}: paused")
+
+
+@click.command("resume")
+@click.argument("name")
+@org_option
+@addr_option
+@data_dir_option
+def resume(name: str, org: str, addr: str, data_dir: Path) -> None:
+    """Continue planning where the job stopped."""
+    _with_client(addr, data_dir, lambda c: c.resume(org, name))
+    click.echo(f"{name}: resumed")
+
+
+def render_status(jobs: list[pb.ChainSyncStatus]) -> str:
+    lines = []
+    for job in jobs:
+        target = f"[{job.from_block}, {job.to_block})" if job.HasField("to_block") else f"[{job.from_block}, head)"
+        state = "complete" if job.completed else "paused" if job.paused else "running"
+        lines.append(f"{job.name}  chain {job.chain_id}  {job.mode} {target}  {state}")
+        for s in job.streams:
+            head = (
+                f"head {s.head_block} @ {s.head_observed_at.ToDatetime():%H:%M:%S}"
+                if s.HasField("head_block")
+                else "head -"
+            )
+            error = f"  last error {s.last_error}" if s.last_error else ""
+            lines.append(
+                f"  {s.dataset_name:<32} cursor {s.cursor:>10}  in flight {s.in_flight:>3}  "
+                f"done {s.completed_ranges:>5} ranges / {s.completed_blocks} blocks  {head}{error}"
+            )
+    return "\n".join(lines) if lines else "no chain_sync jobs"
+
+
+@click.command("status")
+@click.argument("name", required=False, default="")
+@click.option("--json", "as_json", is_flag=True)
+@org_option
+@addr_option
+@data_dir_option
+def status(name: str, as_json: bool, org: str, addr: str, data_dir: Path) -> None:
+    """Per stream: cursor, in flight, completed ranges, last error, head observed."""
+    jobs = _with_client(addr, data_dir, lambda c: c.status(org, name))
+    if as_json:
+        docs = [
+            MessageToDict(j, preserving_proto_field_name=True, always_print_fields_with_no_presence=True) for j in jobs
+        ]
+        click.echo(json.dumps({"jobs": docs}))
+    else:
+        click.echo(render_status(jobs))
+
+
+CHAIN_SYNC_COMMANDS = (apply, pause, resume, status)

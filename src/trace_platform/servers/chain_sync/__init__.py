@@ -1,0 +1,1 @@
+"""chain_sync: admin RPCs, the range planner and the head observer (Dispatcher process)."""

@@ -1,0 +1,28 @@
+"""Composition of chain_sync in the Dispatcher process: admin servicer, planner, head observer."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import asyncpg
+
+from trace_platform.adapters.postgres.chain_sync_repository import ChainSyncRepository
+from trace_platform.core.config import Settings
+from trace_platform.servers.chain_sync.planner import HeadObserver, RangePlanner
+from trace_platform.servers.chain_sync.servicer import ChainSyncServicer, chain_sync_binding
+from trace_platform.servers.common.server import ServiceBinding
+from trace_platform.servers.dispatcher.loops import Loop
+
+
+def build_chain_sync(
+    pool: asyncpg.Pool, settings: Settings, wake_outbox: Callable[[], None]
+) -> tuple[ServiceBinding, list[Loop]]:
+    repo = ChainSyncRepository(pool)
+    d = settings.dispatcher
+    planner = RangePlanner(repo, d.default_max_attempts, wake_outbox)
+    observer = HeadObserver(repo, settings.rpc_pools)
+    loops = [
+        Loop("chain_sync_planner", planner.step, d.planner_interval_seconds, 1),
+        Loop("chain_head_observer", observer.step, d.head_observer_interval_seconds, 1_000_000),
+    ]
+    return chain_sync_binding(ChainSyncServicer(repo, settings.admin_token)), loops

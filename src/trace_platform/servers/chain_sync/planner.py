@@ -1,0 +1,119 @@
+"""The range planner and the head observer: Dispatcher background loops.
+
+The planner tops up each enabled stream's in-flight window (core.planner decides, the
+repository records ranges, tasks, wake-ups and the cursor in one transaction). The head
+observer polls ``eth_blockNumber`` per (org, chain, rpc pool) and records what it saw;
+it records nothing when the pool's node reports another chain, so follow_head plans
+nothing on a misconfigured pool (fail closed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Mapping
+
+from trace_platform.adapters.postgres.chain_sync_repository import (
+    ChainSyncRepository,
+    HeadTarget,
+    ScheduledRange,
+    StreamState,
+)
+from trace_platform.core.cryo_task import task_config
+from trace_platform.core.planner import BlockRange, Plan, plan_stream
+
+log = logging.getLogger(__name__)
+STREAMS_PER_STEP = 500
+
+
+def plan_ranges(state: StreamState, now: float) -> tuple[Plan, list[ScheduledRange]]:
+    stream = state.spec.stream(state.dataset_key)
+    plan = plan_stream(
+        cursor=state.cursor,
+        in_flight=state.in_flight,
+        chunk_size=stream.chunk_size,
+        max_inflight=stream.max_inflight,
+        mode=state.spec.mode,
+        head=state.head,
+        now=now,
+    )
+    ranges = [
+        ScheduledRange(
+            r.start,
+            r.end,
+            str(uuid.uuid4()),
+            task_config(state.spec, state.dataset_key, state.dataset_uuid, BlockRange(r.start, r.end)).to_dict(),
+        )
+        for r in plan.ranges
+    ]
+    return plan, ranges
+
+
+class RangePlanner:
+    def __init__(self, repo: ChainSyncRepository, max_attempts: int, on_scheduled: Callable[[], None]) -> None:
+        self._repo = repo
+        self._max_attempts = max_attempts
+        self._on_scheduled = on_scheduled
+
+    async def step(self) -> int:
+        scheduled = 0
+        for job_id, key in await self._repo.plannable_streams(STREAMS_PER_STEP):
+            scheduled += await self._repo.plan_stream(
+                job_id, key, lambda state: plan_ranges(state, time.time()), self._max_attempts
+            )
+        if scheduled:
+            self._on_scheduled()
+        for name in await self._repo.complete_finished_jobs():
+            log.info("chain_sync job complete", extra={"job": name})
+        return 0  # one pass per interval: a full window waits for completions anyway
+
+
+def json_rpc(url: str, method: str, timeout: float) -> object:
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": []}).encode()
+    req = urllib.request.Request(url, body, {"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=timeout) as resp:
+        doc = json.loads(resp.read(1 << 20))
+    if not isinstance(doc, dict) or "result" not in doc:
+        raise ValueError("bad JSON-RPC response")
+    return doc["result"]
+
+
+class HeadObserver:
+    def __init__(self, repo: ChainSyncRepository, rpc_pools: Mapping[str, str], timeout: float = 5.0) -> None:
+        self._repo = repo
+        self._pools = rpc_pools
+        self._timeout = timeout
+        self._warned: set[str] = set()
+
+    async def step(self) -> int:
+        now = time.time()
+        due = [t for t in await self._repo.head_targets() if now - t.observed_at >= t.poll_seconds * 0.9]
+        results = await asyncio.gather(*(self._observe(t) for t in due), return_exceptions=True)
+        return sum(1 for r in results if r is True)
+
+    async def _observe(self, target: HeadTarget) -> bool:
+        url = self._pools.get(target.rpc_pool)
+        if not url:
+            self._warn(target.rpc_pool, "no URL configured for rpc pool")
+            return False
+        try:
+            chain_id = int(str(await asyncio.to_thread(json_rpc, url, "eth_chainId", self._timeout)), 16)
+            head = int(str(await asyncio.to_thread(json_rpc, url, "eth_blockNumber", self._timeout)), 16)
+        except (OSError, ValueError):
+            self._warn(target.rpc_pool, "rpc pool unreachable")
+            return False
+        if chain_id != target.chain_id:
+            self._warn(target.rpc_pool, "rpc pool serves another chain")
+            return False
+        self._warned.discard(target.rpc_pool)
+        await self._repo.record_head(target, head)
+        return True
+
+    def _warn(self, pool: str, message: str) -> None:
+        if pool not in self._warned:  # once per outage, and never the URL (it may hold a key)
+            log.warning(message, extra={"rpc_pool": pool})
+            self._warned.add(pool)

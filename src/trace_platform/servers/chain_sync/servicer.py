@@ -1,0 +1,98 @@
+"""gRPC handlers for chain_sync administration (admin token)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from trace_platform.adapters.postgres.chain_sync_repository import ChainSyncRepository
+from trace_platform.core.chain_sync import parse_chain_sync, registry_name
+from trace_platform.core.errors import InvalidArgument
+from trace_platform.core.validation import require_uuid
+from trace_platform.gen.trace.v1 import chain_sync_pb2, chain_sync_pb2_grpc
+from trace_platform.servers.common.auth import ADMIN_TOKEN, require_shared_secret
+from trace_platform.servers.common.server import ServiceBinding
+
+Ctx = Any  # grpc.aio.ServicerContext (grpc ships no type hints)
+pb = chain_sync_pb2
+MAX_YAML_BYTES = 64 * 1024
+_OUTCOMES = {
+    "created": pb.APPLY_OUTCOME_CREATED,
+    "updated": pb.APPLY_OUTCOME_UPDATED,
+    "unchanged": pb.APPLY_OUTCOME_UNCHANGED,
+}
+
+
+def _name(value: str) -> str:
+    if not value or len(value) > 64:
+        raise InvalidArgument("INVALID_NAME", "name is required", field="name")
+    return value
+
+
+class ChainSyncServicer(chain_sync_pb2_grpc.ChainSyncServiceServicer):
+    def __init__(self, repo: ChainSyncRepository, admin_token: str | None) -> None:
+        self._repo = repo
+        self._admin_token = admin_token
+
+    async def ApplyChainSync(self, request: pb.ApplyChainSyncRequest, context: Ctx) -> pb.ApplyChainSyncResponse:
+        require_shared_secret(context, ADMIN_TOKEN, self._admin_token)
+        org_id = require_uuid("org_id", request.org_id)
+        if len(request.yaml.encode()) > MAX_YAML_BYTES:
+            raise InvalidArgument("PAYLOAD_TOO_LARGE", f"yaml exceeds {MAX_YAML_BYTES} bytes", field="yaml")
+        spec = parse_chain_sync(request.yaml)
+        job_id, outcome = await self._repo.apply(org_id, spec)
+        return pb.ApplyChainSyncResponse(
+            job_id=job_id, name=spec.name, yaml_hash=spec.yaml_hash, outcome=_OUTCOMES[outcome]
+        )
+
+    async def PauseChainSync(self, request: pb.PauseChainSyncRequest, context: Ctx) -> pb.PauseChainSyncResponse:
+        require_shared_secret(context, ADMIN_TOKEN, self._admin_token)
+        await self._repo.set_enabled(require_uuid("org_id", request.org_id), _name(request.name), False)
+        return pb.PauseChainSyncResponse()
+
+    async def ResumeChainSync(self, request: pb.ResumeChainSyncRequest, context: Ctx) -> pb.ResumeChainSyncResponse:
+        require_shared_secret(context, ADMIN_TOKEN, self._admin_token)
+        await self._repo.set_enabled(require_uuid("org_id", request.org_id), _name(request.name), True)
+        return pb.ResumeChainSyncResponse()
+
+    async def GetChainSyncStatus(
+        self, request: pb.GetChainSyncStatusRequest, context: Ctx
+    ) -> pb.GetChainSyncStatusResponse:
+        require_shared_secret(context, ADMIN_TOKEN, self._admin_token)
+        org_id = require_uuid("org_id", request.org_id)
+        out = pb.GetChainSyncStatusResponse()
+        for job, streams in await self._repo.status(org_id, request.name):
+            status = out.jobs.add(
+                job_id=job["job_id"],
+                name=job["name"],
+                chain_id=job["chain_id"],
+                mode=job["mode"],
+                from_block=job["from_block"],
+                paused=job["paused"],
+                completed=job["completed"],
+                yaml_hash=job["yaml_hash"],
+            )
+            if job["to_block"] is not None:
+                status.to_block = job["to_block"]
+            for s in streams:
+                stream = status.streams.add(
+                    dataset_key=s["dataset_key"],
+                    dataset_name=registry_name(job["name"], s["dataset_key"]),
+                    cursor=s["next_block"],
+                    in_flight=s["in_flight"],
+                    completed_ranges=s["completed_ranges"],
+                    completed_blocks=s["completed_blocks"],
+                    last_error=s["last_error"],
+                    last_error_category=s["last_error"].split("/", 1)[0] if s["last_error"] else "",
+                    rpc_pool=s["rpc_pool"],
+                )
+                if s["head_block"] is not None:
+                    stream.head_block = s["head_block"]
+                    stream.head_observed_at.FromDatetime(s["observed_at"])
+        return out
+
+
+def chain_sync_binding(servicer: ChainSyncServicer) -> ServiceBinding:
+    return ServiceBinding(
+        name=pb.DESCRIPTOR.services_by_name["ChainSyncService"].full_name,
+        register=lambda server: chain_sync_pb2_grpc.add_ChainSyncServiceServicer_to_server(servicer, server),
+    )

@@ -1,0 +1,83 @@
+"""The cryo_ingest operator: one range of one stream, extracted by Cryo and published.
+
+Cryo writes into a private per-task-and-attempt staging directory; the Parquet files
+(names keep Cryo's ``{start}_to_{end}``) are uploaded under the version-addressed
+prefix ``datasets/{dataset_uuid}/{dataset_version}/`` with the manifest written last,
+the staging directory is removed, and the task completes with exactly one dataset
+publication. The version is derived from the range and config, so a retried attempt
+rewrites the same objects and publishes the same version.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+
+from trace_platform.adapters.extract.cryo_runner import CryoRequest, CryoRunner, StagedOutput, remove_stale_staging
+from trace_platform.adapters.objectstore.stores import ObjectStores
+from trace_platform.core.cryo_task import CryoTaskConfig
+from trace_platform.core.errors import FailedPrecondition
+from trace_platform.core.manifest import MANIFEST_NAME, build_manifest, object_prefix
+from trace_platform.gen.trace.v1 import common_pb2
+from trace_platform.workers.runtime import Operator, OperatorContext, OperatorResult
+
+log = logging.getLogger(__name__)
+STALE_STAGING_SECONDS = 6 * 3600
+
+
+def storage_ref_for(prefix_uri: str) -> common_pb2.StorageRef:
+    if prefix_uri.startswith("s3://"):
+        bucket, _, key = prefix_uri[len("s3://") :].partition("/")
+        return common_pb2.StorageRef(scheme="s3", bucket=bucket, prefix=key, glob="*.parquet")
+    return common_pb2.StorageRef(scheme="file", prefix=prefix_uri[len("file://") :], glob="*.parquet")
+
+
+def cryo_ingest_operator(
+    staging_root: Path, rpc_pools: Mapping[str, str], stores: ObjectStores, datasets_uri: str
+) -> Operator:
+    runner = CryoRunner(staging_root)
+    removed = remove_stale_staging(staging_root, STALE_STAGING_SECONDS) if staging_root.exists() else []
+    if removed:
+        log.info("removed stale cryo staging directories", extra={"count": len(removed)})
+
+    async def cryo_ingest(ctx: OperatorContext) -> OperatorResult:
+        config = CryoTaskConfig.from_dict(ctx.config)
+        url = rpc_pools.get(config.rpc_pool)
+        if not url:
+            raise FailedPrecondition("RPC_POOL_UNKNOWN", "no URL configured for the rpc pool", category="config")
+        staged = await runner.run(
+            CryoRequest(
+                task_id=ctx.ref.task_id,
+                attempt=ctx.ref.attempt,
+                cryo_dataset_name=config.cryo_dataset_name,
+                block_range=config.block_range,
+                rpc_url=url,
+                chain_id=config.chain_id,
+            )
+        )
+        try:
+            prefix_uri = f"{datasets_uri}/{object_prefix(config.dataset_uuid, config.dataset_version)}"
+            await asyncio.to_thread(_upload, staged, stores, prefix_uri, config)
+        finally:
+            staged.cleanup()
+        publication = common_pb2.DatasetPublication(
+            dataset_uuid=config.dataset_uuid,
+            dataset_version=config.dataset_version,
+            storage_ref=storage_ref_for(prefix_uri),
+            config_hash=config.config_hash,
+            range_start=config.range_start,
+            range_end=config.range_end,
+        )
+        return OperatorResult(datasets_published=[publication])
+
+    return cryo_ingest
+
+
+def _upload(staged: StagedOutput, stores: ObjectStores, prefix_uri: str, config: CryoTaskConfig) -> None:
+    store = stores.for_uri(prefix_uri)
+    for f in staged.files:
+        store.put_bytes(prefix_uri + f.object.key, f.path.read_bytes())
+    manifest = build_manifest(config.dataset_uuid, config.dataset_version, [f.object for f in staged.files])
+    store.put_bytes(prefix_uri + MANIFEST_NAME, manifest.to_json())  # last: readers see whole versions

@@ -1,0 +1,229 @@
+"""chain_sync end to end against a real anvil node: apply, plan, Cryo, publish, query;
+idempotent apply, pause and resume, follow_head, and the cryo_ingest completion rule."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
+
+import asyncpg
+import grpc
+import pytest
+
+from tests.anvil import AnvilNode
+from tests.conftest import eventually
+from tests.integration.conftest import ORG, user_client
+from trace_platform.app import RunningPlatform, start_platform
+from trace_platform.clients.chain_sync import ChainSyncClient, pb
+from trace_platform.clients.dispatcher import DispatcherClient
+from trace_platform.core.config import Settings
+from trace_platform.core.errors import FailedPrecondition, InvalidArgument
+from trace_platform.gen.trace.v1 import common_pb2, dispatcher_pb2
+
+BLOCKS = 60
+
+
+def sync_yaml(name: str, to_block: int = BLOCKS, chunk: int = 20, inflight: int = 2) -> str:
+    return f"""
+kind: chain_sync
+name: {name}
+chain_id: 31337
+mode:
+  kind: fixed_target
+  from_block: 0
+  to_block: {to_block}
+streams:
+  blocks:
+    cryo_dataset_name: blocks
+    rpc_pool: local
+    chunk_size: {chunk}
+    max_inflight: {inflight}
+  transactions:
+    cryo_dataset_name: transactions
+    rpc_pool: local
+    chunk_size: {chunk + 5}
+    max_inflight: {inflight}
+  logs:
+    cryo_dataset_name: logs
+    rpc_pool: local
+    chunk_size: {chunk + 10}
+    max_inflight: {inflight}
+"""
+
+
+class Chain:
+    def __init__(self, node: AnvilNode) -> None:
+        self.node = node
+        emitter = node.deploy_log_emitter()
+        self.tx_hashes = [node.send(to=emitter, gas=hex(100_000))["transactionHash"] for _ in range(3)]
+        self.tx_hashes.append(node.send(to=node.accounts[1], value=hex(10**18))["transactionHash"])
+        node.mine(BLOCKS + 10 - node.block_number())
+        self.logs = node.rpc("eth_getLogs", {"fromBlock": "0x0", "toBlock": hex(BLOCKS - 1)})
+        blocks = [node.rpc("eth_getBlockByNumber", hex(n), False) for n in range(BLOCKS)]
+        self.hashes = [b["hash"] for b in blocks]
+        self.all_tx_hashes = [tx for b in blocks for tx in b["transactions"]]
+
+
+@pytest.fixture(scope="module")
+def chain() -> Iterator[Chain]:
+    node = AnvilNode.start()
+    try:
+        yield Chain(node)
+    finally:
+        node.stop()
+
+
+@pytest.fixture
+async def syncing(settings: Settings, chain: Chain) -> AsyncIterator[RunningPlatform]:
+    fast = replace(
+        settings,
+        rpc_pools={"local": chain.node.url},
+        dispatcher=replace(settings.dispatcher, planner_interval_seconds=0.05, head_observer_interval_seconds=0.2),
+    )
+    running = await start_platform(fast, migrate=False, run_worker=True)
+    yield running
+    await running.stop(grace=0.5)
+
+
+def _admin(ch: grpc.aio.Channel, settings: Settings) -> ChainSyncClient:
+    assert settings.admin_token
+    return ChainSyncClient(ch, admin_token=settings.admin_token)
+
+
+async def _wait_complete(admin: ChainSyncClient, name: str, timeout: float = 90) -> pb.ChainSyncStatus:
+    async def done() -> pb.ChainSyncStatus | None:
+        jobs = await admin.status(ORG, name)
+        return jobs[0] if jobs and jobs[0].completed else None
+
+    status: pb.ChainSyncStatus = await eventually(done, timeout=timeout, interval=0.2)
+    return status
+
+
+async def test_fixed_target_sync_is_queryable_and_matches_the_node(
+    syncing: RunningPlatform, settings: Settings, chain: Chain, db: asyncpg.Connection
+) -> None:
+    async with grpc.aio.insecure_channel(syncing.addr) as ch:
+        admin = _admin(ch, settings)
+        first = await admin.apply(ORG, sync_yaml("local"))
+        assert first.outcome == pb.APPLY_OUTCOME_CREATED
+        again = await admin.apply(ORG, sync_yaml("local") + "\n# a comment changes nothing\n")
+        assert (again.outcome, again.job_id, again.yaml_hash) == (
+            pb.APPLY_OUTCOME_UNCHANGED,
+            first.job_id,
+            first.yaml_hash,
+        )
+        status = await _wait_complete(admin, "local")
+        for stream in status.streams:
+            assert (stream.cursor, stream.in_flight, stream.completed_blocks) == (BLOCKS, 0, BLOCKS), stream
+            assert stream.dataset_name == f"local.{stream.dataset_key}"
+
+        user = user_client(ch, settings)
+        blocks = await user.query(
+            "local.blocks", "SELECT block_number, block_hash FROM dataset ORDER BY block_number", limit=10_000
+        )
+        assert [r[0] for r in blocks.rows] == list(range(BLOCKS))  # every block exactly once
+        assert ["0x" + bytes(r[1]).hex() for r in blocks.rows] == chain.hashes
+        logs = await user.query("local.logs", "SELECT count(*) FROM dataset")
+        assert logs.rows == [[len(chain.logs)]] and len(chain.logs) == 3
+        txs = await user.query("local.transactions", "SELECT transaction_hash FROM dataset")
+        assert sorted("0x" + bytes(r[0]).hex() for r in txs.rows) == sorted(chain.all_tx_hashes)
+        assert set(chain.tx_hashes) < set(chain.all_tx_hashes)
+
+    # Ledger: ranges are contiguous, unique, end-exclusive; one version per range.
+    ranges = await db.fetch(
+        "SELECT dataset_key, range_start, range_end, status FROM chain_sync_ranges ORDER BY dataset_key, range_start"
+    )
+    by_key: dict[str, list[tuple[int, int]]] = {}
+    for r in ranges:
+        assert r["status"] == "completed"
+        by_key.setdefault(r["dataset_key"], []).append((r["range_start"], r["range_end"]))
+    for spans in by_key.values():
+        assert spans[0][0] == 0 and spans[-1][1] == BLOCKS
+        assert all(a[1] == b[0] for a, b in itertools.pairwise(spans))
+    assert await db.fetchval("SELECT count(*) FROM dataset_versions") == len(ranges)
+    assert await db.fetchval("SELECT count(*) FROM tasks WHERE status <> 'completed'") == 0
+
+
+async def test_pause_stops_planning_and_resume_finishes(
+    syncing: RunningPlatform, settings: Settings, db: asyncpg.Connection
+) -> None:
+    async with grpc.aio.insecure_channel(syncing.addr) as ch:
+        admin = _admin(ch, settings)
+        await admin.apply(ORG, sync_yaml("paused", chunk=5, inflight=1))
+        await admin.pause(ORG, "paused")
+        await asyncio.sleep(1.0)
+        frozen = await db.fetchval("SELECT count(*) FROM chain_sync_ranges")
+        await asyncio.sleep(1.0)
+        assert await db.fetchval("SELECT count(*) FROM chain_sync_ranges") == frozen
+        jobs = await admin.status(ORG, "paused")
+        assert jobs[0].paused and not jobs[0].completed
+        assert all(s.cursor < BLOCKS for s in jobs[0].streams)
+        await admin.resume(ORG, "paused")
+        status = await _wait_complete(admin, "paused")
+        assert not status.paused and all(s.cursor == BLOCKS for s in status.streams)
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "field"),
+    [
+        (sync_yaml("bad").replace("to_block: 60", "to_block: 0"), "mode.to_block"),
+        (sync_yaml("bad").replace("chunk_size: 20", "chunk_size: 0"), "streams.blocks.chunk_size"),
+        (
+            sync_yaml("bad").replace(
+                "rpc_pool: local\n    chunk_size: 20", "rpc_pool: local\n    colour: red\n    chunk_size: 20"
+            ),
+            "streams.blocks.colour",
+        ),
+        (
+            sync_yaml("bad").replace(
+                "rpc_pool: local\n    chunk_size: 20", "rpc_pool: http://node.example\n    chunk_size: 20"
+            ),
+            "streams.blocks.rpc_pool",
+        ),
+        (sync_yaml("Bad Name"), "name"),
+    ],
+)
+async def test_bad_yaml_is_refused_with_the_offending_path(
+    platform: RunningPlatform, settings: Settings, db: asyncpg.Connection, yaml_text: str, field: str
+) -> None:
+    async with grpc.aio.insecure_channel(platform.addr) as ch:
+        with pytest.raises(InvalidArgument) as exc:
+            await _admin(ch, settings).apply(ORG, yaml_text)
+    assert exc.value.metadata.get("field") == field or field in exc.value.message
+    assert await db.fetchval("SELECT count(*) FROM chain_sync_jobs") == 0
+
+
+async def test_incompatible_reapply_is_refused(platform: RunningPlatform, settings: Settings) -> None:
+    async with grpc.aio.insecure_channel(platform.addr) as ch:
+        admin = _admin(ch, settings)
+        await admin.apply(ORG, sync_yaml("fixed"))
+        with pytest.raises(FailedPrecondition) as exc:
+            await admin.apply(ORG, sync_yaml("fixed").replace("cryo_dataset_name: logs", "cryo_dataset_name: traces"))
+        assert exc.value.reason == "CHAIN_SYNC_IMMUTABLE_FIELD"
+        raised = await admin.apply(ORG, sync_yaml("fixed", to_block=BLOCKS + 20))
+        assert raised.outcome == pb.APPLY_OUTCOME_UPDATED
+
+
+async def test_cryo_ingest_must_publish_exactly_one_version(client: DispatcherClient, db: asyncpg.Connection) -> None:
+    pubs = [
+        common_pb2.DatasetPublication(
+            dataset_uuid=str(uuid.uuid4()),
+            dataset_version=str(uuid.uuid4()),
+            storage_ref=common_pb2.StorageRef(scheme="file", prefix=f"/data/{i}/"),
+        )
+        for i in range(2)
+    ]
+    for published in ([], pubs):
+        task_id = (await client.create_tasks([dispatcher_pb2.TaskSpec(org_id=ORG, operator="cryo_ingest")]))[0]
+        claimed = (await client.claim(task_id, "w")).claimed
+        from trace_platform.core.models import TaskRef
+
+        ref = TaskRef(task_id, claimed.attempt, claimed.lease_token)
+        with pytest.raises(FailedPrecondition) as exc:
+            await client.complete(ref, claimed.capability_token, datasets_published=published)
+        assert exc.value.reason == "PUBLICATION_REQUIRED"
+        assert await db.fetchval("SELECT status FROM tasks WHERE id = $1", uuid.UUID(task_id)) == "running"
+    assert await db.fetchval("SELECT count(*) FROM dataset_versions") == 0
