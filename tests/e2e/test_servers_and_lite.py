@@ -77,6 +77,10 @@ def test_lite_up_demo_runs_on_embedded_defaults(tmp_path: Path) -> None:
         timeout=120,
     )
     assert out.returncode == 0, out.stderr[-3000:]
+    # anvil -> chain_sync with real Cryo -> Query Service: every block of the chain, once.
+    lines = out.stdout.splitlines()
+    blocks = lines[lines.index(next(line for line in lines if "demo.blocks" in line and "$ trace query" in line)) + 3]
+    assert blocks.split() == ["300", "|", "0", "|", "299"], out.stdout[-2000:]
     assert '"status": "TASK_STATUS_COMPLETED"' in out.stdout
     assert (tmp_path / "lite" / "pg" / "PG_VERSION").exists()
     creds = tmp_path / "lite" / "lite.json"

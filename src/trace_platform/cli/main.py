@@ -16,7 +16,7 @@ from trace_platform.cli.chain_sync import CHAIN_SYNC_COMMANDS
 from trace_platform.cli.common import addr_option, data_dir_option
 from trace_platform.cli.query import query, sql_group
 from trace_platform.cli.tasks import demo, run_demo, task_group
-from trace_platform.core.config import settings_from_env
+from trace_platform.core.config import Settings, settings_from_env
 from trace_platform.core.keys import KeyStore
 from trace_platform.servers.common.logs import configure_logging
 from trace_platform.servers.common.server import wait_for_shutdown_signal
@@ -37,38 +37,68 @@ def lite() -> None:
 @lite.command("up")
 @click.option("--listen", envvar="TRACE_LISTEN", default="127.0.0.1:50051", show_default=True)
 @data_dir_option
-@click.option("--demo", "with_demo", is_flag=True, help="Run a demo task once the stack is up, then stop.")
+@click.option(
+    "--demo",
+    "with_demo",
+    is_flag=True,
+    help="Start a local anvil chain, sync it with Cryo, query it, run a demo task, then stop.",
+)
 def lite_up(listen: str, data_dir: Path, with_demo: bool) -> None:
     """Start the whole platform in the foreground (Ctrl-C stops it)."""
     from trace_platform.lite.stack import run_lite
 
     settings = replace(settings_from_env(), listen=listen, data_dir=data_dir)
+    if with_demo:
+        _lite_demo(settings)
+        return
 
     async def main() -> None:
-        ready = asyncio.Event()
-        holder: list[RunningPlatform] = []
-
         def on_ready(platform: RunningPlatform) -> None:
-            holder.append(platform)
             click.echo(f"trace lite is up on {platform.addr} (data: {settings.data_dir}); Ctrl-C stops it")
-            ready.set()
 
-        stack = asyncio.create_task(run_lite(settings, on_ready))
-        if not with_demo:
-            await stack
-            return
-        waiter = asyncio.create_task(ready.wait())
-        await asyncio.wait({stack, waiter}, return_when=asyncio.FIRST_COMPLETED)
-        if stack.done():
-            stack.result()
-            return
-        assert holder[0].settings.admin_token
-        await run_demo(holder[0].addr, holder[0].settings.admin_token)
-        stack.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await stack
+        await run_lite(settings, on_ready)
 
     uvloop.run(main())
+
+
+def _lite_demo(settings: Settings) -> None:
+    """The README's main job: anvil -> chain_sync with Cryo -> Query Service, on embedded defaults."""
+    from trace_platform.lite import credentials
+    from trace_platform.lite.anvil import AnvilNode
+    from trace_platform.lite.chain_demo import DEMO_POOL, make_chain, run_chain_demo
+    from trace_platform.lite.stack import run_lite
+
+    node = AnvilNode.start()
+    try:
+        click.echo(f"anvil (pid {node.proc.pid}) is making blocks with transactions and event logs ...")
+        to_block = make_chain(node)
+        settings = replace(settings, rpc_pools={**settings.rpc_pools, DEMO_POOL: node.url})
+
+        async def main() -> None:
+            ready: asyncio.Queue[RunningPlatform] = asyncio.Queue()
+            stack = asyncio.create_task(run_lite(settings, ready.put_nowait))
+            waiter = asyncio.create_task(ready.get())
+            await asyncio.wait({stack, waiter}, return_when=asyncio.FIRST_COMPLETED)
+            if stack.done():
+                stack.result()
+                return
+            platform = waiter.result()
+            click.echo(f"trace lite is up on {platform.addr} (data: {settings.data_dir})")
+            creds = credentials.load(settings.data_dir)
+            assert creds is not None and platform.settings.admin_token
+            try:
+                await run_chain_demo(
+                    platform.addr, platform.settings.admin_token, creds.user_token, to_block, click.echo
+                )
+                await run_demo(platform.addr, platform.settings.admin_token)
+            finally:
+                stack.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await stack
+
+        uvloop.run(main())
+    finally:
+        node.stop()
 
 
 @cli.group()

@@ -57,7 +57,7 @@ def render_table(result: QueryRows) -> str:
     headers = [name for name, _ in result.columns]
     cells = [[_cell(v) for v in row] for row in result.rows]
     widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
-    line = "+".join("-" * (w + 2) for w in widths)
+    line = "-+-".join("-" * w for w in widths)
     out = [" | ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)), line]
     out += [" | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in cells]
     count = f"({len(cells)} row{'s' if len(cells) != 1 else ''}{', truncated' if result.truncated else ''})"

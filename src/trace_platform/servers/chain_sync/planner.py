@@ -10,10 +10,8 @@ nothing on a misconfigured pool (fail closed).
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
-import urllib.request
 import uuid
 from collections.abc import Callable, Mapping
 
@@ -23,6 +21,7 @@ from trace_platform.adapters.postgres.chain_sync_repository import (
     ScheduledRange,
     StreamState,
 )
+from trace_platform.adapters.rpc.jsonrpc import RpcError, json_rpc
 from trace_platform.core.cryo_task import task_config
 from trace_platform.core.planner import BlockRange, Plan, plan_stream
 
@@ -72,16 +71,6 @@ class RangePlanner:
         return 0  # one pass per interval: a full window waits for completions anyway
 
 
-def json_rpc(url: str, method: str, timeout: float) -> object:
-    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": []}).encode()
-    req = urllib.request.Request(url, body, {"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=timeout) as resp:
-        doc = json.loads(resp.read(1 << 20))
-    if not isinstance(doc, dict) or "result" not in doc:
-        raise ValueError("bad JSON-RPC response")
-    return doc["result"]
-
-
 class HeadObserver:
     def __init__(self, repo: ChainSyncRepository, rpc_pools: Mapping[str, str], timeout: float = 5.0) -> None:
         self._repo = repo
@@ -101,9 +90,9 @@ class HeadObserver:
             self._warn(target.rpc_pool, "no URL configured for rpc pool")
             return False
         try:
-            chain_id = int(str(await asyncio.to_thread(json_rpc, url, "eth_chainId", self._timeout)), 16)
-            head = int(str(await asyncio.to_thread(json_rpc, url, "eth_blockNumber", self._timeout)), 16)
-        except (OSError, ValueError):
+            chain_id = int(str(await asyncio.to_thread(json_rpc, url, "eth_chainId", None, self._timeout)), 16)
+            head = int(str(await asyncio.to_thread(json_rpc, url, "eth_blockNumber", None, self._timeout)), 16)
+        except (RpcError, ValueError):
             self._warn(target.rpc_pool, "rpc pool unreachable")
             return False
         if chain_id != target.chain_id:

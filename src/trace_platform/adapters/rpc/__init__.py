@@ -1,0 +1,1 @@
+"""Ethereum JSON-RPC (head observation, the Lite demo)."""
