@@ -23,7 +23,7 @@ import grpc
 
 from trace_platform.adapters.postgres.migrations import migrate_dsn
 from trace_platform.adapters.queue.postgres import PostgresQueue
-from trace_platform.clients.dispatcher import DispatcherClient
+from trace_platform.clients.batching import BatchingDispatcherClient
 from trace_platform.core.models import TaskRef
 from trace_platform.gen.trace.v1 import dispatcher_pb2
 
@@ -79,7 +79,7 @@ async def trace_run(n: int, workers: int) -> float:
         done = 0
         finished = asyncio.Event()
         async with grpc.aio.insecure_channel(addr) as channel:
-            client = DispatcherClient(channel, admin_token=admin, worker_token=worker_token)
+            client = BatchingDispatcherClient(channel, admin_token=admin, worker_token=worker_token)
 
             async def produce() -> None:
                 spec = dispatcher_pb2.TaskSpec(org_id=ORG, operator="noop")

@@ -18,7 +18,7 @@ import grpc
 from trace_platform.adapters.postgres.migrations import migrate_dsn
 from trace_platform.adapters.postgres.pool import create_pool
 from trace_platform.adapters.queue.postgres import PostgresQueue
-from trace_platform.clients.dispatcher import DispatcherClient
+from trace_platform.clients.batching import BatchingDispatcherClient
 from trace_platform.core.config import Settings
 from trace_platform.servers.common.server import GrpcServer, start_server
 from trace_platform.servers.dispatcher.app import Dispatcher, build_dispatcher, load_key_ring
@@ -80,7 +80,7 @@ async def start_platform(
         dispatcher.start_loops()
     if run_worker:
         channel = grpc.aio.insecure_channel(platform.addr)
-        client = DispatcherClient(channel, worker_token=settings.worker_token)
+        client = BatchingDispatcherClient(channel, worker_token=settings.worker_token)
         platform.worker = WorkerRuntime(queue, client, operators, settings.worker)
         platform.worker_channel = channel
         platform.worker_task = asyncio.create_task(platform.worker.run(), name="worker")
