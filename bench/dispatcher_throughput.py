@@ -20,8 +20,10 @@ from datetime import timedelta
 
 import asyncpg
 import grpc
+import uvloop
 
 from trace_platform.adapters.postgres.migrations import migrate_dsn
+from trace_platform.adapters.postgres.pool import create_pool
 from trace_platform.adapters.queue.postgres import PostgresQueue
 from trace_platform.clients.batching import BatchingDispatcherClient
 from trace_platform.core.models import TaskRef
@@ -74,7 +76,7 @@ async def trace_run(n: int, workers: int) -> float:
         assert proc.stderr is not None
         line = proc.stderr.readline()
         addr = re.search(r"serving on (\S+)", line).group(1)  # type: ignore[union-attr]
-        pool = await asyncpg.create_pool(dsn, min_size=4, max_size=workers + 4)
+        pool = await create_pool(dsn, min_size=4, max_size=workers + 4)  # as `trace worker run` makes it
         queue = PostgresQueue(pool)
         done = 0
         finished = asyncio.Event()
@@ -178,4 +180,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    uvloop.run(main())  # the event loop the `trace` commands run on
