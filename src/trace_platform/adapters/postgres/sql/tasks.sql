@@ -43,7 +43,9 @@ FROM claimed;
 -- name: claim_tasks
 -- Batch form of claim_task: the queued tasks among $1 are claimed, each with its own
 -- lease token and worker ($2, $4, same position). Rows are locked in id order so that
--- overlapping batches cannot deadlock. Ids not returned were not claimable; with a
+-- overlapping batches cannot deadlock; `t.id = ANY($1)` keeps the plan on the primary
+-- key whatever the table's statistics say (a cached generic plan made while the table
+-- was small would otherwise scan it). Ids not returned were not claimable; with a
 -- duplicate id the returned lease_token names the request that won.
 WITH req AS (
     SELECT DISTINCT ON (r.id) r.id, r.lease_token, r.worker_id
@@ -51,7 +53,7 @@ WITH req AS (
     ORDER BY r.id
 ), locked AS (
     SELECT t.id, req.lease_token, req.worker_id FROM tasks t JOIN req ON req.id = t.id
-    WHERE t.status = 'queued'
+    WHERE t.id = ANY($1::uuid[]) AND t.status = 'queued'
     ORDER BY t.id
     FOR UPDATE OF t
 ), claimed AS (
@@ -59,7 +61,7 @@ WITH req AS (
     SET status = 'running', lease_token = locked.lease_token, lease_expires_at = now() + make_interval(secs => $3),
         worker_id = locked.worker_id, started_at = now(), updated_at = now()
     FROM locked
-    WHERE t.id = locked.id AND t.status = 'queued'
+    WHERE t.id = ANY($1::uuid[]) AND t.id = locked.id AND t.status = 'queued'
     RETURNING t.id, t.org_id, t.operator, t.config, t.inputs, t.datasets, t.attempt, t.lease_expires_at,
               t.lease_token, t.worker_id
 ), attempt_row AS (
@@ -91,12 +93,12 @@ WITH locked AS (
     SELECT t.id FROM tasks t
     JOIN unnest($1::uuid[], $2::int[], $3::uuid[]) AS r (id, attempt, lease_token)
         ON t.id = r.id AND t.attempt = r.attempt AND t.lease_token = r.lease_token
-    WHERE t.status = 'running'
+    WHERE t.id = ANY($1::uuid[]) AND t.status = 'running'
     ORDER BY t.id
     FOR UPDATE OF t
 )
 UPDATE tasks t SET lease_expires_at = now() + make_interval(secs => $4), updated_at = now()
-FROM locked WHERE t.id = locked.id AND t.status = 'running'
+FROM locked WHERE t.id = ANY($1::uuid[]) AND t.id = locked.id AND t.status = 'running'
 RETURNING t.id, t.attempt, t.lease_token, t.lease_expires_at;
 
 -- name: complete_live
@@ -123,7 +125,7 @@ WITH req AS (
 ), locked AS (
     SELECT t.id, req.outputs FROM tasks t
     JOIN req ON t.id = req.id AND t.attempt = req.attempt AND t.lease_token = req.lease_token
-    WHERE t.status = 'running'
+    WHERE t.id = ANY($1::uuid[]) AND t.status = 'running'
     ORDER BY t.id
     FOR UPDATE OF t
 ), done AS (
@@ -131,7 +133,7 @@ WITH req AS (
     SET status = 'completed', finished_at = now(), outputs = locked.outputs, error_message = NULL,
         next_retry_at = NULL, lease_expires_at = NULL, updated_at = now()
     FROM locked
-    WHERE t.id = locked.id AND t.status = 'running'
+    WHERE t.id = ANY($1::uuid[]) AND t.id = locked.id AND t.status = 'running'
     RETURNING t.id, t.attempt
 )
 UPDATE task_attempts a SET outcome = 'completed', finished_at = now()
