@@ -20,10 +20,12 @@ from datetime import timedelta
 
 import asyncpg
 import grpc
+import uvloop
 
 from trace_platform.adapters.postgres.migrations import migrate_dsn
+from trace_platform.adapters.postgres.pool import create_pool
 from trace_platform.adapters.queue.postgres import PostgresQueue
-from trace_platform.clients.dispatcher import DispatcherClient
+from trace_platform.clients.batching import BatchingDispatcherClient
 from trace_platform.core.models import TaskRef
 from trace_platform.gen.trace.v1 import dispatcher_pb2
 
@@ -74,12 +76,12 @@ async def trace_run(n: int, workers: int) -> float:
         assert proc.stderr is not None
         line = proc.stderr.readline()
         addr = re.search(r"serving on (\S+)", line).group(1)  # type: ignore[union-attr]
-        pool = await asyncpg.create_pool(dsn, min_size=4, max_size=workers + 4)
+        pool = await create_pool(dsn, min_size=4, max_size=workers + 4)  # as `trace worker run` makes it
         queue = PostgresQueue(pool)
         done = 0
         finished = asyncio.Event()
         async with grpc.aio.insecure_channel(addr) as channel:
-            client = DispatcherClient(channel, admin_token=admin, worker_token=worker_token)
+            client = BatchingDispatcherClient(channel, admin_token=admin, worker_token=worker_token)
 
             async def produce() -> None:
                 spec = dispatcher_pb2.TaskSpec(org_id=ORG, operator="noop")
@@ -178,4 +180,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    uvloop.run(main())  # the event loop the `trace` commands run on

@@ -21,7 +21,7 @@ from trace_platform.adapters.objectstore.stores import ObjectStores
 from trace_platform.adapters.postgres.migrations import migrate_dsn
 from trace_platform.adapters.postgres.pool import create_pool
 from trace_platform.adapters.queue.postgres import PostgresQueue
-from trace_platform.clients.dispatcher import DispatcherClient
+from trace_platform.clients.batching import BatchingDispatcherClient
 from trace_platform.core.config import Settings
 from trace_platform.core.cryo_task import OPERATOR as OPERATOR_CRYO
 from trace_platform.servers.chain_sync.app import build_chain_sync
@@ -108,7 +108,7 @@ async def start_platform(
         dispatcher.start_loops()
     if run_worker:
         channel = grpc.aio.insecure_channel(platform.addr)
-        client = DispatcherClient(channel, worker_token=settings.worker_token)
+        client = BatchingDispatcherClient(channel, worker_token=settings.worker_token)
         platform.worker = WorkerRuntime(queue, client, {**platform_operators(settings), **operators}, settings.worker)
         platform.worker_channel = channel
         platform.worker_task = asyncio.create_task(platform.worker.run(), name="worker")

@@ -8,6 +8,7 @@ import pytest
 
 from trace_platform.adapters.objectstore.stores import LocalObjectStore
 from trace_platform.app import RunningPlatform, start_platform
+from trace_platform.clients.batching import BatchingDispatcherClient
 from trace_platform.clients.dispatcher import DispatcherClient
 from trace_platform.clients.query import QueryClient
 from trace_platform.core.config import Settings
@@ -31,9 +32,12 @@ async def channel(platform: RunningPlatform) -> AsyncIterator[grpc.aio.Channel]:
         yield ch
 
 
-@pytest.fixture
-def client(channel: grpc.aio.Channel, settings: Settings) -> DispatcherClient:
-    return DispatcherClient(channel, worker_token=settings.worker_token, admin_token=settings.admin_token)
+@pytest.fixture(params=["single", "batching"])
+def client(request: pytest.FixtureRequest, channel: grpc.aio.Channel, settings: Settings) -> DispatcherClient:
+    """Every test through both clients: one RPC per call, and calls coalesced into the
+    batch RPCs (which must answer every item exactly as the single call would)."""
+    cls = BatchingDispatcherClient if request.param == "batching" else DispatcherClient
+    return cls(channel, worker_token=settings.worker_token, admin_token=settings.admin_token)
 
 
 async def claim_new(client: DispatcherClient, operator: str = "noop", **spec: object) -> tuple[TaskRef, str]:

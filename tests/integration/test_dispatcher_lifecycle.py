@@ -49,7 +49,9 @@ async def test_task_flows_from_create_to_completed_through_queue(
     task_id = await client.create_task(ORG, "count")
 
     async def done() -> bool:
-        return (await client.get_task(task_id)).task.status == common_pb2.TASK_STATUS_COMPLETED
+        completed = (await client.get_task(task_id)).task.status == common_pb2.TASK_STATUS_COMPLETED
+        # The ack follows CompleteTask's answer; stopping the worker before it would race.
+        return completed and await db.fetchval("SELECT count(*) FROM queue_messages") == 0
 
     await run_worker(platform, client, {"count": counting_operator(calls)}, done)
     assert calls == [task_id]

@@ -152,7 +152,7 @@ def worker_run(addr: str) -> None:
 
     from trace_platform.adapters.postgres.pool import create_pool
     from trace_platform.adapters.queue.postgres import PostgresQueue
-    from trace_platform.clients.dispatcher import DispatcherClient
+    from trace_platform.clients.batching import BatchingDispatcherClient
     from trace_platform.workers.operators import BUILTIN_OPERATORS
     from trace_platform.workers.runtime import WorkerRuntime
 
@@ -164,7 +164,7 @@ def worker_run(addr: str) -> None:
         pool = await create_pool(settings.database_url or "", 1, 4)
         queue = PostgresQueue(pool)
         async with grpc.aio.insecure_channel(addr) as channel:
-            client = DispatcherClient(channel, worker_token=settings.worker_token)
+            client = BatchingDispatcherClient(channel, worker_token=settings.worker_token)
             operators = {**BUILTIN_OPERATORS, **platform_operators(settings)}
             runtime = WorkerRuntime(queue, client, operators, settings.worker)
             run = asyncio.create_task(runtime.run())

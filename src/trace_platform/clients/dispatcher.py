@@ -17,8 +17,26 @@ from trace_platform.gen.trace.v1 import common_pb2, dispatcher_pb2, dispatcher_p
 pb = dispatcher_pb2
 
 
-def _ref(ref: TaskRef) -> common_pb2.TaskRef:
+def task_ref(ref: TaskRef) -> common_pb2.TaskRef:
     return common_pb2.TaskRef(task_id=ref.task_id, attempt=ref.attempt, lease_token=ref.lease_token)
+
+
+def complete_request(
+    ref: TaskRef,
+    status: int,
+    events: Sequence[common_pb2.DatasetEvent],
+    outputs: Sequence[common_pb2.TaskOutput],
+    datasets_published: Sequence[common_pb2.DatasetPublication],
+    error_message: str,
+) -> pb.CompleteTaskRequest:
+    return pb.CompleteTaskRequest(
+        task=task_ref(ref),
+        status=status,  # type: ignore[arg-type]
+        events=events,
+        outputs=outputs,
+        datasets_published=datasets_published,
+        error_message=error_message,
+    )
 
 
 class DispatcherClient:
@@ -52,7 +70,7 @@ class DispatcherClient:
         return await call(self._stub.FetchTask(pb.FetchTaskRequest(task_id=task_id), metadata=self._worker_md))
 
     async def heartbeat(self, ref: TaskRef, capability: str) -> datetime:
-        req = pb.HeartbeatRequest(task=_ref(ref))
+        req = pb.HeartbeatRequest(task=task_ref(ref))
         resp = await call(self._stub.Heartbeat(req, metadata=((TASK_CAPABILITY, capability),)))
         expires: datetime = resp.lease_expires_at.ToDatetime(UTC)
         return expires
@@ -68,18 +86,11 @@ class DispatcherClient:
         datasets_published: Sequence[common_pb2.DatasetPublication] = (),
         error_message: str = "",
     ) -> pb.CompleteTaskResponse:
-        req = pb.CompleteTaskRequest(
-            task=_ref(ref),
-            status=status,  # type: ignore[arg-type]
-            events=events,
-            outputs=outputs,
-            datasets_published=datasets_published,
-            error_message=error_message,
-        )
+        req = complete_request(ref, status, events, outputs, datasets_published, error_message)
         return await call(self._stub.CompleteTask(req, metadata=((TASK_CAPABILITY, capability),)))
 
     async def emit_events(self, ref: TaskRef, capability: str, events: Sequence[common_pb2.DatasetEvent]) -> int:
-        req = pb.EmitEventsRequest(task=_ref(ref), events=events)
+        req = pb.EmitEventsRequest(task=task_ref(ref), events=events)
         resp = await call(self._stub.EmitEvents(req, metadata=((TASK_CAPABILITY, capability),)))
         return int(resp.accepted)
 
@@ -94,7 +105,7 @@ class DispatcherClient:
         dedupe_scope: str = "alert_events",
     ) -> pb.BufferPublishResponse:
         req = pb.BufferPublishRequest(
-            task=_ref(ref),
+            task=task_ref(ref),
             batch_uri=batch_uri,
             content_type=content_type,
             batch_size_bytes=size,

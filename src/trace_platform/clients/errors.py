@@ -6,7 +6,7 @@ from collections.abc import Awaitable
 from typing import TypeVar
 
 import grpc
-from google.rpc import error_details_pb2, status_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 from trace_platform.core.errors import ERROR_CLASSES, ErrorKind, TraceError, Unavailable
 
@@ -30,6 +30,14 @@ def from_rpc_error(err: grpc.aio.AioRpcError) -> TraceError:
     if kind is None:
         return Unavailable(err.code().name, err.details() or "")
     return ERROR_CLASSES[kind](reason_of(err), err.details() or "")
+
+
+def from_item_error(code: int, reason: str, message: str) -> TraceError:
+    """The error of one item of a batch call, as its single call would have raised it."""
+    kind = _KIND_BY_CODE.get(code_pb2.Code.Name(code)) if code in code_pb2.Code.values() else None
+    if kind is None:
+        return Unavailable(reason or "UNKNOWN", message)
+    return ERROR_CLASSES[kind](reason, message)
 
 
 async def call(awaitable: Awaitable[T]) -> T:

@@ -82,6 +82,10 @@ def _task_row(r: asyncpg.Record, status: str = "running") -> TaskRow:
 PUBLICATION_RULE_SQLSTATE = "TRPUB"
 
 
+def _fence_arrays(refs: Sequence[TaskRef]) -> tuple[list[str], list[int], list[str]]:
+    return [r.task_id for r in refs], [r.attempt for r in refs], [r.lease_token for r in refs]
+
+
 class TaskRepository:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
@@ -114,6 +118,17 @@ class TaskRepository:
         row = await self._pool.fetchrow(self._sql["claim_task"], task_id, lease_token, lease_seconds, worker_id)
         return (_task_row(row), lease_token) if row else None
 
+    async def claim_many(
+        self, requests: Sequence[tuple[str, str]], lease_seconds: float
+    ) -> list[tuple[TaskRow, str] | None]:
+        """Batch claim of (task_id, worker_id) pairs in one statement; None where not claimed."""
+        tokens = [str(uuid.uuid4()) for _ in requests]
+        rows = await self._pool.fetch(
+            self._sql["claim_tasks"], [t for t, _ in requests], tokens, lease_seconds, [w for _, w in requests]
+        )
+        by_token = {str(r["lease_token"]): r for r in rows}
+        return [(_task_row(by_token[tok]), tok) if tok in by_token else None for tok in tokens]
+
     async def status_of(self, task_id: str) -> TaskStatus | None:
         row = await self._pool.fetchrow(self._sql["task_fence_state"], task_id)
         return TaskStatus(row["status"]) if row else None
@@ -128,6 +143,24 @@ class TaskRepository:
             fence = check_fence(await self._fence(conn, ref.task_id), ref)
         reason = "LEASE_EXPIRED" if fence is Fence.LATE else "TASK_NOT_RUNNING"
         raise FailedPrecondition(reason, "the attempt no longer holds a live lease")
+
+    async def heartbeat_many(self, refs: Sequence[TaskRef], lease_seconds: float) -> list[datetime | None]:
+        """Extends every live lease among ``refs`` in one statement; None: use ``heartbeat``."""
+        rows = await self._pool.fetch(self._sql["heartbeat_many"], *_fence_arrays(refs), lease_seconds)
+        expiry = {(str(r["id"]), r["attempt"], str(r["lease_token"])): r["lease_expires_at"] for r in rows}
+        return [expiry.get((ref.task_id, ref.attempt, ref.lease_token)) for ref in refs]
+
+    async def complete_live_many(self, refs: Sequence[TaskRef], outputs: Sequence[str]) -> list[bool]:
+        """``complete_live`` for many attempts in one statement (outputs as JSON text); False
+        where the single-call path must decide (fencing diagnosis, idempotent replay)."""
+        rows = await self._pool.fetch(self._sql["complete_live_many"], *_fence_arrays(refs), list(outputs))
+        done = {(str(r["task_id"]), r["attempt"], str(r["lease_token"])) for r in rows}
+        result = []
+        for ref in refs:
+            key = (ref.task_id, ref.attempt, ref.lease_token)
+            result.append(key in done)
+            done.discard(key)  # a repeated item is a replay: the single-call path says duplicate
+        return result
 
     async def _fence(self, conn: asyncpg.Connection, task_id: str) -> FenceState | None:
         row = await conn.fetchrow(self._sql["task_fence_state_for_update"], task_id)

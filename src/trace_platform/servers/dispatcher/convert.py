@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -26,6 +28,7 @@ from trace_platform.core.validation import (
     require_uuid,
 )
 from trace_platform.gen.trace.v1 import common_pb2, dispatcher_pb2
+from trace_platform.servers.dispatcher.service import ClaimedTask
 
 STATUS_TO_PB = {
     TaskStatus.QUEUED: common_pb2.TASK_STATUS_QUEUED,
@@ -162,3 +165,55 @@ def grant_pb(g: DatasetGrant) -> common_pb2.DatasetGrant:
     if g.storage_ref is not None:
         msg.storage_ref.CopyFrom(common_pb2.StorageRef(**g.storage_ref.to_dict()))
     return msg
+
+
+def claim_request(msg: dispatcher_pb2.ClaimTaskRequest) -> tuple[str, str]:
+    """(task_id, worker_id) of a claim."""
+    task_id = require_uuid("task_id", msg.task_id)
+    if not msg.worker_id or len(msg.worker_id) > 256:
+        raise InvalidArgument("INVALID_WORKER_ID", "worker_id is required (at most 256 chars)", field="worker_id")
+    return task_id, msg.worker_id
+
+
+def claim_response(result: ClaimedTask | TaskStatus | None) -> dispatcher_pb2.ClaimTaskResponse:
+    if isinstance(result, ClaimedTask):
+        return dispatcher_pb2.ClaimTaskResponse(
+            claimed=dispatcher_pb2.Claimed(
+                attempt=result.task.attempt,
+                lease_token=result.lease_token,
+                lease_expires_at=timestamp(result.lease_expires_at),
+                capability_token=result.capability_token,
+                task=task_payload(result.task),
+            )
+        )
+    return dispatcher_pb2.ClaimTaskResponse(not_claimed=dispatcher_pb2.NotClaimed(reason=NOT_CLAIMED_REASON[result]))
+
+
+@dataclass(frozen=True)
+class CompletionArgs:
+    ref: TaskRef
+    status: TaskStatus
+    events: list[DatasetEvent]
+    outputs: list[dict[str, Any]]
+    publications: list[DatasetPublication]
+    error_message: str
+
+    @property
+    def live_fast_path(self) -> bool:
+        """A plain success with nothing else to record (one statement when the lease is live)."""
+        return self.status is TaskStatus.COMPLETED and not self.events and not self.publications
+
+
+def completion(msg: dispatcher_pb2.CompleteTaskRequest, ref: TaskRef) -> CompletionArgs:
+    """The rest of a completion, once ``ref`` (from ``task_ref``) is authorized."""
+    status = COMPLETION_FROM_PB.get(msg.status)
+    if status is None:
+        raise InvalidArgument("INVALID_STATUS", "status is required", field="status")
+    return CompletionArgs(
+        ref,
+        status,
+        events(list(msg.events)),
+        [output(o, i) for i, o in enumerate(msg.outputs)],
+        [publication(p, i) for i, p in enumerate(msg.datasets_published)],
+        msg.error_message,
+    )

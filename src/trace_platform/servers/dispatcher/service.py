@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -90,7 +91,20 @@ class DispatcherService:
         claimed = await self._repo.claim(task_id, worker_id, self.settings.lease_seconds)
         if claimed is None:
             return await self._repo.status_of(task_id)
-        task, lease_token = claimed
+        return self._issue(*claimed)
+
+    async def claim_many(self, requests: Sequence[tuple[str, str]]) -> list[ClaimedTask | TaskStatus | None]:
+        """``claim`` for many (task_id, worker_id) pairs, in request order."""
+        if not requests:
+            return []
+        claimed = await self._repo.claim_many(requests, self.settings.lease_seconds)
+        results: list[ClaimedTask | TaskStatus | None] = []
+        for (task_id, _), c in zip(requests, claimed, strict=True):
+            results.append(self._issue(*c) if c is not None else await self._repo.status_of(task_id))
+        return results
+
+    def _issue(self, task: TaskRow, lease_token: str) -> ClaimedTask:
+        """One capability token per claimed attempt."""
         assert task.lease_expires_at is not None
         claims = self.claims_for(task)
         token, expires_at = self._issuer.issue_with_expiry(claims)
@@ -115,6 +129,19 @@ class DispatcherService:
 
     async def heartbeat(self, ref: TaskRef) -> datetime:
         return await self._repo.heartbeat(ref, self.settings.lease_seconds)
+
+    async def heartbeat_many(self, refs: Sequence[TaskRef]) -> list[datetime | None]:
+        """The new lease expiry of every live attempt in ``refs``; None: ask ``heartbeat``."""
+        return await self._repo.heartbeat_many(refs, self.settings.lease_seconds) if refs else []
+
+    async def complete_live_many(
+        self, refs: Sequence[TaskRef], outputs: Sequence[Sequence[dict[str, Any]]]
+    ) -> list[bool]:
+        """Completes (status completed, no events or publications) every live attempt in
+        ``refs``; False where ``complete`` must decide (fencing, idempotent replay)."""
+        if not refs:
+            return []
+        return await self._repo.complete_live_many(refs, [json.dumps(list(o)) for o in outputs])
 
     async def complete(
         self,

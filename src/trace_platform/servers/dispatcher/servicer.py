@@ -19,7 +19,8 @@ from trace_platform.servers.common.auth import (
 )
 from trace_platform.servers.common.server import ServiceBinding
 from trace_platform.servers.dispatcher import convert
-from trace_platform.servers.dispatcher.service import ClaimedTask, DispatcherService
+from trace_platform.servers.dispatcher.batch import BatchCalls
+from trace_platform.servers.dispatcher.service import DispatcherService
 
 Ctx = Any  # grpc.aio.ServicerContext (grpc ships no type hints)
 pb = dispatcher_pb2
@@ -38,6 +39,7 @@ class DispatcherServicer(dispatcher_pb2_grpc.DispatcherServiceServicer):
         self._worker_token = worker_token
         self._admin_token = admin_token
         self._settings = service.settings
+        self._batch = BatchCalls(service, verifier)
 
     async def _task_scope(self, context: Ctx, ref: TaskRef) -> CapabilityClaims:
         claims = await self._verifier.verify(metadata_value(context, TASK_CAPABILITY))
@@ -73,21 +75,8 @@ class DispatcherServicer(dispatcher_pb2_grpc.DispatcherServiceServicer):
 
     async def ClaimTask(self, request: pb.ClaimTaskRequest, context: Ctx) -> pb.ClaimTaskResponse:
         require_shared_secret(context, WORKER_TOKEN, self._worker_token)
-        task_id = require_uuid("task_id", request.task_id)
-        if not request.worker_id or len(request.worker_id) > 256:
-            raise InvalidArgument("INVALID_WORKER_ID", "worker_id is required (at most 256 chars)", field="worker_id")
-        result = await self._svc.claim(task_id, request.worker_id)
-        if isinstance(result, ClaimedTask):
-            return pb.ClaimTaskResponse(
-                claimed=pb.Claimed(
-                    attempt=result.task.attempt,
-                    lease_token=result.lease_token,
-                    lease_expires_at=convert.timestamp(result.lease_expires_at),
-                    capability_token=result.capability_token,
-                    task=convert.task_payload(result.task),
-                )
-            )
-        return pb.ClaimTaskResponse(not_claimed=pb.NotClaimed(reason=convert.NOT_CLAIMED_REASON[result]))
+        task_id, worker_id = convert.claim_request(request)
+        return convert.claim_response(await self._svc.claim(task_id, worker_id))
 
     async def FetchTask(self, request: pb.FetchTaskRequest, context: Ctx) -> pb.FetchTaskResponse:
         require_shared_secret(context, WORKER_TOKEN, self._worker_token)
@@ -105,22 +94,7 @@ class DispatcherServicer(dispatcher_pb2_grpc.DispatcherServiceServicer):
     async def CompleteTask(self, request: pb.CompleteTaskRequest, context: Ctx) -> pb.CompleteTaskResponse:
         ref = convert.task_ref(request.task, request.HasField("task"))
         await self._task_scope(context, ref)
-        status = convert.COMPLETION_FROM_PB.get(request.status)
-        if status is None:
-            raise InvalidArgument("INVALID_STATUS", "status is required", field="status")
-        result = await self._svc.complete(
-            ref,
-            status,
-            convert.events(list(request.events)),
-            [convert.output(o, i) for i, o in enumerate(request.outputs)],
-            [convert.publication(p, i) for i, p in enumerate(request.datasets_published)],
-            request.error_message,
-        )
-        return pb.CompleteTaskResponse(
-            duplicate=result.duplicate,
-            status=convert.STATUS_TO_PB[result.status],
-            next_retry_at=convert.timestamp(result.next_retry_at),
-        )
+        return await self._batch.complete_one(convert.completion(request, ref))
 
     async def EmitEvents(self, request: pb.EmitEventsRequest, context: Ctx) -> pb.EmitEventsResponse:
         ref = convert.task_ref(request.task, request.HasField("task"))
@@ -140,6 +114,16 @@ class DispatcherServicer(dispatcher_pb2_grpc.DispatcherServiceServicer):
 
     async def GetTaskJwks(self, request: pb.GetTaskJwksRequest, context: Ctx) -> pb.GetTaskJwksResponse:
         return pb.GetTaskJwksResponse(jwks_json=json.dumps(self._svc.jwks()))
+
+    async def ClaimTasks(self, request: pb.ClaimTasksRequest, context: Ctx) -> pb.ClaimTasksResponse:
+        require_shared_secret(context, WORKER_TOKEN, self._worker_token)
+        return await self._batch.claim(request)
+
+    async def HeartbeatTasks(self, request: pb.HeartbeatTasksRequest, context: Ctx) -> pb.HeartbeatTasksResponse:
+        return await self._batch.heartbeat(request)
+
+    async def CompleteTasks(self, request: pb.CompleteTasksRequest, context: Ctx) -> pb.CompleteTasksResponse:
+        return await self._batch.complete(request)
 
 
 def dispatcher_binding(servicer: DispatcherServicer) -> ServiceBinding:

@@ -40,6 +40,38 @@ SELECT id, org_id, operator, config::text AS config, inputs::text AS inputs,
        datasets::text AS datasets, attempt, lease_expires_at
 FROM claimed;
 
+-- name: claim_tasks
+-- Batch form of claim_task: the queued tasks among $1 are claimed, each with its own
+-- lease token and worker ($2, $4, same position). Rows are locked in id order so that
+-- overlapping batches cannot deadlock; `t.id = ANY($1)` keeps the plan on the primary
+-- key whatever the table's statistics say (a cached generic plan made while the table
+-- was small would otherwise scan it). Ids not returned were not claimable; with a
+-- duplicate id the returned lease_token names the request that won.
+WITH req AS (
+    SELECT DISTINCT ON (r.id) r.id, r.lease_token, r.worker_id
+    FROM unnest($1::uuid[], $2::uuid[], $4::text[]) AS r (id, lease_token, worker_id)
+    ORDER BY r.id
+), locked AS (
+    SELECT t.id, req.lease_token, req.worker_id FROM tasks t JOIN req ON req.id = t.id
+    WHERE t.id = ANY($1::uuid[]) AND t.status = 'queued'
+    ORDER BY t.id
+    FOR UPDATE OF t
+), claimed AS (
+    UPDATE tasks t
+    SET status = 'running', lease_token = locked.lease_token, lease_expires_at = now() + make_interval(secs => $3),
+        worker_id = locked.worker_id, started_at = now(), updated_at = now()
+    FROM locked
+    WHERE t.id = ANY($1::uuid[]) AND t.id = locked.id AND t.status = 'queued'
+    RETURNING t.id, t.org_id, t.operator, t.config, t.inputs, t.datasets, t.attempt, t.lease_expires_at,
+              t.lease_token, t.worker_id
+), attempt_row AS (
+    INSERT INTO task_attempts (task_id, attempt, worker_id, lease_token)
+    SELECT id, attempt, worker_id, lease_token FROM claimed
+)
+SELECT id, org_id, operator, config::text AS config, inputs::text AS inputs,
+       datasets::text AS datasets, attempt, lease_expires_at, lease_token
+FROM claimed;
+
 -- name: task_fence_state
 SELECT status, attempt, lease_token FROM tasks WHERE id = $1;
 
@@ -54,6 +86,21 @@ UPDATE tasks SET lease_expires_at = now() + make_interval(secs => $4), updated_a
 WHERE id = $1 AND attempt = $2 AND lease_token = $3 AND status = 'running'
 RETURNING lease_expires_at;
 
+-- name: heartbeat_many
+-- Batch form of heartbeat (rows locked in id order, as in claim_tasks): returns the
+-- ids whose live lease was extended; the others take the single-call path.
+WITH locked AS (
+    SELECT t.id FROM tasks t
+    JOIN unnest($1::uuid[], $2::int[], $3::uuid[]) AS r (id, attempt, lease_token)
+        ON t.id = r.id AND t.attempt = r.attempt AND t.lease_token = r.lease_token
+    WHERE t.id = ANY($1::uuid[]) AND t.status = 'running' AND t.operator <> 'cryo_ingest'
+    ORDER BY t.id
+    FOR UPDATE OF t
+)
+UPDATE tasks t SET lease_expires_at = now() + make_interval(secs => $4), updated_at = now()
+FROM locked WHERE t.id = ANY($1::uuid[]) AND t.id = locked.id AND t.status = 'running'
+RETURNING t.id, t.attempt, t.lease_token, t.lease_expires_at;
+
 -- name: complete_live
 -- Fast path for the common case: the live lease holder completes with nothing else
 -- to record. Zero rows means "take the slow path" (fencing diagnosis, idempotency).
@@ -67,6 +114,33 @@ WITH done AS (
 UPDATE task_attempts a SET outcome = 'completed', finished_at = now()
 FROM done WHERE a.task_id = done.id AND a.attempt = done.attempt
 RETURNING a.task_id;
+
+-- name: complete_live_many
+-- Batch form of complete_live (rows locked in id order, as in claim_tasks): returns
+-- the ids completed; the others take the single-call path. Operators with completion
+-- rules (cryo_ingest, migration 0004) always take the single-call path, so one refused
+-- completion cannot fail the whole batch.
+WITH req AS (
+    SELECT DISTINCT ON (r.id) r.id, r.attempt, r.lease_token, r.outputs
+    FROM unnest($1::uuid[], $2::int[], $3::uuid[], $4::jsonb[]) AS r (id, attempt, lease_token, outputs)
+    ORDER BY r.id
+), locked AS (
+    SELECT t.id, req.outputs FROM tasks t
+    JOIN req ON t.id = req.id AND t.attempt = req.attempt AND t.lease_token = req.lease_token
+    WHERE t.id = ANY($1::uuid[]) AND t.status = 'running' AND t.operator <> 'cryo_ingest'
+    ORDER BY t.id
+    FOR UPDATE OF t
+), done AS (
+    UPDATE tasks t
+    SET status = 'completed', finished_at = now(), outputs = locked.outputs, error_message = NULL,
+        next_retry_at = NULL, lease_expires_at = NULL, updated_at = now()
+    FROM locked
+    WHERE t.id = ANY($1::uuid[]) AND t.id = locked.id AND t.status = 'running'
+    RETURNING t.id, t.attempt
+)
+UPDATE task_attempts a SET outcome = 'completed', finished_at = now()
+FROM done WHERE a.task_id = done.id AND a.attempt = done.attempt
+RETURNING a.task_id, a.attempt, a.lease_token;
 
 -- name: finish_completed
 UPDATE tasks

@@ -34,6 +34,12 @@ class DispatcherServiceStub:
     - task scoped (Heartbeat, CompleteTask, EmitEvents, BufferPublish):
     `x-trace-task-capability` plus the fencing triple in the message.
     - GetTaskJwks: public keys only, no credential.
+
+    ClaimTasks, HeartbeatTasks and CompleteTasks carry many independent calls of
+    ClaimTask, Heartbeat and CompleteTask in one RPC (a worker running many tasks
+    coalesces them). Each item is authorized and fenced exactly like the single call
+    (the batch calls carry each item's capability token in the item, not in
+    metadata) and gets its own result or error, in request order.
     """
 
     def __init__(self, channel):
@@ -87,6 +93,21 @@ class DispatcherServiceStub:
                 request_serializer=trace_dot_v1_dot_dispatcher__pb2.GetTaskJwksRequest.SerializeToString,
                 response_deserializer=trace_dot_v1_dot_dispatcher__pb2.GetTaskJwksResponse.FromString,
                 _registered_method=True)
+        self.ClaimTasks = channel.unary_unary(
+                '/trace.v1.DispatcherService/ClaimTasks',
+                request_serializer=trace_dot_v1_dot_dispatcher__pb2.ClaimTasksRequest.SerializeToString,
+                response_deserializer=trace_dot_v1_dot_dispatcher__pb2.ClaimTasksResponse.FromString,
+                _registered_method=True)
+        self.HeartbeatTasks = channel.unary_unary(
+                '/trace.v1.DispatcherService/HeartbeatTasks',
+                request_serializer=trace_dot_v1_dot_dispatcher__pb2.HeartbeatTasksRequest.SerializeToString,
+                response_deserializer=trace_dot_v1_dot_dispatcher__pb2.HeartbeatTasksResponse.FromString,
+                _registered_method=True)
+        self.CompleteTasks = channel.unary_unary(
+                '/trace.v1.DispatcherService/CompleteTasks',
+                request_serializer=trace_dot_v1_dot_dispatcher__pb2.CompleteTasksRequest.SerializeToString,
+                response_deserializer=trace_dot_v1_dot_dispatcher__pb2.CompleteTasksResponse.FromString,
+                _registered_method=True)
 
 
 class DispatcherServiceServicer:
@@ -98,6 +119,12 @@ class DispatcherServiceServicer:
     - task scoped (Heartbeat, CompleteTask, EmitEvents, BufferPublish):
     `x-trace-task-capability` plus the fencing triple in the message.
     - GetTaskJwks: public keys only, no credential.
+
+    ClaimTasks, HeartbeatTasks and CompleteTasks carry many independent calls of
+    ClaimTask, Heartbeat and CompleteTask in one RPC (a worker running many tasks
+    coalesces them). Each item is authorized and fenced exactly like the single call
+    (the batch calls carry each item's capability token in the item, not in
+    metadata) and gets its own result or error, in request order.
     """
 
     def CreateTasks(self, request, context):
@@ -154,6 +181,24 @@ class DispatcherServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ClaimTasks(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def HeartbeatTasks(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CompleteTasks(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DispatcherServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -202,6 +247,21 @@ def add_DispatcherServiceServicer_to_server(servicer, server):
                     request_deserializer=trace_dot_v1_dot_dispatcher__pb2.GetTaskJwksRequest.FromString,
                     response_serializer=trace_dot_v1_dot_dispatcher__pb2.GetTaskJwksResponse.SerializeToString,
             ),
+            'ClaimTasks': grpc.unary_unary_rpc_method_handler(
+                    servicer.ClaimTasks,
+                    request_deserializer=trace_dot_v1_dot_dispatcher__pb2.ClaimTasksRequest.FromString,
+                    response_serializer=trace_dot_v1_dot_dispatcher__pb2.ClaimTasksResponse.SerializeToString,
+            ),
+            'HeartbeatTasks': grpc.unary_unary_rpc_method_handler(
+                    servicer.HeartbeatTasks,
+                    request_deserializer=trace_dot_v1_dot_dispatcher__pb2.HeartbeatTasksRequest.FromString,
+                    response_serializer=trace_dot_v1_dot_dispatcher__pb2.HeartbeatTasksResponse.SerializeToString,
+            ),
+            'CompleteTasks': grpc.unary_unary_rpc_method_handler(
+                    servicer.CompleteTasks,
+                    request_deserializer=trace_dot_v1_dot_dispatcher__pb2.CompleteTasksRequest.FromString,
+                    response_serializer=trace_dot_v1_dot_dispatcher__pb2.CompleteTasksResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'trace.v1.DispatcherService', rpc_method_handlers)
@@ -219,6 +279,12 @@ class DispatcherService:
     - task scoped (Heartbeat, CompleteTask, EmitEvents, BufferPublish):
     `x-trace-task-capability` plus the fencing triple in the message.
     - GetTaskJwks: public keys only, no credential.
+
+    ClaimTasks, HeartbeatTasks and CompleteTasks carry many independent calls of
+    ClaimTask, Heartbeat and CompleteTask in one RPC (a worker running many tasks
+    coalesces them). Each item is authorized and fenced exactly like the single call
+    (the batch calls carry each item's capability token in the item, not in
+    metadata) and gets its own result or error, in request order.
     """
 
     @staticmethod
@@ -454,6 +520,87 @@ class DispatcherService:
             '/trace.v1.DispatcherService/GetTaskJwks',
             trace_dot_v1_dot_dispatcher__pb2.GetTaskJwksRequest.SerializeToString,
             trace_dot_v1_dot_dispatcher__pb2.GetTaskJwksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ClaimTasks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/trace.v1.DispatcherService/ClaimTasks',
+            trace_dot_v1_dot_dispatcher__pb2.ClaimTasksRequest.SerializeToString,
+            trace_dot_v1_dot_dispatcher__pb2.ClaimTasksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def HeartbeatTasks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/trace.v1.DispatcherService/HeartbeatTasks',
+            trace_dot_v1_dot_dispatcher__pb2.HeartbeatTasksRequest.SerializeToString,
+            trace_dot_v1_dot_dispatcher__pb2.HeartbeatTasksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CompleteTasks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/trace.v1.DispatcherService/CompleteTasks',
+            trace_dot_v1_dot_dispatcher__pb2.CompleteTasksRequest.SerializeToString,
+            trace_dot_v1_dot_dispatcher__pb2.CompleteTasksResponse.FromString,
             options,
             channel_credentials,
             insecure,

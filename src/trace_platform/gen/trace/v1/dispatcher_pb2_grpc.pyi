@@ -35,6 +35,12 @@ class DispatcherServiceStub:
     - task scoped (Heartbeat, CompleteTask, EmitEvents, BufferPublish):
       `x-trace-task-capability` plus the fencing triple in the message.
     - GetTaskJwks: public keys only, no credential.
+
+    ClaimTasks, HeartbeatTasks and CompleteTasks carry many independent calls of
+    ClaimTask, Heartbeat and CompleteTask in one RPC (a worker running many tasks
+    coalesces them). Each item is authorized and fenced exactly like the single call
+    (the batch calls carry each item's capability token in the item, not in
+    metadata) and gets its own result or error, in request order.
     """
 
     @_typing.overload
@@ -50,6 +56,9 @@ class DispatcherServiceStub:
     EmitEvents: _grpc.UnaryUnaryMultiCallable[_dispatcher_pb2.EmitEventsRequest, _dispatcher_pb2.EmitEventsResponse]
     BufferPublish: _grpc.UnaryUnaryMultiCallable[_dispatcher_pb2.BufferPublishRequest, _dispatcher_pb2.BufferPublishResponse]
     GetTaskJwks: _grpc.UnaryUnaryMultiCallable[_dispatcher_pb2.GetTaskJwksRequest, _dispatcher_pb2.GetTaskJwksResponse]
+    ClaimTasks: _grpc.UnaryUnaryMultiCallable[_dispatcher_pb2.ClaimTasksRequest, _dispatcher_pb2.ClaimTasksResponse]
+    HeartbeatTasks: _grpc.UnaryUnaryMultiCallable[_dispatcher_pb2.HeartbeatTasksRequest, _dispatcher_pb2.HeartbeatTasksResponse]
+    CompleteTasks: _grpc.UnaryUnaryMultiCallable[_dispatcher_pb2.CompleteTasksRequest, _dispatcher_pb2.CompleteTasksResponse]
 
 @_typing.type_check_only
 class DispatcherServiceAsyncStub(DispatcherServiceStub):
@@ -61,6 +70,12 @@ class DispatcherServiceAsyncStub(DispatcherServiceStub):
     - task scoped (Heartbeat, CompleteTask, EmitEvents, BufferPublish):
       `x-trace-task-capability` plus the fencing triple in the message.
     - GetTaskJwks: public keys only, no credential.
+
+    ClaimTasks, HeartbeatTasks and CompleteTasks carry many independent calls of
+    ClaimTask, Heartbeat and CompleteTask in one RPC (a worker running many tasks
+    coalesces them). Each item is authorized and fenced exactly like the single call
+    (the batch calls carry each item's capability token in the item, not in
+    metadata) and gets its own result or error, in request order.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -73,6 +88,9 @@ class DispatcherServiceAsyncStub(DispatcherServiceStub):
     EmitEvents: _aio.UnaryUnaryMultiCallable[_dispatcher_pb2.EmitEventsRequest, _dispatcher_pb2.EmitEventsResponse]  # type: ignore[assignment]
     BufferPublish: _aio.UnaryUnaryMultiCallable[_dispatcher_pb2.BufferPublishRequest, _dispatcher_pb2.BufferPublishResponse]  # type: ignore[assignment]
     GetTaskJwks: _aio.UnaryUnaryMultiCallable[_dispatcher_pb2.GetTaskJwksRequest, _dispatcher_pb2.GetTaskJwksResponse]  # type: ignore[assignment]
+    ClaimTasks: _aio.UnaryUnaryMultiCallable[_dispatcher_pb2.ClaimTasksRequest, _dispatcher_pb2.ClaimTasksResponse]  # type: ignore[assignment]
+    HeartbeatTasks: _aio.UnaryUnaryMultiCallable[_dispatcher_pb2.HeartbeatTasksRequest, _dispatcher_pb2.HeartbeatTasksResponse]  # type: ignore[assignment]
+    CompleteTasks: _aio.UnaryUnaryMultiCallable[_dispatcher_pb2.CompleteTasksRequest, _dispatcher_pb2.CompleteTasksResponse]  # type: ignore[assignment]
 
 class DispatcherServiceServicer(metaclass=_abc_1.ABCMeta):
     """The Dispatcher owns task state: claims, leases, fencing, retries and the outbox.
@@ -83,6 +101,12 @@ class DispatcherServiceServicer(metaclass=_abc_1.ABCMeta):
     - task scoped (Heartbeat, CompleteTask, EmitEvents, BufferPublish):
       `x-trace-task-capability` plus the fencing triple in the message.
     - GetTaskJwks: public keys only, no credential.
+
+    ClaimTasks, HeartbeatTasks and CompleteTasks carry many independent calls of
+    ClaimTask, Heartbeat and CompleteTask in one RPC (a worker running many tasks
+    coalesces them). Each item is authorized and fenced exactly like the single call
+    (the batch calls carry each item's capability token in the item, not in
+    metadata) and gets its own result or error, in request order.
     """
 
     @_abc_1.abstractmethod
@@ -147,5 +171,26 @@ class DispatcherServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _dispatcher_pb2.GetTaskJwksRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_dispatcher_pb2.GetTaskJwksResponse, _abc.Awaitable[_dispatcher_pb2.GetTaskJwksResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ClaimTasks(
+        self,
+        request: _dispatcher_pb2.ClaimTasksRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_dispatcher_pb2.ClaimTasksResponse, _abc.Awaitable[_dispatcher_pb2.ClaimTasksResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def HeartbeatTasks(
+        self,
+        request: _dispatcher_pb2.HeartbeatTasksRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_dispatcher_pb2.HeartbeatTasksResponse, _abc.Awaitable[_dispatcher_pb2.HeartbeatTasksResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def CompleteTasks(
+        self,
+        request: _dispatcher_pb2.CompleteTasksRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_dispatcher_pb2.CompleteTasksResponse, _abc.Awaitable[_dispatcher_pb2.CompleteTasksResponse]]: ...
 
 def add_DispatcherServiceServicer_to_server(servicer: DispatcherServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
