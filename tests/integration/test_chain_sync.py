@@ -227,3 +227,67 @@ async def test_cryo_ingest_must_publish_exactly_one_version(client: DispatcherCl
         assert exc.value.reason == "PUBLICATION_REQUIRED"
         assert await db.fetchval("SELECT status FROM tasks WHERE id = $1", uuid.UUID(task_id)) == "running"
     assert await db.fetchval("SELECT count(*) FROM dataset_versions") == 0
+
+
+TAIL_LAG = 2
+
+
+def follow_yaml(name: str) -> str:
+    return f"""
+kind: chain_sync
+name: {name}
+chain_id: 31337
+mode:
+  kind: follow_head
+  from_block: 0
+  tail_lag: {TAIL_LAG}
+  head_poll_interval_seconds: 1
+  max_head_age_seconds: 3
+streams:
+  blocks:
+    cryo_dataset_name: blocks
+    rpc_pool: local
+    chunk_size: 4
+    max_inflight: 2
+"""
+
+
+async def test_follow_head_keeps_up_and_stops_planning_on_a_stale_head(
+    settings: Settings, db: asyncpg.Connection
+) -> None:
+    node = AnvilNode.start("--block-time", "1")
+    try:
+        node.mine(20)
+        fast = replace(
+            settings,
+            rpc_pools={"local": node.url},
+            dispatcher=replace(settings.dispatcher, planner_interval_seconds=0.05, head_observer_interval_seconds=0.2),
+        )
+        running = await start_platform(fast, migrate=False, run_worker=True)
+        try:
+            async with grpc.aio.insecure_channel(running.addr) as ch:
+                admin = _admin(ch, settings)
+                await admin.apply(ORG, follow_yaml("follow"))
+
+                async def caught_up_to(target: int) -> bool:
+                    stream = (await admin.status(ORG, "follow"))[0].streams[0]
+                    return stream.completed_blocks >= target
+
+                await eventually(lambda: caught_up_to(16), timeout=30, interval=0.2)
+                head_then = node.block_number()
+                # Keeps up: everything up to head + 1 - tail_lag of a later head gets synced.
+                await eventually(lambda: caught_up_to(head_then + 1 - TAIL_LAG), timeout=30, interval=0.2)
+                stream = (await admin.status(ORG, "follow"))[0].streams[0]
+                assert stream.HasField("head_block") and stream.head_block >= head_then
+                # The planner never plans past head + 1 - tail_lag.
+                assert stream.cursor <= stream.head_block + 1 - TAIL_LAG
+
+                node.stop()  # no more head observations: the last one goes stale
+                await asyncio.sleep(3.5)
+                frozen = await db.fetchval("SELECT max(range_end) FROM chain_sync_ranges")
+                await asyncio.sleep(1.5)
+                assert await db.fetchval("SELECT max(range_end) FROM chain_sync_ranges") == frozen
+        finally:
+            await running.stop(grace=0.5)
+    finally:
+        node.stop()

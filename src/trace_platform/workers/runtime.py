@@ -19,7 +19,14 @@ from typing import Any
 from trace_platform.adapters.queue.base import Message, Queue
 from trace_platform.clients.dispatcher import DispatcherClient
 from trace_platform.core.config import WorkerSettings
-from trace_platform.core.errors import Aborted, FailedPrecondition, NotFound, TraceError
+from trace_platform.core.errors import (
+    Aborted,
+    DeadlineExceeded,
+    FailedPrecondition,
+    NotFound,
+    TraceError,
+    Unavailable,
+)
 from trace_platform.core.models import TaskRef
 from trace_platform.gen.trace.v1 import common_pb2, dispatcher_pb2
 
@@ -44,6 +51,10 @@ class OperatorResult:
 
 
 Operator = Callable[[OperatorContext], Awaitable[OperatorResult]]
+
+
+COMPLETE_RETRIES = 12  # ~15 s of backoff in all
+RETRY_VISIBILITY_SECONDS = 1.0
 
 
 class LeaseLost(Exception):
@@ -94,8 +105,11 @@ class WorkerRuntime:
         try:
             await self.handle(message)
         except TraceError as exc:
-            # Dispatcher unreachable or similar: leave the message to reappear.
+            # Dispatcher unreachable or similar: let the message reappear soon, not after the
+            # full visibility timeout (a restarting Dispatcher would otherwise stall every task).
             log.warning("wake-up not handled", extra={"reason": exc.reason})
+            with contextlib.suppress(Exception):
+                await self.queue.change_visibility(self.queue_name, [message], RETRY_VISIBILITY_SECONDS)
         except Exception:
             log.exception("wake-up handling crashed")
         finally:
@@ -147,19 +161,28 @@ class WorkerRuntime:
         self, ref: TaskRef, cap: str, status: int, result: OperatorResult | None = None, error: str = ""
     ) -> None:
         result = result or OperatorResult()
-        try:
-            await self.dispatcher.complete(
-                ref,
-                cap,
-                status,
-                events=result.events,
-                outputs=result.outputs,
-                datasets_published=result.datasets_published,
-                error_message=error[:2000],
-            )
-        except (Aborted, FailedPrecondition, NotFound) as exc:
-            # A newer attempt owns the task; our outcome must not be recorded.
-            log.warning("completion refused", extra={"task_id": ref.task_id, "reason": exc.reason})
+        # A Dispatcher restarting must not cost the work: retry while the lease may still hold.
+        delay = 0.1
+        for _ in range(COMPLETE_RETRIES):
+            try:
+                await self.dispatcher.complete(
+                    ref,
+                    cap,
+                    status,
+                    events=result.events,
+                    outputs=result.outputs,
+                    datasets_published=result.datasets_published,
+                    error_message=error[:2000],
+                )
+                return
+            except (Aborted, FailedPrecondition, NotFound) as exc:
+                # A newer attempt owns the task; our outcome must not be recorded.
+                log.warning("completion refused", extra={"task_id": ref.task_id, "reason": exc.reason})
+                return
+            except (Unavailable, DeadlineExceeded):
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+        log.warning("completion not delivered; the lease reaper will retry the task", extra={"task_id": ref.task_id})
 
     async def _heartbeat(self, ref: TaskRef, cap: str, expires: datetime, message: Message) -> None:
         """Returns only when the lease is lost; cancelled when the work ends."""
