@@ -126,8 +126,9 @@ class InvokerSettings:
     sandbox_uid_count: int = 4096
     python: str = "/usr/bin/python3"
     node: str = "node"
-    # Lambda backend: one platform-managed runner function per runtime.
-    lambda_function_prefix: str = "trace-udf-runner-"
+    # Lambda backend: the platform-managed runner function (it picks the language runner
+    # from the bundle manifest).
+    lambda_function_name: str = "trace-udf-runner"
     lambda_endpoint_url: str | None = None
 
 
@@ -218,6 +219,7 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
         timeout_seconds=_float(env, "TRACE_INVOKER_TIMEOUT_SECONDS", 60.0),
         python=env.get("TRACE_INVOKER_PYTHON", "/usr/bin/python3"),
         node=env.get("TRACE_INVOKER_NODE", "node"),
+        lambda_function_name=env.get("TRACE_INVOKER_LAMBDA_FUNCTION", "trace-udf-runner"),
         lambda_endpoint_url=env.get("TRACE_INVOKER_LAMBDA_ENDPOINT_URL") or None,
     )
     return Settings(
