@@ -12,6 +12,7 @@ import uvloop
 
 from trace_platform.adapters.postgres.migrations import migrate_dsn
 from trace_platform.app import RunningPlatform, start_platform
+from trace_platform.cli.bundle import bundle_group
 from trace_platform.cli.common import addr_option, data_dir_option
 from trace_platform.cli.query import query, sql_group
 from trace_platform.cli.tasks import demo, run_demo, task_group
@@ -166,6 +167,7 @@ cli.add_command(task_group)
 cli.add_command(demo)
 cli.add_command(sql_group)
 cli.add_command(query)
+cli.add_command(bundle_group)
 
 
 def main() -> None:
