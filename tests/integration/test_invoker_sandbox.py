@@ -68,6 +68,15 @@ async def test_python_bundle(lab: UdfLab) -> None:
     assert os.listdir(lab.runs) == [], "run directory not removed"
 
 
+async def test_python_async_handler_and_package_entrypoint(lab: UdfLab) -> None:
+    files = {
+        "pkg/__init__.py": b"",
+        "pkg/udf.py": b"async def run(event, context):\n    return {'attempt': context.attempt, 'async': True}\n",
+    }
+    url = lab.bundle("python", "pkg.udf.run", files)
+    assert result(await lab.invoker().invoke(invocation(url, attempt=2))) == {"attempt": 2, "async": True}
+
+
 async def test_node_bundles_cjs_and_async_esm(lab: UdfLab) -> None:
     cjs = lab.bundle("node", "lib/index.handler", {"lib/index.js": NODE_CJS})
     res = await lab.invoker().invoke(invocation(cjs, inputs={"values": [4, 5]}))

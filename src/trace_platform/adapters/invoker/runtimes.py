@@ -4,7 +4,8 @@ event as JSON on stdin, the result as JSON on stdout, diagnostics on stderr.
 - ``python``: entrypoint ``module.function``, run by the machine's Python in isolated
   mode (``-I``: no PYTHON* variables, no user site, no script directory on sys.path).
   A small platform shim imports the handler and calls ``handler(event)`` or
-  ``handler(event, context)``; awaitables are awaited.
+  ``handler(event, context)``; awaitables are awaited (asyncio is imported only then,
+  which keeps the cold start close to the bare interpreter's).
 - ``node``: entrypoint ``file.handler`` (``file`` + .js/.mjs/.cjs), the machine's
   Node.js; the handler may be async (AWS style).
 - ``rust`` / ``custom``: the ``bootstrap`` executable at the bundle root (the AWS
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 PYTHON_SHIM = r"""
-import asyncio, importlib, inspect, json, os, sys, types
+import importlib, json, os, sys, types
 root, entry = sys.argv[1], sys.argv[2]
 out = os.fdopen(os.dup(1), "w", encoding="utf-8")
 os.dup2(2, 1)
@@ -30,12 +31,12 @@ event = json.load(sys.stdin)
 module_name, func_name = entry.rsplit(".", 1)
 handler = getattr(importlib.import_module(module_name), func_name)
 context = types.SimpleNamespace(**{k: event.get(k) for k in ("task_id", "attempt", "lease_token", "deadline_unix")})
-try:
-    arity = len(inspect.signature(handler).parameters)
-except (TypeError, ValueError):
-    arity = 1
+func = getattr(handler, "__func__", handler)
+code = getattr(func, "__code__", None)
+arity = code.co_argcount - (func is not handler) if code is not None else 1
 result = handler(event, context) if arity >= 2 else handler(event)
-if inspect.isawaitable(result):
+if hasattr(result, "__await__"):
+    import asyncio
     async def _await(value):
         return await value
     result = asyncio.run(_await(result))
