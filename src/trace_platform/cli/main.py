@@ -12,6 +12,7 @@ import uvloop
 
 from trace_platform.adapters.postgres.migrations import migrate_dsn
 from trace_platform.app import RunningPlatform, platform_operators, start_platform
+from trace_platform.cli.bundle import bundle_group
 from trace_platform.cli.chain_sync import CHAIN_SYNC_COMMANDS
 from trace_platform.cli.common import addr_option, data_dir_option
 from trace_platform.cli.query import query, sql_group
@@ -200,6 +201,7 @@ cli.add_command(sql_group)
 cli.add_command(query)
 for command in CHAIN_SYNC_COMMANDS:
     cli.add_command(command)
+cli.add_command(bundle_group)
 
 
 def main() -> None:

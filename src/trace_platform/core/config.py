@@ -97,6 +97,44 @@ class UserAuthSettings:
 
 
 @dataclass(frozen=True)
+class InvokerSettings:
+    """The RuntimeInvoker: where bundles may come from, who signs them, how UDFs are sandboxed.
+
+    ``network``: ``isolated`` runs every UDF in its own network namespace and fails
+    closed when the machine cannot make one; ``auto`` isolates when it can and runs
+    on the host network otherwise (reported by the invoker); ``host`` never isolates.
+    """
+
+    backend: str = "local"  # local | lambda
+    # Directories a file:// bundle URL may point into (empty: <data dir>/bundles).
+    bundle_roots: tuple[Path, ...] = ()
+    # Ed25519 public keys (*.pub) trusted to sign bundles (None: <data dir>/bundle_keys).
+    trusted_keys_dir: Path | None = None
+    # Where per-invocation private run directories are made (short: it holds a unix socket).
+    runs_dir: Path | None = None
+    # The task API the UDF may reach (host:port), bridged into the sandbox as a unix socket.
+    task_endpoint: str = ""
+    network: str = "auto"
+    timeout_seconds: float = 60.0
+    cpu_seconds: int = 60
+    memory_bytes: int = 1024 * 1024 * 1024
+    file_size_bytes: int = 64 * 1024 * 1024
+    max_processes: int = 64
+    max_open_files: int = 256
+    stdout_limit_bytes: int = 1024 * 1024
+    stderr_limit_bytes: int = 64 * 1024
+    # When the invoker runs as root each invocation gets its own uid from this range.
+    sandbox_uid_base: int = 200_000
+    sandbox_uid_count: int = 4096
+    python: str = "/usr/bin/python3"
+    node: str = "node"
+    # Lambda backend: the platform-managed runner function (it picks the language runner
+    # from the bundle manifest).
+    lambda_function_name: str = "trace-udf-runner"
+    lambda_endpoint_url: str | None = None
+
+
+@dataclass(frozen=True)
 class Settings:
     database_url: str | None = None
     listen: str = DEFAULT_ADDR
@@ -117,6 +155,7 @@ class Settings:
     rpc_pools: Mapping[str, str] = field(default_factory=dict, repr=False)
     # Where dataset versions are written: file:///dir (Lite default <data dir>/objects) or s3://bucket/prefix.
     datasets_uri: str | None = None
+    invoker: InvokerSettings = field(default_factory=InvokerSettings)
 
     def with_overrides(self, **changes: object) -> Settings:
         return replace(self, **changes)  # type: ignore[arg-type]
@@ -184,6 +223,18 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
         for name, url in env.items()
         if name.startswith("TRACE_RPC_POOL_") and name.endswith("_URL") and url
     }
+    invoker = InvokerSettings(
+        backend=env.get("TRACE_INVOKER_BACKEND", "local"),
+        bundle_roots=tuple(Path(p) for p in env.get("TRACE_INVOKER_BUNDLE_ROOTS", "").split(os.pathsep) if p),
+        trusted_keys_dir=Path(env["TRACE_BUNDLE_KEYS_DIR"]) if env.get("TRACE_BUNDLE_KEYS_DIR") else None,
+        task_endpoint=env.get("TRACE_INVOKER_TASK_ENDPOINT", ""),
+        network=env.get("TRACE_INVOKER_NETWORK", "auto"),
+        timeout_seconds=_float(env, "TRACE_INVOKER_TIMEOUT_SECONDS", 60.0),
+        python=env.get("TRACE_INVOKER_PYTHON", "/usr/bin/python3"),
+        node=env.get("TRACE_INVOKER_NODE", "node"),
+        lambda_function_name=env.get("TRACE_INVOKER_LAMBDA_FUNCTION", "trace-udf-runner"),
+        lambda_endpoint_url=env.get("TRACE_INVOKER_LAMBDA_ENDPOINT_URL") or None,
+    )
     return Settings(
         database_url=env.get("TRACE_DATABASE_URL") or None,
         listen=env.get("TRACE_LISTEN", DEFAULT_ADDR),
@@ -199,4 +250,5 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
         user_auth=user_auth,
         rpc_pools=rpc_pools,
         datasets_uri=env.get("TRACE_DATASETS_URI") or None,
+        invoker=invoker,
     )

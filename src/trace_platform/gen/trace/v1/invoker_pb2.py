@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16trace/v1/invoker.proto\x12\x08trace.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe6\x01\n\rInvokeRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\x12\x13\n\x0blease_token\x18\x03 \x01(\t\x12\x34\n\x10lease_expires_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10\x63\x61pability_token\x18\x05 \x01(\t\x12\x12\n\nbundle_url\x18\x06 \x01(\t\x12\x10\n\x08operator\x18\x07 \x01(\t\x12\x13\n\x0b\x63onfig_json\x18\x08 \x01(\t\x12\x13\n\x0binputs_json\x18\t \x01(\t\"`\n\x0eInvokeResponse\x12\x11\n\texit_code\x18\x01 \x01(\x05\x12\x13\n\x0bresult_json\x18\x02 \x01(\t\x12\x13\n\x0bstderr_tail\x18\x03 \x01(\t\x12\x11\n\ttimed_out\x18\x04 \x01(\x08\x32T\n\x15RuntimeInvokerService\x12;\n\x06Invoke\x12\x17.trace.v1.InvokeRequest\x1a\x18.trace.v1.InvokeResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16trace/v1/invoker.proto\x12\x08trace.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xfd\x01\n\rInvokeRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\x12\x13\n\x0blease_token\x18\x03 \x01(\t\x12\x34\n\x10lease_expires_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10\x63\x61pability_token\x18\x05 \x01(\t\x12\x12\n\nbundle_url\x18\x06 \x01(\t\x12\x10\n\x08operator\x18\x07 \x01(\t\x12\x13\n\x0b\x63onfig_json\x18\x08 \x01(\t\x12\x13\n\x0binputs_json\x18\t \x01(\t\x12\x15\n\rbundle_sha256\x18\n \x01(\t\"\x9c\x01\n\x0eInvokeResponse\x12\x11\n\texit_code\x18\x01 \x01(\x05\x12\x13\n\x0bresult_json\x18\x02 \x01(\t\x12\x13\n\x0bstderr_tail\x18\x03 \x01(\t\x12\x11\n\ttimed_out\x18\x04 \x01(\x08\x12\x14\n\x0c\x65rror_reason\x18\x05 \x01(\t\x12\x0f\n\x07runtime\x18\x06 \x01(\t\x12\x13\n\x0b\x64uration_ms\x18\x07 \x01(\x03\x32T\n\x15RuntimeInvokerService\x12;\n\x06Invoke\x12\x17.trace.v1.InvokeRequest\x1a\x18.trace.v1.InvokeResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,9 +33,9 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'trace.v1.invoker_pb2', _glo
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_INVOKEREQUEST']._serialized_start=70
-  _globals['_INVOKEREQUEST']._serialized_end=300
-  _globals['_INVOKERESPONSE']._serialized_start=302
-  _globals['_INVOKERESPONSE']._serialized_end=398
-  _globals['_RUNTIMEINVOKERSERVICE']._serialized_start=400
-  _globals['_RUNTIMEINVOKERSERVICE']._serialized_end=484
+  _globals['_INVOKEREQUEST']._serialized_end=323
+  _globals['_INVOKERESPONSE']._serialized_start=326
+  _globals['_INVOKERESPONSE']._serialized_end=482
+  _globals['_RUNTIMEINVOKERSERVICE']._serialized_start=484
+  _globals['_RUNTIMEINVOKERSERVICE']._serialized_end=568
 # @@protoc_insertion_point(module_scope)

@@ -30,6 +30,7 @@ class InvokeRequest(_message.Message):
     OPERATOR_FIELD_NUMBER: _builtins.int
     CONFIG_JSON_FIELD_NUMBER: _builtins.int
     INPUTS_JSON_FIELD_NUMBER: _builtins.int
+    BUNDLE_SHA256_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     attempt: _builtins.int
     lease_token: _builtins.str
@@ -39,6 +40,8 @@ class InvokeRequest(_message.Message):
     operator: _builtins.str
     config_json: _builtins.str
     inputs_json: _builtins.str
+    bundle_sha256: _builtins.str
+    """Pinned SHA-256 (lowercase hex) of the bundle archive; checked before anything else when set."""
     @_builtins.property
     def lease_expires_at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -53,10 +56,11 @@ class InvokeRequest(_message.Message):
         operator: _builtins.str = ...,
         config_json: _builtins.str = ...,
         inputs_json: _builtins.str = ...,
+        bundle_sha256: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["lease_expires_at", b"lease_expires_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "bundle_url", b"bundle_url", "capability_token", b"capability_token", "config_json", b"config_json", "inputs_json", b"inputs_json", "lease_expires_at", b"lease_expires_at", "lease_token", b"lease_token", "operator", b"operator", "task_id", b"task_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "bundle_sha256", b"bundle_sha256", "bundle_url", b"bundle_url", "capability_token", b"capability_token", "config_json", b"config_json", "inputs_json", b"inputs_json", "lease_expires_at", b"lease_expires_at", "lease_token", b"lease_token", "operator", b"operator", "task_id", b"task_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -70,12 +74,22 @@ class InvokeResponse(_message.Message):
     RESULT_JSON_FIELD_NUMBER: _builtins.int
     STDERR_TAIL_FIELD_NUMBER: _builtins.int
     TIMED_OUT_FIELD_NUMBER: _builtins.int
+    ERROR_REASON_FIELD_NUMBER: _builtins.int
+    RUNTIME_FIELD_NUMBER: _builtins.int
+    DURATION_MS_FIELD_NUMBER: _builtins.int
     exit_code: _builtins.int
     result_json: _builtins.str
     """The bundle's result JSON (stdout), bounded."""
     stderr_tail: _builtins.str
     """Captured stderr, bounded."""
     timed_out: _builtins.bool
+    error_reason: _builtins.str
+    """Why the UDF produced no result (UDF_TIMEOUT, UDF_EXIT_NONZERO, UDF_KILLED,
+    UDF_RESULT_INVALID, UDF_RESULT_TOO_LARGE, UDF_FUNCTION_ERROR); empty on success.
+    A bundle that could not be fetched or verified is an error status instead.
+    """
+    runtime: _builtins.str
+    duration_ms: _builtins.int
     def __init__(
         self,
         *,
@@ -83,10 +97,13 @@ class InvokeResponse(_message.Message):
         result_json: _builtins.str = ...,
         stderr_tail: _builtins.str = ...,
         timed_out: _builtins.bool = ...,
+        error_reason: _builtins.str = ...,
+        runtime: _builtins.str = ...,
+        duration_ms: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["exit_code", b"exit_code", "result_json", b"result_json", "stderr_tail", b"stderr_tail", "timed_out", b"timed_out"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["duration_ms", b"duration_ms", "error_reason", b"error_reason", "exit_code", b"exit_code", "result_json", b"result_json", "runtime", b"runtime", "stderr_tail", b"stderr_tail", "timed_out", b"timed_out"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,1 @@
+"""Runtime invokers: run an untrusted UDF bundle for one claimed task attempt."""

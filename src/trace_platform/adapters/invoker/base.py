@@ -1,0 +1,69 @@
+"""The one small interface every invoker implements, and its request/result types.
+
+``Invocation`` is the reference's invocation payload (task id, attempt, lease token and
+expiry, capability token, bundle location) plus the work (operator, config, inputs).
+``event()`` is what the UDF reads on stdin; the capability token is not in it (it goes
+into the sandbox environment, or into the Lambda payload for the platform runner).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+# Why a UDF run did not produce a result. Empty: success.
+UDF_OK = ""
+UDF_TIMEOUT = "UDF_TIMEOUT"
+UDF_EXIT_NONZERO = "UDF_EXIT_NONZERO"
+UDF_KILLED = "UDF_KILLED"
+UDF_RESULT_INVALID = "UDF_RESULT_INVALID"
+UDF_RESULT_TOO_LARGE = "UDF_RESULT_TOO_LARGE"
+UDF_FUNCTION_ERROR = "UDF_FUNCTION_ERROR"
+
+
+@dataclass(frozen=True)
+class Invocation:
+    task_id: str
+    attempt: int
+    lease_token: str
+    lease_expires_at: datetime
+    capability_token: str = field(repr=False)
+    bundle_url: str
+    bundle_sha256: str = ""
+    operator: str = "udf"
+    config: dict[str, Any] = field(default_factory=dict)
+    inputs: dict[str, Any] = field(default_factory=dict)
+
+    def event(self, deadline_unix: float) -> dict[str, Any]:
+        return {
+            "task_id": self.task_id,
+            "attempt": self.attempt,
+            "lease_token": self.lease_token,
+            "lease_expires_at": self.lease_expires_at.isoformat(),
+            "deadline_unix": round(deadline_unix, 3),
+            "operator": self.operator,
+            "config": self.config,
+            "inputs": self.inputs,
+        }
+
+
+@dataclass(frozen=True)
+class InvocationResult:
+    exit_code: int
+    result_json: str
+    stderr_tail: str
+    timed_out: bool
+    error_reason: str = UDF_OK
+    runtime: str = ""
+    duration_seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.error_reason == UDF_OK
+
+
+class RuntimeInvoker(Protocol):
+    async def invoke(self, invocation: Invocation) -> InvocationResult: ...
+
+    async def close(self) -> None: ...

@@ -1,0 +1,196 @@
+"""The Lite invoker: fetch a signed bundle (file://), verify and extract it into a fresh
+private run directory, and run it in the sandbox (see ``sandbox``).
+
+Per invocation::
+
+    <runs_dir>/udf-XXXX/          0700 (owned by the sandbox uid when running as root)
+        bundle-XXXX/              the verified bundle, read-only
+        home/                     HOME, the only directory meant for the UDF to write
+        task.sock                 the bridge to the task endpoint (isolated network only)
+
+The UDF's environment is exactly PATH, HOME, LANG, TRACE_TASK_CAPABILITY and
+TRACE_TASK_ENDPOINT. Everything is removed afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from trace_platform.adapters.invoker import base
+from trace_platform.adapters.invoker.base import Invocation, InvocationResult
+from trace_platform.adapters.invoker.bridge import TaskEndpointBridge
+from trace_platform.adapters.invoker.runtimes import Executables, runtime_argv
+from trace_platform.adapters.invoker.sandbox import (
+    ProcessOutcome,
+    SandboxLimits,
+    SandboxPlan,
+    UidPool,
+    kill_uid,
+    probe,
+    run_bounded,
+    wrapper_argv,
+)
+from trace_platform.core.bundle_manifest import BundleRejected, TrustedKeys
+from trace_platform.core.bundles import BundleLimits, extract_bundle, remove_tree
+from trace_platform.core.config import InvokerSettings
+from trace_platform.core.errors import FailedPrecondition, InvalidArgument, PermissionDenied
+
+log = logging.getLogger(__name__)
+SANDBOX_PATH = "/usr/local/bin:/usr/bin:/bin"
+CAPABILITY_ENV = "TRACE_TASK_CAPABILITY"
+ENDPOINT_ENV = "TRACE_TASK_ENDPOINT"
+
+
+def limits_from(settings: InvokerSettings) -> SandboxLimits:
+    return SandboxLimits(
+        timeout_seconds=settings.timeout_seconds,
+        cpu_seconds=settings.cpu_seconds,
+        memory_bytes=settings.memory_bytes,
+        file_size_bytes=settings.file_size_bytes,
+        max_processes=settings.max_processes,
+        max_open_files=settings.max_open_files,
+        stdout_limit_bytes=settings.stdout_limit_bytes,
+        stderr_limit_bytes=settings.stderr_limit_bytes,
+    )
+
+
+def fetch_file_bundle(url: str, roots: tuple[Path, ...], dest: Path, max_bytes: int, sha256: str) -> Path:
+    """Copy a file:// bundle that lies under one of ``roots`` into ``dest`` (bounded),
+    checking the pinned digest when one is given. The copy is what gets verified, so
+    the source changing afterwards cannot matter."""
+    parsed = urlparse(url)
+    if parsed.scheme != "file" or parsed.netloc not in ("", "localhost"):
+        raise InvalidArgument("BUNDLE_URL_UNSUPPORTED", "the Lite invoker fetches file:// bundle URLs only")
+    source = Path(unquote(parsed.path)).resolve()
+    if not any(source.is_relative_to(root.resolve()) for root in roots):
+        raise PermissionDenied("BUNDLE_URL_FORBIDDEN", "bundle URL is outside the configured bundle roots")
+    digest = hashlib.sha256()
+    copied = 0
+    try:
+        with source.open("rb") as src, dest.open("xb") as out:
+            while chunk := src.read(65536):
+                copied += len(chunk)
+                if copied > max_bytes:
+                    raise BundleRejected("BUNDLE_TOO_LARGE", "bundle archive exceeds the size cap")
+                digest.update(chunk)
+                out.write(chunk)
+    except (FileNotFoundError, IsADirectoryError, PermissionError):
+        raise BundleRejected("BUNDLE_NOT_FOUND", "bundle archive not found") from None
+    if sha256 and digest.hexdigest() != sha256.lower():
+        raise BundleRejected("BUNDLE_DIGEST_MISMATCH", "bundle archive does not match its pinned sha256")
+    return dest
+
+
+def classify(outcome: ProcessOutcome, runtime: str) -> InvocationResult:
+    stderr = outcome.stderr_tail.decode("utf-8", "replace")
+    reason = base.UDF_OK
+    result = ""
+    if outcome.timed_out:
+        reason = base.UDF_TIMEOUT
+    elif outcome.stdout_overflow:
+        reason = base.UDF_RESULT_TOO_LARGE
+    elif outcome.returncode < 0:
+        reason = base.UDF_KILLED
+    elif outcome.returncode > 0:
+        reason = base.UDF_EXIT_NONZERO
+    else:
+        try:
+            result = outcome.stdout.decode("utf-8")
+            json.loads(result)
+        except (UnicodeDecodeError, ValueError):
+            reason, result = base.UDF_RESULT_INVALID, ""
+    return InvocationResult(
+        exit_code=outcome.returncode,
+        result_json=result,
+        stderr_tail=stderr,
+        timed_out=outcome.timed_out,
+        error_reason=reason,
+        runtime=runtime,
+        duration_seconds=outcome.duration_seconds,
+    )
+
+
+class LocalInvoker:
+    def __init__(
+        self,
+        settings: InvokerSettings,
+        trusted: TrustedKeys,
+        *,
+        bundle_roots: tuple[Path, ...],
+        runs_dir: Path | None = None,
+        plan: SandboxPlan | None = None,
+        bundle_limits: BundleLimits | None = None,
+    ) -> None:
+        self.settings = settings
+        self.plan = plan or probe(settings.network)
+        self.limits = limits_from(settings)
+        self._trusted = trusted
+        self._roots = bundle_roots
+        self._runs_dir = runs_dir or Path(tempfile.gettempdir())
+        self._bundle_limits = bundle_limits or BundleLimits()
+        self._exes = Executables(python=settings.python, node=settings.node)
+        self._uids = UidPool(settings.sandbox_uid_base, settings.sandbox_uid_count)
+        log.info("lite invoker sandbox", extra={"sandbox": self.plan.describe()})
+
+    async def invoke(self, invocation: Invocation) -> InvocationResult:
+        lease_left = (invocation.lease_expires_at - datetime.now(UTC)).total_seconds()
+        if lease_left <= 0:
+            raise FailedPrecondition("LEASE_EXPIRED", "the attempt's lease has already expired")
+        timeout = min(self.limits.timeout_seconds, lease_left)
+        self._runs_dir.mkdir(parents=True, exist_ok=True)
+        run_dir = Path(tempfile.mkdtemp(prefix="udf-", dir=self._runs_dir))
+        uid = self._uids.acquire() if self.plan.switch_uid else None
+        bridge: TaskEndpointBridge | None = None
+        try:
+            archive = await asyncio.to_thread(
+                fetch_file_bundle,
+                invocation.bundle_url,
+                self._roots,
+                run_dir / "bundle.zip",
+                self._bundle_limits.max_archive_bytes,
+                invocation.bundle_sha256,
+            )
+            extracted = await asyncio.to_thread(
+                extract_bundle, archive, self._trusted, self._bundle_limits, run_dir, 0o555
+            )
+            archive.unlink()
+            home = run_dir / "home"
+            home.mkdir(mode=0o700)
+            if uid is not None:
+                os.chown(home, uid, uid)
+                os.chown(run_dir, uid, uid)
+            env = {"PATH": SANDBOX_PATH, "HOME": str(home), "LANG": "C.UTF-8"}
+            env[CAPABILITY_ENV] = invocation.capability_token
+            if self.settings.task_endpoint:
+                if self.plan.netns:
+                    bridge = TaskEndpointBridge(run_dir / "task.sock", self.settings.task_endpoint, uid)
+                    await bridge.start()
+                    env[ENDPOINT_ENV] = bridge.target
+                else:
+                    env[ENDPOINT_ENV] = self.settings.task_endpoint
+            m = extracted.manifest
+            argv = wrapper_argv(self.plan, self.limits, uid) + runtime_argv(
+                m.runtime, m.entrypoint, extracted.root, self._exes
+            )
+            stdin = json.dumps(invocation.event(time.time() + timeout)).encode()
+            outcome = await run_bounded(argv, stdin, env, extracted.root, self.limits, timeout)
+            return classify(outcome, m.runtime)
+        finally:
+            if bridge is not None:
+                await bridge.close()
+            if uid is not None:
+                await kill_uid(self.plan.setpriv, uid)
+                self._uids.release(uid)
+            await asyncio.to_thread(remove_tree, run_dir)
+
+    async def close(self) -> None:
+        return None

@@ -1,0 +1,87 @@
+"""`trace bundle`: create signing keys, build and verify signed UDF bundles."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import click
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from trace_platform.core.bundle_manifest import RUNTIMES, TrustedKeys, key_id, load_private_key, load_public_key
+from trace_platform.core.bundles import build_bundle, extract_bundle, remove_tree
+from trace_platform.core.errors import TraceError
+
+
+@click.group("bundle")
+def bundle_group() -> None:
+    """Signed UDF bundles (zip + bundle_manifest.json, Ed25519)."""
+
+
+@bundle_group.command("keygen")
+@click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path), required=True)
+@click.option("--name", default="bundle-signing", show_default=True, help="File stem of NAME.key / NAME.pub.")
+def keygen(out_dir: Path, name: str) -> None:
+    """Create an Ed25519 key pair: NAME.key (private, mode 0600) and NAME.pub."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    private = out_dir / f"{name}.key"
+    public = out_dir / f"{name}.pub"
+    if private.exists() or public.exists():
+        raise click.ClickException(f"{private} or {public} already exists")
+    key = Ed25519PrivateKey.generate()
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    # O_EXCL with mode 0600 from the start: the key is never readable by others, not even briefly.
+    fd = os.open(private, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(pem)
+    public.write_bytes(
+        key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    click.echo(f"key id {key_id(key.public_key())}: private {private}, public {public}")
+
+
+@bundle_group.command("build")
+@click.argument("source", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--key", "key_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True)
+@click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option("--runtime", type=click.Choice(RUNTIMES), default=None, help="Default: rust if ./bootstrap exists.")
+@click.option("--entrypoint", default="", help="python: module.function; node: file.handler; rust: bootstrap.")
+def build(source: Path, key_path: Path, out: Path, runtime: str | None, entrypoint: str) -> None:
+    """Build and sign a bundle from SOURCE (every regular file; symlinks refused)."""
+    if runtime is None:
+        if not (source / "bootstrap").is_file():
+            raise click.ClickException("--runtime is required unless SOURCE has a bootstrap executable")
+        runtime = "rust"
+    try:
+        key = load_private_key(key_path.read_bytes())
+    except (ValueError, TypeError) as exc:
+        raise click.ClickException(f"{key_path}: {exc}") from None
+    try:
+        manifest = build_bundle(
+            source, runtime, entrypoint or ("bootstrap" if runtime in ("rust", "custom") else ""), key, out
+        )
+    except TraceError as exc:
+        raise click.ClickException(f"{exc.reason}: {exc.message}") from None
+    click.echo(
+        f"{out}: {len(manifest.files)} file(s), runtime {manifest.runtime}, signed by {key_id(key.public_key())}"
+    )
+
+
+@bundle_group.command("verify")
+@click.argument("archive", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--trusted", "trusted_paths", multiple=True, type=click.Path(exists=True, path_type=Path), required=True)
+def verify(archive: Path, trusted_paths: tuple[Path, ...]) -> None:
+    """Verify a bundle against trusted public keys (files or directories of *.pub)."""
+    keys: list[Ed25519PublicKey] = []
+    for path in trusted_paths:
+        keys.extend(TrustedKeys.from_dir(path).keys.values() if path.is_dir() else [load_public_key(path.read_bytes())])
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            extracted = extract_bundle(archive, TrustedKeys.of(*keys), parent=Path(tmp))
+        except TraceError as exc:
+            raise click.ClickException(f"{exc.reason}: {exc.message}") from None
+        remove_tree(extracted.root)
+    m = extracted.manifest
+    click.echo(f"ok: runtime {m.runtime}, entrypoint {m.entrypoint or 'bootstrap'}, {len(m.files)} file(s)")

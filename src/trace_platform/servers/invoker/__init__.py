@@ -1,0 +1,1 @@
+"""The RuntimeInvoker service: run a signed UDF bundle for one claimed task attempt."""

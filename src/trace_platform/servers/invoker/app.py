@@ -1,0 +1,41 @@
+"""Composition of the RuntimeInvoker: the configured invoker behind the gRPC servicer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from trace_platform.adapters.invoker.base import RuntimeInvoker
+from trace_platform.core.bundle_manifest import TrustedKeys
+from trace_platform.core.config import Settings
+from trace_platform.core.errors import InvalidArgument
+from trace_platform.servers.common.server import ServiceBinding
+from trace_platform.servers.invoker.servicer import InvokerServicer, invoker_binding
+
+
+def build_runtime_invoker(settings: Settings) -> RuntimeInvoker:
+    inv = settings.invoker
+    if inv.backend == "lambda":
+        from trace_platform.adapters.invoker.lambda_ import LambdaInvoker
+
+        return LambdaInvoker.from_settings(settings)
+    if inv.backend != "local":
+        raise InvalidArgument("INVALID_INVOKER_BACKEND", "invoker backend must be local or lambda")
+    from trace_platform.adapters.invoker.local import LocalInvoker
+
+    trusted = TrustedKeys.from_dir(inv.trusted_keys_dir or settings.data_dir / "bundle_keys")
+    roots = inv.bundle_roots or (settings.data_dir / "bundles",)
+    return LocalInvoker(inv, trusted, bundle_roots=roots, runs_dir=inv.runs_dir)
+
+
+@dataclass
+class RuntimeInvokerApp:
+    invoker: RuntimeInvoker
+    binding: ServiceBinding
+
+    async def close(self) -> None:
+        await self.invoker.close()
+
+
+def build_invoker_app(settings: Settings, invoker: RuntimeInvoker | None = None) -> RuntimeInvokerApp:
+    invoker = invoker or build_runtime_invoker(settings)
+    return RuntimeInvokerApp(invoker, invoker_binding(InvokerServicer(invoker, settings.worker_token)))
