@@ -119,3 +119,50 @@ async def test_trace_query_prints_a_table_and_json_and_metrics_count_it(
     logs = "".join(all_output(lite))
     assert "grpc server started" in logs
     assert "read_csv" not in logs and "dedupe_key" not in logs
+
+
+def test_lite_up_shows_sync_progress_and_trace_query_answers_from_synced_data(
+    tmp_path: Path, procs: list[subprocess.Popen[str]]
+) -> None:
+    from tests.anvil import AnvilNode
+
+    node = AnvilNode.start()
+    try:
+        node.send(to=node.accounts[1], value=hex(10**18))
+        node.mine(40 - node.block_number())
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TRACE_")}
+        env.update(TRACE_DATA_DIR=str(tmp_path / "lite"), TRACE_RPC_POOL_LOCAL_URL=node.url)
+        lite = spawn(["lite", "up", "--listen", "127.0.0.1:0"], env)
+        procs.append(lite)
+        env["TRACE_ADDR"] = wait_for_line(lite, r"trace lite is up on (\S+)", timeout=60, stream="stdout")
+        spec = tmp_path / "sync.yaml"
+        spec.write_text(
+            "kind: chain_sync\nname: mini\nchain_id: 31337\n"
+            "mode:\n  kind: fixed_target\n  from_block: 0\n  to_block: 40\n"
+            "streams:\n  blocks:\n    cryo_dataset_name: blocks\n    rpc_pool: local\n"
+            "    chunk_size: 10\n    max_inflight: 2\n"
+        )
+        applied = trace("apply", "-f", str(spec), env=env)
+        assert applied.returncode == 0 and "mini: created" in applied.stdout, applied.stderr
+        # The live view in the foreground shows the stream reaching its target.
+        wait_for_line(lite, r"mini\.blocks\s+cursor\s+40 .*done\s+4 ranges / 40 blocks", timeout=60, stream="stdout")
+        status = json.loads(trace("status", "mini", "--json", env=env).stdout)
+        stream = status["jobs"][0]["streams"][0]
+        assert (stream["cursor"], stream["completed_blocks"], status["jobs"][0]["completed"]) == ("40", "40", True)
+        out = trace(
+            "query",
+            "--dataset",
+            "mini.blocks",
+            "--json",
+            "SELECT count(DISTINCT block_number) AS n FROM dataset",
+            env=env,
+        )
+        assert json.loads(out.stdout)["rows"] == [[40]], out.stderr
+        paused = trace("pause", "mini", env=env)
+        assert paused.returncode == 0 and "paused" in paused.stdout
+        missing = trace("pause", "nope", env=env)
+        assert missing.returncode != 0 and "CHAIN_SYNC_NOT_FOUND" in missing.stderr
+        lite.send_signal(signal.SIGINT)
+        assert lite.wait(timeout=30) == 0
+    finally:
+        node.stop()

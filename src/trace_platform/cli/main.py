@@ -57,7 +57,7 @@ def lite_up(listen: str, data_dir: Path, with_demo: bool) -> None:
         def on_ready(platform: RunningPlatform) -> None:
             click.echo(f"trace lite is up on {platform.addr} (data: {settings.data_dir}); Ctrl-C stops it")
 
-        await run_lite(settings, on_ready)
+        await run_lite(settings, on_ready, progress=click.echo)
 
     uvloop.run(main())
 

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import replace
 
+import grpc
+
 from trace_platform.app import RunningPlatform, start_platform
+from trace_platform.cli.chain_sync import render_status
+from trace_platform.clients.chain_sync import ChainSyncClient
 from trace_platform.core.config import LITE_ORG_ID, Settings
+from trace_platform.core.errors import TraceError
 from trace_platform.core.user_tokens import issue_user_token
 from trace_platform.lite import credentials
 from trace_platform.lite.embedded_pg import EmbeddedPostgres
@@ -17,7 +23,12 @@ from trace_platform.servers.common.server import wait_for_shutdown_signal
 log = logging.getLogger(__name__)
 
 
-async def run_lite(settings: Settings, on_ready: Callable[[RunningPlatform], None] | None = None) -> None:
+async def run_lite(
+    settings: Settings,
+    on_ready: Callable[[RunningPlatform], None] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> None:
+    """Run until SIGINT/SIGTERM. ``progress`` receives the chain_sync status whenever it changes."""
     embedded: EmbeddedPostgres | None = None
     if not settings.database_url:
         embedded = EmbeddedPostgres(settings.data_dir / "pg")
@@ -49,10 +60,36 @@ async def run_lite(settings: Settings, on_ready: Callable[[RunningPlatform], Non
         )
         if on_ready is not None:
             on_ready(platform)
-        await wait_for_shutdown_signal()
+        watcher = (
+            asyncio.create_task(_watch_progress(platform.addr, settings.admin_token, progress)) if progress else None
+        )
+        try:
+            await wait_for_shutdown_signal()
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
     finally:
         if platform is not None:
             await platform.stop()
         if embedded is not None:
             with contextlib.suppress(Exception):
                 embedded.stop()
+
+
+async def _watch_progress(addr: str, admin_token: str, emit: Callable[[str], None], interval: float = 1.0) -> None:
+    """The live progress view: the chain_sync status table, printed when it changes."""
+    last = ""
+    async with grpc.aio.insecure_channel(addr) as channel:
+        client = ChainSyncClient(channel, admin_token=admin_token)
+        while True:
+            try:
+                jobs = await client.status(LITE_ORG_ID)
+                view = render_status(jobs) if jobs else ""
+            except TraceError:
+                view = last
+            if view != last:
+                emit(view)
+                last = view
+            await asyncio.sleep(interval)
