@@ -64,12 +64,12 @@ fn main() {
 """
 
 
-def build_rust_bootstrap(workdir: Path) -> Path:
+def build_rust_bootstrap(workdir: Path, source: bytes = RUST_MAIN) -> Path:
     """``cargo build --release --offline`` of a dependency-free crate; returns the binary."""
     crate = workdir / "crate"
     (crate / "src").mkdir(parents=True)
     (crate / "Cargo.toml").write_bytes(CARGO_TOML)
-    (crate / "src" / "main.rs").write_bytes(RUST_MAIN)
+    (crate / "src" / "main.rs").write_bytes(source)
     cargo = shutil.which("cargo") or str(Path.home() / ".cargo" / "bin" / "cargo")
     subprocess.run(
         [cargo, "build", "--release", "--offline", "--quiet"],

@@ -10,13 +10,13 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import asyncpg
 import grpc
 
-from trace_platform.adapters.objectstore.factory import datasets_uri, object_stores
+from trace_platform.adapters.objectstore.factory import artifact_stores, datasets_uri, object_stores, scratch_uri
 from trace_platform.adapters.objectstore.stores import ObjectStores
 from trace_platform.adapters.postgres.migrations import migrate_dsn
 from trace_platform.adapters.postgres.pool import create_pool
@@ -27,7 +27,10 @@ from trace_platform.core.cryo_task import OPERATOR as OPERATOR_CRYO
 from trace_platform.servers.chain_sync.app import build_chain_sync
 from trace_platform.servers.common.server import GrpcServer, start_server
 from trace_platform.servers.dispatcher.app import Dispatcher, build_dispatcher, load_key_ring
+from trace_platform.servers.invoker.app import build_runtime_invoker
 from trace_platform.servers.query.app import QueryServer, build_query_server
+from trace_platform.workers.alert_evaluate import OPERATOR as OPERATOR_ALERT
+from trace_platform.workers.alert_evaluate import alert_evaluate_operator
 from trace_platform.workers.cryo_ingest import cryo_ingest_operator
 from trace_platform.workers.operators import BUILTIN_OPERATORS
 from trace_platform.workers.runtime import Operator, WorkerRuntime
@@ -68,12 +71,27 @@ class RunningPlatform:
         await self.pool.close()
 
 
-def platform_operators(settings: Settings) -> dict[str, Operator]:
-    """Operators that need the platform's settings (stores, RPC pools, staging)."""
+def with_task_endpoint(settings: Settings, addr: str) -> Settings:
+    """UDFs reach the platform's task APIs at ``addr`` unless an endpoint is configured."""
+    if settings.invoker.task_endpoint:
+        return settings
+    return replace(settings, invoker=replace(settings.invoker, task_endpoint=addr))
+
+
+def platform_operators(settings: Settings, addr: str) -> dict[str, Operator]:
+    """Operators that need the platform's settings (stores, RPC pools, staging, invoker)."""
+    settings = with_task_endpoint(settings, addr)
     return {
         OPERATOR_CRYO: cryo_ingest_operator(
             settings.data_dir / "staging" / "cryo", settings.rpc_pools, object_stores(settings), datasets_uri(settings)
-        )
+        ),
+        OPERATOR_ALERT: alert_evaluate_operator(
+            lambda: build_runtime_invoker(settings),
+            addr,
+            artifact_stores(settings),
+            scratch_uri(settings),
+            settings.invoker.timeout_seconds,
+        ),
     }
 
 
@@ -109,7 +127,8 @@ async def start_platform(
     if run_worker:
         channel = grpc.aio.insecure_channel(platform.addr)
         client = BatchingDispatcherClient(channel, worker_token=settings.worker_token)
-        platform.worker = WorkerRuntime(queue, client, {**platform_operators(settings), **operators}, settings.worker)
+        all_operators = {**platform_operators(settings, platform.addr), **operators}
+        platform.worker = WorkerRuntime(queue, client, all_operators, settings.worker)
         platform.worker_channel = channel
         platform.worker_task = asyncio.create_task(platform.worker.run(), name="worker")
     return platform

@@ -166,7 +166,7 @@ def worker_run(addr: str) -> None:
         queue = PostgresQueue(pool)
         async with grpc.aio.insecure_channel(addr) as channel:
             client = BatchingDispatcherClient(channel, worker_token=settings.worker_token)
-            operators = {**BUILTIN_OPERATORS, **platform_operators(settings)}
+            operators = {**BUILTIN_OPERATORS, **platform_operators(settings, addr)}
             runtime = WorkerRuntime(queue, client, operators, settings.worker)
             run = asyncio.create_task(runtime.run())
             await wait_for_shutdown_signal()

@@ -17,8 +17,24 @@ def datasets_uri(settings: Settings) -> str:
     return (settings.datasets_uri or f"file://{settings.data_dir / 'objects'}").rstrip("/")
 
 
-def object_stores(settings: Settings) -> ObjectStores:
-    stores: list[ArrowObjectStore] = [LocalObjectStore(file_roots(settings))]
+def scratch_uri(settings: Settings) -> str:
+    """Where task attempts write batch artifacts; each attempt gets ``<scratch>/<task>/<attempt>/``."""
+    return (settings.scratch_uri or f"file://{settings.data_dir / 'scratch'}").rstrip("/")
+
+
+def _stores(settings: Settings, roots: tuple[Path, ...]) -> ObjectStores:
+    stores: list[ArrowObjectStore] = [LocalObjectStore(roots)]
     if settings.object_store.s3_endpoint_url or settings.object_store.s3_access_key_id:
         stores.append(S3ObjectStore(settings.object_store))
     return ObjectStores(stores)
+
+
+def object_stores(settings: Settings) -> ObjectStores:
+    """Dataset objects (read by the Query Service, written by ingest operators)."""
+    return _stores(settings, file_roots(settings))
+
+
+def artifact_stores(settings: Settings) -> ObjectStores:
+    """Task batch artifacts under the scratch prefix (written by operators, read by the Sink)."""
+    local = Path(scratch_uri(settings).removeprefix("file://"))
+    return _stores(settings, (local,) if scratch_uri(settings).startswith("file://") else ())

@@ -9,6 +9,7 @@ from typing import Any
 
 import asyncpg
 
+from trace_platform.adapters.objectstore.factory import scratch_uri
 from trace_platform.adapters.postgres.outbox_repository import OutboxRepository
 from trace_platform.adapters.postgres.task_repository import TaskRepository
 from trace_platform.adapters.queue.base import Queue
@@ -53,7 +54,7 @@ def build_dispatcher(pool: asyncpg.Pool, queue: Queue, settings: Settings, ring:
     outbox_loop = loops[0]
     tok = settings.tokens
     issuer = TokenIssuer(tok.issuer, tok.ttl_seconds, ring, tok.dev_hs256_secret)
-    scratch = settings.scratch_uri or f"file://{settings.data_dir / 'scratch'}"
+    scratch = scratch_uri(settings)
 
     async def local_jwks() -> dict[str, Any]:
         return ring.jwks() if ring is not None else {"keys": []}
