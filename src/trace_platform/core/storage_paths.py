@@ -9,6 +9,7 @@ matches ``s3://b/data2/``.
 
 from __future__ import annotations
 
+import re
 from urllib.parse import urlsplit
 
 from trace_platform.core.errors import PermissionDenied
@@ -16,8 +17,11 @@ from trace_platform.core.errors import PermissionDenied
 SCHEMES = ("s3", "file")
 
 
+_CONTROL_OR_BACKSLASH = re.compile(r"[\x00-\x1f\x7f\\]")
+
+
 def _bad_path(path: str) -> bool:
-    if "\\" in path or any(ord(c) < 0x20 or ord(c) == 0x7F for c in path):
+    if _CONTROL_OR_BACKSLASH.search(path):
         return True
     segments = path.split("/")
     return any(seg in (".", "..") for seg in segments) or "" in segments[1:-1]

@@ -36,6 +36,7 @@ class DatasetAttacher:
         self._stores = stores
         self._cache: OrderedDict[tuple[str, str, str], AttachedVersion] = OrderedDict()
         self._cache_size = cache_size
+        self._verified: set[tuple[tuple[str, str, str], tuple[str, ...]]] = set()
 
     async def attach(
         self,
@@ -59,11 +60,14 @@ class DatasetAttacher:
                 self._cache.popitem(last=False)
         else:
             self._cache.move_to_end(key)
-        if read_prefixes is not None:
+        if read_prefixes is not None and (key, read_prefixes) not in self._verified:
             # Implied by the prefix check (every object lies under the prefix); kept as a
-            # second, literal check of what will actually be read.
+            # second, literal check of what will actually be read, once per version and grant.
             for uri in attached.object_uris:
                 require_under_any(uri, read_prefixes, "STORAGE_NOT_GRANTED")
+            self._verified.add((key, read_prefixes))
+            if len(self._verified) > 4 * self._cache_size:
+                self._verified.clear()
         return attached
 
     def _load(self, dataset_uuid: str, dataset_version: str, prefix_uri: str) -> AttachedVersion:
