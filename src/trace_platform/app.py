@@ -9,13 +9,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
 import asyncpg
 import grpc
 
+from trace_platform.adapters.invoker.base import RuntimeInvoker
+from trace_platform.adapters.invoker.local import LocalInvoker
 from trace_platform.adapters.objectstore.factory import artifact_stores, datasets_uri, object_stores, scratch_uri
 from trace_platform.adapters.objectstore.stores import ObjectStores
 from trace_platform.adapters.postgres.migrations import migrate_dsn
@@ -27,7 +29,7 @@ from trace_platform.core.cryo_task import OPERATOR as OPERATOR_CRYO
 from trace_platform.servers.chain_sync.app import build_chain_sync
 from trace_platform.servers.common.server import GrpcServer, start_server
 from trace_platform.servers.dispatcher.app import Dispatcher, build_dispatcher, load_key_ring
-from trace_platform.servers.invoker.app import build_runtime_invoker
+from trace_platform.servers.invoker.app import RuntimeInvokerApp, build_invoker_app, build_runtime_invoker
 from trace_platform.servers.query.app import QueryServer, build_query_server
 from trace_platform.workers.alert_evaluate import OPERATOR as OPERATOR_ALERT
 from trace_platform.workers.alert_evaluate import alert_evaluate_operator
@@ -46,6 +48,7 @@ class RunningPlatform:
     dispatcher: Dispatcher
     server: GrpcServer
     query: QueryServer
+    invoker: RuntimeInvokerApp
     worker: WorkerRuntime | None = None
     worker_channel: grpc.aio.Channel | None = None
     worker_task: asyncio.Task[None] | None = None
@@ -66,6 +69,7 @@ class RunningPlatform:
             await self.worker_channel.close()
         await self.server.stop(grace)
         await self.query.stop()
+        await self.invoker.close()
         await self.dispatcher.stop_loops()
         await self.queue.close()
         await self.pool.close()
@@ -78,7 +82,15 @@ def with_task_endpoint(settings: Settings, addr: str) -> Settings:
     return replace(settings, invoker=replace(settings.invoker, task_endpoint=addr))
 
 
-def platform_operators(settings: Settings, addr: str) -> dict[str, Operator]:
+def point_invoker_at(invoker: RuntimeInvoker, addr: str) -> None:
+    """The Lite invoker bridges UDFs to the platform's own address unless configured otherwise."""
+    if isinstance(invoker, LocalInvoker) and not invoker.settings.task_endpoint:
+        invoker.settings = replace(invoker.settings, task_endpoint=addr)
+
+
+def platform_operators(
+    settings: Settings, addr: str, invoker: Callable[[], RuntimeInvoker] | None = None
+) -> dict[str, Operator]:
     """Operators that need the platform's settings (stores, RPC pools, staging, invoker)."""
     settings = with_task_endpoint(settings, addr)
     return {
@@ -86,7 +98,7 @@ def platform_operators(settings: Settings, addr: str) -> dict[str, Operator]:
             settings.data_dir / "staging" / "cryo", settings.rpc_pools, object_stores(settings), datasets_uri(settings)
         ),
         OPERATOR_ALERT: alert_evaluate_operator(
-            lambda: build_runtime_invoker(settings),
+            invoker or (lambda: build_runtime_invoker(settings)),
             addr,
             artifact_stores(settings),
             scratch_uri(settings),
@@ -120,14 +132,18 @@ async def start_platform(
 
     query = build_query_server(pool, settings, local_jwks, stores)
     await query.start(settings.query.metrics_listen)
-    server = await start_server([dispatcher.binding, chain_sync_binding, query.binding], settings.listen)
-    platform = RunningPlatform(settings, pool, queue, dispatcher, server, query)
+    invoker = build_invoker_app(settings)
+    bindings = [dispatcher.binding, chain_sync_binding, query.binding, invoker.binding]
+    server = await start_server(bindings, settings.listen)
+    platform = RunningPlatform(settings, pool, queue, dispatcher, server, query, invoker)
+    point_invoker_at(invoker.invoker, platform.addr)
     if run_loops:
         dispatcher.start_loops()
     if run_worker:
         channel = grpc.aio.insecure_channel(platform.addr)
         client = BatchingDispatcherClient(channel, worker_token=settings.worker_token)
-        all_operators = {**platform_operators(settings, platform.addr), **operators}
+        shared = invoker.invoker
+        all_operators = {**platform_operators(settings, platform.addr, lambda: shared), **operators}
         platform.worker = WorkerRuntime(queue, client, all_operators, settings.worker)
         platform.worker_channel = channel
         platform.worker_task = asyncio.create_task(platform.worker.run(), name="worker")

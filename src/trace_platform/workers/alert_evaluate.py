@@ -81,6 +81,9 @@ def alert_evaluate_operator(
             kind = Unavailable if result.error_reason in _RETRYABLE_UDF else FailedPrecondition
             raise kind(result.error_reason, "the UDF produced no result", category="udf")
         alerts = _alerts(result.result_json)
+        definition = ctx.config.get("alert_definition_id")
+        if definition:  # the task's definition, not whatever the untrusted UDF wrote
+            alerts = [{**a, "alert_definition_id": require_uuid("alert_definition_id", definition)} for a in alerts]
         if alerts:
             data = "".join(json.dumps(a, sort_keys=True) + "\n" for a in alerts).encode()
             name = f"alerts-{hashlib.sha256(data).hexdigest()[:16]}.jsonl"
