@@ -1,0 +1,81 @@
+"""Composition of the sink (consumer loop + SinkService) and the Delivery Service loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import asyncpg
+
+from trace_platform.adapters.objectstore.factory import file_roots
+from trace_platform.adapters.objectstore.stores import ArrowObjectStore, LocalObjectStore, ObjectStores, S3ObjectStore
+from trace_platform.adapters.postgres.alert_repository import AlertRepository
+from trace_platform.adapters.postgres.delivery_repository import DeliveryRepository
+from trace_platform.adapters.queue.base import Queue
+from trace_platform.adapters.webhook import WebhookSender
+from trace_platform.core.config import Settings
+from trace_platform.servers.common.server import ServiceBinding
+from trace_platform.servers.delivery.service import DeliveryService
+from trace_platform.servers.dispatcher.loops import Loop
+from trace_platform.servers.sink.consumer import BatchReader, SinkConsumer, SinkProcessor
+from trace_platform.servers.sink.servicer import SinkServicer, sink_binding
+
+
+def scratch_uri(settings: Settings) -> str:
+    return settings.scratch_uri or f"file://{settings.data_dir / 'scratch'}"
+
+
+def sink_stores(settings: Settings) -> ObjectStores:
+    """Stores the sink reads batch artifacts from: the task scratch area (where write
+    prefixes point) besides the usual roots, and S3 when configured."""
+    roots = list(file_roots(settings))
+    scratch = urlsplit(scratch_uri(settings))
+    if scratch.scheme == "file":
+        roots.append(Path(scratch.path))
+    stores: list[ArrowObjectStore] = [LocalObjectStore(roots)]
+    if settings.object_store.s3_endpoint_url or settings.object_store.s3_access_key_id:
+        stores.append(S3ObjectStore(settings.object_store))
+    return ObjectStores(stores)
+
+
+@dataclass
+class SinkComponents:
+    binding: ServiceBinding
+    consumer: SinkConsumer
+    delivery: DeliveryService
+    delivery_loop: Loop
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self.consumer.run(), name="sink"),
+            asyncio.create_task(self.delivery_loop.run(), name="delivery"),
+        ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        await self.delivery.close()
+
+
+def build_sink(
+    pool: asyncpg.Pool, queue: Queue, settings: Settings, stores: ObjectStores | None = None
+) -> SinkComponents:
+    s = settings.sink
+    reader = BatchReader(stores or sink_stores(settings), s.max_batch_bytes)
+    processor = SinkProcessor(AlertRepository(pool), reader, s)
+    d = settings.delivery
+    delivery = DeliveryService(DeliveryRepository(pool), WebhookSender(d.timeout_seconds, d.max_response_bytes), d)
+    return SinkComponents(
+        binding=sink_binding(SinkServicer(processor, settings.admin_token)),
+        consumer=SinkConsumer(processor, queue, s),
+        delivery=delivery,
+        delivery_loop=Loop("delivery", delivery.step, d.interval_seconds, d.batch),
+    )
