@@ -28,6 +28,7 @@ from trace_platform.servers.chain_sync.app import build_chain_sync
 from trace_platform.servers.common.server import GrpcServer, start_server
 from trace_platform.servers.dispatcher.app import Dispatcher, build_dispatcher, load_key_ring
 from trace_platform.servers.query.app import QueryServer, build_query_server
+from trace_platform.servers.sink.app import SinkComponents, build_sink
 from trace_platform.workers.cryo_ingest import cryo_ingest_operator
 from trace_platform.workers.operators import BUILTIN_OPERATORS
 from trace_platform.workers.runtime import Operator, WorkerRuntime
@@ -43,6 +44,7 @@ class RunningPlatform:
     dispatcher: Dispatcher
     server: GrpcServer
     query: QueryServer
+    sink: SinkComponents | None = None
     worker: WorkerRuntime | None = None
     worker_channel: grpc.aio.Channel | None = None
     worker_task: asyncio.Task[None] | None = None
@@ -64,6 +66,8 @@ class RunningPlatform:
         await self.server.stop(grace)
         await self.query.stop()
         await self.dispatcher.stop_loops()
+        if self.sink is not None:
+            await self.sink.stop()
         await self.queue.close()
         await self.pool.close()
 
@@ -85,6 +89,7 @@ async def start_platform(
     operators: Mapping[str, Operator] = BUILTIN_OPERATORS,
     migrate: bool = True,
     stores: ObjectStores | None = None,
+    sink_stores: ObjectStores | None = None,
 ) -> RunningPlatform:
     if not settings.database_url:
         raise ValueError("database_url is required (Lite starts an embedded one first)")
@@ -102,10 +107,12 @@ async def start_platform(
 
     query = build_query_server(pool, settings, local_jwks, stores)
     await query.start(settings.query.metrics_listen)
-    server = await start_server([dispatcher.binding, chain_sync_binding, query.binding], settings.listen)
-    platform = RunningPlatform(settings, pool, queue, dispatcher, server, query)
+    sink = build_sink(pool, queue, settings, sink_stores)
+    server = await start_server([dispatcher.binding, chain_sync_binding, query.binding, sink.binding], settings.listen)
+    platform = RunningPlatform(settings, pool, queue, dispatcher, server, query, sink)
     if run_loops:
         dispatcher.start_loops()
+        sink.start()
     if run_worker:
         channel = grpc.aio.insecure_channel(platform.addr)
         client = BatchingDispatcherClient(channel, worker_token=settings.worker_token)
