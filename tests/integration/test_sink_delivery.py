@@ -3,6 +3,7 @@ against real servers, PostgreSQL and an HTTP receiver on loopback."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections import Counter
@@ -61,7 +62,7 @@ def rows_for(definition_id: str | None, n: int, prefix: str = "ev") -> list[dict
     return [
         {
             "dedupe_key": f"{definition_id}:{prefix}:{i}",
-            "event_time": f"2026-01-02T03:04:{i:02d}Z",
+            "event_time": f"2026-01-02T03:{i // 60 % 60:02d}:{i % 60:02d}Z",
             "alert_definition_id": definition_id,
             "severity": "critical",
             "chain_id": 1,
@@ -322,3 +323,41 @@ async def test_webhook_urls_are_validated_at_definition_creation(platform: Runni
         await platform.pool.fetchval("SELECT channels::text FROM alert_definitions WHERE id = $1", uuid.UUID(same))
     )
     assert len(channels) == 1 and channels[0]["key"].startswith("webhook:")
+
+
+async def test_concurrent_batches_sharing_keys_do_not_deadlock(database_url: str, db: asyncpg.Connection) -> None:
+    """Two batches with the same keys in opposite orders, applied at the same time."""
+    from trace_platform.adapters.postgres.alert_repository import PublishRecord
+    from trace_platform.adapters.postgres.pool import create_pool
+    from trace_platform.core.alert_rows import parse_batch
+
+    task_id = uuid.uuid4()
+    await db.execute(
+        "INSERT INTO tasks (id, org_id, operator, status, max_attempts) VALUES ($1, $2, 'x', 'running', 1)",
+        task_id,
+        ORG,
+    )
+    rows = parse_batch(jsonl(rows_for(None, 300)), 1000)
+    pool = await create_pool(database_url, 2, 4)
+    try:
+        repo = AlertRepository(pool)
+        for round_ in range(5):
+            publishes = []
+            for name in ("a", "b"):
+                pid = await db.fetchval(
+                    "INSERT INTO buffered_publishes (task_id, attempt, org_id, batch_uri, content_type,"
+                    " batch_size_bytes, dedupe_scope) VALUES ($1, 1, $2, $3, 'application/jsonl', 1, 's')"
+                    " RETURNING id",
+                    task_id,
+                    ORG,
+                    f"file:///x/{round_}/{name}",
+                )
+                publishes.append(PublishRecord(str(pid), str(task_id), 1, ORG, "file:///x", "pending"))
+            await db.execute("DELETE FROM alert_events")
+            created = await asyncio.gather(
+                repo.apply_batch(publishes[0], rows, "pending"),
+                repo.apply_batch(publishes[1], list(reversed(rows)), "pending"),
+            )
+            assert sorted(created) == [0, 300]  # type: ignore[type-var]
+    finally:
+        await pool.close()

@@ -16,7 +16,8 @@ SELECT id FROM alert_definitions WHERE org_id = $1 AND id = ANY($2::uuid[]);
 
 -- name: upsert_events
 -- Every row of one batch in one statement; rows whose (org_id, dedupe_key) exists are
--- skipped. RETURNING names only the events this statement created.
+-- skipped. RETURNING names only the events this statement created. Rows go in key
+-- order so that concurrent batches sharing keys wait on each other instead of deadlocking.
 INSERT INTO alert_events (
     org_id, producer_task_id, dedupe_key, event_time, payload, alert_definition_id, severity,
     chain_id, block_number, block_hash, tx_hash, source_dataset_uuid, partition_key, cursor_value
@@ -27,6 +28,7 @@ FROM unnest($3::text[], $4::timestamptz[], $5::text[], $6::uuid[], $7::text[], $
             $10::text[], $11::text[], $12::uuid[], $13::text[], $14::text[])
      AS r(dedupe_key, event_time, payload, alert_definition_id, severity, chain_id, block_number,
           block_hash, tx_hash, source_dataset_uuid, partition_key, cursor_value)
+ORDER BY r.dedupe_key
 ON CONFLICT (org_id, dedupe_key) DO NOTHING
 RETURNING id;
 
