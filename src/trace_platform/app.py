@@ -31,6 +31,7 @@ from trace_platform.servers.common.server import GrpcServer, start_server
 from trace_platform.servers.dispatcher.app import Dispatcher, build_dispatcher, load_key_ring
 from trace_platform.servers.invoker.app import RuntimeInvokerApp, build_invoker_app, build_runtime_invoker
 from trace_platform.servers.query.app import QueryServer, build_query_server
+from trace_platform.servers.sink.app import SinkComponents, build_sink
 from trace_platform.workers.alert_evaluate import OPERATOR as OPERATOR_ALERT
 from trace_platform.workers.alert_evaluate import alert_evaluate_operator
 from trace_platform.workers.cryo_ingest import cryo_ingest_operator
@@ -49,6 +50,7 @@ class RunningPlatform:
     server: GrpcServer
     query: QueryServer
     invoker: RuntimeInvokerApp
+    sink: SinkComponents | None = None
     worker: WorkerRuntime | None = None
     worker_channel: grpc.aio.Channel | None = None
     worker_task: asyncio.Task[None] | None = None
@@ -71,6 +73,8 @@ class RunningPlatform:
         await self.query.stop()
         await self.invoker.close()
         await self.dispatcher.stop_loops()
+        if self.sink is not None:
+            await self.sink.stop()
         await self.queue.close()
         await self.pool.close()
 
@@ -115,6 +119,7 @@ async def start_platform(
     operators: Mapping[str, Operator] = BUILTIN_OPERATORS,
     migrate: bool = True,
     stores: ObjectStores | None = None,
+    sink_stores: ObjectStores | None = None,
 ) -> RunningPlatform:
     if not settings.database_url:
         raise ValueError("database_url is required (Lite starts an embedded one first)")
@@ -133,12 +138,14 @@ async def start_platform(
     query = build_query_server(pool, settings, local_jwks, stores)
     await query.start(settings.query.metrics_listen)
     invoker = build_invoker_app(settings)
-    bindings = [dispatcher.binding, chain_sync_binding, query.binding, invoker.binding]
+    sink = build_sink(pool, queue, settings, sink_stores)
+    bindings = [dispatcher.binding, chain_sync_binding, query.binding, invoker.binding, sink.binding]
     server = await start_server(bindings, settings.listen)
-    platform = RunningPlatform(settings, pool, queue, dispatcher, server, query, invoker)
+    platform = RunningPlatform(settings, pool, queue, dispatcher, server, query, invoker, sink)
     point_invoker_at(invoker.invoker, platform.addr)
     if run_loops:
         dispatcher.start_loops()
+        sink.start()
     if run_worker:
         channel = grpc.aio.insecure_channel(platform.addr)
         client = BatchingDispatcherClient(channel, worker_token=settings.worker_token)

@@ -135,6 +135,35 @@ class InvokerSettings:
 
 
 @dataclass(frozen=True)
+class SinkSettings:
+    """The buffer sink: consumes queue 'buffers', validates batches, upserts alert_events."""
+
+    receive_batch: int = 8
+    visibility_seconds: float = 60.0
+    poll_interval_seconds: float = 1.0
+    max_batch_bytes: int = 64 * 1024 * 1024
+    max_batch_rows: int = 100_000
+    # Transient failures (store or database down): the message reappears after
+    # min(base * 2^(receives - 1), max) seconds; it is never dead-lettered for them.
+    retry_base_seconds: float = 1.0
+    retry_max_seconds: float = 60.0
+
+
+@dataclass(frozen=True)
+class DeliverySettings:
+    """The Delivery Service: leases due alert_deliveries and sends webhooks."""
+
+    interval_seconds: float = 0.5
+    batch: int = 32
+    lease_seconds: float = 30.0
+    max_attempts: int = 5
+    retry_base_seconds: float = 2.0
+    retry_max_seconds: float = 600.0
+    timeout_seconds: float = 5.0
+    max_response_bytes: int = 64 * 1024
+
+
+@dataclass(frozen=True)
 class Settings:
     database_url: str | None = None
     listen: str = DEFAULT_ADDR
@@ -156,6 +185,8 @@ class Settings:
     # Where dataset versions are written: file:///dir (Lite default <data dir>/objects) or s3://bucket/prefix.
     datasets_uri: str | None = None
     invoker: InvokerSettings = field(default_factory=InvokerSettings)
+    sink: SinkSettings = field(default_factory=SinkSettings)
+    delivery: DeliverySettings = field(default_factory=DeliverySettings)
 
     def with_overrides(self, **changes: object) -> Settings:
         return replace(self, **changes)  # type: ignore[arg-type]
@@ -235,6 +266,18 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
         lambda_function_name=env.get("TRACE_INVOKER_LAMBDA_FUNCTION", "trace-udf-runner"),
         lambda_endpoint_url=env.get("TRACE_INVOKER_LAMBDA_ENDPOINT_URL") or None,
     )
+    sink = SinkSettings(
+        max_batch_bytes=_int(env, "TRACE_SINK_MAX_BATCH_BYTES", 64 * 1024 * 1024),
+        max_batch_rows=_int(env, "TRACE_SINK_MAX_BATCH_ROWS", 100_000),
+        retry_max_seconds=_float(env, "TRACE_SINK_RETRY_MAX_SECONDS", 60.0),
+    )
+    delivery = DeliverySettings(
+        interval_seconds=_float(env, "TRACE_DELIVERY_INTERVAL_SECONDS", 0.5),
+        max_attempts=_int(env, "TRACE_DELIVERY_MAX_ATTEMPTS", 5),
+        retry_base_seconds=_float(env, "TRACE_DELIVERY_RETRY_BASE_SECONDS", 2.0),
+        retry_max_seconds=_float(env, "TRACE_DELIVERY_RETRY_MAX_SECONDS", 600.0),
+        timeout_seconds=_float(env, "TRACE_DELIVERY_TIMEOUT_SECONDS", 5.0),
+    )
     return Settings(
         database_url=env.get("TRACE_DATABASE_URL") or None,
         listen=env.get("TRACE_LISTEN", DEFAULT_ADDR),
@@ -251,4 +294,6 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
         rpc_pools=rpc_pools,
         datasets_uri=env.get("TRACE_DATASETS_URI") or None,
         invoker=invoker,
+        sink=sink,
+        delivery=delivery,
     )

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13trace/v1/sink.proto\x12\x08trace.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9f\x01\n\nDeadLetter\x12\x16\n\x0e\x64\x65\x61\x64_letter_id\x18\x01 \x01(\t\x12\x12\n\npublish_id\x18\x02 \x01(\t\x12\x11\n\tbatch_uri\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x12\n\nrow_number\x18\x05 \x01(\x03\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"?\n\x16ListDeadLettersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"^\n\x17ListDeadLettersResponse\x12*\n\x0c\x64\x65\x61\x64_letters\x18\x01 \x03(\x0b\x32\x14.trace.v1.DeadLetter\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"1\n\x17ReplayDeadLetterRequest\x12\x16\n\x0e\x64\x65\x61\x64_letter_id\x18\x01 \x01(\t\"1\n\x18ReplayDeadLetterResponse\x12\x15\n\rrows_upserted\x18\x01 \x01(\x03\x32\xc0\x01\n\x0bSinkService\x12V\n\x0fListDeadLetters\x12 .trace.v1.ListDeadLettersRequest\x1a!.trace.v1.ListDeadLettersResponse\x12Y\n\x10ReplayDeadLetter\x12!.trace.v1.ReplayDeadLetterRequest\x1a\".trace.v1.ReplayDeadLetterResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13trace/v1/sink.proto\x12\x08trace.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf1\x01\n\nDeadLetter\x12\x16\n\x0e\x64\x65\x61\x64_letter_id\x18\x01 \x01(\t\x12\x12\n\npublish_id\x18\x02 \x01(\t\x12\x11\n\tbatch_uri\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x12\n\nrow_number\x18\x05 \x01(\x03\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06org_id\x18\x07 \x01(\t\x12\x0f\n\x07task_id\x18\x08 \x01(\t\x12/\n\x0breplayed_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"?\n\x16ListDeadLettersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"^\n\x17ListDeadLettersResponse\x12*\n\x0c\x64\x65\x61\x64_letters\x18\x01 \x03(\x0b\x32\x14.trace.v1.DeadLetter\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"1\n\x17ReplayDeadLetterRequest\x12\x16\n\x0e\x64\x65\x61\x64_letter_id\x18\x01 \x01(\t\"H\n\x18ReplayDeadLetterResponse\x12\x15\n\rrows_upserted\x18\x01 \x01(\x03\x12\x15\n\rrows_in_batch\x18\x02 \x01(\x03\x32\xc0\x01\n\x0bSinkService\x12V\n\x0fListDeadLetters\x12 .trace.v1.ListDeadLettersRequest\x1a!.trace.v1.ListDeadLettersResponse\x12Y\n\x10ReplayDeadLetter\x12!.trace.v1.ReplayDeadLetterRequest\x1a\".trace.v1.ReplayDeadLetterResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,15 +33,15 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'trace.v1.sink_pb2', _global
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_DEADLETTER']._serialized_start=67
-  _globals['_DEADLETTER']._serialized_end=226
-  _globals['_LISTDEADLETTERSREQUEST']._serialized_start=228
-  _globals['_LISTDEADLETTERSREQUEST']._serialized_end=291
-  _globals['_LISTDEADLETTERSRESPONSE']._serialized_start=293
-  _globals['_LISTDEADLETTERSRESPONSE']._serialized_end=387
-  _globals['_REPLAYDEADLETTERREQUEST']._serialized_start=389
-  _globals['_REPLAYDEADLETTERREQUEST']._serialized_end=438
-  _globals['_REPLAYDEADLETTERRESPONSE']._serialized_start=440
-  _globals['_REPLAYDEADLETTERRESPONSE']._serialized_end=489
-  _globals['_SINKSERVICE']._serialized_start=492
-  _globals['_SINKSERVICE']._serialized_end=684
+  _globals['_DEADLETTER']._serialized_end=308
+  _globals['_LISTDEADLETTERSREQUEST']._serialized_start=310
+  _globals['_LISTDEADLETTERSREQUEST']._serialized_end=373
+  _globals['_LISTDEADLETTERSRESPONSE']._serialized_start=375
+  _globals['_LISTDEADLETTERSRESPONSE']._serialized_end=469
+  _globals['_REPLAYDEADLETTERREQUEST']._serialized_start=471
+  _globals['_REPLAYDEADLETTERREQUEST']._serialized_end=520
+  _globals['_REPLAYDEADLETTERRESPONSE']._serialized_start=522
+  _globals['_REPLAYDEADLETTERRESPONSE']._serialized_end=594
+  _globals['_SINKSERVICE']._serialized_start=597
+  _globals['_SINKSERVICE']._serialized_end=789
 # @@protoc_insertion_point(module_scope)

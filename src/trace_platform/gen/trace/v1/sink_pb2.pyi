@@ -29,14 +29,24 @@ class DeadLetter(_message.Message):
     REASON_FIELD_NUMBER: _builtins.int
     ROW_NUMBER_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
+    ORG_ID_FIELD_NUMBER: _builtins.int
+    TASK_ID_FIELD_NUMBER: _builtins.int
+    REPLAYED_AT_FIELD_NUMBER: _builtins.int
     dead_letter_id: _builtins.str
     publish_id: _builtins.str
     batch_uri: _builtins.str
     reason: _builtins.str
     row_number: _builtins.int
     """First offending row (1-based), 0 when the whole batch was unreadable."""
+    org_id: _builtins.str
+    """Attribution from the trusted publish record."""
+    task_id: _builtins.str
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def replayed_at(self) -> _timestamp_pb2.Timestamp:
+        """Set once a replay applied the batch."""
+
     def __init__(
         self,
         *,
@@ -46,10 +56,13 @@ class DeadLetter(_message.Message):
         reason: _builtins.str = ...,
         row_number: _builtins.int = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
+        org_id: _builtins.str = ...,
+        task_id: _builtins.str = ...,
+        replayed_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "replayed_at", b"replayed_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_uri", b"batch_uri", "created_at", b"created_at", "dead_letter_id", b"dead_letter_id", "publish_id", b"publish_id", "reason", b"reason", "row_number", b"row_number"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_uri", b"batch_uri", "created_at", b"created_at", "dead_letter_id", b"dead_letter_id", "org_id", b"org_id", "publish_id", b"publish_id", "reason", b"reason", "replayed_at", b"replayed_at", "row_number", b"row_number", "task_id", b"task_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -124,15 +137,20 @@ class ReplayDeadLetterResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     ROWS_UPSERTED_FIELD_NUMBER: _builtins.int
+    ROWS_IN_BATCH_FIELD_NUMBER: _builtins.int
     rows_upserted: _builtins.int
+    """New alert events the replay created (rows already present are not counted)."""
+    rows_in_batch: _builtins.int
+    """Rows in the batch."""
     def __init__(
         self,
         *,
         rows_upserted: _builtins.int = ...,
+        rows_in_batch: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["rows_upserted", b"rows_upserted"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["rows_in_batch", b"rows_in_batch", "rows_upserted", b"rows_upserted"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,1 @@
+"""The Delivery Service: leases alert_deliveries and sends them."""

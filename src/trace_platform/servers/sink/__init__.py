@@ -1,0 +1,1 @@
+"""The trusted buffer sink for alert_events and its dead-letter RPCs."""

@@ -1,0 +1,62 @@
+"""Composition of the sink (consumer loop + SinkService) and the Delivery Service loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass, field
+
+import asyncpg
+
+from trace_platform.adapters.objectstore.factory import artifact_stores
+from trace_platform.adapters.objectstore.stores import ObjectStores
+from trace_platform.adapters.postgres.alert_repository import AlertRepository
+from trace_platform.adapters.postgres.delivery_repository import DeliveryRepository
+from trace_platform.adapters.queue.base import Queue
+from trace_platform.adapters.webhook import WebhookSender
+from trace_platform.core.config import Settings
+from trace_platform.servers.common.server import ServiceBinding
+from trace_platform.servers.delivery.service import DeliveryService
+from trace_platform.servers.dispatcher.loops import Loop
+from trace_platform.servers.sink.consumer import BatchReader, SinkConsumer, SinkProcessor
+from trace_platform.servers.sink.servicer import SinkServicer, sink_binding
+
+
+@dataclass
+class SinkComponents:
+    binding: ServiceBinding
+    consumer: SinkConsumer
+    delivery: DeliveryService
+    delivery_loop: Loop
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self.consumer.run(), name="sink"),
+            asyncio.create_task(self.delivery_loop.run(), name="delivery"),
+        ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        await self.delivery.close()
+
+
+def build_sink(
+    pool: asyncpg.Pool, queue: Queue, settings: Settings, stores: ObjectStores | None = None
+) -> SinkComponents:
+    s = settings.sink
+    reader = BatchReader(stores or artifact_stores(settings), s.max_batch_bytes)
+    processor = SinkProcessor(AlertRepository(pool), reader, s)
+    d = settings.delivery
+    delivery = DeliveryService(DeliveryRepository(pool), WebhookSender(d.timeout_seconds, d.max_response_bytes), d)
+    return SinkComponents(
+        binding=sink_binding(SinkServicer(processor, settings.admin_token)),
+        consumer=SinkConsumer(processor, queue, s),
+        delivery=delivery,
+        delivery_loop=Loop("delivery", delivery.step, d.interval_seconds, d.batch),
+    )

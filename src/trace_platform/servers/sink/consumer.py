@@ -1,0 +1,160 @@
+"""The buffer sink consumer: queue 'buffers' -> trusted publish record -> batch artifact
+-> strict validation -> one transaction (upsert events, route deliveries, mark applied).
+
+Queue messages are wake-ups only: the publish record in Postgres is the truth, so a
+duplicate or late message for a publish that is already applied or dead-lettered is
+acknowledged without work. Permanent problems with the batch (a bad row, a missing,
+oversized or disallowed artifact) dead-letter the whole batch and write nothing.
+Transient problems (object store or database unreachable) leave the message to
+reappear after a backoff; they never dead-letter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from dataclasses import dataclass
+
+import asyncpg
+
+from trace_platform.adapters.objectstore.stores import ObjectStores
+from trace_platform.adapters.postgres.alert_repository import AlertRepository, PublishRecord
+from trace_platform.adapters.queue.base import Message, Queue
+from trace_platform.core.alert_rows import BatchRejected, parse_batch
+from trace_platform.core.config import SinkSettings
+from trace_platform.core.errors import FailedPrecondition, NotFound, PermissionDenied
+
+log = logging.getLogger(__name__)
+BUFFER_QUEUE = "buffers"
+# Content errors the database reports despite validation: retrying cannot help.
+PERMANENT_DB_ERRORS = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError)
+
+
+@dataclass(frozen=True)
+class Applied:
+    rows: int  # rows in the batch
+    new_events: int  # events this publish created (the rest were duplicates)
+
+
+class BatchReader:
+    """Reads a batch artifact through the object stores; permanent failures become
+    ``BatchRejected`` (row 0), ``Unavailable`` passes through as transient."""
+
+    def __init__(self, stores: ObjectStores, max_bytes: int) -> None:
+        self._stores = stores
+        self._max_bytes = max_bytes
+
+    async def read(self, uri: str) -> bytes:
+        try:
+            store = self._stores.for_uri(uri)
+            return await asyncio.to_thread(store.get_bytes, uri, self._max_bytes)
+        except NotFound:
+            raise BatchRejected("BATCH_NOT_FOUND", 0) from None
+        except PermissionDenied:
+            raise BatchRejected("BATCH_LOCATION_NOT_ALLOWED", 0) from None
+        except FailedPrecondition:
+            raise BatchRejected("BATCH_TOO_LARGE", 0) from None
+
+
+class SinkProcessor:
+    """Reads, validates and applies one publish; shared by the consumer and replay."""
+
+    def __init__(self, repo: AlertRepository, reader: BatchReader, settings: SinkSettings) -> None:
+        self.repo = repo
+        self._reader = reader
+        self._settings = settings
+
+    async def apply(self, publish: PublishRecord, from_status: str) -> Applied | None:
+        """None: the publish left ``from_status`` meanwhile. Raises ``BatchRejected``."""
+        data = await self._reader.read(publish.batch_uri)
+        if len(data) > 1 << 20:
+            rows = await asyncio.to_thread(parse_batch, data, self._settings.max_batch_rows)
+        else:
+            rows = parse_batch(data, self._settings.max_batch_rows)
+        try:
+            created = await self.repo.apply_batch(publish, rows, from_status)
+        except PERMANENT_DB_ERRORS as exc:
+            log.warning(
+                "database refused a validated batch",
+                extra={"publish_id": publish.publish_id, "error": type(exc).__name__},
+            )
+            raise BatchRejected("DATABASE_REJECTED", 0) from None
+        return None if created is None else Applied(len(rows), created)
+
+
+class SinkConsumer:
+    def __init__(self, processor: SinkProcessor, queue: Queue, settings: SinkSettings) -> None:
+        self._processor = processor
+        self._repo = processor.repo
+        self._queue = queue
+        self._settings = settings
+
+    async def run(self) -> None:
+        while True:
+            try:
+                handled = await self.step()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("sink iteration failed")
+                handled = 0
+            if handled < self._settings.receive_batch:
+                await self._queue.wait(BUFFER_QUEUE, self._settings.poll_interval_seconds)
+
+    async def step(self) -> int:
+        s = self._settings
+        messages = await self._queue.receive(BUFFER_QUEUE, s.receive_batch, s.visibility_seconds)
+        if messages:
+            await asyncio.gather(*(self.handle(m) for m in messages))
+        return len(messages)
+
+    async def handle(self, message: Message) -> None:
+        try:
+            done = await self._handle(message)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # transient: store or database unreachable, or a bug
+            log.warning(
+                "sink will retry message",
+                extra={"message_id": message.id, "receives": message.receive_count, "error": type(exc).__name__},
+            )
+            done = False
+        if done:
+            await self._queue.ack(BUFFER_QUEUE, [message])
+        else:
+            await self._queue.change_visibility(BUFFER_QUEUE, [message], self.backoff(message.receive_count))
+
+    def backoff(self, receive_count: int) -> float:
+        s = self._settings
+        return float(min(s.retry_base_seconds * 2 ** max(receive_count - 1, 0), s.retry_max_seconds))
+
+    async def _handle(self, message: Message) -> bool:
+        """True when the message needs nothing more (ack)."""
+        raw = message.payload.get("publish_id")
+        try:
+            publish_id = str(uuid.UUID(str(raw)))
+        except ValueError:
+            log.error("buffer message without a publish id dropped", extra={"message_id": message.id})
+            return True
+        publish = await self._repo.get_publish(publish_id)
+        if publish is None:
+            log.error("buffer message for an unknown publish dropped", extra={"publish_id": publish_id})
+            return True
+        if publish.status != "pending":
+            return True  # a duplicate wake-up: the publish was applied or dead-lettered
+        try:
+            applied = await self._processor.apply(publish, "pending")
+        except BatchRejected as rejected:
+            await self._repo.dead_letter(publish, rejected.reason, rejected.row_number)
+            log.warning(
+                "batch dead-lettered",
+                extra={"publish_id": publish_id, "reason": rejected.reason, "row_number": rejected.row_number},
+            )
+            return True
+        if applied is not None:
+            log.info(
+                "batch applied",
+                extra={"publish_id": publish_id, "rows": applied.rows, "new_events": applied.new_events},
+            )
+        return True
