@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -24,7 +25,9 @@ from tests.conftest import eventually
 from tests.datasets import FixtureDataset, write_dataset
 from tests.integration.conftest import ORG
 from tests.udf_fixtures import build_rust_bootstrap, shared_tmp_dir
+from tests.webhook_receiver import webhook_receiver
 from trace_platform.adapters.objectstore.stores import LocalObjectStore
+from trace_platform.adapters.postgres.alert_repository import AlertRepository
 from trace_platform.app import RunningPlatform, start_platform
 from trace_platform.clients.dispatcher import DispatcherClient
 from trace_platform.core.config import Settings
@@ -73,11 +76,14 @@ def _bundle(settings: Settings, key: Ed25519PrivateKey, runtime: str, rust: byte
     return f"file://{path}"
 
 
-async def run_alert_task(client: DispatcherClient, ds: FixtureDataset, bundle_url: str, max_attempts: int = 2) -> str:
+async def run_alert_task(
+    client: DispatcherClient, ds: FixtureDataset, bundle_url: str, max_attempts: int = 2, **extra: str
+) -> str:
     config = {
         "bundle_url": bundle_url,
         "dataset_uuid": ds.dataset_uuid,
         "sql": "SELECT block_number, value FROM dataset ORDER BY block_number",
+        **extra,
     }
     spec = dispatcher_pb2.TaskSpec(
         org_id=ORG,
@@ -123,3 +129,67 @@ async def test_udf_alerts_are_buffer_published_under_the_attempt_prefix(
     # The query the UDF's rows came from is audited against this task.
     audit = await db.fetchrow("SELECT task_id, rpc, row_count FROM query_audit")
     assert (str(audit["task_id"]), audit["rpc"], audit["row_count"]) == (task_id, "task_query", 10)
+
+
+@pytest.mark.parametrize("runtime", ["python", "node", "rust"])
+async def test_alert_evaluation_is_delivered_once_per_event_and_channel(
+    alerting: RunningPlatform,
+    settings: Settings,
+    signing_key: Ed25519PrivateKey,
+    rust_alerts: bytes,
+    db: asyncpg.Connection,
+    runtime: str,
+) -> None:
+    """Parquet -> TaskQuery -> UDF -> BufferPublish -> Sink -> alert_events -> routing ->
+    webhooks, with a receiver that fails every first try and the evaluation run twice."""
+    store = LocalObjectStore([settings.data_dir / "objects"])
+    ds = write_dataset(store, f"file://{settings.data_dir / 'objects'}", [pa.table(TRANSFERS)])
+    with webhook_receiver(fail_first=True) as receiver:
+        definition = await AlertRepository(alerting.pool).create_definition(
+            ORG, "large transfers", [receiver.url("/ops"), receiver.url("/audit")]
+        )
+        bundle = _bundle(settings, signing_key, runtime, rust_alerts)
+        async with grpc.aio.insecure_channel(alerting.addr) as ch:
+            client = DispatcherClient(ch, admin_token=settings.admin_token)
+            first = await run_alert_task(client, ds, bundle, alert_definition_id=definition)
+            second = await run_alert_task(client, ds, bundle, alert_definition_id=definition)
+
+        async def delivered() -> bool:
+            n = await db.fetchval("SELECT count(*) FROM alert_deliveries WHERE status = 'delivered'")
+            return bool(n == 2 * len(EXPECTED_KEYS))
+
+        await eventually(delivered, timeout=30, interval=0.2)
+        events = await db.fetch("SELECT dedupe_key, producer_task_id, alert_definition_id FROM alert_events")
+        assert {e["dedupe_key"] for e in events} == EXPECTED_KEYS and len(events) == 3
+        assert {str(e["producer_task_id"]) for e in events} <= {first, second}
+        assert {str(e["alert_definition_id"]) for e in events} == {definition}
+        sent = Counter(r.idempotency_key for r in receiver.delivered())
+        assert len(sent) == 6 and set(sent.values()) == {1}  # once per event and channel
+        assert len(receiver.requests) == 12  # each first try failed, each retry succeeded
+        assert {r.body["payload"]["runtime"] for r in receiver.delivered()} == {runtime}
+
+
+async def test_a_udf_that_loops_forever_is_killed_and_the_task_retried(
+    settings: Settings, signing_key: Ed25519PrivateKey, db: asyncpg.Connection
+) -> None:
+    quick = replace(settings, invoker=replace(settings.invoker, timeout_seconds=1.5))
+    running = await start_platform(quick, migrate=False, run_worker=True)
+    try:
+        store = LocalObjectStore([settings.data_dir / "objects"])
+        ds = write_dataset(store, f"file://{settings.data_dir / 'objects'}", [pa.table(TRANSFERS)])
+        path = settings.data_dir / "bundles" / "spin.zip"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        spin = b"def main(event):\n    while True:\n        pass\n"
+        signed_zip(path, signing_key, "python", "handler.main", {"handler.py": spin})
+        async with grpc.aio.insecure_channel(running.addr) as ch:
+            client = DispatcherClient(ch, admin_token=settings.admin_token)
+            with pytest.raises(AssertionError):
+                await run_alert_task(client, ds, f"file://{path}", max_attempts=2)
+            task = await db.fetchrow("SELECT status, attempt, error_message, next_retry_at FROM tasks")
+        assert (task["status"], task["attempt"], task["next_retry_at"]) == ("failed", 2, None)
+        assert task["error_message"].startswith("udf/UDF_TIMEOUT")
+        attempts = await db.fetch("SELECT outcome FROM task_attempts ORDER BY attempt")
+        assert [a["outcome"] for a in attempts] == ["failed", "failed"]
+        assert await db.fetchval("SELECT count(*) FROM buffered_publishes") == 0
+    finally:
+        await running.stop(grace=0.5)
