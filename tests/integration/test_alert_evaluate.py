@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
+from datetime import UTC
 from pathlib import Path
 
 import asyncpg
@@ -26,6 +28,7 @@ from tests.datasets import FixtureDataset, write_dataset
 from tests.integration.conftest import ORG
 from tests.udf_fixtures import build_rust_bootstrap, shared_tmp_dir
 from tests.webhook_receiver import webhook_receiver
+from trace_platform.adapters.invoker.base import Invocation
 from trace_platform.adapters.objectstore.stores import LocalObjectStore
 from trace_platform.adapters.postgres.alert_repository import AlertRepository
 from trace_platform.app import RunningPlatform, start_platform
@@ -191,5 +194,79 @@ async def test_a_udf_that_loops_forever_is_killed_and_the_task_retried(
         attempts = await db.fetch("SELECT outcome FROM task_attempts ORDER BY attempt")
         assert [a["outcome"] for a in attempts] == ["failed", "failed"]
         assert await db.fetchval("SELECT count(*) FROM buffered_publishes") == 0
+    finally:
+        await running.stop(grace=0.5)
+
+
+# A UDF that talks to the platform itself, holding only what the sandbox gives it: the
+# capability token and the bridged task endpoint. It tries the granted dataset, a dataset
+# it was not granted, and a direct connection to the platform's TCP address.
+SELF_SERVICE_UDF = b"""
+import json, os, socket
+import grpc
+from trace_platform.gen.trace.v1 import query_pb2, query_pb2_grpc
+
+def main(event, context):
+    token = os.environ["TRACE_TASK_CAPABILITY"]
+    stub = query_pb2_grpc.QueryServiceStub(grpc.insecure_channel(os.environ["TRACE_TASK_ENDPOINT"]))
+    md = (("x-trace-task-capability", token),)
+    out = {"env": sorted(os.environ)}
+    for name, ds in (("granted", event["config"]["granted"]), ("other", event["config"]["other"])):
+        req = query_pb2.TaskQueryRequest(task_id=context.task_id, attempt=context.attempt, dataset_uuid=ds,
+                                         sql="SELECT count(*) FROM dataset")
+        try:
+            resp = stub.TaskQuery(req, metadata=md, timeout=20)
+            out[name] = resp.rows[0].values[0].int_value
+        except grpc.RpcError as err:
+            out[name] = err.code().name
+    host, port = event["config"]["platform"].rsplit(":", 1)
+    try:
+        socket.create_connection((host, int(port)), timeout=2).close()
+        out["direct"] = "connected"
+    except OSError as err:
+        out["direct"] = type(err).__name__
+    return {"alerts": [], "probe": out}
+"""
+
+
+async def test_a_udf_reads_only_granted_datasets_through_its_token(
+    settings: Settings, signing_key: Ed25519PrivateKey, db: asyncpg.Connection
+) -> None:
+    # The platform's own interpreter, so the UDF has a gRPC client library.
+    venv = replace(settings, invoker=replace(settings.invoker, python=sys.executable, timeout_seconds=30.0))
+    running = await start_platform(venv, migrate=False)
+    try:
+        store = LocalObjectStore([settings.data_dir / "objects"])
+        granted = write_dataset(store, f"file://{settings.data_dir / 'objects'}", [pa.table(TRANSFERS)])
+        other = write_dataset(store, f"file://{settings.data_dir / 'objects'}", [pa.table(TRANSFERS)])
+        path = settings.data_dir / "bundles" / "self.zip"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        signed_zip(path, signing_key, "python", "handler.main", {"handler.py": SELF_SERVICE_UDF})
+        async with grpc.aio.insecure_channel(running.addr) as ch:
+            client = DispatcherClient(ch, worker_token=settings.worker_token, admin_token=settings.admin_token)
+            spec = dispatcher_pb2.TaskSpec(org_id=ORG, operator="udf", datasets=[granted.grant_pb])
+            task_id = (await client.create_tasks([spec]))[0]
+            claimed = (await client.claim(task_id, "w")).claimed
+        invoker = running.invoker.invoker
+        result = await invoker.invoke(
+            Invocation(
+                task_id=task_id,
+                attempt=claimed.attempt,
+                lease_token=claimed.lease_token,
+                lease_expires_at=claimed.lease_expires_at.ToDatetime(tzinfo=UTC),
+                capability_token=claimed.capability_token,
+                bundle_url=f"file://{path}",
+                config={"granted": granted.dataset_uuid, "other": other.dataset_uuid, "platform": running.addr},
+            )
+        )
+        assert result.ok, result.stderr_tail
+        probe = json.loads(result.result_json)["probe"]
+        assert probe["granted"] == len(TRANSFERS["value"])
+        assert probe["other"] == "PERMISSION_DENIED"
+        assert "TRACE_DATABASE_URL" not in probe["env"] and "TRACE_WORKER_TOKEN" not in probe["env"]
+        if invoker.plan.netns:  # type: ignore[attr-defined]
+            assert probe["direct"] != "connected"
+        audit = await db.fetch("SELECT dataset_uuid FROM query_audit")
+        assert [str(a["dataset_uuid"]) for a in audit] == [granted.dataset_uuid]
     finally:
         await running.stop(grace=0.5)
