@@ -77,7 +77,17 @@ async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
 
 
 @pytest.fixture
-def settings(database_url: str, tmp_path: Path) -> Settings:
+def settings(database_url: str, tmp_path: Path, request: pytest.FixtureRequest) -> Settings:
+    """Fast test settings; ``@pytest.mark.dispatcher_settings(field=value)`` overrides the
+    Dispatcher's, for tests whose timing the defaults would race."""
+    base = _settings(database_url, tmp_path)
+    marker = request.node.get_closest_marker("dispatcher_settings")
+    if marker is not None:
+        base = replace(base, dispatcher=replace(base.dispatcher, **marker.kwargs))
+    return base
+
+
+def _settings(database_url: str, tmp_path: Path) -> Settings:
     return Settings(
         database_url=database_url,
         listen="127.0.0.1:0",

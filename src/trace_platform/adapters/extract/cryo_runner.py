@@ -191,18 +191,27 @@ class CryoRunner:
     async def _freeze(self, req: CryoRequest, directory: Path) -> dict[str, int]:
         kwargs = self._kwargs(req, directory)
         request = json.dumps({"datatypes": [req.cryo_dataset_name], "kwargs": kwargs}).encode()
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "trace_platform.adapters.extract.cryo_child",
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        # The request (it holds the RPC URL) reaches the child's stdin from a 0600 file in the
+        # private staging directory, unlinked once open: writing it into a stdin pipe raced
+        # with the child under uvloop ("handler is closed") and failed about 1 attempt in 20.
+        request_path = directory.parent / f".request-{uuid.uuid4().hex}"
+        fd = os.open(request_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(request)
+        with request_path.open("rb") as stdin:
+            request_path.unlink()
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "trace_platform.adapters.extract.cryo_child",
+                stdin=stdin,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.DEVNULL,
+                start_new_session=True,
+            )
         try:
             async with asyncio.timeout(self.timeout_seconds):
-                out, _ = await proc.communicate(request)
+                out, _ = await proc.communicate()
         except TimeoutError:
             raise Unavailable(CRYO_TIMEOUT, "cryo did not finish in time; attempt failed", category="cryo") from None
         finally:

@@ -156,7 +156,6 @@ class ChainSyncRepository:
             )
             result, ranges = plan(state)
             if not ranges:
-                await conn.execute(self._sql["touch_stream"], job_id, dataset_key)
                 return 0
             await conn.execute(
                 self._sql["schedule_ranges"],

@@ -38,9 +38,13 @@ RETURNING id, kind;
 UPDATE chain_sync_jobs SET enabled = $3, updated_at = now() WHERE org_id = $1 AND name = $2 RETURNING id;
 
 -- name: plannable_streams
+-- Streams with room in their window and something left to plan (an idle pass reads, never writes).
 SELECT s.job_id, s.dataset_key FROM chain_sync_streams s
 JOIN chain_sync_jobs j ON j.id = s.job_id
 WHERE j.enabled AND j.completed_at IS NULL
+  AND (j.mode = 'follow_head' OR s.next_block < j.to_block)
+  AND (SELECT count(*) FROM chain_sync_ranges r
+       WHERE r.job_id = s.job_id AND r.dataset_key = s.dataset_key AND r.status = 'scheduled') < s.max_inflight
 ORDER BY s.updated_at
 LIMIT $1;
 
@@ -74,9 +78,6 @@ WITH r AS (
     SELECT 'enqueue_task', 'tasks', jsonb_build_object('task_id', id) FROM t
 )
 UPDATE chain_sync_streams SET next_block = $9, updated_at = now() WHERE job_id = $1 AND dataset_key = $2;
-
--- name: touch_stream
-UPDATE chain_sync_streams SET updated_at = now() WHERE job_id = $1 AND dataset_key = $2;
 
 -- name: complete_finished_jobs
 -- fixed_target jobs whose every stream reached to_block with nothing in flight.
