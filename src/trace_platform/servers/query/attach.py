@@ -76,9 +76,7 @@ class DatasetAttacher:
             raw = store.get_bytes(join(prefix_uri, MANIFEST_NAME), MAX_MANIFEST_BYTES)
         except ObjectMissing:
             raise FailedPrecondition("MANIFEST_MISSING", "the dataset version has no manifest") from None
-        manifest = parse_manifest(
-            raw, expected_dataset_uuid=dataset_uuid, expected_dataset_version=dataset_version
-        )
+        manifest = parse_manifest(raw, expected_dataset_uuid=dataset_uuid, expected_dataset_version=dataset_version)
         if not prefix_uri.endswith("/" + manifest.prefix):
             raise FailedPrecondition(MANIFEST_MISMATCH, "the storage location is not this version's prefix")
         uris = tuple(join(prefix_uri, obj.key) for obj in manifest.objects)

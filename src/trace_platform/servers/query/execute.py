@@ -13,10 +13,9 @@ import re
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import duckdb
-import pyarrow as pa
 
 from trace_platform.adapters.duckdb.granted_fs import CORRUPT, MISSING, UNAVAILABLE, GrantedFileSystem, GrantedObject
 from trace_platform.core.errors import (
@@ -35,7 +34,7 @@ T = TypeVar("T")
 @dataclass(frozen=True)
 class LimitedResult:
     columns: tuple[tuple[str, str], ...]  # (name, DuckDB type)
-    table: pa.Table
+    rows: list[tuple[Any, ...]]
     truncated: bool
 
 
@@ -43,30 +42,34 @@ def _quote(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def open_query(conn: duckdb.DuckDBPyConnection, objects: Sequence[GrantedObject], sql: str) -> duckdb.DuckDBPyRelation:
-    """Expose the granted objects as the relation ``dataset`` (a temporary view, private to
-    this connection) and start the gated query on it."""
+def attach_relation(conn: duckdb.DuckDBPyConnection, objects: Sequence[GrantedObject]) -> None:
+    """Expose the granted objects as the relation ``dataset``: a temporary view, private to
+    this connection, over DuckDB's own Parquet reader (trusted code writes the paths)."""
     paths = ", ".join(_quote(o.virtual_path) for o in objects)
     conn.execute(f"CREATE TEMP VIEW {RELATION} AS SELECT * FROM read_parquet([{paths}], hive_partitioning = false)")
+
+
+def open_query(conn: duckdb.DuckDBPyConnection, objects: Sequence[GrantedObject], sql: str) -> duckdb.DuckDBPyRelation:
+    """The gated query as a relation (for streaming its result as Arrow batches)."""
+    attach_relation(conn, objects)
     rel = conn.sql(sql)
     if rel is None:  # only a non-query statement has no relation; the gate lets none through
         raise InvalidArgument("NOT_A_SELECT", "only read-only SELECT queries are allowed")
     return rel
 
 
-def fetch_limited(rel: duckdb.DuckDBPyRelation, limit: int) -> LimitedResult:
-    """At most ``limit`` rows; reads one more to know whether it clipped, and no further."""
-    columns = tuple(zip(rel.columns, (str(t) for t in rel.types), strict=True))
-    reader = rel.to_arrow_reader(min(limit + 1, 8192))
-    batches: list[pa.RecordBatch] = []
-    rows = 0
-    for batch in reader:
-        batches.append(batch)
-        rows += batch.num_rows
-        if rows > limit:
-            break
-    table = pa.Table.from_batches(batches, schema=reader.schema).slice(0, limit)
-    return LimitedResult(columns, table, rows > limit)
+def run_limited(
+    conn: duckdb.DuckDBPyConnection, objects: Sequence[GrantedObject], sql: str, limit: int
+) -> LimitedResult:
+    """At most ``limit`` rows; fetches one more to know whether it clipped, and no further.
+    Rows come back as Python values (no Arrow detour: ~2 ms less for small answers)."""
+    attach_relation(conn, objects)
+    result = conn.execute(sql)
+    if result.description is None:
+        raise InvalidArgument("NOT_A_SELECT", "only read-only SELECT queries are allowed")
+    columns = tuple((str(d[0]), str(d[1])) for d in result.description)
+    rows = result.fetchmany(limit + 1)
+    return LimitedResult(columns, rows[:limit], len(rows) > limit)
 
 
 class QueryRunner:

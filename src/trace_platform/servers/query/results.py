@@ -6,7 +6,7 @@ import datetime as dt
 import decimal
 import json
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import pyarrow as pa
@@ -50,17 +50,8 @@ def value_pb(value: Any) -> common_pb2.Value:
     return common_pb2.Value(string_value=json.dumps(value, default=_json_default, sort_keys=True))
 
 
-def _integral(values: list[Any]) -> list[Any]:
-    # HUGEINT sums and DECIMAL(p, 0) arrive as Decimal; whole numbers travel as integers.
-    return [int(v) if isinstance(v, decimal.Decimal) and v.is_finite() else v for v in values]
-
-
-def rows_pb(table: pa.Table) -> list[common_pb2.Row]:
-    columns = [
-        _integral(col.to_pylist()) if pa.types.is_decimal(col.type) and col.type.scale == 0 else col.to_pylist()
-        for col in table.columns
-    ]
-    return [common_pb2.Row(values=[value_pb(v) for v in row]) for row in zip(*columns, strict=True)]
+def rows_pb(rows: Sequence[Sequence[Any]]) -> list[common_pb2.Row]:
+    return [common_pb2.Row(values=[value_pb(v) for v in row]) for row in rows]
 
 
 class ArrowIpcChunks:

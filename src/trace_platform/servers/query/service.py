@@ -34,7 +34,7 @@ from trace_platform.core.tokens import TokenVerifier
 from trace_platform.core.user_tokens import UserTokenVerifier
 from trace_platform.core.validation import clamp_limit, require_attempt, require_dataset_name, require_uuid
 from trace_platform.servers.query.attach import AttachedVersion, DatasetAttacher, combine
-from trace_platform.servers.query.execute import LimitedResult, QueryRunner, fetch_limited, open_query
+from trace_platform.servers.query.execute import LimitedResult, QueryRunner, open_query, run_limited
 from trace_platform.servers.query.metrics import QueryMetrics
 from trace_platform.servers.query.results import ArrowIpcChunks
 
@@ -98,14 +98,14 @@ class QueryService:
                 dataset_uuid=attached.dataset_uuid,
                 dataset_version=attached.dataset_version,
                 sql_sha256=sql_sha256(sql),
-                row_count=result.table.num_rows,
+                row_count=len(result.rows),
                 duration_ms=(time.perf_counter() - started) * 1000,
                 rpc="task_query",
                 task_id=task_id,
                 attempt=attempt,
             )
             await self._repo.record_query(audit, refs)
-            self.metrics.rows.labels("task_query").inc(result.table.num_rows)
+            self.metrics.rows.labels("task_query").inc(len(result.rows))
             return result
 
     async def user_query(
@@ -116,9 +116,9 @@ class QueryService:
             started = time.perf_counter()
             result = await self._run_limited(attached, sql, limit, min(deadline, self._settings.user_timeout_seconds))
             await self._repo.record_query(
-                self._user_audit(user, attached, sql, result.table.num_rows, started, "query"), refs
+                self._user_audit(user, attached, sql, len(result.rows), started, "query"), refs
             )
-            self.metrics.rows.labels("query").inc(result.table.num_rows)
+            self.metrics.rows.labels("query").inc(len(result.rows))
             return UserQueryResult(result, attached.dataset_version)
 
     async def user_query_arrow(
@@ -209,7 +209,7 @@ class QueryService:
         async with self._databases.database() as db:
             with db.session(attached.objects) as conn:
                 return await self._runner.run(
-                    conn, lambda: fetch_limited(open_query(conn, attached.objects, sql), rows), timeout, db.files
+                    conn, lambda: run_limited(conn, attached.objects, sql, rows), timeout, db.files
                 )
 
     @contextlib.contextmanager

@@ -36,7 +36,7 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
             _deadline(context),
         )
         return pb.TaskQueryResponse(
-            columns=columns_pb(result.columns), rows=rows_pb(result.table), truncated=result.truncated
+            columns=columns_pb(result.columns), rows=rows_pb(result.rows), truncated=result.truncated
         )
 
     async def Query(self, request: pb.QueryRequest, context: Ctx) -> pb.QueryResponse:
@@ -45,7 +45,7 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
         )
         return pb.QueryResponse(
             columns=columns_pb(out.result.columns),
-            rows=rows_pb(out.result.table),
+            rows=rows_pb(out.result.rows),
             truncated=out.result.truncated,
             dataset_version=out.dataset_version,
         )

@@ -10,6 +10,10 @@ LEFT JOIN dataset_versions v ON v.dataset_uuid = d.id
 WHERE d.org_id = $1 AND d.name = $2 AND d.published
 ORDER BY v.range_start NULLS FIRST, v.dataset_version;
 
+-- name: async_commit
+-- Audit rows are visible at once; only their WAL flush is not waited for.
+SET LOCAL synchronous_commit = off;
+
 -- name: record_query
 -- The audit row and, when the dataset has classified columns the query read, the PII
 -- access row, in one statement. $11: the query read every column; $12: the names it read.
