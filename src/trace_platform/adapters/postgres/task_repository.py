@@ -12,6 +12,7 @@ from typing import Any
 import asyncpg
 
 from trace_platform.adapters.postgres import queries
+from trace_platform.adapters.postgres.dataset_repository import register_version
 from trace_platform.core.errors import FailedPrecondition
 from trace_platform.core.fencing import Fence, FenceState, check_fence
 from trace_platform.core.models import (
@@ -224,7 +225,7 @@ class TaskRepository:
             if events:
                 await self._insert_events(conn, ref, events)
             for pub in publications:
-                await self._register_version(conn, pub, ref.task_id)
+                await register_version(conn, pub, ref.task_id)
             next_retry_at = None
             if status is TaskStatus.FAILED:
                 next_retry_at = await conn.fetchval(
@@ -256,27 +257,6 @@ class TaskRepository:
             [e.end for e in events],
         )
         return len(rows)
-
-    async def _register_version(self, conn: asyncpg.Connection, pub: DatasetPublication, task_id: str) -> None:
-        storage = json.dumps(pub.storage_ref.to_dict(), sort_keys=True)
-        inserted = await conn.fetchval(
-            self._sql["insert_dataset_version"],
-            pub.dataset_uuid,
-            pub.dataset_version,
-            storage,
-            pub.config_hash,
-            pub.range_start,
-            pub.range_end,
-            task_id,
-        )
-        if inserted is None:
-            existing = await conn.fetchval(
-                self._sql["get_dataset_version_storage"], pub.dataset_uuid, pub.dataset_version
-            )
-            if json.loads(existing) != pub.storage_ref.to_dict():
-                raise FailedPrecondition(
-                    "DATASET_VERSION_CONFLICT", "this dataset version is registered with other storage"
-                )
 
     async def buffer_publish(
         self, ref: TaskRef, org_id: str, batch_uri: str, content_type: str, size: int, scope: str

@@ -187,15 +187,6 @@ SELECT id FROM buffered_publishes WHERE task_id = $1 AND attempt = $2 AND batch_
 -- name: enqueue_buffer
 INSERT INTO outbox (kind, queue, payload) VALUES ('enqueue_buffer', 'buffers', $1::jsonb);
 
--- name: insert_dataset_version
-INSERT INTO dataset_versions (dataset_uuid, dataset_version, storage_ref, config_hash, range_start, range_end, producer_task_id)
-VALUES ($1, $2, $3::jsonb, $4, $5, $6, $7)
-ON CONFLICT (dataset_uuid, dataset_version) DO NOTHING
-RETURNING dataset_version;
-
--- name: get_dataset_version_storage
-SELECT storage_ref::text AS storage_ref FROM dataset_versions WHERE dataset_uuid = $1 AND dataset_version = $2;
-
 -- name: reap_expired_leases
 -- A running task whose lease ran out is failed with a retry time (or terminally).
 WITH expired AS (
