@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
@@ -21,6 +22,7 @@ from trace_platform.clients.chain_sync import ChainSyncClient, pb
 from trace_platform.clients.dispatcher import DispatcherClient
 from trace_platform.core.config import Settings
 from trace_platform.core.errors import FailedPrecondition, InvalidArgument
+from trace_platform.core.models import TaskRef
 from trace_platform.gen.trace.v1 import common_pb2, dispatcher_pb2
 
 BLOCKS = 60
@@ -291,3 +293,62 @@ async def test_follow_head_keeps_up_and_stops_planning_on_a_stale_head(
             await running.stop(grace=0.5)
     finally:
         node.stop()
+
+
+async def test_streams_with_equal_settings_share_one_cryo_call_per_range(
+    syncing: RunningPlatform, settings: Settings, chain: Chain, db: asyncpg.Connection
+) -> None:
+    grouped = (
+        sync_yaml("grouped", chunk=20)
+        .replace("chunk_size: 25", "chunk_size: 20")
+        .replace("chunk_size: 30", "chunk_size: 20")
+    )
+    async with grpc.aio.insecure_channel(syncing.addr) as ch:
+        await _admin(ch, settings).apply(ORG, grouped)
+        await _wait_complete(_admin(ch, settings), "grouped")
+        user = user_client(ch, settings)
+        blocks = await user.query("grouped.blocks", "SELECT count(DISTINCT block_number), count(*) FROM dataset")
+        assert blocks.rows == [[BLOCKS, BLOCKS]]
+        logs = await user.query("grouped.logs", "SELECT count(*) FROM dataset")
+        assert logs.rows == [[len(chain.logs)]]
+    # One task per range extracted all three streams; each stream got its own version.
+    per_task = await db.fetch(
+        "SELECT task_id, count(*) AS streams, min(range_start) AS s FROM chain_sync_ranges GROUP BY task_id"
+    )
+    assert len(per_task) == BLOCKS // 20 and {r["streams"] for r in per_task} == {3}
+    assert await db.fetchval("SELECT count(*) FROM dataset_versions") == 3 * BLOCKS // 20
+    assert await db.fetchval("SELECT count(*) FROM tasks") == BLOCKS // 20
+
+
+async def test_a_grouped_task_must_publish_every_stream(
+    platform: RunningPlatform, settings: Settings, client: DispatcherClient, db: asyncpg.Connection
+) -> None:
+    """No worker runs here: the test completes a planned grouped task itself, publishing
+    only one of its three streams, and the whole completion is refused."""
+    grouped = (
+        sync_yaml("partial", chunk=20)
+        .replace("chunk_size: 25", "chunk_size: 20")
+        .replace("chunk_size: 30", "chunk_size: 20")
+    )
+    async with grpc.aio.insecure_channel(platform.addr) as ch:
+        await _admin(ch, settings).apply(ORG, grouped)
+
+    async def planned() -> asyncpg.Record | None:
+        return await db.fetchrow("SELECT id, config::text AS config FROM tasks LIMIT 1")
+
+    task = await eventually(planned)
+    config = json.loads(task["config"])
+    claimed = (await client.claim(str(task["id"]), "w")).claimed
+    ref = TaskRef(str(task["id"]), claimed.attempt, claimed.lease_token)
+    first = config["outputs"][0]
+    only_one = common_pb2.DatasetPublication(
+        dataset_uuid=first["dataset_uuid"],
+        dataset_version=first["dataset_version"],
+        storage_ref=common_pb2.StorageRef(scheme="file", prefix="/data/x/"),
+    )
+    with pytest.raises(FailedPrecondition) as exc:
+        await client.complete(ref, claimed.capability_token, datasets_published=[only_one])
+    assert exc.value.reason == "PUBLICATION_REQUIRED"
+    assert await db.fetchval("SELECT count(*) FROM dataset_versions") == 0  # rolled back whole
+    statuses = await db.fetch("SELECT status FROM chain_sync_ranges WHERE task_id = $1", task["id"])
+    assert [r["status"] for r in statuses] == ["scheduled"] * 3

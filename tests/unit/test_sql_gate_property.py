@@ -198,8 +198,11 @@ BENIGN_QUERY = benign_query()
 @given(sql=BENIGN_QUERY)
 def test_generated_benign_selects_are_accepted_and_run(sql: str, duck: Any) -> None:
     check_sql(sql)
-    assert duckdb_disagreements(duck, sql) == []
-    duck.execute(sql).fetchall()
+    try:
+        assert duckdb_disagreements(duck, sql) == []
+        duck.execute(sql).fetchall()
+    except duckdb.OutOfRangeException:
+        pass  # generated constant arithmetic overflowed (e.g. INT32 products): DuckDB refuses it too
 
 
 # --- (c) hostile fragments stay rejected wherever they are hidden -------------------------------

@@ -4,8 +4,9 @@ Cryo writes into a private per-task-and-attempt staging directory; the Parquet f
 (names keep Cryo's ``{start}_to_{end}``) are uploaded under the version-addressed
 prefix ``datasets/{dataset_uuid}/{dataset_version}/`` with the manifest written last,
 the staging directory is removed, and the task completes with exactly one dataset
-publication. The version is derived from the range and config, so a retried attempt
-rewrites the same objects and publishes the same version.
+publication per stream it extracts (several streams of one range share one Cryo call).
+Versions are derived from the range and config, so a retried attempt rewrites the same
+objects and publishes the same versions.
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ import logging
 from collections.abc import Mapping
 from pathlib import Path
 
-from trace_platform.adapters.extract.cryo_runner import CryoRequest, CryoRunner, StagedOutput, remove_stale_staging
+from trace_platform.adapters.extract.cryo_runner import CryoRequest, CryoRunner, StagedFile, remove_stale_staging
 from trace_platform.adapters.objectstore.stores import ObjectStores
-from trace_platform.core.cryo_task import CryoTaskConfig
+from trace_platform.core.cryo_task import CryoOutput, CryoTaskConfig
 from trace_platform.core.errors import FailedPrecondition
 from trace_platform.core.manifest import MANIFEST_NAME, build_manifest, object_prefix
 from trace_platform.gen.trace.v1 import common_pb2
@@ -47,37 +48,44 @@ def cryo_ingest_operator(
         url = rpc_pools.get(config.rpc_pool)
         if not url:
             raise FailedPrecondition("RPC_POOL_UNKNOWN", "no URL configured for the rpc pool", category="config")
+        names = [o.cryo_dataset_name for o in config.outputs]
         staged = await runner.run(
             CryoRequest(
                 task_id=ctx.ref.task_id,
                 attempt=ctx.ref.attempt,
-                cryo_dataset_name=config.cryo_dataset_name,
+                cryo_dataset_name=names[0],
                 block_range=config.block_range,
                 rpc_url=url,
                 chain_id=config.chain_id,
+                more_datasets=tuple(names[1:]),
             )
         )
+        publications = []
         try:
-            prefix_uri = f"{datasets_uri}/{object_prefix(config.dataset_uuid, config.dataset_version)}"
-            await asyncio.to_thread(_upload, staged, stores, prefix_uri, config)
+            for out in config.outputs:
+                prefix_uri = f"{datasets_uri}/{object_prefix(out.dataset_uuid, out.dataset_version)}"
+                files = StagedFile.of(staged.files, out.cryo_dataset_name)
+                await asyncio.to_thread(_upload, files, stores, prefix_uri, out)
+                publications.append(
+                    common_pb2.DatasetPublication(
+                        dataset_uuid=out.dataset_uuid,
+                        dataset_version=out.dataset_version,
+                        storage_ref=storage_ref_for(prefix_uri),
+                        config_hash=out.config_hash,
+                        range_start=config.range_start,
+                        range_end=config.range_end,
+                    )
+                )
         finally:
             staged.cleanup()
-        publication = common_pb2.DatasetPublication(
-            dataset_uuid=config.dataset_uuid,
-            dataset_version=config.dataset_version,
-            storage_ref=storage_ref_for(prefix_uri),
-            config_hash=config.config_hash,
-            range_start=config.range_start,
-            range_end=config.range_end,
-        )
-        return OperatorResult(datasets_published=[publication])
+        return OperatorResult(datasets_published=publications)
 
     return cryo_ingest
 
 
-def _upload(staged: StagedOutput, stores: ObjectStores, prefix_uri: str, config: CryoTaskConfig) -> None:
+def _upload(files: list[StagedFile], stores: ObjectStores, prefix_uri: str, out: CryoOutput) -> None:
     store = stores.for_uri(prefix_uri)
-    for f in staged.files:
+    for f in files:
         store.put_bytes(prefix_uri + f.object.key, f.path.read_bytes())
-    manifest = build_manifest(config.dataset_uuid, config.dataset_version, [f.object for f in staged.files])
+    manifest = build_manifest(out.dataset_uuid, out.dataset_version, [f.object for f in files])
     store.put_bytes(prefix_uri + MANIFEST_NAME, manifest.to_json())  # last: readers see whole versions

@@ -70,6 +70,13 @@ class CryoRequest:
     initial_backoff_ms: int = 250
     max_concurrent_requests: int | None = None
     requests_per_second: int | None = None
+    # Further datasets of the same range in the same Cryo call (blocks and transactions
+    # then share one fetch of every block).
+    more_datasets: tuple[str, ...] = ()
+
+    @property
+    def datasets(self) -> tuple[str, ...]:
+        return (self.cryo_dataset_name, *self.more_datasets)
 
 
 @dataclass(frozen=True)
@@ -77,6 +84,11 @@ class StagedFile:
     path: Path
     block_range: BlockRange  # end-exclusive, from Cryo's inclusive file name
     object: ManifestObject  # key = the file name
+    dataset: str = ""
+
+    @staticmethod
+    def of(files: tuple[StagedFile, ...], dataset: str) -> list[StagedFile]:
+        return [f for f in files if f.dataset == dataset]
 
 
 @dataclass(frozen=True)
@@ -142,8 +154,8 @@ class CryoRunner:
         return self.staging_root / str(uuid.UUID(task_id)) / str(attempt)
 
     async def run(self, req: CryoRequest) -> StagedOutput:
-        if not _DATASET_RE.fullmatch(req.cryo_dataset_name):
-            raise ValueError("cryo_dataset_name must be a slug")
+        if not all(_DATASET_RE.fullmatch(d) for d in req.datasets) or len(set(req.datasets)) != len(req.datasets):
+            raise ValueError("cryo dataset names must be distinct slugs")
         ensure_private_dir(self.staging_root)
         directory = self.staging_dir(req.task_id, req.attempt)
         shutil.rmtree(directory, ignore_errors=True)  # a redelivered attempt starts clean
@@ -156,7 +168,7 @@ class CryoRunner:
             if summary.get("n_errored", 0) > 0:
                 raise Unavailable(
                     CRYO_CHUNKS_ERRORED,
-                    f"cryo reported {summary['n_errored']} failed chunk(s) for {req.cryo_dataset_name} "
+                    f"cryo reported {summary['n_errored']} failed chunk(s) for {', '.join(req.datasets)} "
                     f"[{req.block_range.start}, {req.block_range.end}); attempt failed",
                     category="rpc",
                 )
@@ -190,7 +202,7 @@ class CryoRunner:
 
     async def _freeze(self, req: CryoRequest, directory: Path) -> dict[str, int]:
         kwargs = self._kwargs(req, directory)
-        request = json.dumps({"datatypes": [req.cryo_dataset_name], "kwargs": kwargs}).encode()
+        request = json.dumps({"datatypes": list(req.datasets), "kwargs": kwargs}).encode()
         # The request (it holds the RPC URL) reaches the child's stdin from a 0600 file in the
         # private staging directory, unlinked once open: writing it into a stdin pipe raced
         # with the child under uvloop ("handler is closed") and failed about 1 attempt in 20.
@@ -239,8 +251,8 @@ class CryoRunner:
             if entry.name == ".cryo" and entry.is_dir() and not entry.is_symlink():
                 continue  # Cryo's own reports; Trace does not depend on them
             m = _FILE_RE.fullmatch(entry.name)
-            if entry.is_symlink() or not entry.is_file() or m is None or m["ds"] != req.cryo_dataset_name:
-                raise _bad_output(f"unexpected entry in cryo output for {req.cryo_dataset_name}")
+            if entry.is_symlink() or not entry.is_file() or m is None or m["ds"] not in req.datasets:
+                raise _bad_output(f"unexpected entry in cryo output for {', '.join(req.datasets)}")
             start, last = int(m["s"]), int(m["e"])
             if not req.block_range.start <= start <= last < req.block_range.end:
                 raise _bad_output("cryo output file lies outside the requested range")
@@ -256,15 +268,17 @@ class CryoRunner:
                 )
             rows = self._check_parquet(entry, req.chain_id)
             obj = ManifestObject(key=entry.name, size_bytes=size, sha256=_sha256(entry), row_count=rows)
-            files.append(StagedFile(entry, BlockRange(start, last + 1), obj))
-        files.sort(key=lambda f: f.block_range)
-        cursor = req.block_range.start
-        for f in files:
-            if f.block_range.start != cursor:
-                break
-            cursor = f.block_range.end
-        if not files or cursor != req.block_range.end:
-            raise _bad_output("cryo output files do not cover the requested range exactly")
+            files.append(StagedFile(entry, BlockRange(start, last + 1), obj, m["ds"]))
+        files.sort(key=lambda f: (f.dataset, f.block_range))
+        for dataset in req.datasets:  # every dataset covers the range exactly
+            cursor = req.block_range.start
+            own = [f for f in files if f.dataset == dataset]
+            for f in own:
+                if f.block_range.start != cursor:
+                    break
+                cursor = f.block_range.end
+            if not own or cursor != req.block_range.end:
+                raise _bad_output(f"cryo output for {dataset} does not cover the requested range exactly")
         return tuple(files)
 
     @staticmethod

@@ -37,6 +37,8 @@ class StreamState:
     cursor: int
     in_flight: int
     head: HeadObservation | None
+    # The streams planned together with this one (itself included): (dataset_key, dataset_uuid).
+    group: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -135,24 +137,27 @@ class ChainSyncRepository:
         return [(str(r["job_id"]), r["dataset_key"]) for r in rows]
 
     async def plan_stream(self, job_id: str, dataset_key: str, plan: PlanFn, max_attempts: int) -> int:
-        """Lock the stream, plan it, and record ranges, tasks, wake-ups and cursor together."""
+        """Lock the stream and the siblings it plans with, plan once, and record the ranges,
+        one task per range for the group, the ledger rows, wake-ups and cursors together."""
         async with self._pool.acquire() as conn, conn.transaction():
-            row = await conn.fetchrow(self._sql["lock_stream"], job_id, dataset_key)
-            if row is None or not row["enabled"]:
+            rows = await conn.fetch(self._sql["lock_group"], job_id, dataset_key)
+            lead = next((r for r in rows if r["dataset_key"] == dataset_key), None)
+            if lead is None or not lead["enabled"]:
                 return 0  # planned by another Dispatcher right now, or paused
             head = None
-            if row["head_block"] is not None:
-                head = HeadObservation(int(row["head_block"]), float(row["observed_at"]))
+            if lead["head_block"] is not None:
+                head = HeadObservation(int(lead["head_block"]), float(lead["observed_at"]))
             state = StreamState(
-                org_id=row["org_id"],
-                job_name=row["name"],
-                chain_id=int(row["chain_id"]),
-                spec=spec_from_dict(json.loads(row["spec"])),
+                org_id=lead["org_id"],
+                job_name=lead["name"],
+                chain_id=int(lead["chain_id"]),
+                spec=spec_from_dict(json.loads(lead["spec"])),
                 dataset_key=dataset_key,
-                dataset_uuid=row["dataset_uuid"],
-                cursor=int(row["next_block"]),
-                in_flight=int(row["in_flight"]),
+                dataset_uuid=lead["dataset_uuid"],
+                cursor=int(lead["next_block"]),
+                in_flight=max(int(r["in_flight"]) for r in rows),
                 head=head,
+                group=tuple((r["dataset_key"], r["dataset_uuid"]) for r in rows),
             )
             result, ranges = plan(state)
             if not ranges:
@@ -160,13 +165,13 @@ class ChainSyncRepository:
             await conn.execute(
                 self._sql["schedule_ranges"],
                 job_id,
-                dataset_key,
                 [r.start for r in ranges],
                 [r.end for r in ranges],
                 [r.task_id for r in ranges],
                 [json.dumps(r.config) for r in ranges],
                 state.org_id,
                 max_attempts,
+                [key for key, _ in state.group],
                 result.next_cursor,
             )
             return len(ranges)
@@ -215,4 +220,3 @@ def _check_compatible(old: ChainSyncSpec, new: ChainSyncSpec) -> None:
         raise FailedPrecondition(
             "CHAIN_SYNC_IMMUTABLE_FIELD", f"cannot change {', '.join(problems)}; apply under a new name"
         )
-

@@ -45,7 +45,9 @@ def plan_ranges(state: StreamState, now: float) -> tuple[Plan, list[ScheduledRan
             r.start,
             r.end,
             str(uuid.uuid4()),
-            task_config(state.spec, state.dataset_key, state.dataset_uuid, BlockRange(r.start, r.end)).to_dict(),
+            task_config(
+                state.spec, state.group or ((state.dataset_key, state.dataset_uuid),), BlockRange(r.start, r.end)
+            ).to_dict(),
         )
         for r in plan.ranges
     ]

@@ -70,12 +70,13 @@ CREATE TABLE chain_sync_ranges (
     dataset_key     text NOT NULL,
     range_start     bigint NOT NULL CHECK (range_start >= 0),
     range_end       bigint NOT NULL CHECK (range_end > range_start),
-    task_id         uuid NOT NULL UNIQUE REFERENCES tasks (id),
+    task_id         uuid NOT NULL REFERENCES tasks (id),  -- one task may extract several streams' range
     status          text NOT NULL DEFAULT 'scheduled' CHECK (status IN ('scheduled', 'completed')),
     dataset_version uuid,
     created_at      timestamptz NOT NULL DEFAULT now(),
     updated_at      timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (job_id, dataset_key, range_start, range_end),
+    UNIQUE (task_id, dataset_key),
     FOREIGN KEY (job_id, dataset_key) REFERENCES chain_sync_streams (job_id, dataset_key) ON DELETE CASCADE,
     CHECK ((status = 'completed') = (dataset_version IS NOT NULL))
 );
@@ -102,23 +103,32 @@ ALTER TABLE datasets ADD COLUMN kind text NOT NULL DEFAULT 'versioned'
 ALTER TABLE datasets ADD COLUMN partition_config_hash text;
 CREATE INDEX dataset_versions_producer_idx ON dataset_versions (producer_task_id);
 
--- A cryo_ingest task completes only with exactly one dataset publication, and its
+-- A cryo_ingest task completes only with one dataset publication per stream it extracts, and its
 -- completion marks its range completed, in the same transaction. Failures record the
 -- stream's last error category.
 CREATE FUNCTION chain_sync_task_finished() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
+    expected int;
     published int;
-    version uuid;
+    marked int;
 BEGIN
     IF NEW.status = 'completed' THEN
-        SELECT count(*), min(dataset_version::text)::uuid INTO published, version
-        FROM dataset_versions WHERE producer_task_id = NEW.id;
-        IF published <> 1 THEN
-            RAISE EXCEPTION 'cryo_ingest must publish exactly one dataset version (got %)', published
+        -- One version per stream the task extracts (one for a task outside the ledger).
+        SELECT greatest(count(*), 1) INTO expected FROM chain_sync_ranges WHERE task_id = NEW.id;
+        SELECT count(*) INTO published FROM dataset_versions WHERE producer_task_id = NEW.id;
+        IF published <> expected THEN
+            RAISE EXCEPTION 'cryo_ingest must publish one dataset version per stream (% expected, % given)',
+                expected, published USING ERRCODE = 'TRPUB';
+        END IF;
+        UPDATE chain_sync_ranges r SET status = 'completed', dataset_version = v.dataset_version, updated_at = now()
+        FROM chain_sync_streams s, dataset_versions v
+        WHERE r.task_id = NEW.id AND s.job_id = r.job_id AND s.dataset_key = r.dataset_key
+          AND v.dataset_uuid = s.dataset_uuid AND v.producer_task_id = NEW.id;
+        GET DIAGNOSTICS marked = ROW_COUNT;
+        IF marked <> (SELECT count(*) FROM chain_sync_ranges WHERE task_id = NEW.id) THEN
+            RAISE EXCEPTION 'cryo_ingest published versions of other datasets than its streams'
                 USING ERRCODE = 'TRPUB';
         END IF;
-        UPDATE chain_sync_ranges SET status = 'completed', dataset_version = version, updated_at = now()
-        WHERE task_id = NEW.id;
     ELSIF NEW.status = 'failed' AND NEW.error_message ~ '^[a-z]+/[A-Z_]+' THEN
         UPDATE chain_sync_streams s
         SET last_error = substring(NEW.error_message FROM '^[a-z]+/[A-Z_]+'), last_error_at = now()

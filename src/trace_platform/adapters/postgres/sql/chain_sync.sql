@@ -38,46 +38,59 @@ RETURNING id, kind;
 UPDATE chain_sync_jobs SET enabled = $3, updated_at = now() WHERE org_id = $1 AND name = $2 RETURNING id;
 
 -- name: plannable_streams
--- Streams with room in their window and something left to plan (an idle pass reads, never writes).
-SELECT s.job_id, s.dataset_key FROM chain_sync_streams s
-JOIN chain_sync_jobs j ON j.id = s.job_id
-WHERE j.enabled AND j.completed_at IS NULL
-  AND (j.mode = 'follow_head' OR s.next_block < j.to_block)
-  AND (SELECT count(*) FROM chain_sync_ranges r
-       WHERE r.job_id = s.job_id AND r.dataset_key = s.dataset_key AND r.status = 'scheduled') < s.max_inflight
-ORDER BY s.updated_at
+-- Streams with room in their window and something left to plan (an idle pass reads, never
+-- writes), one per group of streams that plan together (see lock_group).
+SELECT job_id, dataset_key FROM (
+    SELECT DISTINCT ON (s.job_id, s.rpc_pool, s.chunk_size, s.max_inflight, s.next_block)
+           s.job_id, s.dataset_key, s.updated_at
+    FROM chain_sync_streams s
+    JOIN chain_sync_jobs j ON j.id = s.job_id
+    WHERE j.enabled AND j.completed_at IS NULL
+      AND (j.mode = 'follow_head' OR s.next_block < j.to_block)
+      AND (SELECT count(*) FROM chain_sync_ranges r
+           WHERE r.job_id = s.job_id AND r.dataset_key = s.dataset_key AND r.status = 'scheduled') < s.max_inflight
+    ORDER BY s.job_id, s.rpc_pool, s.chunk_size, s.max_inflight, s.next_block, s.dataset_key
+) plannable
+ORDER BY updated_at
 LIMIT $1;
 
--- name: lock_stream
--- One planner at a time per stream; another Dispatcher skips it.
-SELECT s.next_block, s.chunk_size, s.max_inflight, s.cryo_dataset_name, s.rpc_pool, s.dataset_uuid::text,
-       s.config_hash, j.org_id::text, j.name, j.chain_id, j.spec::text AS spec, j.enabled,
+-- name: lock_group
+-- The stream and its siblings that plan together (same pool, chunk, window and cursor):
+-- one Cryo call then extracts every dataset of a range. Another Dispatcher skips them.
+SELECT s.dataset_key, s.next_block, s.dataset_uuid::text, j.org_id::text, j.name, j.chain_id,
+       j.spec::text AS spec, j.enabled,
        (SELECT count(*) FROM chain_sync_ranges r
         WHERE r.job_id = s.job_id AND r.dataset_key = s.dataset_key AND r.status = 'scheduled') AS in_flight,
        h.head_block, extract(epoch FROM h.observed_at) AS observed_at
 FROM chain_sync_streams s
+JOIN chain_sync_streams lead ON lead.job_id = s.job_id AND lead.dataset_key = $2
 JOIN chain_sync_jobs j ON j.id = s.job_id
 LEFT JOIN chain_head_observations h ON h.org_id = j.org_id AND h.chain_id = j.chain_id AND h.rpc_pool = s.rpc_pool
-WHERE s.job_id = $1 AND s.dataset_key = $2
+WHERE s.job_id = $1 AND s.rpc_pool = lead.rpc_pool AND s.chunk_size = lead.chunk_size
+  AND s.max_inflight = lead.max_inflight AND s.next_block = lead.next_block
+ORDER BY s.dataset_key
 FOR UPDATE OF s SKIP LOCKED;
 
 -- name: schedule_ranges
--- The ranges, their tasks, their wake-ups and the cursor: one statement, one transaction.
+-- The ranges, their tasks (one per range for the whole group), the ledger rows (one per
+-- range and stream), the wake-ups and the cursors: one statement, one transaction.
 WITH r AS (
-    SELECT * FROM unnest($3::bigint[], $4::bigint[], $5::uuid[], $6::jsonb[])
+    SELECT * FROM unnest($2::bigint[], $3::bigint[], $4::uuid[], $5::jsonb[])
         AS r (range_start, range_end, task_id, config)
 ), t AS (
     INSERT INTO tasks (id, org_id, operator, config, inputs, datasets, status, attempt, max_attempts)
-    SELECT r.task_id, $7, 'cryo_ingest', r.config, '[]', '[]', 'queued', 1, $8 FROM r
+    SELECT r.task_id, $6, 'cryo_ingest', r.config, '[]', '[]', 'queued', 1, $7 FROM r
     RETURNING id
 ), ledger AS (
     INSERT INTO chain_sync_ranges (job_id, dataset_key, range_start, range_end, task_id)
-    SELECT $1, $2, r.range_start, r.range_end, r.task_id FROM r
+    SELECT $1, k.dataset_key, r.range_start, r.range_end, r.task_id
+    FROM r CROSS JOIN unnest($8::text[]) AS k (dataset_key)
 ), wake AS (
     INSERT INTO outbox (kind, queue, payload)
     SELECT 'enqueue_task', 'tasks', jsonb_build_object('task_id', id) FROM t
 )
-UPDATE chain_sync_streams SET next_block = $9, updated_at = now() WHERE job_id = $1 AND dataset_key = $2;
+UPDATE chain_sync_streams SET next_block = $9, updated_at = now()
+WHERE job_id = $1 AND dataset_key = ANY ($8::text[]);
 
 -- name: complete_finished_jobs
 -- fixed_target jobs whose every stream reached to_block with nothing in flight.
