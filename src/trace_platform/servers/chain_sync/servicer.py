@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from trace_platform.adapters.postgres.chain_sync_repository import ChainSyncRepository
@@ -29,9 +30,12 @@ def _name(value: str) -> str:
 
 
 class ChainSyncServicer(chain_sync_pb2_grpc.ChainSyncServiceServicer):
-    def __init__(self, repo: ChainSyncRepository, admin_token: str | None) -> None:
+    def __init__(
+        self, repo: ChainSyncRepository, admin_token: str | None, wake_planner: Callable[[], None] = lambda: None
+    ) -> None:
         self._repo = repo
         self._admin_token = admin_token
+        self._wake_planner = wake_planner
 
     async def ApplyChainSync(self, request: pb.ApplyChainSyncRequest, context: Ctx) -> pb.ApplyChainSyncResponse:
         require_shared_secret(context, ADMIN_TOKEN, self._admin_token)
@@ -40,6 +44,7 @@ class ChainSyncServicer(chain_sync_pb2_grpc.ChainSyncServiceServicer):
             raise InvalidArgument("PAYLOAD_TOO_LARGE", f"yaml exceeds {MAX_YAML_BYTES} bytes", field="yaml")
         spec = parse_chain_sync(request.yaml)
         job_id, outcome = await self._repo.apply(org_id, spec)
+        self._wake_planner()  # plan now, not at the next tick
         return pb.ApplyChainSyncResponse(
             job_id=job_id, name=spec.name, yaml_hash=spec.yaml_hash, outcome=_OUTCOMES[outcome]
         )
@@ -52,6 +57,7 @@ class ChainSyncServicer(chain_sync_pb2_grpc.ChainSyncServiceServicer):
     async def ResumeChainSync(self, request: pb.ResumeChainSyncRequest, context: Ctx) -> pb.ResumeChainSyncResponse:
         require_shared_secret(context, ADMIN_TOKEN, self._admin_token)
         await self._repo.set_enabled(require_uuid("org_id", request.org_id), _name(request.name), True)
+        self._wake_planner()
         return pb.ResumeChainSyncResponse()
 
     async def GetChainSyncStatus(
