@@ -315,7 +315,7 @@ async def _full_stack(
         TRACE_USER_JWT_SECRET=user_secret,
         TRACE_RPC_POOL_BENCH_URL=node.url,
         TRACE_WORKER_CONCURRENCY=str(cfg.workers),
-        TRACE_PLANNER_INTERVAL_SECONDS="0.05",
+        TRACE_PLANNER_INTERVAL_SECONDS="0.25",  # the default: apply and completions wake the planner
         TRACE_LOG_LEVEL="WARNING",
         TRACE_BENCH_TIMINGS=str(timings),
     )

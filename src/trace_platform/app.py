@@ -131,6 +131,7 @@ async def start_platform(
     dispatcher = build_dispatcher(pool, queue, settings, ring)
     chain_sync_binding, chain_sync_loops = build_chain_sync(pool, settings, dispatcher.loops[0].wakeup.set)
     dispatcher.loops.extend(chain_sync_loops)
+    dispatcher.service.on_datasets_published = chain_sync_loops[0].wakeup.set
 
     async def local_jwks() -> dict[str, Any]:
         return ring.jwks() if ring is not None else {"keys": []}

@@ -70,6 +70,9 @@ class DispatcherService:
         self._scratch_uri = scratch_uri.rstrip("/")
         self._ring = key_ring
         self._on_outbox_write = on_outbox_write
+        # Set by the composition root: a completion that published datasets frees planning
+        # room (chain_sync), so the planner is woken instead of waiting for its next tick.
+        self.on_datasets_published: Callable[[], None] = lambda: None
 
     async def create_tasks(self, tasks: Sequence[NewTask]) -> list[str]:
         if not tasks:
@@ -160,6 +163,8 @@ class DispatcherService:
         )
         if events:
             self._on_outbox_write()
+        if publications and not result.duplicate:
+            self.on_datasets_published()
         return result
 
     async def emit_events(self, ref: TaskRef, events: Sequence[DatasetEvent]) -> int:
