@@ -352,3 +352,43 @@ async def test_a_grouped_task_must_publish_every_stream(
     assert await db.fetchval("SELECT count(*) FROM dataset_versions") == 0  # rolled back whole
     statuses = await db.fetch("SELECT status FROM chain_sync_ranges WHERE task_id = $1", task["id"])
     assert [r["status"] for r in statuses] == ["scheduled"] * 3
+
+
+async def test_resume_retries_ranges_whose_task_failed_for_good(
+    platform: RunningPlatform, settings: Settings, db: asyncpg.Connection
+) -> None:
+    """No worker here: the planner schedules, the test fails one task terminally."""
+    async with grpc.aio.insecure_channel(platform.addr) as ch:
+        admin = _admin(ch, settings)
+        await admin.apply(ORG, sync_yaml("stalled"))
+
+        async def planned() -> asyncpg.Record | None:
+            return await db.fetchrow("SELECT id, max_attempts FROM tasks ORDER BY created_at LIMIT 1")
+
+        task = await eventually(planned)
+        await db.execute(
+            "UPDATE tasks SET status = 'failed', attempt = max_attempts, next_retry_at = NULL,"
+            " error_message = 'rpc/CRYO_FAILED: down' WHERE id = $1",
+            task["id"],
+        )
+        keys = {
+            r["dataset_key"]
+            for r in await db.fetch("SELECT dataset_key FROM chain_sync_ranges WHERE task_id = $1", task["id"])
+        }
+        stalled = (await admin.status(ORG, "stalled"))[0]
+        shown = {s.dataset_key: (s.last_error, s.last_error_category) for s in stalled.streams}
+        assert all(shown[k] == ("rpc/CRYO_FAILED", "rpc") for k in keys) and keys
+        await admin.pause(ORG, "stalled")
+        await admin.resume(ORG, "stalled")
+    row = await db.fetchrow("SELECT status, attempt, max_attempts FROM tasks WHERE id = $1", task["id"])
+    assert (row["status"], row["attempt"], row["max_attempts"]) == (
+        "queued",
+        task["max_attempts"] + 1,
+        task["max_attempts"] + 1,
+    )
+    assert (
+        await db.fetchval("SELECT count(*) FROM outbox WHERE payload->>'task_id' = $1", str(task["id"])) == 2
+    )  # the first wake-up and the retry's
+    assert (
+        await db.fetchval("SELECT DISTINCT status FROM chain_sync_ranges WHERE task_id = $1", task["id"]) == "scheduled"
+    )

@@ -128,9 +128,15 @@ class ChainSyncRepository:
                     )
             return job_id, outcome
 
-    async def set_enabled(self, org_id: str, name: str, enabled: bool) -> None:
-        if await self._pool.fetchval(self._sql["set_enabled"], org_id, name, enabled) is None:
-            raise NotFound("CHAIN_SYNC_NOT_FOUND", "no chain_sync job of that name")
+    async def set_enabled(self, org_id: str, name: str, enabled: bool) -> int:
+        """Pause or resume; resuming also retries ranges whose task failed for good.
+        Returns how many ranges' tasks were requeued."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            if await conn.fetchval(self._sql["set_enabled"], org_id, name, enabled) is None:
+                raise NotFound("CHAIN_SYNC_NOT_FOUND", "no chain_sync job of that name")
+            if not enabled:
+                return 0
+            return int(await conn.fetchval(self._sql["retry_failed_ranges"], org_id, name))
 
     async def plannable_streams(self, limit: int) -> list[tuple[str, str]]:
         rows = await self._pool.fetch(self._sql["plannable_streams"], limit)

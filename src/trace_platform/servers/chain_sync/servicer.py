@@ -31,11 +31,16 @@ def _name(value: str) -> str:
 
 class ChainSyncServicer(chain_sync_pb2_grpc.ChainSyncServiceServicer):
     def __init__(
-        self, repo: ChainSyncRepository, admin_token: str | None, wake_planner: Callable[[], None] = lambda: None
+        self,
+        repo: ChainSyncRepository,
+        admin_token: str | None,
+        wake_planner: Callable[[], None] = lambda: None,
+        wake_outbox: Callable[[], None] = lambda: None,
     ) -> None:
         self._repo = repo
         self._admin_token = admin_token
         self._wake_planner = wake_planner
+        self._wake_outbox = wake_outbox
 
     async def ApplyChainSync(self, request: pb.ApplyChainSyncRequest, context: Ctx) -> pb.ApplyChainSyncResponse:
         require_shared_secret(context, ADMIN_TOKEN, self._admin_token)
@@ -56,8 +61,10 @@ class ChainSyncServicer(chain_sync_pb2_grpc.ChainSyncServiceServicer):
 
     async def ResumeChainSync(self, request: pb.ResumeChainSyncRequest, context: Ctx) -> pb.ResumeChainSyncResponse:
         require_shared_secret(context, ADMIN_TOKEN, self._admin_token)
-        await self._repo.set_enabled(require_uuid("org_id", request.org_id), _name(request.name), True)
+        retried = await self._repo.set_enabled(require_uuid("org_id", request.org_id), _name(request.name), True)
         self._wake_planner()
+        if retried:
+            self._wake_outbox()
         return pb.ResumeChainSyncResponse()
 
     async def GetChainSyncStatus(

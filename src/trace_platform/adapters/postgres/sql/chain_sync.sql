@@ -37,6 +37,27 @@ RETURNING id, kind;
 -- name: set_enabled
 UPDATE chain_sync_jobs SET enabled = $3, updated_at = now() WHERE org_id = $1 AND name = $2 RETURNING id;
 
+-- name: retry_failed_ranges
+-- Resume gives ranges whose task failed for good one more attempt (the range and its
+-- version stay the same, so nothing is duplicated); returns how many.
+WITH stuck AS (
+    SELECT t.id FROM tasks t
+    WHERE t.status = 'failed' AND t.next_retry_at IS NULL
+      AND t.id IN (SELECT r.task_id FROM chain_sync_ranges r JOIN chain_sync_jobs j ON j.id = r.job_id
+                   WHERE j.org_id = $1 AND j.name = $2 AND r.status = 'scheduled')
+    FOR UPDATE OF t
+), requeued AS (
+    UPDATE tasks t
+    SET status = 'queued', attempt = t.attempt + 1, max_attempts = t.attempt + 1, lease_token = NULL,
+        lease_expires_at = NULL, worker_id = NULL, error_message = NULL, updated_at = now()
+    FROM stuck WHERE t.id = stuck.id
+    RETURNING t.id
+), wake AS (
+    INSERT INTO outbox (kind, queue, payload)
+    SELECT 'enqueue_task', 'tasks', jsonb_build_object('task_id', id) FROM requeued
+)
+SELECT count(*) FROM requeued;
+
 -- name: plannable_streams
 -- Streams with room in their window and something left to plan (an idle pass reads, never
 -- writes), one per group of streams that plan together (see lock_group).

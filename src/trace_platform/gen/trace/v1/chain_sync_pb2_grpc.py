@@ -78,7 +78,8 @@ class ChainSyncServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ResumeChainSync(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Continues planning; ranges whose task failed for good get one more attempt.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
