@@ -26,11 +26,11 @@ import time
 import uuid
 from pathlib import Path
 
-import asyncpg
 import duckdb
 import grpc
 import pyarrow as pa
 import pyarrow.parquet as pq
+from dispatcher_throughput import drop_db, dsn_for, fresh_db  # the bench directory's database helpers
 
 from trace_platform.adapters.postgres.migrations import migrate_dsn
 from trace_platform.clients.dispatcher import DispatcherClient
@@ -38,7 +38,6 @@ from trace_platform.clients.query import QueryClient
 from trace_platform.core.manifest import MANIFEST_NAME, ManifestObject, build_manifest, object_prefix
 from trace_platform.gen.trace.v1 import common_pb2, dispatcher_pb2
 
-ADMIN_DSN = os.environ.get("TRACE_BENCH_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 ORG = "00000000-0000-0000-0000-0000000000be"
 POINT = "SELECT block_number, gas_used, miner, tx_count FROM {rel} WHERE block_number = {n}"
 SCAN = "SELECT miner, count(*) AS blocks, sum(gas_used) AS gas FROM {rel} GROUP BY miner ORDER BY gas DESC LIMIT 10"
@@ -86,10 +85,8 @@ async def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="trace-qbench-"))
     objects = tmp / "objects"
     ds_uuid, version, prefix, paths = write_files(objects, args.rows, args.files)
-    db = f"trace_qbench_{secrets.token_hex(4)}"
-    admin = await asyncpg.connect(ADMIN_DSN)
-    await admin.execute(f'CREATE DATABASE "{db}"')
-    dsn = ADMIN_DSN.rpartition("/")[0] + "/" + db
+    db = await fresh_db("trace_qbench")
+    dsn = dsn_for(db)
     await migrate_dsn(dsn)
     admin_token, worker_token = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
     env = dict(
@@ -152,8 +149,7 @@ async def main() -> None:
     finally:
         proc.terminate()
         proc.wait(10)
-        await admin.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
-        await admin.close()
+        await drop_db(db)
         shutil.rmtree(tmp, ignore_errors=True)
 
     print(f"rows={args.rows} files={args.files} (Parquet, 64k-row groups); Trace = TaskQuery over gRPC")

@@ -7,7 +7,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import urllib.request
@@ -17,6 +16,7 @@ import asyncpg
 import pyarrow as pa
 import pytest
 
+from tests.anvil import free_port
 from tests.datasets import FIXTURE_ROWS, write_dataset
 from tests.e2e.conftest import all_output, spawn, wait_for_line
 from trace_platform.adapters.objectstore.stores import LocalObjectStore
@@ -47,17 +47,11 @@ def test_sql_check_exit_code_and_output(sql: str, code: int, out: str) -> None:
     assert sql not in done.stdout + done.stderr
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 async def test_trace_query_prints_a_table_and_json_and_metrics_count_it(
     settings: Settings, tmp_path: Path, procs: list[subprocess.Popen[str]]
 ) -> None:
     data_dir = tmp_path / "lite"
-    metrics_port = _free_port()
+    metrics_port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRACE_")}
     env.update(
         TRACE_DATA_DIR=str(data_dir),

@@ -9,11 +9,7 @@ from __future__ import annotations
 import base64
 import io
 import json
-import socket
-import subprocess
-import sys
 import threading
-import time
 import urllib.request
 import zipfile
 from collections.abc import Iterator
@@ -22,18 +18,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import boto3
 import pytest
 
+from tests.moto_server import moto_server
 from tests.udf_fixtures import invocation
 from trace_platform.adapters.invoker import base
 from trace_platform.adapters.invoker.lambda_ import LambdaInvoker
 from trace_platform.core.errors import NotFound, Unavailable
 
 FUNCTION = "trace-udf-runner"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _post(url: str, body: dict[str, object]) -> None:
@@ -44,40 +35,22 @@ def _post(url: str, body: dict[str, object]) -> None:
 
 @pytest.fixture(scope="module")
 def moto_lambda() -> Iterator[str]:
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            if time.monotonic() > deadline:
-                proc.kill()
-                raise RuntimeError("moto server did not start") from None
-            time.sleep(0.1)
-    _post(f"{endpoint}/moto-api/config", {"lambda": {"use_docker": False}})
-    creds = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing", "region_name": "us-east-1"}
-    iam = boto3.client("iam", endpoint_url=endpoint, **creds)
-    role = iam.create_role(RoleName="udf-runner", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
-    code = io.BytesIO()
-    with zipfile.ZipFile(code, "w") as zf:
-        zf.writestr("runner.py", "def handler(event, context):\n    return event\n")
-    boto3.client("lambda", endpoint_url=endpoint, **creds).create_function(
-        FunctionName=FUNCTION,
-        Runtime="python3.11",
-        Role=role,
-        Handler="runner.handler",
-        Code={"ZipFile": code.getvalue()},
-    )
-    yield endpoint
-    proc.terminate()
-    proc.wait(10)
+    with moto_server() as endpoint:
+        _post(f"{endpoint}/moto-api/config", {"lambda": {"use_docker": False}})
+        creds = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing", "region_name": "us-east-1"}
+        iam = boto3.client("iam", endpoint_url=endpoint, **creds)
+        role = iam.create_role(RoleName="udf-runner", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
+        code = io.BytesIO()
+        with zipfile.ZipFile(code, "w") as zf:
+            zf.writestr("runner.py", "def handler(event, context):\n    return event\n")
+        boto3.client("lambda", endpoint_url=endpoint, **creds).create_function(
+            FunctionName=FUNCTION,
+            Runtime="python3.11",
+            Role=role,
+            Handler="runner.handler",
+            Code={"ZipFile": code.getvalue()},
+        )
+        yield endpoint
 
 
 def invoker(endpoint: str, function: str = FUNCTION) -> LambdaInvoker:

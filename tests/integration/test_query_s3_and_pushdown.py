@@ -3,10 +3,6 @@ a store that is down, and projection/predicate pushdown measured in bytes read."
 
 from __future__ import annotations
 
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 
@@ -15,8 +11,10 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pytest
 
+from tests.anvil import free_port
 from tests.datasets import blocks_table, write_dataset
 from tests.integration.conftest import ORG, claim_with_grants, user_client
+from tests.moto_server import moto_server
 from trace_platform.adapters.objectstore.stores import LocalObjectStore, ObjectStores, S3ObjectStore
 from trace_platform.adapters.postgres.dataset_repository import DatasetRepository
 from trace_platform.app import RunningPlatform, start_platform
@@ -26,33 +24,10 @@ from trace_platform.core.config import ObjectStoreSettings, Settings
 from trace_platform.core.errors import Unavailable
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def moto_endpoint() -> Iterator[str]:
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            time.sleep(0.1)
-    else:
-        proc.kill()
-        raise RuntimeError("moto server did not start")
-    yield f"http://127.0.0.1:{port}"
-    proc.terminate()
-    proc.wait(10)
+    with moto_server() as endpoint:
+        yield endpoint
 
 
 def _s3_settings(endpoint: str) -> ObjectStoreSettings:
@@ -89,7 +64,7 @@ async def test_task_and_user_queries_over_an_s3_storage_ref(
 async def test_store_down_is_unavailable_and_retryable(settings: Settings, moto_endpoint: str) -> None:
     store = S3ObjectStore(_s3_settings(moto_endpoint))
     ds = write_dataset(store, "s3://trace-test/down", [blocks_table(10)])
-    dead = _s3_settings(f"http://127.0.0.1:{_free_port()}")
+    dead = _s3_settings(f"http://127.0.0.1:{free_port()}")
     running = await start_platform(replace(settings, object_store=dead), migrate=False)
     try:
         await DatasetRepository(running.pool).publish(ORG, "chain.down", ds.publication)

@@ -65,3 +65,8 @@ def require_under_any(uri: str, prefixes: tuple[str, ...], reason: str) -> None:
     """Fail closed unless ``uri`` lies under one of ``prefixes`` (an empty tuple denies)."""
     if not any(is_under(uri, p) for p in prefixes):
         raise PermissionDenied(reason, "storage location is outside the granted prefixes")
+
+
+def attempt_prefix(scratch_uri: str, task_id: str, attempt: int) -> str:
+    """The write prefix of one task attempt: ``<scratch>/<task_id>/<attempt>/``."""
+    return f"{scratch_uri.rstrip('/')}/{task_id}/{attempt}/"

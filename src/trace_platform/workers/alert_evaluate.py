@@ -24,6 +24,7 @@ from trace_platform.adapters.invoker.base import Invocation, RuntimeInvoker
 from trace_platform.adapters.objectstore.stores import ObjectStores
 from trace_platform.clients.query import QueryClient
 from trace_platform.core.errors import FailedPrecondition, InvalidArgument, Unavailable
+from trace_platform.core.storage_paths import attempt_prefix
 from trace_platform.core.validation import require_uuid
 from trace_platform.workers.runtime import Operator, OperatorContext, OperatorResult
 
@@ -87,7 +88,7 @@ def alert_evaluate_operator(
         if alerts:
             data = "".join(json.dumps(a, sort_keys=True) + "\n" for a in alerts).encode()
             name = f"alerts-{hashlib.sha256(data).hexdigest()[:16]}.jsonl"
-            uri = f"{scratch_uri.rstrip('/')}/{ref.task_id}/{ref.attempt}/{name}"  # the token's write prefix
+            uri = attempt_prefix(scratch_uri, ref.task_id, ref.attempt) + name  # the token's write prefix
             store = stores.for_uri(uri)
             await asyncio.to_thread(store.put_bytes, uri, data)
             await ctx.dispatcher.buffer_publish(ref, cap, uri, len(data))

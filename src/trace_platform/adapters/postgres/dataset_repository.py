@@ -18,9 +18,7 @@ from trace_platform.core.sql_columns import ColumnRefs
 @dataclass(frozen=True)
 class ResolvedDataset:
     dataset_uuid: str
-    kind: str  # versioned | partitioned
     versions: tuple[tuple[str, StorageRef], ...]  # (dataset_version, storage_ref), pinned for one query
-    pii_columns: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -72,13 +70,11 @@ class DatasetRepository:
             return None
         return ResolvedDataset(
             dataset_uuid=rows[0]["dataset_uuid"],
-            kind=rows[0]["kind"],
             versions=tuple(
                 (r["dataset_version"], StorageRef.from_dict(json.loads(r["storage_ref"])))
                 for r in rows
                 if r["dataset_version"] is not None
             ),
-            pii_columns=tuple(rows[0]["pii_columns"]),
         )
 
     async def publish(

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -81,6 +82,19 @@ def _task_row(r: asyncpg.Record, status: str = "running") -> TaskRow:
 
 
 PUBLICATION_RULE_SQLSTATE = "TRPUB"
+
+
+@contextlib.contextmanager
+def _operator_completion_rules() -> Iterator[None]:
+    """Maps the completion rules of operators (migration 0004's trigger, e.g. cryo_ingest)."""
+    try:
+        yield
+    except asyncpg.PostgresError as exc:
+        if getattr(exc, "sqlstate", None) == PUBLICATION_RULE_SQLSTATE:
+            raise FailedPrecondition(
+                "PUBLICATION_REQUIRED", "this operator must publish one dataset version per stream it extracts"
+            ) from None
+        raise
 
 
 def _fence_arrays(refs: Sequence[TaskRef]) -> tuple[list[str], list[int], list[str]]:
@@ -185,58 +199,38 @@ class TaskRepository:
         retry_base: float,
         retry_cap: float,
     ) -> Completion:
-        try:
-            return await self._complete(
-                ref, status, events, outputs, publications, error_message, retry_base, retry_cap
-            )
-        except asyncpg.PostgresError as exc:
-            # Raised by the completion rules of operators (migration 0004), e.g. cryo_ingest.
-            if getattr(exc, "sqlstate", None) == PUBLICATION_RULE_SQLSTATE:
-                raise FailedPrecondition(
-                    "PUBLICATION_REQUIRED", "this operator must publish exactly one dataset version"
-                ) from None
-            raise
-
-    async def _complete(
-        self,
-        ref: TaskRef,
-        status: TaskStatus,
-        events: Sequence[DatasetEvent],
-        outputs: Sequence[dict[str, Any]],
-        publications: Sequence[DatasetPublication],
-        error_message: str,
-        retry_base: float,
-        retry_cap: float,
-    ) -> Completion:
-        if status is TaskStatus.COMPLETED and not events and not publications:
-            fast = await self._pool.fetchval(
-                self._sql["complete_live"], ref.task_id, ref.attempt, ref.lease_token, json.dumps(list(outputs))
-            )
-            if fast is not None:
-                return Completion(status=status, duplicate=False)
-        async with self._pool.acquire() as conn, conn.transaction():
-            state = await self._fence(conn, ref.task_id)
-            fence = check_fence(state, ref)
-            assert state is not None
-            if fence is Fence.FINISHED:
-                if state.status is status:
-                    return Completion(status=status, duplicate=True)
-                raise FailedPrecondition("ALREADY_FINISHED", "this attempt already finished differently")
-            if events:
-                await self._insert_events(conn, ref, events)
-            for pub in publications:
-                await register_version(conn, pub, ref.task_id)
-            next_retry_at = None
-            if status is TaskStatus.FAILED:
-                next_retry_at = await conn.fetchval(
-                    self._sql["finish_failed"], ref.task_id, error_message or "failed", retry_base, retry_cap
+        with _operator_completion_rules():
+            if status is TaskStatus.COMPLETED and not events and not publications:
+                fast = await self._pool.fetchval(
+                    self._sql["complete_live"], ref.task_id, ref.attempt, ref.lease_token, json.dumps(list(outputs))
                 )
-            else:
-                await conn.execute(self._sql["finish_completed"], ref.task_id, status.value, json.dumps(list(outputs)))
-            await conn.execute(
-                self._sql["finish_attempt"], ref.task_id, ref.attempt, status.value, error_message or None
-            )
-            return Completion(status=status, duplicate=False, next_retry_at=next_retry_at)
+                if fast is not None:
+                    return Completion(status=status, duplicate=False)
+            async with self._pool.acquire() as conn, conn.transaction():
+                state = await self._fence(conn, ref.task_id)
+                fence = check_fence(state, ref)
+                assert state is not None
+                if fence is Fence.FINISHED:
+                    if state.status is status:
+                        return Completion(status=status, duplicate=True)
+                    raise FailedPrecondition("ALREADY_FINISHED", "this attempt already finished differently")
+                if events:
+                    await self._insert_events(conn, ref, events)
+                for pub in publications:
+                    await register_version(conn, pub, ref.task_id)
+                next_retry_at = None
+                if status is TaskStatus.FAILED:
+                    next_retry_at = await conn.fetchval(
+                        self._sql["finish_failed"], ref.task_id, error_message or "failed", retry_base, retry_cap
+                    )
+                else:
+                    await conn.execute(
+                        self._sql["finish_completed"], ref.task_id, status.value, json.dumps(list(outputs))
+                    )
+                await conn.execute(
+                    self._sql["finish_attempt"], ref.task_id, ref.attempt, status.value, error_message or None
+                )
+                return Completion(status=status, duplicate=False, next_retry_at=next_retry_at)
 
     async def emit_events(self, ref: TaskRef, events: Sequence[DatasetEvent]) -> int:
         async with self._pool.acquire() as conn, conn.transaction():

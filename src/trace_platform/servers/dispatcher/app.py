@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +14,7 @@ from trace_platform.adapters.queue.base import Queue
 from trace_platform.core.config import Settings
 from trace_platform.core.keys import KeyRing, KeyStore
 from trace_platform.core.tokens import TokenIssuer, TokenVerifier
+from trace_platform.servers.common.background import BackgroundTasks
 from trace_platform.servers.common.server import ServiceBinding
 from trace_platform.servers.dispatcher.loops import Loop, dispatcher_loops
 from trace_platform.servers.dispatcher.service import DispatcherService
@@ -34,18 +33,13 @@ class Dispatcher:
     service: DispatcherService
     binding: ServiceBinding
     loops: list[Loop]
-    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _running: BackgroundTasks = field(default_factory=BackgroundTasks)
 
     def start_loops(self) -> None:
-        self._tasks = [asyncio.create_task(loop.run(), name=loop.name) for loop in self.loops]
+        self._running.start({loop.name: loop.run() for loop in self.loops})
 
     async def stop_loops(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks = []
+        await self._running.stop()
 
 
 def build_dispatcher(pool: asyncpg.Pool, queue: Queue, settings: Settings, ring: KeyRing | None) -> Dispatcher:

@@ -25,6 +25,7 @@ from trace_platform.core.models import (
     TaskRef,
     TaskStatus,
 )
+from trace_platform.core.storage_paths import attempt_prefix
 from trace_platform.core.tokens import CapabilityClaims, TokenIssuer
 
 BUFFER_CONTENT_TYPES = ("application/jsonl", "application/x-ndjson")
@@ -128,7 +129,7 @@ class DispatcherService:
         )
 
     def write_prefix(self, task_id: str, attempt: int) -> str:
-        return f"{self._scratch_uri}/{task_id}/{attempt}/"
+        return attempt_prefix(self._scratch_uri, task_id, attempt)
 
     async def heartbeat(self, ref: TaskRef) -> datetime:
         return await self._repo.heartbeat(ref, self.settings.lease_seconds)

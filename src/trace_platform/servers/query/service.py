@@ -48,6 +48,14 @@ _GATE_INLINE_BYTES = 2048
 
 
 @dataclass(frozen=True)
+class GatedSql:
+    """An accepted query: its SHA-256 (the only form audit keeps) and the columns it reads."""
+
+    sha256: str
+    refs: ColumnRefs
+
+
+@dataclass(frozen=True)
 class UserQueryResult:
     result: LimitedResult
     dataset_version: str
@@ -73,7 +81,7 @@ class QueryService:
         self._user_verifier = user_verifier
         self._settings = settings
         self.metrics = metrics
-        self._gated: OrderedDict[str, ColumnRefs] = OrderedDict()
+        self._gated: OrderedDict[str, GatedSql] = OrderedDict()
 
     async def task_query(
         self, token: str | None, task_id: str, attempt: int, dataset_uuid: str, sql: str, limit: int, deadline: float
@@ -87,7 +95,7 @@ class QueryService:
             grant = claims.grant_for(dataset_uuid)
             if grant is None:
                 raise PermissionDenied("DATASET_NOT_GRANTED", "the task is not granted this dataset")
-            refs = await self._gate(sql)
+            gated = await self._gate(sql)
             attached = await self._attacher.attach(
                 grant.dataset_uuid, grant.dataset_version, grant.storage_ref, claims.s3_read_prefixes
             )
@@ -97,14 +105,14 @@ class QueryService:
                 org_id=claims.org_id,
                 dataset_uuid=attached.dataset_uuid,
                 dataset_version=attached.dataset_version,
-                sql_sha256=sql_sha256(sql),
+                sql_sha256=gated.sha256,
                 row_count=len(result.rows),
                 duration_ms=(time.perf_counter() - started) * 1000,
                 rpc="task_query",
                 task_id=task_id,
                 attempt=attempt,
             )
-            await self._repo.record_query(audit, refs)
+            await self._repo.record_query(audit, gated.refs)
             self.metrics.rows.labels("task_query").inc(len(result.rows))
             return result
 
@@ -112,11 +120,11 @@ class QueryService:
         self, bearer: str | None, dataset: str, sql: str, limit: int, deadline: float
     ) -> UserQueryResult:
         with self._observe("query"):
-            user, attached, refs = await self._authorize_user(bearer, dataset, sql)
+            user, attached, gated = await self._authorize_user(bearer, dataset, sql)
             started = time.perf_counter()
             result = await self._run_limited(attached, sql, limit, min(deadline, self._settings.user_timeout_seconds))
             await self._repo.record_query(
-                self._user_audit(user, attached, sql, len(result.rows), started, "query"), refs
+                self._user_audit(user, attached, gated.sha256, len(result.rows), started, "query"), gated.refs
             )
             self.metrics.rows.labels("query").inc(len(result.rows))
             return UserQueryResult(result, attached.dataset_version)
@@ -126,7 +134,7 @@ class QueryService:
     ) -> AsyncIterator[bytes]:
         """Arrow IPC stream chunks. The audit row is written once the stream is complete."""
         with self._observe("query_arrow"):
-            user, attached, refs = await self._authorize_user(bearer, dataset, sql)
+            user, attached, gated = await self._authorize_user(bearer, dataset, sql)
             timeout = min(deadline, self._settings.user_timeout_seconds)
             started = time.perf_counter()
             loop_deadline = asyncio.get_running_loop().time() + timeout
@@ -150,16 +158,17 @@ class QueryService:
                         rows += batch.num_rows
                         yield chunks.batch(batch)
                     tail = chunks.finish()
-            await self._repo.record_query(self._user_audit(user, attached, sql, rows, started, "query_arrow"), refs)
+            audit = self._user_audit(user, attached, gated.sha256, rows, started, "query_arrow")
+            await self._repo.record_query(audit, gated.refs)
             self.metrics.rows.labels("query_arrow").inc(rows)
             yield tail
 
     async def _authorize_user(
         self, bearer: str | None, dataset: str, sql: str
-    ) -> tuple[_User, AttachedVersion, ColumnRefs]:
+    ) -> tuple[_User, AttachedVersion, GatedSql]:
         claims = self._user_verifier.verify(bearer)
         name = require_dataset_name(dataset)
-        refs = await self._gate(sql)
+        gated = await self._gate(sql)
         resolved = await self._repo.resolve_published(claims.org_id, name)
         if resolved is None:  # also for another org's dataset: existence is not revealed
             raise NotFound("DATASET_NOT_FOUND", "no published dataset of that name")
@@ -169,29 +178,29 @@ class QueryService:
             await self._attacher.attach(resolved.dataset_uuid, version, ref, None) for version, ref in resolved.versions
         ]
         attached = combine(parts)
-        return _User(claims.org_id, claims.subject), attached, refs
+        return _User(claims.org_id, claims.subject), attached, gated
 
     def _user_audit(
-        self, user: _User, attached: AttachedVersion, sql: str, rows: int, started: float, rpc: str
+        self, user: _User, attached: AttachedVersion, sql_digest: str, rows: int, started: float, rpc: str
     ) -> QueryAuditRecord:
         return QueryAuditRecord(
             org_id=user.org_id,
             dataset_uuid=attached.dataset_uuid,
             dataset_version=attached.dataset_version,
-            sql_sha256=sql_sha256(sql),
+            sql_sha256=sql_digest,
             row_count=rows,
             duration_ms=(time.perf_counter() - started) * 1000,
             rpc=rpc,
             user_id=user.subject,
         )
 
-    async def _gate(self, sql: str) -> ColumnRefs:
+    async def _gate(self, sql: str) -> GatedSql:
         """The SQL gate, memoized by SHA-256 for accepted texts (it is deterministic)."""
         digest = sql_sha256(sql)
-        refs = self._gated.get(digest)
-        if refs is not None:
+        gated = self._gated.get(digest)
+        if gated is not None:
             self._gated.move_to_end(digest)
-            return refs
+            return gated
         try:
             if len(sql) <= _GATE_INLINE_BYTES:
                 refs = column_refs(check_sql(sql))
@@ -199,10 +208,10 @@ class QueryService:
                 refs = await asyncio.to_thread(lambda: column_refs(check_sql(sql)))
         except SqlRejected as exc:
             raise SqlDenied(exc.reason, str(exc)) from None
-        self._gated[digest] = refs
+        gated = self._gated[digest] = GatedSql(digest, refs)
         if len(self._gated) > 4096:
             self._gated.popitem(last=False)
-        return refs
+        return gated
 
     async def _run_limited(self, attached: AttachedVersion, sql: str, limit: int, timeout: float) -> LimitedResult:
         rows = clamp_limit(limit, self._settings.default_limit, self._settings.max_limit)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from dataclasses import dataclass, field
 
 import asyncpg
@@ -15,6 +13,7 @@ from trace_platform.adapters.postgres.delivery_repository import DeliveryReposit
 from trace_platform.adapters.queue.base import Queue
 from trace_platform.adapters.webhook import WebhookSender
 from trace_platform.core.config import Settings
+from trace_platform.servers.common.background import BackgroundTasks
 from trace_platform.servers.common.server import ServiceBinding
 from trace_platform.servers.delivery.service import DeliveryService
 from trace_platform.servers.dispatcher.loops import Loop
@@ -28,21 +27,13 @@ class SinkComponents:
     consumer: SinkConsumer
     delivery: DeliveryService
     delivery_loop: Loop
-    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _running: BackgroundTasks = field(default_factory=BackgroundTasks)
 
     def start(self) -> None:
-        self._tasks = [
-            asyncio.create_task(self.consumer.run(), name="sink"),
-            asyncio.create_task(self.delivery_loop.run(), name="delivery"),
-        ]
+        self._running.start({"sink": self.consumer.run(), "delivery": self.delivery_loop.run()})
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks = []
+        await self._running.stop()
         await self.delivery.close()
 
 

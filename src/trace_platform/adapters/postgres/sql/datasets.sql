@@ -1,7 +1,7 @@
 -- name: resolve_published
 -- The versions users read, org scoped: a versioned dataset's current version, or every
 -- registered range version of a partitioned one (chain_sync streams) under its config.
-SELECT d.id::text AS dataset_uuid, d.kind, d.pii_columns,
+SELECT d.id::text AS dataset_uuid,
        v.dataset_version::text AS dataset_version, v.storage_ref::text AS storage_ref
 FROM datasets d
 LEFT JOIN dataset_versions v ON v.dataset_uuid = d.id
