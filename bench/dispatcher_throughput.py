@@ -2,7 +2,10 @@
 
 Every task goes the whole way: CreateTasks (batched) -> outbox row -> relay ->
 wake-up queue -> ClaimTask -> Heartbeat -> CompleteTask -> ack. The Dispatcher runs
-in its own process (`trace dispatcher serve`); the workers run here.
+in its own process (`trace dispatcher serve`); the workers run here, each one what
+`trace worker run` builds (queue pool, batching client, WorkerRuntime with task slots),
+and the operator heartbeats once and returns. A no-op task is latency bound, so the
+run sweeps the number of concurrent task slots and prints each rate.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from datetime import timedelta
 
 import asyncpg
@@ -26,8 +30,10 @@ from trace_platform.adapters.postgres.migrations import migrate_dsn
 from trace_platform.adapters.postgres.pool import create_pool
 from trace_platform.adapters.queue.postgres import PostgresQueue
 from trace_platform.clients.batching import BatchingDispatcherClient
-from trace_platform.core.models import TaskRef
+from trace_platform.clients.dispatcher import DispatcherClient
+from trace_platform.core.config import WorkerSettings
 from trace_platform.gen.trace.v1 import dispatcher_pb2
+from trace_platform.workers.runtime import OperatorContext, OperatorResult, WorkerRuntime
 
 ADMIN_DSN = os.environ.get("TRACE_BENCH_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 ORG = "00000000-0000-0000-0000-0000000000be"
@@ -51,7 +57,7 @@ async def drop_db(name: str) -> None:
     await conn.close()
 
 
-async def trace_run(n: int, workers: int) -> float:
+async def trace_run(n: int, workers: int, concurrency: int) -> float:
     db = await fresh_db("trace_bench")
     dsn = dsn_for(db)
     await migrate_dsn(dsn)
@@ -76,44 +82,54 @@ async def trace_run(n: int, workers: int) -> float:
         assert proc.stderr is not None
         line = proc.stderr.readline()
         addr = re.search(r"serving on (\S+)", line).group(1)  # type: ignore[union-attr]
-        pool = await create_pool(dsn, min_size=4, max_size=workers + 4)  # as `trace worker run` makes it
-        queue = PostgresQueue(pool)
-        done = 0
+        # Each worker is what `trace worker run` builds: a queue pool, a batching client
+        # and the trusted WorkerRuntime with `concurrency` task slots.
         finished = asyncio.Event()
+        done = 0
+
+        async def heartbeat_once(ctx: OperatorContext) -> OperatorResult:
+            nonlocal done
+            await ctx.dispatcher.heartbeat(ctx.ref, ctx.capability_token)
+            done += 1
+            if done >= n:
+                finished.set()
+            return OperatorResult()
+
+        settings = WorkerSettings(concurrency=concurrency, receive_batch=concurrency, poll_interval_seconds=0.05)
+        pools = [await create_pool(dsn, min_size=2, max_size=4) for _ in range(workers)]
+        queues = [PostgresQueue(p) for p in pools]
         async with grpc.aio.insecure_channel(addr) as channel:
-            client = BatchingDispatcherClient(channel, admin_token=admin, worker_token=worker_token)
+            admin_client = DispatcherClient(channel, admin_token=admin)
+            runtimes = [
+                WorkerRuntime(
+                    queue,
+                    BatchingDispatcherClient(channel, worker_token=worker_token),
+                    {"noop": heartbeat_once},
+                    replace(settings, worker_id=f"bench-{i}"),
+                )
+                for i, queue in enumerate(queues)
+            ]
 
             async def produce() -> None:
                 spec = dispatcher_pb2.TaskSpec(org_id=ORG, operator="noop")
                 for i in range(0, n, 200):
-                    await client.create_tasks([spec] * min(200, n - i))
-
-            async def work(wid: int) -> None:
-                nonlocal done
-                while not finished.is_set():
-                    msgs = await queue.receive("tasks", 8, 30)
-                    if not msgs:
-                        await queue.wait("tasks", 0.05)
-                        continue
-                    for m in msgs:
-                        resp = await client.claim(m.payload["task_id"], f"bench-{wid}")
-                        if resp.WhichOneof("result") == "claimed":
-                            c = resp.claimed
-                            ref = TaskRef(c.task.task_id, c.attempt, c.lease_token)
-                            await client.heartbeat(ref, c.capability_token)
-                            await client.complete(ref, c.capability_token)
-                            done += 1
-                    await queue.ack("tasks", msgs)
-                    if done >= n:
-                        finished.set()
+                    await admin_client.create_tasks([spec] * min(200, n - i))
 
             start = time.perf_counter()
-            await asyncio.gather(produce(), *(work(i) for i in range(workers)))
+            loops = [asyncio.create_task(r.run()) for r in runtimes]
+            await produce()
+            await finished.wait()
+            for r in runtimes:
+                await r.drain()  # the last completions and acks
             elapsed = time.perf_counter() - start
-        completed = await pool.fetchval("SELECT count(*) FROM tasks WHERE status = 'completed'")
+            for loop in loops:
+                loop.cancel()
+            await asyncio.gather(*loops, return_exceptions=True)
+        completed = await pools[0].fetchval("SELECT count(*) FROM tasks WHERE status = 'completed'")
         assert completed == n, f"only {completed} of {n} completed"
-        await queue.close()
-        await pool.close()
+        for queue, pool in zip(queues, pools, strict=True):
+            await queue.close()
+            await pool.close()
         return elapsed
     finally:
         proc.terminate()
@@ -121,7 +137,7 @@ async def trace_run(n: int, workers: int) -> float:
         await drop_db(db)
 
 
-async def pgqueuer_run(n: int, workers: int) -> float:
+async def pgqueuer_run(n: int) -> float:
     from pgqueuer import PgQueuer
     from pgqueuer.db import AsyncpgDriver
     from pgqueuer.models import Job
@@ -163,20 +179,23 @@ async def pgqueuer_run(n: int, workers: int) -> float:
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--tasks", type=int, default=5000)
-    parser.add_argument("--workers", type=int, default=16)
+    parser.add_argument("--tasks", type=int, default=10000)
+    parser.add_argument("--workers", type=int, default=4, help="worker runtimes (as `trace worker run` processes)")
+    parser.add_argument("--concurrency", default="4,16,32", help="task slots per worker, comma separated sweep")
     args = parser.parse_args()
-    await trace_run(min(500, args.tasks), args.workers)  # warm-up
-    trace_s = await trace_run(args.tasks, args.workers)
-    pgq_s = await pgqueuer_run(args.tasks, args.workers)
-    trace_rate, pgq_rate = args.tasks / trace_s, args.tasks / pgq_s
-    print(f"tasks={args.tasks} workers={args.workers}")
-    print(f"trace dispatcher (gRPC create+claim+heartbeat+complete): {trace_rate:8.0f} tasks/s  ({trace_s:.2f} s)")
-    print(f"pgqueuer baseline (no-op jobs, same PostgreSQL):        {pgq_rate:8.0f} jobs/s   ({pgq_s:.2f} s)")
-    print(
-        f"ratio trace/pgqueuer: {trace_rate / pgq_rate:.2f}   target: >= 1000 tasks/s -> "
-        f"{'met' if trace_rate >= 1000 else 'NOT met'}"
-    )
+    sweep = [int(c) for c in args.concurrency.split(",")]
+    await trace_run(min(500, args.tasks), args.workers, sweep[0])  # warm-up
+    rates = [(c, args.tasks / await trace_run(args.tasks, args.workers, c)) for c in sweep]
+    pgq_rate = args.tasks / await pgqueuer_run(args.tasks)
+    print(f"tasks={args.tasks} per run, {args.workers} workers")
+    print(f"pgqueuer baseline (no-op jobs, same PostgreSQL, its defaults): {pgq_rate:8.0f} jobs/s")
+    for c, rate in rates:
+        slots = c * args.workers
+        verdict = "met" if rate >= 1000 else "NOT met"
+        print(
+            f"trace dispatcher, {slots:4d} task slots (gRPC create+claim+heartbeat+complete): {rate:8.0f} tasks/s"
+            f"  ratio trace/pgqueuer {rate / pgq_rate:.2f}  target >= 1000 tasks/s: {verdict}"
+        )
 
 
 if __name__ == "__main__":

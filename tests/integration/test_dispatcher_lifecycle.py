@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from dataclasses import replace
 
 import asyncpg
 import pytest
@@ -241,3 +242,69 @@ async def test_malformed_task_scoped_requests_are_invalid_argument(
         assert bad.value.reason == reason
     assert await _state_counts(db) == before
     assert await db.fetchval("SELECT status FROM tasks WHERE id = $1", uuid.UUID(ref.task_id)) == "running"
+
+
+class CountingQueue:
+    """The platform's real queue, counting the ack calls made through it."""
+
+    def __init__(self, inner):  # type: ignore[no-untyped-def]
+        self._inner = inner
+        self.ack_calls: list[int] = []
+
+    def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+        return getattr(self._inner, name)
+
+    async def ack(self, queue: str, messages) -> None:  # type: ignore[no-untyped-def]
+        self.ack_calls.append(len(messages))
+        await self._inner.ack(queue, messages)
+
+
+async def test_slots_finishing_together_share_one_ack(
+    client: DispatcherClient, platform: RunningPlatform, db: asyncpg.Connection
+) -> None:
+    n = 24
+    await client.create_tasks([pb.TaskSpec(org_id=ORG, operator="count") for _ in range(n)])
+    await eventually(lambda: _queued_wakeups(db, n), timeout=10)
+    calls: list[str] = []
+    queue = CountingQueue(platform.queue)
+    settings = replace(platform.settings.worker, concurrency=n, receive_batch=n)
+    worker = WorkerRuntime(queue, client, {"count": counting_operator(calls)}, settings)  # type: ignore[arg-type]
+    assert await worker.run_once() == n
+    await worker.drain()
+    assert sorted(calls) == sorted(set(calls)) and len(calls) == n
+    assert sum(queue.ack_calls) == n  # every wake-up acknowledged exactly once
+    assert len(queue.ack_calls) < n  # ... in shared DELETEs, not one per task
+    assert await db.fetchval("SELECT count(*) FROM queue_messages") == 0
+
+
+async def _queued_wakeups(db: asyncpg.Connection, n: int) -> bool:
+    return bool(await db.fetchval("SELECT count(*) FROM queue_messages") == n)
+
+
+async def test_a_multi_row_publish_notifies_listeners_once_per_queue(
+    platform: RunningPlatform, db: asyncpg.Connection
+) -> None:
+    heard: list[str] = []
+    await db.add_listener("trace_queue", lambda *args: heard.append(args[3]))
+    await platform.queue.publish("test_alpha", [{"n": i} for i in range(50)])
+    await platform.queue.publish("test_beta", [{"n": 1}])
+
+    async def both_heard() -> bool:
+        return len(heard) >= 2
+
+    await eventually(both_heard, timeout=5)
+    await asyncio.sleep(0.2)  # room for any further notification to arrive
+    assert sorted(heard) == ["test_alpha", "test_beta"]
+    # One trigger call per INSERT statement, not per row (TRIGGER_TYPE_ROW is bit 0).
+    tgtype = await db.fetchval("SELECT tgtype FROM pg_trigger WHERE tgname = 'queue_messages_notify'")
+    assert tgtype & 1 == 0
+
+
+async def test_no_index_covers_the_lease_so_heartbeats_can_be_hot(db: asyncpg.Connection) -> None:
+    """A heartbeat changes only lease_expires_at; with that column in no index (key or
+    predicate) PostgreSQL can update the row in place without index insertions."""
+    defs = await db.fetch("SELECT indexdef FROM pg_indexes WHERE tablename = 'tasks'")
+    assert defs
+    assert not [d["indexdef"] for d in defs if "lease_expires_at" in d["indexdef"]]
+    options = await db.fetchval("SELECT reloptions FROM pg_class WHERE relname = 'tasks'")
+    assert "fillfactor=80" in options  # room on the page for the new row version

@@ -39,7 +39,9 @@ def _outcome(result: Any) -> Any:
     return from_item_error(err.code, err.reason, err.message)
 
 
-class _Coalescer(Generic[Item, Ok]):
+class Coalescer(Generic[Item, Ok]):
+    """Coalesces concurrent ``submit`` calls into batches for ``send`` (one result per item)."""
+
     def __init__(self, send: Send[Item, Ok], max_batch: int, max_in_flight: int) -> None:
         self._send = send
         self._max_batch = max_batch
@@ -107,13 +109,13 @@ class BatchingDispatcherClient(DispatcherClient):
         max_in_flight: int = 1,
     ) -> None:
         super().__init__(channel, worker_token=worker_token, admin_token=admin_token)
-        self._claims: _Coalescer[pb.ClaimTaskRequest, pb.ClaimTaskResponse] = _Coalescer(
+        self._claims: Coalescer[pb.ClaimTaskRequest, pb.ClaimTaskResponse] = Coalescer(
             self._claim_batch, max_batch, max_in_flight
         )
-        self._heartbeats: _Coalescer[pb.HeartbeatItem, pb.HeartbeatResponse] = _Coalescer(
+        self._heartbeats: Coalescer[pb.HeartbeatItem, pb.HeartbeatResponse] = Coalescer(
             self._heartbeat_batch, max_batch, max_in_flight
         )
-        self._completions: _Coalescer[pb.CompleteItem, pb.CompleteTaskResponse] = _Coalescer(
+        self._completions: Coalescer[pb.CompleteItem, pb.CompleteTaskResponse] = Coalescer(
             self._complete_batch, max_batch, max_in_flight
         )
 

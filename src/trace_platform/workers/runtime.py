@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from trace_platform.adapters.queue.base import Message, Queue
+from trace_platform.clients.batching import Coalescer
 from trace_platform.clients.dispatcher import DispatcherClient
 from trace_platform.core.config import WorkerSettings
 from trace_platform.core.errors import (
@@ -70,9 +71,24 @@ class WorkerRuntime:
     queue_name: str = TASK_QUEUE
     _slots: asyncio.Semaphore = field(init=False)
     _running: set[asyncio.Task[None]] = field(default_factory=set)
+    _acks: Coalescer[Message, None] = field(init=False)
 
     def __post_init__(self) -> None:
         self._slots = asyncio.Semaphore(self.settings.concurrency)
+        # Slots finishing together share one DELETE instead of a transaction each.
+        self._acks = Coalescer(self._ack_batch, max_batch=256, max_in_flight=1)
+
+    async def _ack_batch(self, messages: list[Message]) -> list[None | TraceError]:
+        try:
+            await self.queue.ack(self.queue_name, messages)
+        except Exception:
+            # Unacked wake-ups reappear after their visibility timeout; the claim refuses
+            # them (the task is no longer queued) and they are acked then.
+            log.warning("ack failed; the wake-ups will be redelivered", exc_info=True)
+        return [None] * len(messages)
+
+    async def _ack(self, message: Message) -> None:
+        await self._acks.submit(message)
 
     async def run(self) -> None:
         while True:
@@ -120,15 +136,15 @@ class WorkerRuntime:
             task_id = str(uuid.UUID(str(message.payload.get("task_id"))))
         except ValueError:
             log.warning("dropping malformed wake-up")
-            await self.queue.ack(self.queue_name, [message])
+            await self._ack(message)
             return
         resp = await self.dispatcher.claim(task_id, self.settings.worker_id)
         if resp.WhichOneof("result") != "claimed":
             # Duplicate or late wake-up: somebody else has it, or it is done.
-            await self.queue.ack(self.queue_name, [message])
+            await self._ack(message)
             return
         await self._execute(resp.claimed, message)
-        await self.queue.ack(self.queue_name, [message])
+        await self._ack(message)
 
     async def _execute(self, claimed: dispatcher_pb2.Claimed, message: Message) -> None:
         ref = TaskRef(claimed.task.task_id, claimed.attempt, claimed.lease_token)
