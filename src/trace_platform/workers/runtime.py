@@ -78,7 +78,7 @@ class WorkerRuntime:
         # Slots finishing together share one DELETE instead of a transaction each.
         self._acks = Coalescer(self._ack_batch, max_batch=256, max_in_flight=1)
 
-    async def _ack_batch(self, messages: list[Message]) -> list[None | TraceError]:
+    async def _ack_batch(self, messages: list[Message]) -> list[TraceError | None]:
         try:
             await self.queue.ack(self.queue_name, messages)
         except Exception:

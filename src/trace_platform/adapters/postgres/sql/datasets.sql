@@ -10,17 +10,17 @@ LEFT JOIN dataset_versions v ON v.dataset_uuid = d.id
 WHERE d.org_id = $1 AND d.name = $2 AND d.published
 ORDER BY v.range_start NULLS FIRST, v.dataset_version;
 
--- name: async_commit
--- Audit rows are visible at once; only their WAL flush is not waited for.
-SET LOCAL synchronous_commit = off;
-
 -- name: record_query
 -- The audit row and, when the dataset has classified columns the query read, the PII
 -- access row, in one statement. $11: the query read every column; $12: the names it read.
-WITH audit AS (
+-- The statement is its own transaction, and set_config(..., true) turns off waiting for
+-- the WAL flush for that transaction only: the rows are visible at once, one round trip.
+WITH async_commit AS (
+    SELECT set_config('synchronous_commit', 'off', true) AS setting
+), audit AS (
     INSERT INTO query_audit (org_id, task_id, attempt, user_id, dataset_uuid, dataset_version, sql_sha256,
                              row_count, duration_ms, rpc)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+    SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10 FROM async_commit
     RETURNING id
 ), classified AS (
     SELECT ARRAY(SELECT c FROM unnest(d.pii_columns) AS c WHERE $11 OR lower(c) = ANY ($12::text[])) AS cols
