@@ -1,8 +1,12 @@
 """A bounded pool of hardened databases with a short admission queue.
 
-``slots`` databases each run one query at a time (the Query Service's concurrency
-cap); up to ``queue`` more requests wait at most ``wait_seconds`` for one; anything
-beyond is refused at once with RESOURCE_EXHAUSTED so overload stays cheap.
+``slots`` requests run at once, each on a database of its own (the Query Service's
+concurrency cap); up to ``queue`` more requests wait at most ``wait_seconds`` for a slot;
+anything beyond is refused at once with RESOURCE_EXHAUSTED so overload stays cheap.
+
+There are ``slots`` granted databases (any store). Pinned databases (one set of local
+dataset versions each) are made on first use and kept idle for the next request on the
+same versions, at most ``pinned_idle`` of them, least recently used closed first.
 """
 
 from __future__ import annotations
@@ -12,21 +16,33 @@ import contextlib
 import os
 import shutil
 import uuid
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from trace_platform.adapters.duckdb.hardened import DuckDBLimits, HardenedDatabase
+from trace_platform.adapters.duckdb.hardened import DuckDBLimits, HardenedDatabase, PinnedFiles
 from trace_platform.core.errors import ResourceExhausted
 
 
 class DatabasePool:
-    def __init__(self, work_dir: Path, limits: DuckDBLimits, slots: int, queue: int, wait_seconds: float) -> None:
+    def __init__(
+        self,
+        work_dir: Path,
+        limits: DuckDBLimits,
+        slots: int,
+        queue: int,
+        wait_seconds: float,
+        pinned_idle: int = 16,
+    ) -> None:
         self._work_dir = work_dir
         self._limits = limits
         self._slots = slots
         self._max_waiting = queue
         self._wait_seconds = wait_seconds
+        self._pinned_idle = pinned_idle
+        self._admission = asyncio.Semaphore(slots)
         self._free: asyncio.Queue[HardenedDatabase] = asyncio.Queue()
+        self._idle: OrderedDict[PinnedFiles, list[HardenedDatabase]] = OrderedDict()
         self._waiting = 0
         self._all: set[HardenedDatabase] = set()
 
@@ -37,36 +53,67 @@ class DatabasePool:
             self._all.add(db)
             self._free.put_nowait(db)
 
-    @property
-    def in_use(self) -> int:
-        return self._slots - self._free.qsize()
-
     @contextlib.asynccontextmanager
-    async def database(self) -> AsyncIterator[HardenedDatabase]:
-        db = await self._admit()
+    async def database(self, pinned: PinnedFiles | None = None) -> AsyncIterator[HardenedDatabase]:
+        """A database for one request: a granted one, or one pinned to ``pinned``."""
+        await self._admit()
         try:
-            yield db
+            db = self._free.get_nowait() if pinned is None else await self._pinned(pinned)
+            try:
+                yield db
+            finally:
+                await self._release(db)
         finally:
-            if db.spilled():
-                db = await self._replace(db)
-            self._free.put_nowait(db)
+            self._admission.release()
 
-    async def _admit(self) -> HardenedDatabase:
-        with contextlib.suppress(asyncio.QueueEmpty):
-            return self._free.get_nowait()
+    async def _admit(self) -> None:
+        if not self._admission.locked():
+            await self._admission.acquire()
+            return
         if self._waiting >= self._max_waiting:
             raise ResourceExhausted("QUERY_CAPACITY", "too many concurrent queries; retry later")
         self._waiting += 1
         try:
-            return await asyncio.wait_for(self._free.get(), self._wait_seconds)
+            await asyncio.wait_for(self._admission.acquire(), self._wait_seconds)
         except TimeoutError:
             raise ResourceExhausted("QUERY_CAPACITY", "too many concurrent queries; retry later") from None
         finally:
             self._waiting -= 1
 
-    async def _replace(self, db: HardenedDatabase) -> HardenedDatabase:
+    async def _pinned(self, pinned: PinnedFiles) -> HardenedDatabase:
+        idle = self._idle.get(pinned)
+        if idle:
+            db = idle.pop()
+            if not idle:
+                del self._idle[pinned]
+            return db
+        db = await asyncio.to_thread(HardenedDatabase, self._work_dir, self._limits, pinned)
+        self._all.add(db)
+        return db
+
+    async def _release(self, db: HardenedDatabase) -> None:
+        if db.pinned is None:
+            self._free.put_nowait(await self._replace(db) if db.spilled() else db)
+            return
+        if db.spilled():
+            await self._discard(db)
+            return
+        self._idle.setdefault(db.pinned, []).append(db)
+        self._idle.move_to_end(db.pinned)
+        while sum(len(dbs) for dbs in self._idle.values()) > self._pinned_idle:
+            oldest = next(iter(self._idle))
+            dbs = self._idle[oldest]
+            victim = dbs.pop(0)
+            if not dbs:
+                del self._idle[oldest]
+            await self._discard(victim)
+
+    async def _discard(self, db: HardenedDatabase) -> None:
         self._all.discard(db)
         await asyncio.to_thread(db.close)
+
+    async def _replace(self, db: HardenedDatabase) -> HardenedDatabase:
+        await self._discard(db)
         fresh = await asyncio.to_thread(HardenedDatabase, self._work_dir, self._limits)
         self._all.add(fresh)
         return fresh
@@ -75,6 +122,7 @@ class DatabasePool:
         for db in list(self._all):
             await asyncio.to_thread(db.close)
         self._all.clear()
+        self._idle.clear()
         await asyncio.to_thread(shutil.rmtree, self._work_dir, True)
 
 

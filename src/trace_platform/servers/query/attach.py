@@ -15,7 +15,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from trace_platform.adapters.duckdb.granted_fs import PREFIX, GrantedObject
-from trace_platform.adapters.objectstore.stores import ObjectMissing, ObjectStores
+from trace_platform.adapters.duckdb.hardened import PinnedFiles
+from trace_platform.adapters.objectstore.stores import ArrowObjectStore, ObjectMissing, ObjectStores
 from trace_platform.core.errors import FailedPrecondition
 from trace_platform.core.manifest import MANIFEST_MISMATCH, MANIFEST_NAME, MAX_MANIFEST_BYTES, parse_manifest
 from trace_platform.core.models import StorageRef
@@ -29,6 +30,8 @@ class AttachedVersion:
     prefix_uri: str
     object_uris: tuple[str, ...]
     objects: tuple[GrantedObject, ...]
+    # Set when every object is a local file DuckDB can read natively (a pinned database).
+    pinned: PinnedFiles | None = None
 
 
 class DatasetAttacher:
@@ -92,7 +95,18 @@ class DatasetAttacher:
             )
             for obj, uri in zip(manifest.objects, uris, strict=True)
         )
-        return AttachedVersion(dataset_uuid, dataset_version, prefix_uri, uris, objects)
+        pinned = _pinned(store, prefix_uri, uris, objects)
+        return AttachedVersion(dataset_uuid, dataset_version, prefix_uri, uris, objects, pinned)
+
+
+def _pinned(
+    store: ArrowObjectStore, prefix_uri: str, uris: tuple[str, ...], objects: tuple[GrantedObject, ...]
+) -> PinnedFiles | None:
+    directory = store.local_path(prefix_uri)
+    paths = [store.local_path(uri) for uri in uris]
+    if directory is None or any(p is None for p in paths):
+        return None
+    return PinnedFiles((directory.rstrip("/") + "/",), tuple(p for p in paths if p), tuple(o.size for o in objects))
 
 
 # Names the exact set of range versions one query of a partitioned dataset read.
@@ -111,4 +125,16 @@ def combine(parts: list[AttachedVersion]) -> AttachedVersion:
         prefix_uri="",
         object_uris=tuple(u for p in parts for u in p.object_uris),
         objects=tuple(o for p in parts for o in p.objects),
+        pinned=_combine_pinned([p.pinned for p in parts]),
+    )
+
+
+def _combine_pinned(parts: list[PinnedFiles | None]) -> PinnedFiles | None:
+    if any(p is None for p in parts):
+        return None
+    pinned = [p for p in parts if p is not None]
+    return PinnedFiles(
+        directories=tuple(d for p in pinned for d in p.directories),
+        paths=tuple(path for p in pinned for path in p.paths),
+        sizes=tuple(size for p in pinned for size in p.sizes),
     )

@@ -17,7 +17,8 @@ from typing import Any, TypeVar
 
 import duckdb
 
-from trace_platform.adapters.duckdb.granted_fs import CORRUPT, MISSING, UNAVAILABLE, GrantedFileSystem, GrantedObject
+from trace_platform.adapters.duckdb.granted_fs import GrantedObject
+from trace_platform.adapters.duckdb.hardened import HardenedDatabase, storage_error
 from trace_platform.core.errors import (
     DeadlineExceeded,
     FailedPrecondition,
@@ -27,7 +28,6 @@ from trace_platform.core.errors import (
     Unavailable,
 )
 
-RELATION = "dataset"
 T = TypeVar("T")
 
 
@@ -38,20 +38,11 @@ class LimitedResult:
     truncated: bool
 
 
-def _quote(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
-def attach_relation(conn: duckdb.DuckDBPyConnection, objects: Sequence[GrantedObject]) -> None:
-    """Expose the granted objects as the relation ``dataset``: a temporary view, private to
-    this connection, over DuckDB's own Parquet reader (trusted code writes the paths)."""
-    paths = ", ".join(_quote(o.virtual_path) for o in objects)
-    conn.execute(f"CREATE TEMP VIEW {RELATION} AS SELECT * FROM read_parquet([{paths}], hive_partitioning = false)")
-
-
-def open_query(conn: duckdb.DuckDBPyConnection, objects: Sequence[GrantedObject], sql: str) -> duckdb.DuckDBPyRelation:
+def open_query(
+    db: HardenedDatabase, conn: duckdb.DuckDBPyConnection, objects: Sequence[GrantedObject], sql: str
+) -> duckdb.DuckDBPyRelation:
     """The gated query as a relation (for streaming its result as Arrow batches)."""
-    attach_relation(conn, objects)
+    db.expose(conn, objects)
     rel = conn.sql(sql)
     if rel is None:  # only a non-query statement has no relation; the gate lets none through
         raise InvalidArgument("NOT_A_SELECT", "only read-only SELECT queries are allowed")
@@ -59,11 +50,11 @@ def open_query(conn: duckdb.DuckDBPyConnection, objects: Sequence[GrantedObject]
 
 
 def run_limited(
-    conn: duckdb.DuckDBPyConnection, objects: Sequence[GrantedObject], sql: str, limit: int
+    db: HardenedDatabase, conn: duckdb.DuckDBPyConnection, objects: Sequence[GrantedObject], sql: str, limit: int
 ) -> LimitedResult:
     """At most ``limit`` rows; fetches one more to know whether it clipped, and no further.
     Rows come back as Python values (no Arrow detour: ~2 ms less for small answers)."""
-    attach_relation(conn, objects)
+    db.expose(conn, objects)
     result = conn.execute(sql)
     if result.description is None:
         raise InvalidArgument("NOT_A_SELECT", "only read-only SELECT queries are allowed")
@@ -77,7 +68,7 @@ class QueryRunner:
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="duckdb")
 
     async def run(
-        self, conn: duckdb.DuckDBPyConnection, fn: Callable[[], T], timeout: float, files: GrantedFileSystem
+        self, conn: duckdb.DuckDBPyConnection, fn: Callable[[], T], timeout: float, db: HardenedDatabase
     ) -> T:
         loop = asyncio.get_running_loop()
         future = loop.run_in_executor(self._executor, fn)
@@ -90,7 +81,7 @@ class QueryRunner:
             await _interrupt(conn, future)
             raise
         except duckdb.Error as exc:
-            raise duckdb_error(exc, files.failure) from None
+            raise duckdb_error(exc, await asyncio.to_thread(db.storage_failure)) from None
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
@@ -105,20 +96,12 @@ async def _interrupt(conn: duckdb.DuckDBPyConnection, future: asyncio.Future[T])
 _LINE_CONTEXT = re.compile(r"\n.*", re.DOTALL)
 
 
-_STORAGE_ERRORS: dict[str, TraceError] = {
-    MISSING: FailedPrecondition("DATASET_OBJECT_MISSING", "an object named by the manifest is missing"),
-    CORRUPT: FailedPrecondition("DATASET_OBJECT_INVALID", "an object differs from its manifest entry"),
-    UNAVAILABLE: Unavailable("OBJECT_STORE_UNAVAILABLE", "reading the dataset failed"),
-}
-
-
 def duckdb_error(exc: duckdb.Error, storage_failure: str | None = None) -> TraceError:
     """Map a DuckDB error to a reason code. The message goes back to the caller who sent the
     SQL (first line only, bounded; DuckDB's LINE context, which quotes the SQL, is cut) and
     is never logged."""
-    if storage_failure in _STORAGE_ERRORS:
-        template = _STORAGE_ERRORS[storage_failure]
-        return type(template)(template.reason, template.message)
+    if storage_failure is not None:
+        return storage_error(storage_failure)
     detail = _LINE_CONTEXT.sub("", str(exc))[:300]
     if isinstance(exc, duckdb.InterruptException):
         return DeadlineExceeded("QUERY_TIMEOUT", "query interrupted")

@@ -139,20 +139,16 @@ class QueryService:
             started = time.perf_counter()
             loop_deadline = asyncio.get_running_loop().time() + timeout
             rows = 0
-            async with self._databases.database() as db:
+            async with self._databases.database(attached.pinned) as db:
                 with db.session(attached.objects) as conn:
-                    rel = await self._runner.run(
-                        conn, lambda: open_query(conn, attached.objects, sql), timeout, db.files
-                    )
+                    rel = await self._runner.run(conn, lambda: open_query(db, conn, attached.objects, sql), timeout, db)
                     reader = await self._runner.run(
-                        conn, lambda: rel.to_arrow_reader(self._settings.arrow_batch_rows), timeout, db.files
+                        conn, lambda: rel.to_arrow_reader(self._settings.arrow_batch_rows), timeout, db
                     )
                     chunks = ArrowIpcChunks(reader.schema)
                     while True:
                         remaining = loop_deadline - asyncio.get_running_loop().time()
-                        batch = await self._runner.run(
-                            conn, lambda: _next_batch(reader), max(remaining, 0.001), db.files
-                        )
+                        batch = await self._runner.run(conn, lambda: _next_batch(reader), max(remaining, 0.001), db)
                         if batch is None:
                             break
                         rows += batch.num_rows
@@ -215,10 +211,10 @@ class QueryService:
 
     async def _run_limited(self, attached: AttachedVersion, sql: str, limit: int, timeout: float) -> LimitedResult:
         rows = clamp_limit(limit, self._settings.default_limit, self._settings.max_limit)
-        async with self._databases.database() as db:
+        async with self._databases.database(attached.pinned) as db:
             with db.session(attached.objects) as conn:
                 return await self._runner.run(
-                    conn, lambda: run_limited(conn, attached.objects, sql, rows), timeout, db.files
+                    conn, lambda: run_limited(db, conn, attached.objects, sql, rows), timeout, db
                 )
 
     @contextlib.contextmanager
