@@ -11,7 +11,6 @@ drift on a shared 2-core machine hits both alike.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import hashlib
 import os
 import random
@@ -30,6 +29,7 @@ import duckdb
 import grpc
 import pyarrow as pa
 import pyarrow.parquet as pq
+import uvloop
 from dispatcher_throughput import drop_db, dsn_for, fresh_db  # the bench directory's database helpers
 
 from trace_platform.adapters.postgres.migrations import migrate_dsn
@@ -177,4 +177,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    uvloop.run(main())  # the event loop the `trace` commands run on

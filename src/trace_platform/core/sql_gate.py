@@ -35,6 +35,7 @@ __all__ = [
     "SqlRejected",
     "check_sql",
     "sql_sha256",
+    "sql_shape",
 ]
 
 MAX_SQL_BYTES = 100_000
@@ -117,6 +118,32 @@ def check_sql(sql: str, *, allowed_relations: frozenset[str] = frozenset({"datas
     if failure is not None:  # re-raised outside the handler: no chained parser exception
         raise SqlRejected(failure)
     return root
+
+
+def sql_shape(sql: str) -> str | None:
+    """A key shared by texts the gate necessarily judges alike: the SHA-256 of the token
+    sequence with the values of number literals masked. The parser builds the same tree for
+    any number value and no check reads one, so an accepted shape stays accepted whatever
+    its numbers (a point lookup by block number is gated once). String literals, identifiers
+    comments and everything else stay verbatim. None when the text fails the text checks or does not
+    tokenize: then only ``check_sql`` may decide.
+    """
+    if _check_text(sql) is not None:
+        return None
+    quiet = _QUIET.set(True)
+    try:
+        tokens = _DIALECT.tokenize(sql)
+    except Exception:
+        return None
+    finally:
+        _QUIET.reset(quiet)
+    digest = hashlib.sha256()
+    for token in tokens:
+        text = "" if token.token_type is TokenType.NUMBER else token.text
+        for part in (token.token_type.name, text, *token.comments):
+            digest.update(f"{len(part)}:{part};".encode("utf-8", "surrogatepass"))
+        digest.update(b"|")
+    return digest.hexdigest()
 
 
 # --- text and parsing ------------------------------------------------------------------------

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
@@ -22,37 +21,21 @@ from trace_platform.adapters.postgres.dataset_repository import DatasetRepositor
 from trace_platform.core.config import QuerySettings
 from trace_platform.core.errors import (
     FailedPrecondition,
-    InvalidArgument,
     NotFound,
     PermissionDenied,
     TraceError,
     Unauthenticated,
 )
-from trace_platform.core.sql_columns import ColumnRefs, column_refs
-from trace_platform.core.sql_gate import SqlRejected, check_sql, sql_sha256
 from trace_platform.core.tokens import TokenVerifier
 from trace_platform.core.user_tokens import UserTokenVerifier
 from trace_platform.core.validation import clamp_limit, require_attempt, require_dataset_name, require_uuid
 from trace_platform.servers.query.attach import AttachedVersion, DatasetAttacher, combine
 from trace_platform.servers.query.execute import LimitedResult, QueryRunner, open_query, run_limited
+from trace_platform.servers.query.gate import GatedSql, GateMemo, SqlDenied
 from trace_platform.servers.query.metrics import QueryMetrics
 from trace_platform.servers.query.results import ArrowIpcChunks
 
-
-class SqlDenied(InvalidArgument):
-    """The SQL gate refused the text; ``reason`` is the gate's reason code."""
-
-
 _DENIALS = (Unauthenticated, PermissionDenied, SqlDenied)
-_GATE_INLINE_BYTES = 2048
-
-
-@dataclass(frozen=True)
-class GatedSql:
-    """An accepted query: its SHA-256 (the only form audit keeps) and the columns it reads."""
-
-    sha256: str
-    refs: ColumnRefs
 
 
 @dataclass(frozen=True)
@@ -81,7 +64,7 @@ class QueryService:
         self._user_verifier = user_verifier
         self._settings = settings
         self.metrics = metrics
-        self._gated: OrderedDict[str, GatedSql] = OrderedDict()
+        self._gate = GateMemo()
 
     async def task_query(
         self, token: str | None, task_id: str, attempt: int, dataset_uuid: str, sql: str, limit: int, deadline: float
@@ -95,7 +78,7 @@ class QueryService:
             grant = claims.grant_for(dataset_uuid)
             if grant is None:
                 raise PermissionDenied("DATASET_NOT_GRANTED", "the task is not granted this dataset")
-            gated = await self._gate(sql)
+            gated = await self._gate.check(sql)
             attached = await self._attacher.attach(
                 grant.dataset_uuid, grant.dataset_version, grant.storage_ref, claims.s3_read_prefixes
             )
@@ -164,7 +147,7 @@ class QueryService:
     ) -> tuple[_User, AttachedVersion, GatedSql]:
         claims = self._user_verifier.verify(bearer)
         name = require_dataset_name(dataset)
-        gated = await self._gate(sql)
+        gated = await self._gate.check(sql)
         resolved = await self._repo.resolve_published(claims.org_id, name)
         if resolved is None:  # also for another org's dataset: existence is not revealed
             raise NotFound("DATASET_NOT_FOUND", "no published dataset of that name")
@@ -189,25 +172,6 @@ class QueryService:
             rpc=rpc,
             user_id=user.subject,
         )
-
-    async def _gate(self, sql: str) -> GatedSql:
-        """The SQL gate, memoized by SHA-256 for accepted texts (it is deterministic)."""
-        digest = sql_sha256(sql)
-        gated = self._gated.get(digest)
-        if gated is not None:
-            self._gated.move_to_end(digest)
-            return gated
-        try:
-            if len(sql) <= _GATE_INLINE_BYTES:
-                refs = column_refs(check_sql(sql))
-            else:  # parsing large texts takes long enough to stall other calls
-                refs = await asyncio.to_thread(lambda: column_refs(check_sql(sql)))
-        except SqlRejected as exc:
-            raise SqlDenied(exc.reason, str(exc)) from None
-        gated = self._gated[digest] = GatedSql(digest, refs)
-        if len(self._gated) > 4096:
-            self._gated.popitem(last=False)
-        return gated
 
     async def _run_limited(self, attached: AttachedVersion, sql: str, limit: int, timeout: float) -> LimitedResult:
         rows = clamp_limit(limit, self._settings.default_limit, self._settings.max_limit)
