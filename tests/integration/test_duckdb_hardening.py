@@ -17,9 +17,9 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pytest
 
-from trace_platform.adapters.duckdb.hardened import DuckDBLimits, HardenedDatabase
+from trace_platform.adapters.duckdb.hardened import DuckDBLimits, HardenedDatabase, PinnedFiles
 from trace_platform.adapters.duckdb.pool import DatabasePool
-from trace_platform.core.errors import ResourceExhausted
+from trace_platform.core.errors import FailedPrecondition, ResourceExhausted
 
 
 @pytest.fixture
@@ -56,9 +56,27 @@ def http_server() -> Iterator[str]:
     assert hits == [], "DuckDB reached the network"
 
 
+def _version_dir(root: Path, name: str, value: str) -> PinnedFiles:
+    """A version directory holding one Parquet object, as a pinned database sees it."""
+    directory = root / "datasets" / name
+    directory.mkdir(parents=True)
+    path = directory / "part-0.parquet"
+    pq.write_table(pa.table({"value": [value]}), path)
+    (directory / "_manifest.json").write_text("{}")
+    return PinnedFiles((f"{directory}/",), (str(path),), (path.stat().st_size,))
+
+
 @pytest.fixture
-def hardened(tmp_path: Path) -> Iterator[HardenedDatabase]:
-    db = HardenedDatabase(tmp_path / "work", DuckDBLimits("256MB", 1))
+def versions(tmp_path: Path) -> dict[str, PinnedFiles]:
+    return {"mine": _version_dir(tmp_path, "v-mine", "granted"), "sibling": _version_dir(tmp_path, "v-other", "s3cr3t")}
+
+
+@pytest.fixture(params=["granted", "pinned"])
+def hardened(
+    request: pytest.FixtureRequest, tmp_path: Path, versions: dict[str, PinnedFiles]
+) -> Iterator[HardenedDatabase]:
+    pinned = versions["mine"] if request.param == "pinned" else None
+    db = HardenedDatabase(tmp_path / "work", DuckDBLimits("256MB", 1), pinned)
     yield db
     db.close()
 
@@ -118,6 +136,59 @@ def test_hostile_sql_fails_on_the_hardened_connection(
     assert conn.execute("SELECT 41 + 1").fetchall() == [(42,)]
 
 
+def test_pinned_database_reads_its_versions_and_nothing_beside_them(
+    tmp_path: Path, versions: dict[str, PinnedFiles]
+) -> None:
+    db = HardenedDatabase(tmp_path / "work", DuckDBLimits("256MB", 1), versions["mine"])
+    try:
+        conn = db.connect()
+        assert conn.execute("SELECT value FROM dataset").fetchall() == [("granted",)]
+        mine, sibling = versions["mine"].directories[0], versions["sibling"].paths[0]
+        for sql in (
+            f"SELECT * FROM read_parquet('{sibling}')",
+            f"SELECT * FROM read_parquet('{mine}../v-other/part-0.parquet')",
+            f"SELECT * FROM glob('{mine}../*')",
+            f"SELECT * FROM read_text('{tmp_path}/datasets/v-other/_manifest.json')",
+        ):
+            with pytest.raises(duckdb.PermissionException):
+                conn.execute(sql).fetchall()
+    finally:
+        db.close()
+
+
+def test_pinned_database_refuses_a_missing_or_resized_object(tmp_path: Path, versions: dict[str, PinnedFiles]) -> None:
+    pinned = versions["mine"]
+    resized = PinnedFiles(pinned.directories, pinned.paths, (pinned.sizes[0] + 1,))
+    with pytest.raises(FailedPrecondition) as err:
+        HardenedDatabase(tmp_path / "work", DuckDBLimits(), resized)
+    assert err.value.reason == "DATASET_OBJECT_INVALID"
+    os.remove(pinned.paths[0])
+    with pytest.raises(FailedPrecondition) as err:
+        HardenedDatabase(tmp_path / "work", DuckDBLimits(), pinned)
+    assert err.value.reason == "DATASET_OBJECT_MISSING"
+    assert list((tmp_path / "work").iterdir()) == []  # nothing half-made is left behind
+
+
+async def test_pool_keeps_pinned_databases_per_version_set(tmp_path: Path, versions: dict[str, PinnedFiles]) -> None:
+    pool = DatabasePool(tmp_path / "work", DuckDBLimits(), slots=1, queue=0, wait_seconds=0.1, pinned_idle=1)
+    await pool.start()
+    try:
+        async with pool.database(versions["mine"]) as db:
+            first = db
+        async with pool.database(versions["mine"]) as db:
+            assert db is first  # reused: no 30 ms start per request
+        async with pool.database(versions["sibling"]) as db:
+            assert db.pinned == versions["sibling"]
+        assert not first.dir.exists()  # closed: one idle pinned database at most
+        async with pool.database(versions["sibling"]) as db:
+            (db.temp_dir / "spill.tmp").write_bytes(b"x")
+            spilled = db
+        async with pool.database(versions["sibling"]) as db:
+            assert db is not spilled and not spilled.dir.exists()
+    finally:
+        await pool.close()
+
+
 def test_nothing_persists_between_connections(hardened: HardenedDatabase) -> None:
     first = hardened.connect()
     first.execute("CREATE TEMP TABLE t AS SELECT 1 AS x")
@@ -127,13 +198,15 @@ def test_nothing_persists_between_connections(hardened: HardenedDatabase) -> Non
 
 
 def test_registered_dataset_is_readable_and_private_to_its_connection(
-    hardened: HardenedDatabase, secret_files: dict[str, Path]
+    tmp_path: Path, secret_files: dict[str, Path]
 ) -> None:
+    hardened = HardenedDatabase(tmp_path / "work", DuckDBLimits("256MB", 1))  # granted: no catalog view
     conn = hardened.connect()
     conn.register("dataset", pads.dataset([str(secret_files["parquet"])], format="parquet"))
     assert conn.execute("SELECT secret FROM dataset").fetchall() == [("s3cr3t",)]
     with pytest.raises(duckdb.CatalogException):
         hardened.connect().execute("SELECT * FROM dataset").fetchall()
+    hardened.close()
 
 
 def test_private_directories_are_0700_and_removed_on_close(tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ from trace_platform.clients.dispatcher import DispatcherClient
 from trace_platform.clients.query import QueryClient
 from trace_platform.core.config import ObjectStoreSettings, Settings
 from trace_platform.core.errors import Unavailable
+from trace_platform.servers.query.attach import DatasetAttacher
 
 
 @pytest.fixture(scope="module")
@@ -194,3 +195,22 @@ async def test_projection_and_predicate_pushdown_read_a_fraction_of_the_bytes(
     print("bytes read", measured)
     assert measured["one_column"] < measured["all"] * 0.6, measured
     assert measured["point"] < measured["all"] * 0.2, measured
+
+
+async def test_local_versions_get_pinned_databases_and_other_stores_do_not(
+    settings: Settings, local_store: LocalObjectStore, objects_uri: str
+) -> None:
+    """Plain local files are read natively by a database pinned to their directory; a store
+    whose reads must all be seen (a wrapped filesystem here, S3 in production) is not."""
+    ds = write_dataset(local_store, objects_uri, [blocks_table(10)])
+    plain = await DatasetAttacher(ObjectStores([local_store])).attach(
+        ds.dataset_uuid, ds.dataset_version, ds.storage_ref, None
+    )
+    assert plain.pinned is not None
+    assert plain.pinned.directories == (ds.storage_ref.uri().removeprefix("file://"),)
+    assert [p.rsplit("/", 1)[1] for p in plain.pinned.paths] == ["part-0.parquet"]
+    wrapped = LocalObjectStore([settings.data_dir / "objects"], filesystem=pafs.PyFileSystem(CountingFileSystem()))
+    attached = await DatasetAttacher(ObjectStores([wrapped])).attach(
+        ds.dataset_uuid, ds.dataset_version, ds.storage_ref, None
+    )
+    assert attached.pinned is None and attached.objects
