@@ -634,7 +634,7 @@ async def main() -> None:
         metavar="CHUNK:INFLIGHT:WORKERS",
         help=f"chunk_size:max_inflight:TRACE_WORKER_CONCURRENCY, repeatable (default {DEFAULT_CONFIG.key()})",
     )
-    parser.add_argument("--repeat", type=int, default=3, help="full-stack runs per configuration")
+    parser.add_argument("--repeat", type=int, default=5, help="full-stack runs per configuration")
     parser.add_argument("--planner-chunk", type=int, default=100, help="chunk size of the main planner measurement")
     args = parser.parse_args()
     configs: list[Config] = args.config or [DEFAULT_CONFIG]
