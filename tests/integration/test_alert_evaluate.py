@@ -60,7 +60,11 @@ def signing_key(settings: Settings) -> Ed25519PrivateKey:
 
 @pytest.fixture
 async def alerting(settings: Settings, signing_key: Ed25519PrivateKey) -> AsyncIterator[RunningPlatform]:
-    fast = replace(settings, invoker=replace(settings.invoker, timeout_seconds=30.0))
+    fast = replace(
+        settings,
+        invoker=replace(settings.invoker, timeout_seconds=30.0),
+        delivery=replace(settings.delivery, allowed_networks=("127.0.0.0/8",)),  # receivers on loopback
+    )
     running = await start_platform(fast, migrate=False, run_worker=True)
     yield running
     await running.stop(grace=0.5)

@@ -42,7 +42,12 @@ def settings(settings: Settings) -> Settings:
         settings,
         sink=SinkSettings(poll_interval_seconds=0.2, retry_base_seconds=0.05, retry_max_seconds=0.2),
         delivery=DeliverySettings(
-            interval_seconds=0.05, retry_base_seconds=0.05, retry_max_seconds=0.2, max_attempts=3, timeout_seconds=2
+            interval_seconds=0.05,
+            retry_base_seconds=0.05,
+            retry_max_seconds=0.2,
+            max_attempts=3,
+            timeout_seconds=2,
+            allowed_networks=("127.0.0.0/8",),  # the receiver runs on loopback
         ),
     )
 
@@ -302,6 +307,35 @@ async def test_delivery_gives_up_after_max_attempts_and_records_the_outcome(
         assert (row["attempt"], row["response_code"], row["error_message"]) == (3, 503, "HTTP 503")
         assert row["delivered_at"] is None
         assert [r.idempotency_key for r in receiver.requests] == [str(row["id"])] * 3
+
+
+async def test_a_forbidden_destination_fails_at_once_and_is_never_contacted(
+    settings: Settings, dclient: DispatcherClient, db: asyncpg.Connection
+) -> None:
+    """Deny by default: without loopback among the allowed networks, a webhook on this
+    machine is refused before any connection, once, for good."""
+    strict = replace(settings, delivery=replace(settings.delivery, allowed_networks=()))
+    running = await start_platform(strict, migrate=False)
+    try:
+        with webhook_receiver() as receiver:
+            repo = AlertRepository(running.pool)
+            definition = await repo.create_definition(
+                ORG, "ssrf", [receiver.url("/h"), f"http://localhost:{receiver.port}/h"]
+            )
+            async with grpc.aio.insecure_channel(running.addr) as ch:
+                client = DispatcherClient(ch, worker_token=strict.worker_token, admin_token=strict.admin_token)
+                ref, cap = await claim_new(client)
+                await publish(client, ref, cap, jsonl(rows_for(definition, 1)))
+
+            async def both_failed() -> Any:
+                rows = await db.fetch("SELECT * FROM alert_deliveries WHERE status = 'failed'")
+                return rows if len(rows) == 2 else None
+
+            rows = await eventually(both_failed)
+            assert {(r["attempt"], r["error_message"]) for r in rows} == {(1, "DESTINATION_FORBIDDEN")}
+            assert receiver.requests == []
+    finally:
+        await running.stop(grace=0.5)
 
 
 async def test_webhook_urls_are_validated_at_definition_creation(platform: RunningPlatform) -> None:

@@ -3,6 +3,7 @@ and passed down; nothing deeper reads ``os.environ``."""
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -161,6 +162,9 @@ class DeliverySettings:
     retry_max_seconds: float = 600.0
     timeout_seconds: float = 5.0
     max_response_bytes: int = 64 * 1024
+    # Networks webhooks may reach besides globally routable addresses (deny by default):
+    # e.g. ("127.0.0.0/8",) for a receiver on this machine.
+    allowed_networks: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -200,6 +204,17 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
 def _int(env: Mapping[str, str], name: str, default: int) -> int:
     raw = env.get(name)
     return int(raw) if raw else default
+
+
+def _networks(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """Comma-separated CIDR networks, each checked here so a typo fails at start-up."""
+    networks = tuple(n.strip() for n in env.get(name, "").split(",") if n.strip())
+    for network in networks:
+        try:
+            ipaddress.ip_network(network, strict=False)
+        except ValueError:
+            raise ValueError(f"{name}: not a network: {network!r}") from None
+    return networks
 
 
 def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
@@ -277,6 +292,7 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
         retry_base_seconds=_float(env, "TRACE_DELIVERY_RETRY_BASE_SECONDS", 2.0),
         retry_max_seconds=_float(env, "TRACE_DELIVERY_RETRY_MAX_SECONDS", 600.0),
         timeout_seconds=_float(env, "TRACE_DELIVERY_TIMEOUT_SECONDS", 5.0),
+        allowed_networks=_networks(env, "TRACE_WEBHOOK_ALLOWED_NETWORKS"),
     )
     return Settings(
         database_url=env.get("TRACE_DATABASE_URL") or None,

@@ -2,7 +2,8 @@
 its webhook with ``Idempotency-Key: <delivery id>``, record the outcome.
 
 2xx -> delivered. Anything else -> retrying with exponential backoff, or failed after
-``max_attempts``. A channel whose URL left its definition fails at once. Outcomes are
+``max_attempts``. A channel whose URL left its definition, or whose destination the
+sender refuses (``DESTINATION_FORBIDDEN``), fails at once. Outcomes are
 fenced by (delivery id, attempt, lease owner): an instance whose lease ran out and was
 taken over cannot overwrite the new attempt's result. Logs name the delivery id and the
 destination host only.
@@ -71,7 +72,14 @@ class DeliveryService:
             log.info("delivered", extra={**extra, "status": result.status, "recorded": recorded})
             return
         status = await self._repo.mark_attempt_failed(
-            d, self.owner, result.status, result.error, s.max_attempts, s.retry_base_seconds, s.retry_max_seconds
+            d,
+            self.owner,
+            result.status,
+            result.error,
+            s.max_attempts,
+            s.retry_base_seconds,
+            s.retry_max_seconds,
+            give_up=result.permanent,
         )
         log.warning("delivery attempt failed", extra={**extra, "error": result.error, "now": status or "lease lost"})
 

@@ -11,7 +11,7 @@ from trace_platform.adapters.objectstore.stores import ObjectStores
 from trace_platform.adapters.postgres.alert_repository import AlertRepository
 from trace_platform.adapters.postgres.delivery_repository import DeliveryRepository
 from trace_platform.adapters.queue.base import Queue
-from trace_platform.adapters.webhook import WebhookSender
+from trace_platform.adapters.webhook import DestinationPolicy, WebhookSender
 from trace_platform.core.config import Settings
 from trace_platform.servers.common.background import BackgroundTasks
 from trace_platform.servers.common.server import ServiceBinding
@@ -44,7 +44,8 @@ def build_sink(
     reader = BatchReader(stores or artifact_stores(settings), s.max_batch_bytes)
     processor = SinkProcessor(AlertRepository(pool), reader, s)
     d = settings.delivery
-    delivery = DeliveryService(DeliveryRepository(pool), WebhookSender(d.timeout_seconds, d.max_response_bytes), d)
+    sender = WebhookSender(d.timeout_seconds, d.max_response_bytes, DestinationPolicy.parse(d.allowed_networks))
+    delivery = DeliveryService(DeliveryRepository(pool), sender, d)
     return SinkComponents(
         binding=sink_binding(SinkServicer(processor, settings.admin_token)),
         consumer=SinkConsumer(processor, queue, s),
