@@ -310,10 +310,11 @@ async def test_delivery_gives_up_after_max_attempts_and_records_the_outcome(
 
 
 async def test_a_forbidden_destination_fails_at_once_and_is_never_contacted(
-    settings: Settings, dclient: DispatcherClient, db: asyncpg.Connection
+    settings: Settings, db: asyncpg.Connection
 ) -> None:
     """Deny by default: without loopback among the allowed networks, a webhook on this
-    machine is refused before any connection, once, for good."""
+    machine is refused before any connection, once, for good. Only this strict platform
+    runs (no other fixture's platform may lease the deliveries)."""
     strict = replace(settings, delivery=replace(settings.delivery, allowed_networks=()))
     running = await start_platform(strict, migrate=False)
     try:
