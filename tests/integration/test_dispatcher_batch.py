@@ -12,7 +12,7 @@ import pytest
 
 from trace_platform.clients.batching import BatchingDispatcherClient
 from trace_platform.core.config import Settings
-from trace_platform.core.errors import Aborted, InvalidArgument, PermissionDenied, Unauthenticated
+from trace_platform.core.errors import Aborted, FailedPrecondition, InvalidArgument, PermissionDenied, Unauthenticated
 from trace_platform.core.models import TaskRef
 from trace_platform.gen.trace.v1 import dispatcher_pb2, dispatcher_pb2_grpc
 
@@ -64,6 +64,23 @@ async def test_batch_completion_is_fenced_and_idempotent(
     )
     assert [r["status"] for r in rows] == ["completed", "completed"]
     assert await db.fetchval("SELECT count(*) FROM task_attempts WHERE outcome = 'completed'") == 2
+
+
+async def test_an_operator_rule_refusing_one_item_refuses_only_that_item(
+    batching: BatchingDispatcherClient, db: asyncpg.Connection
+) -> None:
+    """A cryo_ingest completion without its publication and a plain one travel in one
+    batch: the rule refuses the first, the second completes."""
+    (ref_a, cap_a), (ref_b, cap_b) = await claim_new(batching, "cryo_ingest"), await claim_new(batching)
+    refused, ok = await asyncio.gather(
+        batching.complete(ref_a, cap_a), batching.complete(ref_b, cap_b), return_exceptions=True
+    )
+    assert isinstance(refused, FailedPrecondition) and refused.reason == "PUBLICATION_REQUIRED"
+    assert isinstance(ok, pb.CompleteTaskResponse) and not ok.duplicate
+    status = "SELECT status FROM tasks WHERE id = $1"
+    assert await db.fetchval(status, uuid.UUID(ref_a.task_id)) == "running"
+    assert await db.fetchval(status, uuid.UUID(ref_b.task_id)) == "completed"
+    await batching.heartbeat(ref_a, cap_a)  # heartbeats of rule-bearing operators batch like any
 
 
 async def test_batch_claim_one_winner_per_task(batching: BatchingDispatcherClient, db: asyncpg.Connection) -> None:

@@ -168,7 +168,12 @@ class TaskRepository:
     async def complete_live_many(self, refs: Sequence[TaskRef], outputs: Sequence[str]) -> list[bool]:
         """``complete_live`` for many attempts in one statement (outputs as JSON text); False
         where the single-call path must decide (fencing diagnosis, idempotent replay)."""
-        rows = await self._pool.fetch(self._sql["complete_live_many"], *_fence_arrays(refs), list(outputs))
+        try:
+            rows = await self._pool.fetch(self._sql["complete_live_many"], *_fence_arrays(refs), list(outputs))
+        except asyncpg.PostgresError as exc:
+            if getattr(exc, "sqlstate", None) != PUBLICATION_RULE_SQLSTATE:
+                raise
+            return [False] * len(refs)  # nothing was written; each item is judged alone
         done = {(str(r["task_id"]), r["attempt"], str(r["lease_token"])) for r in rows}
         result = []
         for ref in refs:

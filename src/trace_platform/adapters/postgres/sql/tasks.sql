@@ -93,7 +93,7 @@ WITH locked AS (
     SELECT t.id FROM tasks t
     JOIN unnest($1::uuid[], $2::int[], $3::uuid[]) AS r (id, attempt, lease_token)
         ON t.id = r.id AND t.attempt = r.attempt AND t.lease_token = r.lease_token
-    WHERE t.id = ANY($1::uuid[]) AND t.status = 'running' AND t.operator <> 'cryo_ingest'
+    WHERE t.id = ANY($1::uuid[]) AND t.status = 'running'
     ORDER BY t.id
     FOR UPDATE OF t
 )
@@ -117,9 +117,9 @@ RETURNING a.task_id;
 
 -- name: complete_live_many
 -- Batch form of complete_live (rows locked in id order, as in claim_tasks): returns
--- the ids completed; the others take the single-call path. Operators with completion
--- rules (cryo_ingest, migration 0004) always take the single-call path, so one refused
--- completion cannot fail the whole batch.
+-- the ids completed; the others take the single-call path. An operator's completion
+-- rule (migration 0004's trigger) that refuses one item aborts the whole statement;
+-- the repository then sends every item down the single-call path, which refuses only it.
 WITH req AS (
     SELECT DISTINCT ON (r.id) r.id, r.attempt, r.lease_token, r.outputs
     FROM unnest($1::uuid[], $2::int[], $3::uuid[], $4::jsonb[]) AS r (id, attempt, lease_token, outputs)
@@ -127,7 +127,7 @@ WITH req AS (
 ), locked AS (
     SELECT t.id, req.outputs FROM tasks t
     JOIN req ON t.id = req.id AND t.attempt = req.attempt AND t.lease_token = req.lease_token
-    WHERE t.id = ANY($1::uuid[]) AND t.status = 'running' AND t.operator <> 'cryo_ingest'
+    WHERE t.id = ANY($1::uuid[]) AND t.status = 'running'
     ORDER BY t.id
     FOR UPDATE OF t
 ), done AS (
