@@ -10,17 +10,15 @@ one pays one gRPC call per batch instead of one per task.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime
+from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar
 
 import grpc
 
-from trace_platform.clients.dispatcher import DispatcherClient, complete_request, task_ref
+from trace_platform.clients.dispatcher import DispatcherClient
 from trace_platform.clients.errors import call, from_item_error
 from trace_platform.core.errors import TraceError
-from trace_platform.core.models import TaskRef
-from trace_platform.gen.trace.v1 import common_pb2, dispatcher_pb2
+from trace_platform.gen.trace.v1 import dispatcher_pb2
 
 pb = dispatcher_pb2
 Item = TypeVar("Item")
@@ -131,25 +129,11 @@ class BatchingDispatcherClient(DispatcherClient):
         resp = await call(self._stub.CompleteTasks(pb.CompleteTasksRequest(items=items)))
         return [_outcome(r) for r in resp.results]
 
-    async def claim(self, task_id: str, worker_id: str) -> pb.ClaimTaskResponse:
-        return await self._claims.submit(pb.ClaimTaskRequest(task_id=task_id, worker_id=worker_id))
+    async def _send_claim(self, req: pb.ClaimTaskRequest) -> pb.ClaimTaskResponse:
+        return await self._claims.submit(req)
 
-    async def heartbeat(self, ref: TaskRef, capability: str) -> datetime:
-        item = pb.HeartbeatItem(request=pb.HeartbeatRequest(task=task_ref(ref)), capability_token=capability)
-        resp = await self._heartbeats.submit(item)
-        expires: datetime = resp.lease_expires_at.ToDatetime(UTC)
-        return expires
+    async def _send_heartbeat(self, req: pb.HeartbeatRequest, capability: str) -> pb.HeartbeatResponse:
+        return await self._heartbeats.submit(pb.HeartbeatItem(request=req, capability_token=capability))
 
-    async def complete(
-        self,
-        ref: TaskRef,
-        capability: str,
-        status: int = pb.COMPLETION_STATUS_COMPLETED,
-        *,
-        events: Sequence[common_pb2.DatasetEvent] = (),
-        outputs: Sequence[common_pb2.TaskOutput] = (),
-        datasets_published: Sequence[common_pb2.DatasetPublication] = (),
-        error_message: str = "",
-    ) -> pb.CompleteTaskResponse:
-        req = complete_request(ref, status, events, outputs, datasets_published, error_message)
+    async def _send_complete(self, req: pb.CompleteTaskRequest, capability: str) -> pb.CompleteTaskResponse:
         return await self._completions.submit(pb.CompleteItem(request=req, capability_token=capability))

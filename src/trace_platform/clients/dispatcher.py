@@ -63,15 +63,13 @@ class DispatcherClient:
         return await call(self._stub.GetTask(pb.GetTaskRequest(task_id=task_id), metadata=self._admin_md))
 
     async def claim(self, task_id: str, worker_id: str) -> pb.ClaimTaskResponse:
-        req = pb.ClaimTaskRequest(task_id=task_id, worker_id=worker_id)
-        return await call(self._stub.ClaimTask(req, metadata=self._worker_md))
+        return await self._send_claim(pb.ClaimTaskRequest(task_id=task_id, worker_id=worker_id))
 
     async def fetch(self, task_id: str) -> pb.FetchTaskResponse:
         return await call(self._stub.FetchTask(pb.FetchTaskRequest(task_id=task_id), metadata=self._worker_md))
 
     async def heartbeat(self, ref: TaskRef, capability: str) -> datetime:
-        req = pb.HeartbeatRequest(task=task_ref(ref))
-        resp = await call(self._stub.Heartbeat(req, metadata=((TASK_CAPABILITY, capability),)))
+        resp = await self._send_heartbeat(pb.HeartbeatRequest(task=task_ref(ref)), capability)
         expires: datetime = resp.lease_expires_at.ToDatetime(UTC)
         return expires
 
@@ -87,6 +85,16 @@ class DispatcherClient:
         error_message: str = "",
     ) -> pb.CompleteTaskResponse:
         req = complete_request(ref, status, events, outputs, datasets_published, error_message)
+        return await self._send_complete(req, capability)
+
+    # One RPC per call; BatchingDispatcherClient sends these through the batch RPCs.
+    async def _send_claim(self, req: pb.ClaimTaskRequest) -> pb.ClaimTaskResponse:
+        return await call(self._stub.ClaimTask(req, metadata=self._worker_md))
+
+    async def _send_heartbeat(self, req: pb.HeartbeatRequest, capability: str) -> pb.HeartbeatResponse:
+        return await call(self._stub.Heartbeat(req, metadata=((TASK_CAPABILITY, capability),)))
+
+    async def _send_complete(self, req: pb.CompleteTaskRequest, capability: str) -> pb.CompleteTaskResponse:
         return await call(self._stub.CompleteTask(req, metadata=((TASK_CAPABILITY, capability),)))
 
     async def emit_events(self, ref: TaskRef, capability: str, events: Sequence[common_pb2.DatasetEvent]) -> int:
