@@ -53,9 +53,9 @@ import anvil_fixture  # bench/, on sys.path as the script's directory
 import asyncpg
 import grpc
 import pyarrow.parquet as pq
+from bench_support import drop_db, dsn_for, fresh_db
 
 from trace_platform.adapters.postgres.chain_sync_repository import ChainSyncRepository
-from trace_platform.adapters.postgres.migrations import migrate_dsn
 from trace_platform.adapters.postgres.pool import create_pool
 from trace_platform.clients.chain_sync import ChainSyncClient
 from trace_platform.clients.query import QueryClient
@@ -65,7 +65,6 @@ from trace_platform.core.user_tokens import issue_user_token
 from trace_platform.lite.anvil import AnvilNode
 from trace_platform.servers.chain_sync.planner import plan_ranges
 
-ADMIN_DSN = os.environ.get("TRACE_BENCH_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 DATASETS = ("blocks", "transactions", "logs")
 POOL = "bench"
 CHAIN_ID = 31337
@@ -124,28 +123,6 @@ class FullStackResult:
     @property
     def ratio(self) -> float:
         return self.seconds / self.plain
-
-
-# --- databases ---------------------------------------------------------------------
-
-
-def dsn_for(db: str) -> str:
-    return ADMIN_DSN.rpartition("/")[0] + "/" + db
-
-
-async def fresh_db() -> str:
-    name = f"trace_csbench_{secrets.token_hex(4)}"
-    conn = await asyncpg.connect(ADMIN_DSN)
-    await conn.execute(f'CREATE DATABASE "{name}"')
-    await conn.close()
-    await migrate_dsn(dsn_for(name))
-    return name
-
-
-async def drop_db(name: str) -> None:
-    conn = await asyncpg.connect(ADMIN_DSN)
-    await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    await conn.close()
 
 
 def job_yaml(name: str, blocks: int, cfg: Config) -> str:
@@ -660,7 +637,7 @@ async def main() -> None:
         split: list[float] = []
         for _ in range(args.repeat):  # alternate plain and full stack: drift on a shared machine hits both
             for cfg in configs:
-                db = await fresh_db()
+                db = await fresh_db("trace_csbench")
                 dbs.append(db)
                 run = await full_stack(node, fixture, cfg, db)
                 if len(dbs) > 1:  # the first is kept for the planner measurement

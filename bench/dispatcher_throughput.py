@@ -12,11 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import re
 import secrets
-import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import replace
@@ -25,8 +21,8 @@ from datetime import timedelta
 import asyncpg
 import grpc
 import uvloop
+from bench_support import drop_db, dsn_for, fresh_db, start_dispatcher
 
-from trace_platform.adapters.postgres.migrations import migrate_dsn
 from trace_platform.adapters.postgres.pool import create_pool
 from trace_platform.adapters.queue.postgres import PostgresQueue
 from trace_platform.clients.batching import BatchingDispatcherClient
@@ -35,53 +31,23 @@ from trace_platform.core.config import WorkerSettings
 from trace_platform.gen.trace.v1 import dispatcher_pb2
 from trace_platform.workers.runtime import OperatorContext, OperatorResult, WorkerRuntime
 
-ADMIN_DSN = os.environ.get("TRACE_BENCH_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 ORG = "00000000-0000-0000-0000-0000000000be"
-
-
-def dsn_for(db: str) -> str:
-    return ADMIN_DSN.rpartition("/")[0] + "/" + db
-
-
-async def fresh_db(prefix: str) -> str:
-    name = f"{prefix}_{secrets.token_hex(4)}"
-    conn = await asyncpg.connect(ADMIN_DSN)
-    await conn.execute(f'CREATE DATABASE "{name}"')
-    await conn.close()
-    return name
-
-
-async def drop_db(name: str) -> None:
-    conn = await asyncpg.connect(ADMIN_DSN)
-    await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    await conn.close()
 
 
 async def trace_run(n: int, workers: int, concurrency: int) -> float:
     db = await fresh_db("trace_bench")
     dsn = dsn_for(db)
-    await migrate_dsn(dsn)
-    tmp = tempfile.mkdtemp()
     admin, worker_token = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
-    env = dict(
-        os.environ,
-        TRACE_DATABASE_URL=dsn,
-        TRACE_ADMIN_TOKEN=admin,
-        TRACE_WORKER_TOKEN=worker_token,
-        TRACE_DATA_DIR=tmp,
-        TRACE_OUTBOX_INTERVAL_SECONDS="0.02",
-        TRACE_LOG_LEVEL="WARNING",
-    )
-    proc = subprocess.Popen(  # noqa: ASYNC220 - one start-up call, outside the timed section
-        [sys.executable, "-m", "trace_platform", "dispatcher", "serve", "--listen", "127.0.0.1:0"],
-        env=env,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    env = {
+        "TRACE_DATABASE_URL": dsn,
+        "TRACE_ADMIN_TOKEN": admin,
+        "TRACE_WORKER_TOKEN": worker_token,
+        "TRACE_DATA_DIR": tempfile.mkdtemp(),
+        "TRACE_OUTBOX_INTERVAL_SECONDS": "0.02",
+        "TRACE_LOG_LEVEL": "WARNING",
+    }
+    proc, addr = start_dispatcher(env)
     try:
-        assert proc.stderr is not None
-        line = proc.stderr.readline()
-        addr = re.search(r"serving on (\S+)", line).group(1)  # type: ignore[union-attr]
         # Each worker is what `trace worker run` builds: a queue pool, a batching client
         # and the trusted WorkerRuntime with `concurrency` task slots.
         finished = asyncio.Event()
@@ -143,7 +109,7 @@ async def pgqueuer_run(n: int) -> float:
     from pgqueuer.models import Job
     from pgqueuer.queries import Queries
 
-    db = await fresh_db("pgq_bench")
+    db = await fresh_db("pgq_bench", migrate=False)
     try:
         conn = await asyncpg.connect(dsn_for(db))
         driver = AsyncpgDriver(conn)

@@ -12,14 +12,10 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import os
 import random
-import re
 import secrets
 import shutil
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -30,9 +26,8 @@ import grpc
 import pyarrow as pa
 import pyarrow.parquet as pq
 import uvloop
-from dispatcher_throughput import drop_db, dsn_for, fresh_db  # the bench directory's database helpers
+from bench_support import drop_db, dsn_for, fresh_db, start_dispatcher
 
-from trace_platform.adapters.postgres.migrations import migrate_dsn
 from trace_platform.clients.dispatcher import DispatcherClient
 from trace_platform.clients.query import QueryClient
 from trace_platform.core.manifest import MANIFEST_NAME, ManifestObject, build_manifest, object_prefix
@@ -86,27 +81,17 @@ async def main() -> None:
     objects = tmp / "objects"
     ds_uuid, version, prefix, paths = write_files(objects, args.rows, args.files)
     db = await fresh_db("trace_qbench")
-    dsn = dsn_for(db)
-    await migrate_dsn(dsn)
     admin_token, worker_token = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
-    env = dict(
-        os.environ,
-        TRACE_DATABASE_URL=dsn,
-        TRACE_ADMIN_TOKEN=admin_token,
-        TRACE_WORKER_TOKEN=worker_token,
-        TRACE_DATA_DIR=str(tmp),
-        TRACE_QUERY_FILE_ROOTS=str(objects),
-        TRACE_LOG_LEVEL="WARNING",
-    )
-    proc = subprocess.Popen(  # noqa: ASYNC220 - start-up, outside the timed section
-        [sys.executable, "-m", "trace_platform", "dispatcher", "serve", "--listen", "127.0.0.1:0"],
-        env=env,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    env = {
+        "TRACE_DATABASE_URL": dsn_for(db),
+        "TRACE_ADMIN_TOKEN": admin_token,
+        "TRACE_WORKER_TOKEN": worker_token,
+        "TRACE_DATA_DIR": str(tmp),
+        "TRACE_QUERY_FILE_ROOTS": str(objects),
+        "TRACE_LOG_LEVEL": "WARNING",
+    }
+    proc, addr = start_dispatcher(env)
     try:
-        assert proc.stderr is not None
-        addr = re.search(r"serving on (\S+)", proc.stderr.readline()).group(1)  # type: ignore[union-attr]
         async with grpc.aio.insecure_channel(addr) as channel:
             dispatcher = DispatcherClient(channel, worker_token=worker_token, admin_token=admin_token)
             ref = common_pb2.StorageRef(scheme="file", prefix=str(prefix) + "/", glob="*.parquet")

@@ -15,9 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
-import secrets
 import tempfile
 import time
 import uuid
@@ -26,23 +24,18 @@ from pathlib import Path
 
 import asyncpg
 import uvloop
+from bench_support import drop_db, dsn_for, fresh_db
 
 from trace_platform.adapters.objectstore.stores import LocalObjectStore, ObjectStores
 from trace_platform.adapters.postgres.alert_repository import AlertRepository
-from trace_platform.adapters.postgres.migrations import migrate_dsn
 from trace_platform.adapters.postgres.pool import create_pool
 from trace_platform.adapters.queue.postgres import PostgresQueue
 from trace_platform.core.config import SinkSettings
 from trace_platform.servers.sink.consumer import BUFFER_QUEUE, BatchReader, SinkConsumer, SinkProcessor
 
-ADMIN_DSN = os.environ.get("TRACE_BENCH_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 ORG = "00000000-0000-0000-0000-0000000000be"
 HASH = "0x" + "ab" * 32
 COLUMNS = ("dedupe_key", "event_time", "severity", "chain_id", "block_number", "block_hash", "tx_hash", "payload")
-
-
-def dsn_for(db: str) -> str:
-    return ADMIN_DSN.rpartition("/")[0] + "/" + db
 
 
 def make_batches(root: Path, batches: int, rows: int, dup_ratio: float) -> tuple[list[Path], int]:
@@ -156,12 +149,8 @@ async def main() -> None:
     parser.add_argument("--dup-ratio", type=float, default=0.2)
     parser.add_argument("--concurrency", type=int, default=4, help="batches the sink applies at once")
     args = parser.parse_args()
-    name = f"trace_bench_sink_{secrets.token_hex(4)}"
-    admin = await asyncpg.connect(ADMIN_DSN)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    await admin.close()
+    name = await fresh_db("trace_bench_sink")
     try:
-        await migrate_dsn(dsn_for(name))
         pool = await create_pool(dsn_for(name), 2, args.concurrency + 4)
         with tempfile.TemporaryDirectory() as tmp:
             root = Path(tmp)
@@ -174,9 +163,7 @@ async def main() -> None:
             assert await pool.fetchval("SELECT count(*) FROM alert_events") == unique
         await pool.close()
     finally:
-        admin = await asyncpg.connect(ADMIN_DSN)
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+        await drop_db(name)
     print(f"{args.batches} batches x {args.rows} rows = {total} rows, {unique} unique dedupe keys")
     print(f"sink loop (validate + upsert + route): {sink_s:.2f} s  {total / sink_s:,.0f} rows/s")
     print(f"baseline (COPY + ON CONFLICT):         {base_s:.2f} s  {total / base_s:,.0f} rows/s")
