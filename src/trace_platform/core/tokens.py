@@ -84,6 +84,29 @@ class TokenIssuer:
 
 
 JwksFetcher = Callable[[], Awaitable[dict[str, Any]]]
+_REQUIRED_CLAIMS = ["exp", "iat", "iss", "aud", "sub"]
+
+
+def read_header(token: str, reason_prefix: str) -> dict[str, Any]:
+    """The unverified JOSE header (to pick the key); ``<prefix>_INVALID`` if malformed."""
+    try:
+        return dict(jwt.get_unverified_header(token))
+    except jwt.PyJWTError:
+        raise Unauthenticated(f"{reason_prefix}_INVALID", "malformed token") from None
+
+
+def decode_token(token: str, key: Any, alg: str, audience: str, issuer: str, reason_prefix: str) -> dict[str, Any]:
+    """Signature, algorithm, audience, issuer, expiry and the required claims, checked;
+    failures are UNAUTHENTICATED ``<prefix>_EXPIRED`` or ``<prefix>_INVALID``."""
+    try:
+        payload: dict[str, Any] = jwt.decode(
+            token, key, algorithms=[alg], audience=audience, issuer=issuer, options={"require": _REQUIRED_CLAIMS}
+        )
+    except jwt.ExpiredSignatureError:
+        raise Unauthenticated(f"{reason_prefix}_EXPIRED", "token expired") from None
+    except jwt.PyJWTError:
+        raise Unauthenticated(f"{reason_prefix}_INVALID", "token rejected") from None
+    return payload
 
 
 @dataclass
@@ -121,10 +144,7 @@ class TokenVerifier:
         return claims
 
     async def _verify_uncached(self, token: str, now: float) -> CapabilityClaims:
-        try:
-            header = jwt.get_unverified_header(token)
-        except jwt.PyJWTError:
-            raise Unauthenticated("CAPABILITY_TOKEN_INVALID", "malformed token") from None
+        header = read_header(token, "CAPABILITY_TOKEN")
         kid, alg = header.get("kid"), header.get("alg")
         if not isinstance(kid, str) or not kid:
             raise Unauthenticated("CAPABILITY_TOKEN_INVALID", "token has no kid")
@@ -136,19 +156,7 @@ class TokenVerifier:
             if alg != ES256:
                 raise Unauthenticated("CAPABILITY_TOKEN_INVALID", "unexpected algorithm")
             key = await self._key_for(kid, now)
-        try:
-            payload = jwt.decode(
-                token,
-                key,
-                algorithms=[alg],
-                audience=AUDIENCE,
-                issuer=self.issuer,
-                options={"require": ["exp", "iat", "iss", "aud", "sub"]},
-            )
-        except jwt.ExpiredSignatureError:
-            raise Unauthenticated("CAPABILITY_TOKEN_EXPIRED", "token expired") from None
-        except jwt.PyJWTError:
-            raise Unauthenticated("CAPABILITY_TOKEN_INVALID", "token rejected") from None
+        payload = decode_token(token, key, alg, AUDIENCE, self.issuer, "CAPABILITY_TOKEN")
         return _claims_from_payload(payload)
 
     async def _key_for(self, kid: str, now: float) -> Any:

@@ -21,6 +21,7 @@ from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from trace_platform.core.errors import Unauthenticated
 from trace_platform.core.keys import ES256, HS256
+from trace_platform.core.tokens import decode_token, read_header
 
 USER_AUDIENCE = "trace.user"
 RS256 = "RS256"
@@ -72,10 +73,7 @@ class UserTokenVerifier:
     def verify(self, token: str | None) -> UserClaims:
         if not token:
             raise Unauthenticated("USER_TOKEN_MISSING", "authorization: Bearer <token> required")
-        try:
-            header = jwt.get_unverified_header(token)
-        except jwt.PyJWTError:
-            raise Unauthenticated("USER_TOKEN_INVALID", "malformed token") from None
+        header = read_header(token, "USER_TOKEN")
         alg, kid = header.get("alg"), header.get("kid")
         key: Any
         if self.hs256_secret and alg == HS256:
@@ -84,19 +82,7 @@ class UserTokenVerifier:
             key = self.public_keys[kid][1]
         else:
             raise Unauthenticated("USER_TOKEN_INVALID", "token algorithm or key not accepted")
-        try:
-            payload = jwt.decode(
-                token,
-                key,
-                algorithms=[str(alg)],
-                audience=USER_AUDIENCE,
-                issuer=self.issuer,
-                options={"require": ["exp", "iat", "iss", "aud", "sub"]},
-            )
-        except jwt.ExpiredSignatureError:
-            raise Unauthenticated("USER_TOKEN_EXPIRED", "token expired") from None
-        except jwt.PyJWTError:
-            raise Unauthenticated("USER_TOKEN_INVALID", "token rejected") from None
+        payload = decode_token(token, key, str(alg), USER_AUDIENCE, self.issuer, "USER_TOKEN")
         org_id, sub = payload.get("org_id"), payload.get("sub")
         try:
             org = str(uuid.UUID(str(org_id)))
