@@ -4,7 +4,8 @@
 concurrency cap); up to ``queue`` more requests wait at most ``wait_seconds`` for a slot;
 anything beyond is refused at once with RESOURCE_EXHAUSTED so overload stays cheap.
 
-There are ``slots`` granted databases (any store). Pinned databases (one set of local
+Granted databases (any store) are made as concurrent requests need them, at most
+``slots``. Pinned databases (one set of local
 dataset versions each) are made on first use and kept idle for the next request on the
 same versions, at most ``pinned_idle`` of them, least recently used closed first.
 """
@@ -47,18 +48,26 @@ class DatabasePool:
         self._all: set[HardenedDatabase] = set()
 
     async def start(self) -> None:
+        """One granted database now, so a DuckDB that cannot be hardened stops start-up;
+        the others are made when concurrent requests first need them (with local stores
+        most requests run on pinned databases and never do)."""
         self._work_dir = await asyncio.to_thread(_process_dir, self._work_dir)
-        for _ in range(self._slots):
-            db = await asyncio.to_thread(HardenedDatabase, self._work_dir, self._limits)
-            self._all.add(db)
-            self._free.put_nowait(db)
+        self._free.put_nowait(await self._make(None))
+
+    async def _make(self, pinned: PinnedFiles | None) -> HardenedDatabase:
+        db = await asyncio.to_thread(HardenedDatabase, self._work_dir, self._limits, pinned)
+        self._all.add(db)
+        return db
 
     @contextlib.asynccontextmanager
     async def database(self, pinned: PinnedFiles | None = None) -> AsyncIterator[HardenedDatabase]:
         """A database for one request: a granted one, or one pinned to ``pinned``."""
         await self._admit()
         try:
-            db = self._free.get_nowait() if pinned is None else await self._pinned(pinned)
+            if pinned is not None:
+                db = await self._pinned(pinned)
+            else:  # a held slot guarantees fewer than `slots` granted databases are in use
+                db = self._free.get_nowait() if not self._free.empty() else await self._make(None)
             try:
                 yield db
             finally:
@@ -87,16 +96,14 @@ class DatabasePool:
             if not idle:
                 del self._idle[pinned]
             return db
-        db = await asyncio.to_thread(HardenedDatabase, self._work_dir, self._limits, pinned)
-        self._all.add(db)
-        return db
+        return await self._make(pinned)
 
     async def _release(self, db: HardenedDatabase) -> None:
-        if db.pinned is None:
-            self._free.put_nowait(await self._replace(db) if db.spilled() else db)
-            return
         if db.spilled():
-            await self._discard(db)
+            await self._discard(db)  # a fresh one is made when next needed
+            return
+        if db.pinned is None:
+            self._free.put_nowait(db)
             return
         self._idle.setdefault(db.pinned, []).append(db)
         self._idle.move_to_end(db.pinned)
@@ -111,12 +118,6 @@ class DatabasePool:
     async def _discard(self, db: HardenedDatabase) -> None:
         self._all.discard(db)
         await asyncio.to_thread(db.close)
-
-    async def _replace(self, db: HardenedDatabase) -> HardenedDatabase:
-        await self._discard(db)
-        fresh = await asyncio.to_thread(HardenedDatabase, self._work_dir, self._limits)
-        self._all.add(fresh)
-        return fresh
 
     async def close(self) -> None:
         for db in list(self._all):
