@@ -28,7 +28,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from trace_platform.adapters.invoker.base import Invocation
-from trace_platform.adapters.invoker.local import LocalInvoker, limits_from
+from trace_platform.adapters.invoker.local import LocalInvoker
 from trace_platform.adapters.invoker.runtimes import Executables, bare_argv, runtime_argv
 from trace_platform.adapters.invoker.sandbox import run_bounded, wrapper_argv
 from trace_platform.core.bundle_manifest import TrustedKeys
@@ -104,7 +104,7 @@ async def measure(runtime: str, src: Path, entry: str, work: Path, runs: int) ->
     invoker = LocalInvoker(settings, trusted, bundle_roots=(work,), runs_dir=work / "runs")
     exes = Executables(python=settings.python, node=settings.node)
     extracted = extract_bundle(archive, trusted, parent=work, root_mode=0o555)
-    limits = limits_from(settings)
+    limits = settings.limits
     bare = bare_argv(runtime, exes) if runtime != "rust" else [str(extracted.root / "bootstrap")]
     sandboxed = wrapper_argv(invoker.plan, limits, None) + runtime_argv(runtime, entry, extracted.root, exes)
     env = {"PATH": "/usr/bin:/bin", "HOME": str(work), "LANG": "C.UTF-8"}

@@ -18,7 +18,7 @@ from tests.bundle_helpers import signed_zip
 from trace_platform.adapters.invoker.base import Invocation
 from trace_platform.adapters.invoker.local import LocalInvoker
 from trace_platform.core.bundle_manifest import TrustedKeys
-from trace_platform.core.config import InvokerSettings
+from trace_platform.core.config import InvokerSettings, UdfLimits
 
 NODE_CJS = b"""
 exports.handler = async (event, context) => {
@@ -108,7 +108,12 @@ class UdfLab:
         return self.bundle("python", "handler.main", {"handler.py": code.encode()})
 
     def invoker(self, **overrides: object) -> LocalInvoker:
-        settings = InvokerSettings(**{"timeout_seconds": 20.0, **overrides})  # type: ignore[arg-type]
+        """Overrides name InvokerSettings or UdfLimits fields; the timeout defaults to 20 s."""
+        names = set(UdfLimits.__dataclass_fields__)
+        limit_overrides = {k: v for k, v in overrides.items() if k in names}
+        limits = UdfLimits(**{"timeout_seconds": 20.0, **limit_overrides})  # type: ignore[arg-type]
+        rest = {k: v for k, v in overrides.items() if k not in names}
+        settings = InvokerSettings(limits=limits, **rest)  # type: ignore[arg-type]
         return LocalInvoker(settings, self.trusted, bundle_roots=(self.bundles,), runs_dir=self.runs)
 
 

@@ -106,7 +106,7 @@ def platform_operators(
             addr,
             artifact_stores(settings),
             scratch_uri(settings),
-            settings.invoker.timeout_seconds,
+            settings.invoker.limits.timeout_seconds,
         ),
     }
 

@@ -71,7 +71,5 @@ def user_client(channel: grpc.aio.Channel, settings: Settings, org_id: str = ORG
     return QueryClient(channel, user_token=token)
 
 
-async def claim_with_grants(
-    client: DispatcherClient, grants: list[common_pb2.DatasetGrant]
-) -> tuple[TaskRef, str]:
+async def claim_with_grants(client: DispatcherClient, grants: list[common_pb2.DatasetGrant]) -> tuple[TaskRef, str]:
     return await claim_new(client, datasets=grants)

@@ -62,7 +62,7 @@ def signing_key(settings: Settings) -> Ed25519PrivateKey:
 async def alerting(settings: Settings, signing_key: Ed25519PrivateKey) -> AsyncIterator[RunningPlatform]:
     fast = replace(
         settings,
-        invoker=replace(settings.invoker, timeout_seconds=30.0),
+        invoker=replace(settings.invoker, limits=replace(settings.invoker.limits, timeout_seconds=30.0)),
         delivery=replace(settings.delivery, allowed_networks=("127.0.0.0/8",)),  # receivers on loopback
     )
     running = await start_platform(fast, migrate=False, run_worker=True)
@@ -179,7 +179,9 @@ async def test_alert_evaluation_is_delivered_once_per_event_and_channel(
 async def test_a_udf_that_loops_forever_is_killed_and_the_task_retried(
     settings: Settings, signing_key: Ed25519PrivateKey, db: asyncpg.Connection
 ) -> None:
-    quick = replace(settings, invoker=replace(settings.invoker, timeout_seconds=1.5))
+    quick = replace(
+        settings, invoker=replace(settings.invoker, limits=replace(settings.invoker.limits, timeout_seconds=1.5))
+    )
     running = await start_platform(quick, migrate=False, run_worker=True)
     try:
         store = LocalObjectStore([settings.data_dir / "objects"])
@@ -237,7 +239,10 @@ async def test_a_udf_reads_only_granted_datasets_through_its_token(
     settings: Settings, signing_key: Ed25519PrivateKey, db: asyncpg.Connection
 ) -> None:
     # The platform's own interpreter, so the UDF has a gRPC client library.
-    venv = replace(settings, invoker=replace(settings.invoker, python=sys.executable, timeout_seconds=30.0))
+    invoker = replace(
+        settings.invoker, python=sys.executable, limits=replace(settings.invoker.limits, timeout_seconds=30.0)
+    )
+    venv = replace(settings, invoker=invoker)
     running = await start_platform(venv, migrate=False)
     try:
         store = LocalObjectStore([settings.data_dir / "objects"])

@@ -20,7 +20,7 @@ from tests.bundle_helpers import Member, signed_zip
 from tests.udf_fixtures import UdfLab, shared_tmp_dir
 from trace_platform.clients.invoker import InvokerClient
 from trace_platform.core.bundles import file_sha256
-from trace_platform.core.config import InvokerSettings, Settings
+from trace_platform.core.config import InvokerSettings, Settings, UdfLimits
 from trace_platform.core.errors import FailedPrecondition, InvalidArgument, PermissionDenied, Unauthenticated
 from trace_platform.servers.common.server import GrpcServer, start_server
 from trace_platform.servers.invoker.app import RuntimeInvokerApp, build_invoker_app
@@ -46,7 +46,10 @@ async def server(lab: UdfLab, tmp_path: Path) -> AsyncIterator[GrpcServer]:
         data_dir=tmp_path,
         worker_token=WORKER_TOKEN,
         invoker=InvokerSettings(
-            bundle_roots=(lab.bundles,), trusted_keys_dir=keys, runs_dir=lab.runs, timeout_seconds=3.0
+            bundle_roots=(lab.bundles,),
+            trusted_keys_dir=keys,
+            runs_dir=lab.runs,
+            limits=UdfLimits(timeout_seconds=3.0),
         ),
     )
     app: RuntimeInvokerApp = build_invoker_app(settings)

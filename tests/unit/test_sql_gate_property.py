@@ -25,9 +25,7 @@ SETTINGS = settings(
 @pytest.fixture(scope="module")
 def duck() -> Iterator[Any]:
     con = duckdb.connect(":memory:")
-    con.execute(
-        "CREATE TABLE dataset (block_number BIGINT, hash VARCHAR, ts TIMESTAMP, value DOUBLE)"
-    )
+    con.execute("CREATE TABLE dataset (block_number BIGINT, hash VARCHAR, ts TIMESTAMP, value DOUBLE)")
     con.execute(
         "INSERT INTO dataset VALUES (1, '0xab', TIMESTAMP '2024-01-01', 1.5), "
         "(2, '0xcd', TIMESTAMP '2024-01-02', -2.5), (3, NULL, NULL, NULL)"
@@ -41,14 +39,85 @@ def duck() -> Iterator[Any]:
 # --- (a) arbitrary text: SqlRejected or acceptance, nothing else --------------------------------
 
 SQL_WORDS = [
-    "SELECT", "select", "FROM", "dataset", "WHERE", "WITH", "RECURSIVE", "AS", "UNION", "ALL",
-    "JOIN", "LATERAL", "ON", "IN", "NOT", "AND", "OR", "GROUP BY", "ORDER BY", "LIMIT",
-    "(", ")", ",", ";", "*", ".", "1", "2.5", "hash", "value", "x", "'x.csv'", '"x.csv"',
-    "'", '"', "$$", "$t$", "E'\\'", "--", "\n", "/*", "*/", "read_csv", "getenv", "query",
-    "information_schema", "main", "PRAGMA", "COPY", "TO", "ATTACH", "SET", "INSTALL", "LOAD",
-    "DROP", "TABLE", "INSERT", "INTO", "VALUES", "CALL", "EXPLAIN", "FROM 'f.parquet'",
-    "count(*)", "lower(hash)", "?", "$1", "::", "[", "]", "{", "}", "->", "lambda", ":",
-    "\\", "\x00", "é", "\u00a0", "\u2028",
+    "SELECT",
+    "select",
+    "FROM",
+    "dataset",
+    "WHERE",
+    "WITH",
+    "RECURSIVE",
+    "AS",
+    "UNION",
+    "ALL",
+    "JOIN",
+    "LATERAL",
+    "ON",
+    "IN",
+    "NOT",
+    "AND",
+    "OR",
+    "GROUP BY",
+    "ORDER BY",
+    "LIMIT",
+    "(",
+    ")",
+    ",",
+    ";",
+    "*",
+    ".",
+    "1",
+    "2.5",
+    "hash",
+    "value",
+    "x",
+    "'x.csv'",
+    '"x.csv"',
+    "'",
+    '"',
+    "$$",
+    "$t$",
+    "E'\\'",
+    "--",
+    "\n",
+    "/*",
+    "*/",
+    "read_csv",
+    "getenv",
+    "query",
+    "information_schema",
+    "main",
+    "PRAGMA",
+    "COPY",
+    "TO",
+    "ATTACH",
+    "SET",
+    "INSTALL",
+    "LOAD",
+    "DROP",
+    "TABLE",
+    "INSERT",
+    "INTO",
+    "VALUES",
+    "CALL",
+    "EXPLAIN",
+    "FROM 'f.parquet'",
+    "count(*)",
+    "lower(hash)",
+    "?",
+    "$1",
+    "::",
+    "[",
+    "]",
+    "{",
+    "}",
+    "->",
+    "lambda",
+    ":",
+    "\\",
+    "\x00",
+    "é",
+    "\u00a0",
+    "\u2028",
 ]
 
 ARBITRARY_SQL = st.one_of(
@@ -76,9 +145,7 @@ def test_arbitrary_text_is_rejected_or_accepted_and_never_crashes(sql: str, duck
 
 # --- (b) benign SELECTs from a small grammar over `dataset` --------------------------------------
 
-SAFE_TEXT = st.text(alphabet="abcxyz0123456789 _-/:.%", max_size=12).map(
-    lambda s: "'" + s + "'"
-)
+SAFE_TEXT = st.text(alphabet="abcxyz0123456789 _-/:.%", max_size=12).map(lambda s: "'" + s + "'")
 NUM_LEAF = st.one_of(
     st.sampled_from(["block_number", "value", "1", "2.5", "0", "-3"]),
     st.integers(min_value=0, max_value=10_000).map(str),
@@ -86,12 +153,19 @@ NUM_LEAF = st.one_of(
 NUM_EXPR = st.recursive(
     NUM_LEAF,
     lambda inner: st.one_of(
-        st.tuples(inner, st.sampled_from(["+", "-", "*"]), inner).map(
-            lambda t: f"({t[0]} {t[1]} {t[2]})"
-        ),
+        st.tuples(inner, st.sampled_from(["+", "-", "*"]), inner).map(lambda t: f"({t[0]} {t[1]} {t[2]})"),
         st.tuples(
-            st.sampled_from(["abs({})", "round({}, 2)", "floor({})", "coalesce({}, 0)",
-                             "CAST({} AS DOUBLE)", "sign({})", "({})::DOUBLE"]),
+            st.sampled_from(
+                [
+                    "abs({})",
+                    "round({}, 2)",
+                    "floor({})",
+                    "coalesce({}, 0)",
+                    "CAST({} AS DOUBLE)",
+                    "sign({})",
+                    "({})::DOUBLE",
+                ]
+            ),
             inner,
         ).map(lambda t: t[0].format(t[1])),
         st.tuples(inner, inner).map(lambda t: f"greatest({t[0]}, {t[1]})"),
@@ -102,9 +176,19 @@ STR_EXPR = st.recursive(
     st.one_of(st.just("hash"), SAFE_TEXT),
     lambda inner: st.one_of(
         st.tuples(
-            st.sampled_from(["lower({})", "upper({})", "trim({})", "md5({})", "reverse({})",
-                             "substring({}, 1, 3)", "coalesce({}, 'none')",
-                             "replace({}, 'a', 'b')", "regexp_replace({}, '[0-9]', '')"]),
+            st.sampled_from(
+                [
+                    "lower({})",
+                    "upper({})",
+                    "trim({})",
+                    "md5({})",
+                    "reverse({})",
+                    "substring({}, 1, 3)",
+                    "coalesce({}, 'none')",
+                    "replace({}, 'a', 'b')",
+                    "regexp_replace({}, '[0-9]', '')",
+                ]
+            ),
             inner,
         ).map(lambda t: t[0].format(t[1])),
         st.tuples(inner, inner).map(lambda t: f"concat({t[0]}, {t[1]})"),
@@ -113,9 +197,7 @@ STR_EXPR = st.recursive(
     max_leaves=4,
 )
 BOOL_LEAF = st.one_of(
-    st.tuples(NUM_EXPR, st.sampled_from(["<", "<=", "=", "<>", ">", ">="]), NUM_EXPR).map(
-        " ".join
-    ),
+    st.tuples(NUM_EXPR, st.sampled_from(["<", "<=", "=", "<>", ">", ">="]), NUM_EXPR).map(" ".join),
     STR_EXPR.map(lambda s: f"{s} LIKE '0x%'"),
     STR_EXPR.map(lambda s: f"{s} IS NOT NULL"),
     NUM_EXPR.map(lambda n: f"{n} BETWEEN 0 AND 10"),
@@ -127,9 +209,7 @@ BOOL_EXPR = st.recursive(
     BOOL_LEAF,
     lambda inner: st.one_of(
         inner.map(lambda b: f"NOT ({b})"),
-        st.tuples(inner, st.sampled_from(["AND", "OR"]), inner).map(
-            lambda t: f"({t[0]} {t[1]} {t[2]})"
-        ),
+        st.tuples(inner, st.sampled_from(["AND", "OR"]), inner).map(lambda t: f"({t[0]} {t[1]} {t[2]})"),
     ),
     max_leaves=4,
 )
@@ -150,9 +230,21 @@ def plain_select(draw: st.DrawFn) -> str:
 
 @st.composite
 def aggregate_select(draw: st.DrawFn) -> str:
-    agg = draw(st.sampled_from(["count(*)", "sum(value)", "avg(value)", "max(block_number)",
-                                "min(ts)", "string_agg(hash, ',')", "approx_count_distinct(hash)",
-                                "quantile_cont(value, 0.5)", "arg_max(hash, value)"]))
+    agg = draw(
+        st.sampled_from(
+            [
+                "count(*)",
+                "sum(value)",
+                "avg(value)",
+                "max(block_number)",
+                "min(ts)",
+                "string_agg(hash, ',')",
+                "approx_count_distinct(hash)",
+                "quantile_cont(value, 0.5)",
+                "arg_max(hash, value)",
+            ]
+        )
+    )
     sql = f"SELECT hash, {agg} AS agg FROM dataset"
     if draw(st.booleans()):
         sql += f" WHERE {draw(BOOL_EXPR)}"
@@ -164,8 +256,19 @@ def aggregate_select(draw: st.DrawFn) -> str:
 
 @st.composite
 def window_select(draw: st.DrawFn) -> str:
-    fn = draw(st.sampled_from(["row_number()", "rank()", "dense_rank()", "lag(value)",
-                               "lead(value, 1, 0)", "first_value(hash)", "ntile(2)"]))
+    fn = draw(
+        st.sampled_from(
+            [
+                "row_number()",
+                "rank()",
+                "dense_rank()",
+                "lag(value)",
+                "lead(value, 1, 0)",
+                "first_value(hash)",
+                "ntile(2)",
+            ]
+        )
+    )
     return f"SELECT hash, {fn} OVER (PARTITION BY hash ORDER BY ts) AS w FROM dataset"
 
 
@@ -282,15 +385,13 @@ HOSTILE_SUFFIXES = [
 ]
 
 HIDDEN_HOSTILE = st.one_of(
-    st.tuples(
-        st.sampled_from(RELATION_WRAPPERS), st.sampled_from(HOSTILE_RELATIONS), BENIGN_QUERY
-    ).map(lambda t: (t[0].format(r=t[1][0], q=t[2]), t[1][1])),
-    st.tuples(
-        st.sampled_from(EXPRESSION_WRAPPERS), st.sampled_from(HOSTILE_EXPRESSIONS), BENIGN_QUERY
-    ).map(lambda t: (t[0].format(e=t[1][0], q=t[2]), t[1][1])),
-    st.tuples(BENIGN_QUERY, st.sampled_from(HOSTILE_SUFFIXES)).map(
-        lambda t: (t[0] + t[1], "MULTIPLE_STATEMENTS")
+    st.tuples(st.sampled_from(RELATION_WRAPPERS), st.sampled_from(HOSTILE_RELATIONS), BENIGN_QUERY).map(
+        lambda t: (t[0].format(r=t[1][0], q=t[2]), t[1][1])
     ),
+    st.tuples(st.sampled_from(EXPRESSION_WRAPPERS), st.sampled_from(HOSTILE_EXPRESSIONS), BENIGN_QUERY).map(
+        lambda t: (t[0].format(e=t[1][0], q=t[2]), t[1][1])
+    ),
+    st.tuples(BENIGN_QUERY, st.sampled_from(HOSTILE_SUFFIXES)).map(lambda t: (t[0] + t[1], "MULTIPLE_STATEMENTS")),
 )
 
 

@@ -98,6 +98,20 @@ class UserAuthSettings:
 
 
 @dataclass(frozen=True)
+class UdfLimits:
+    """What one UDF invocation may use (wall clock, rlimits, captured output)."""
+
+    timeout_seconds: float = 60.0
+    cpu_seconds: int = 60
+    memory_bytes: int = 1024 * 1024 * 1024
+    file_size_bytes: int = 64 * 1024 * 1024
+    max_processes: int = 64
+    max_open_files: int = 256
+    stdout_limit_bytes: int = 1024 * 1024
+    stderr_limit_bytes: int = 64 * 1024
+
+
+@dataclass(frozen=True)
 class InvokerSettings:
     """The RuntimeInvoker: where bundles may come from, who signs them, how UDFs are sandboxed.
 
@@ -116,14 +130,7 @@ class InvokerSettings:
     # The task API the UDF may reach (host:port), bridged into the sandbox as a unix socket.
     task_endpoint: str = ""
     network: str = "auto"
-    timeout_seconds: float = 60.0
-    cpu_seconds: int = 60
-    memory_bytes: int = 1024 * 1024 * 1024
-    file_size_bytes: int = 64 * 1024 * 1024
-    max_processes: int = 64
-    max_open_files: int = 256
-    stdout_limit_bytes: int = 1024 * 1024
-    stderr_limit_bytes: int = 64 * 1024
+    limits: UdfLimits = field(default_factory=lambda: UdfLimits())
     # When the invoker runs as root each invocation gets its own uid from this range.
     sandbox_uid_base: int = 200_000
     sandbox_uid_count: int = 4096
@@ -275,7 +282,7 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
         trusted_keys_dir=Path(env["TRACE_BUNDLE_KEYS_DIR"]) if env.get("TRACE_BUNDLE_KEYS_DIR") else None,
         task_endpoint=env.get("TRACE_INVOKER_TASK_ENDPOINT", ""),
         network=env.get("TRACE_INVOKER_NETWORK", "auto"),
-        timeout_seconds=_float(env, "TRACE_INVOKER_TIMEOUT_SECONDS", 60.0),
+        limits=UdfLimits(timeout_seconds=_float(env, "TRACE_INVOKER_TIMEOUT_SECONDS", 60.0)),
         python=env.get("TRACE_INVOKER_PYTHON", "/usr/bin/python3"),
         node=env.get("TRACE_INVOKER_NODE", "node"),
         lambda_function_name=env.get("TRACE_INVOKER_LAMBDA_FUNCTION", "trace-udf-runner"),

@@ -75,7 +75,7 @@ async def run_chain_demo(
             (f"{DEMO_NAME}.transactions", "SELECT count(*) AS transactions FROM dataset"),
             (f"{DEMO_NAME}.logs", "SELECT count(*) AS logs, count(DISTINCT address) AS contracts FROM dataset"),
         ):
-            echo(f"\n$ trace query --dataset {dataset} \"{sql}\"")
+            echo(f'\n$ trace query --dataset {dataset} "{sql}"')
             echo(render_table(await query.query(dataset, sql)))
 
 

@@ -74,9 +74,9 @@ class LambdaInvoker:
             endpoint_url=inv.lambda_endpoint_url,
             access_key_id=store.s3_access_key_id,
             secret_access_key=store.s3_secret_access_key,
-            timeout_seconds=inv.timeout_seconds,
+            timeout_seconds=inv.limits.timeout_seconds,
             task_endpoint=inv.task_endpoint,
-            stderr_limit_bytes=inv.stderr_limit_bytes,
+            stderr_limit_bytes=inv.limits.stderr_limit_bytes,
         )
 
     async def _lambda(self) -> Any:

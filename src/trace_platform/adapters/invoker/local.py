@@ -31,7 +31,6 @@ from trace_platform.adapters.invoker.bridge import TaskEndpointBridge
 from trace_platform.adapters.invoker.runtimes import Executables, runtime_argv
 from trace_platform.adapters.invoker.sandbox import (
     ProcessOutcome,
-    SandboxLimits,
     SandboxPlan,
     UidPool,
     kill_uid,
@@ -48,19 +47,6 @@ log = logging.getLogger(__name__)
 SANDBOX_PATH = "/usr/local/bin:/usr/bin:/bin"
 CAPABILITY_ENV = "TRACE_TASK_CAPABILITY"
 ENDPOINT_ENV = "TRACE_TASK_ENDPOINT"
-
-
-def limits_from(settings: InvokerSettings) -> SandboxLimits:
-    return SandboxLimits(
-        timeout_seconds=settings.timeout_seconds,
-        cpu_seconds=settings.cpu_seconds,
-        memory_bytes=settings.memory_bytes,
-        file_size_bytes=settings.file_size_bytes,
-        max_processes=settings.max_processes,
-        max_open_files=settings.max_open_files,
-        stdout_limit_bytes=settings.stdout_limit_bytes,
-        stderr_limit_bytes=settings.stderr_limit_bytes,
-    )
 
 
 def fetch_file_bundle(url: str, roots: tuple[Path, ...], dest: Path, max_bytes: int, sha256: str) -> Path:
@@ -132,7 +118,7 @@ class LocalInvoker:
     ) -> None:
         self.settings = settings
         self.plan = plan or probe(settings.network)
-        self.limits = limits_from(settings)
+        self.limits = settings.limits
         self._trusted = trusted
         self._roots = bundle_roots
         self._runs_dir = runs_dir or Path(tempfile.gettempdir())

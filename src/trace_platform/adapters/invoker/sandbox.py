@@ -33,21 +33,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+from trace_platform.core.config import UdfLimits
 from trace_platform.core.errors import Unavailable
 
 PIDNS_FLAGS = ("--pid", "--fork", "--mount-proc", "--kill-child")
-
-
-@dataclass(frozen=True)
-class SandboxLimits:
-    timeout_seconds: float = 60.0
-    cpu_seconds: int = 60
-    memory_bytes: int = 1024 * 1024 * 1024
-    file_size_bytes: int = 64 * 1024 * 1024
-    max_processes: int = 64
-    max_open_files: int = 256
-    stdout_limit_bytes: int = 1024 * 1024
-    stderr_limit_bytes: int = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -122,7 +111,7 @@ class UidPool:
         self._used.discard(uid)
 
 
-def wrapper_argv(plan: SandboxPlan, limits: SandboxLimits, uid: int | None) -> list[str]:
+def wrapper_argv(plan: SandboxPlan, limits: UdfLimits, uid: int | None) -> list[str]:
     argv: list[str] = []
     if plan.netns and plan.unshare:
         argv += [plan.unshare, *(("--user", "--map-current-user") if plan.userns else ()), "--net"]
@@ -195,7 +184,7 @@ def kill_group(pgid: int) -> None:
 
 
 async def run_bounded(
-    argv: list[str], stdin: bytes, env: dict[str, str], cwd: Path, limits: SandboxLimits, timeout: float
+    argv: list[str], stdin: bytes, env: dict[str, str], cwd: Path, limits: UdfLimits, timeout: float
 ) -> ProcessOutcome:
     """Run ``argv`` in a new session; kill its whole process group at ``timeout``
     or as soon as stdout exceeds its cap. stderr keeps only its last bytes."""

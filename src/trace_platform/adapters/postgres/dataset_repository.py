@@ -35,9 +35,7 @@ class QueryAuditRecord:
     user_id: str | None = None
 
 
-async def register_version(
-    conn: asyncpg.Connection, pub: DatasetPublication, producer_task_id: str | None
-) -> None:
+async def register_version(conn: asyncpg.Connection, pub: DatasetPublication, producer_task_id: str | None) -> None:
     """Idempotent: the same version with the same storage is a no-op; other storage is a conflict."""
     sql = queries.load("datasets")
     storage = json.dumps(pub.storage_ref.to_dict(), sort_keys=True)
@@ -77,9 +75,7 @@ class DatasetRepository:
             ),
         )
 
-    async def publish(
-        self, org_id: str, name: str, pub: DatasetPublication, pii_columns: Sequence[str] = ()
-    ) -> None:
+    async def publish(self, org_id: str, name: str, pub: DatasetPublication, pii_columns: Sequence[str] = ()) -> None:
         """Register ``pub`` and make it the version ``name`` resolves to, in one transaction."""
         async with self._pool.acquire() as conn, conn.transaction():
             await register_version(conn, pub, None)
