@@ -10,8 +10,8 @@ from trace_platform.adapters.postgres.chain_sync_repository import ChainSyncRepo
 from trace_platform.core.config import Settings
 from trace_platform.servers.chain_sync.planner import HeadObserver, RangePlanner
 from trace_platform.servers.chain_sync.servicer import ChainSyncServicer, chain_sync_binding
+from trace_platform.servers.common.loop import Loop
 from trace_platform.servers.common.server import ServiceBinding
-from trace_platform.servers.dispatcher.loops import Loop
 
 
 def build_chain_sync(

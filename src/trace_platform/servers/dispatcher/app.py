@@ -15,8 +15,9 @@ from trace_platform.core.config import Settings
 from trace_platform.core.keys import KeyRing, KeyStore
 from trace_platform.core.tokens import TokenIssuer, TokenVerifier
 from trace_platform.servers.common.background import BackgroundTasks
+from trace_platform.servers.common.loop import Loop
 from trace_platform.servers.common.server import ServiceBinding
-from trace_platform.servers.dispatcher.loops import Loop, dispatcher_loops
+from trace_platform.servers.dispatcher.loops import dispatcher_loops
 from trace_platform.servers.dispatcher.service import DispatcherService
 from trace_platform.servers.dispatcher.servicer import DispatcherServicer, dispatcher_binding
 

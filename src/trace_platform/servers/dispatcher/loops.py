@@ -1,49 +1,18 @@
-"""The Dispatcher's background loops: outbox relay, retry scheduler, lease reaper.
-
-Each loop runs one batch at a time and repeats immediately while batches are full,
-otherwise sleeps for its interval (or until woken). A failed iteration is logged and
-retried; state lives in Postgres, so a crash anywhere loses nothing.
-"""
+"""The Dispatcher's background loops: outbox relay, retry scheduler, lease reaper."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
 
 from trace_platform.adapters.postgres.outbox_repository import OutboxRepository, OutboxRow
 from trace_platform.adapters.postgres.task_repository import TaskRepository
 from trace_platform.adapters.queue.base import Queue
 from trace_platform.core.config import DispatcherSettings
+from trace_platform.servers.common.loop import Loop
 
 log = logging.getLogger(__name__)
 BATCH = 500
-
-
-class Loop:
-    def __init__(self, name: str, step: Callable[[], Awaitable[int]], interval: float, full_batch: int) -> None:
-        self.name = name
-        self._step = step
-        self._interval = interval
-        self._full_batch = full_batch
-        self.wakeup = asyncio.Event()
-
-    async def run(self) -> None:
-        while True:
-            try:
-                done = await self._step()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("loop iteration failed", extra={"loop": self.name})
-                done = 0
-            if done >= self._full_batch:
-                continue
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wakeup.wait(), self._interval)
-            self.wakeup.clear()
 
 
 class OutboxRelay:

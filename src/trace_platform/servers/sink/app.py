@@ -14,9 +14,9 @@ from trace_platform.adapters.queue.base import Queue
 from trace_platform.adapters.webhook import DestinationPolicy, WebhookSender
 from trace_platform.core.config import Settings
 from trace_platform.servers.common.background import BackgroundTasks
+from trace_platform.servers.common.loop import Loop
 from trace_platform.servers.common.server import ServiceBinding
 from trace_platform.servers.delivery.service import DeliveryService
-from trace_platform.servers.dispatcher.loops import Loop
 from trace_platform.servers.sink.consumer import BatchReader, SinkConsumer, SinkProcessor
 from trace_platform.servers.sink.servicer import SinkServicer, sink_binding
 

@@ -12,6 +12,7 @@ reappear after a backoff; they never dead-letter.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import uuid
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from trace_platform.adapters.queue.base import Message, Queue
 from trace_platform.core.alert_rows import BatchRejected, parse_batch
 from trace_platform.core.config import SinkSettings
 from trace_platform.core.errors import FailedPrecondition, NotFound, PermissionDenied
+from trace_platform.servers.common.loop import Loop
 
 log = logging.getLogger(__name__)
 BUFFER_QUEUE = "buffers"
@@ -91,16 +93,10 @@ class SinkConsumer:
         self._settings = settings
 
     async def run(self) -> None:
-        while True:
-            try:
-                handled = await self.step()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("sink iteration failed")
-                handled = 0
-            if handled < self._settings.receive_batch:
-                await self._queue.wait(BUFFER_QUEUE, self._settings.poll_interval_seconds)
+        """Until cancelled: a new message wakes it at once (the queue's wait), else it polls."""
+        s = self._settings
+        wait = functools.partial(self._queue.wait, BUFFER_QUEUE)
+        await Loop("sink", self.step, s.poll_interval_seconds, s.receive_batch, wait=wait).run()
 
     async def step(self) -> int:
         s = self._settings

@@ -1,0 +1,47 @@
+"""A background loop: one batch at a time, again at once while batches come back full,
+otherwise wait for the interval, a wake-up, or (``wait``) whatever else announces work.
+A failed iteration is logged and retried; the loops' state lives in PostgreSQL, so a
+crash anywhere loses nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+
+log = logging.getLogger(__name__)
+
+
+class Loop:
+    def __init__(
+        self,
+        name: str,
+        step: Callable[[], Awaitable[int]],
+        interval: float,
+        full_batch: int,
+        wait: Callable[[float], Awaitable[None]] | None = None,
+    ) -> None:
+        self.name = name
+        self._step = step
+        self._interval = interval
+        self._full_batch = full_batch
+        self._wait = wait or self._wait_for_wakeup
+        self.wakeup = asyncio.Event()
+
+    async def run(self) -> None:
+        while True:
+            try:
+                done = await self._step()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("loop iteration failed", extra={"loop": self.name})
+                done = 0
+            if done < self._full_batch:
+                await self._wait(self._interval)
+
+    async def _wait_for_wakeup(self, interval: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.wakeup.wait(), interval)
+        self.wakeup.clear()
