@@ -137,18 +137,16 @@ def sql_shape(sql: str) -> str | None:
         return None
     finally:
         _QUIET.reset(quiet)
-    digest = hashlib.sha256()
-    for token in tokens:
-        text = "" if token.token_type is TokenType.NUMBER else token.text
-        for part in (token.token_type.name, text, *token.comments):
-            digest.update(f"{len(part)}:{part};".encode("utf-8", "surrogatepass"))
-        digest.update(b"|")
-    return digest.hexdigest()
+    # repr of a list of (str, str, list[str]) tuples is unambiguous: equal keys, equal tokens.
+    key = repr([(_TOKEN_NAMES[t.token_type], "" if t.token_type is _NUMBER else t.text, t.comments) for t in tokens])
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 # --- text and parsing ------------------------------------------------------------------------
 
 _DIALECT = Dialect.get_or_raise("duckdb")
+_TOKEN_NAMES = {t: t.name for t in TokenType}
+_NUMBER = TokenType.NUMBER
 _OPENERS = frozenset({TokenType.L_PAREN, TokenType.L_BRACKET, TokenType.L_BRACE})
 _CLOSERS = frozenset({TokenType.R_PAREN, TokenType.R_BRACKET, TokenType.R_BRACE})
 _QUIET: ContextVar[bool] = ContextVar("trace_sql_gate_quiet", default=False)
