@@ -3,9 +3,11 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 
+import asyncpg
 import grpc
 import pytest
 
+from tests.conftest import eventually
 from trace_platform.adapters.objectstore.stores import LocalObjectStore
 from trace_platform.app import RunningPlatform, start_platform
 from trace_platform.clients.batching import BatchingDispatcherClient
@@ -73,3 +75,14 @@ def user_client(channel: grpc.aio.Channel, settings: Settings, org_id: str = ORG
 
 async def claim_with_grants(client: DispatcherClient, grants: list[common_pb2.DatasetGrant]) -> tuple[TaskRef, str]:
     return await claim_new(client, datasets=grants)
+
+
+async def closed_audit_rows(db: asyncpg.Connection) -> list[asyncpg.Record]:
+    """Every ``query_audit`` row, once none is 'running' (a query's outcome is recorded just
+    after its answer), oldest first."""
+
+    async def none_running() -> bool:
+        return not await db.fetchval("SELECT count(*) FROM query_audit WHERE outcome = 'running'")
+
+    await eventually(none_running)
+    return list(await db.fetch("SELECT * FROM query_audit ORDER BY id"))

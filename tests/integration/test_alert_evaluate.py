@@ -25,7 +25,7 @@ from tests.alert_udfs import NODE_ALERTS, PYTHON_ALERTS, RUST_ALERTS
 from tests.bundle_helpers import signed_zip
 from tests.conftest import eventually
 from tests.datasets import FixtureDataset, write_dataset
-from tests.integration.conftest import ORG
+from tests.integration.conftest import ORG, closed_audit_rows
 from tests.udf_fixtures import build_rust_bootstrap, shared_tmp_dir
 from tests.webhook_receiver import webhook_receiver
 from trace_platform.adapters.invoker.base import Invocation
@@ -134,7 +134,7 @@ async def test_udf_alerts_are_buffer_published_under_the_attempt_prefix(
     assert {r["dedupe_key"] for r in rows} == EXPECTED_KEYS
     assert {r["payload"]["runtime"] for r in rows} == {runtime}
     # The query the UDF's rows came from is audited against this task.
-    audit = await db.fetchrow("SELECT task_id, rpc, row_count FROM query_audit")
+    [audit] = await closed_audit_rows(db)
     assert (str(audit["task_id"]), audit["rpc"], audit["row_count"]) == (task_id, "task_query", 10)
 
 

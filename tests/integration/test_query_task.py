@@ -14,8 +14,9 @@ import grpc
 import pyarrow as pa
 import pytest
 
+from tests.conftest import eventually
 from tests.datasets import FIXTURE_ROWS, FixtureDataset, blocks_table, write_dataset
-from tests.integration.conftest import ORG, claim_with_grants
+from tests.integration.conftest import ORG, claim_with_grants, closed_audit_rows
 from trace_platform.adapters.objectstore.stores import LocalObjectStore
 from trace_platform.adapters.postgres.dataset_repository import DatasetRepository
 from trace_platform.app import RunningPlatform, start_platform
@@ -29,6 +30,7 @@ from trace_platform.core.errors import (
     PermissionDenied,
     ResourceExhausted,
     Unauthenticated,
+    Unavailable,
 )
 from trace_platform.core.keys import KeyRing, KeyStore, SigningKey
 from trace_platform.core.sql_gate import sql_sha256
@@ -239,9 +241,12 @@ async def test_audit_row_after_success_holds_the_hash_never_the_sql(
     sql = "SELECT dedupe_key FROM dataset WHERE dedupe_key = 'dedupe-002'"
     rows = await query_client.task_query(cap, task_id, attempt, fixture_ds.dataset_uuid, sql)
     assert rows.rows == [["dedupe-002"]]
-    audit = await db.fetch("SELECT * FROM query_audit")
+    # The row is on record when the answer arrives; its outcome follows just after.
+    assert await db.fetchval("SELECT count(*) FROM query_audit") == 1
+    audit = await closed_audit_rows(db)
     assert len(audit) == 1
     row = audit[0]
+    assert (row["outcome"], row["failure_reason"]) == ("ok", None)
     assert (str(row["org_id"]), str(row["task_id"]), row["attempt"]) == (ORG, task_id, attempt)
     assert (str(row["dataset_uuid"]), str(row["dataset_version"])) == (
         fixture_ds.dataset_uuid,
@@ -294,7 +299,7 @@ async def test_pii_access_is_audited_for_classified_columns_only(
 
 
 async def test_deadline_interrupts_the_query_and_the_server_keeps_serving(
-    settings: Settings, client: DispatcherClient, local_store: LocalObjectStore, objects_uri: str
+    settings: Settings, local_store: LocalObjectStore, objects_uri: str, db: asyncpg.Connection
 ) -> None:
     fast = replace(settings, query=replace(settings.query, task_timeout_seconds=0.3))
     running = await start_platform(fast, migrate=False)
@@ -312,6 +317,58 @@ async def test_deadline_interrupts_the_query_and_the_server_keeps_serving(
             assert ok.rows == [[3_000]]
     finally:
         await running.stop(grace=0.5)
+    # Both queries read the dataset: both are audited, the interrupted one as failed.
+    rows = await closed_audit_rows(db)
+    assert [(r["outcome"], r["failure_reason"], r["row_count"]) for r in rows] == [
+        ("failed", "QUERY_TIMEOUT", None),
+        ("ok", None, 1),
+    ]
+
+
+async def test_the_audit_row_is_written_while_the_query_runs(
+    settings: Settings, local_store: LocalObjectStore, objects_uri: str, db: asyncpg.Connection
+) -> None:
+    slower = replace(settings, query=replace(settings.query, task_timeout_seconds=3.0))
+    running = await start_platform(slower, migrate=False)
+    try:
+        async with grpc.aio.insecure_channel(running.addr) as ch:
+            dispatcher = DispatcherClient(ch, worker_token=slower.worker_token, admin_token=slower.admin_token)
+            qc = QueryClient(ch)
+            big = write_dataset(local_store, objects_uri, [blocks_table(3_000)])
+            task_id, attempt, cap = await _task(dispatcher, big)
+            slow = "SELECT count(*) FROM dataset a, dataset b, dataset c WHERE a.gas_used + b.gas_used > c.gas_used"
+            query = asyncio.create_task(qc.task_query(cap, task_id, attempt, big.dataset_uuid, slow))
+
+            async def opened() -> str | None:
+                outcome: str | None = await db.fetchval("SELECT outcome FROM query_audit")
+                return outcome
+
+            assert await eventually(opened, timeout=2.5) == "running"
+            assert not query.done()  # on record before the query has finished
+            with pytest.raises(DeadlineExceeded):
+                await query
+    finally:
+        await running.stop(grace=0.5)
+    [row] = await closed_audit_rows(db)
+    assert (row["outcome"], row["failure_reason"], str(row["task_id"])) == ("failed", "QUERY_TIMEOUT", task_id)
+    assert row["duration_ms"] >= 2_900
+
+
+async def test_a_query_that_cannot_be_audited_returns_nothing(
+    client: DispatcherClient, query_client: QueryClient, fixture_ds: FixtureDataset, db: asyncpg.Connection
+) -> None:
+    task_id, attempt, cap = await _task(client, fixture_ds)
+    await db.execute(
+        "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'no'; END $$;"
+        "CREATE TRIGGER refuse BEFORE INSERT ON query_audit FOR EACH ROW EXECUTE FUNCTION refuse()"
+    )
+    with pytest.raises(Unavailable) as exc:
+        await query_client.task_query(cap, task_id, attempt, fixture_ds.dataset_uuid, SELECT_KEYS)
+    assert exc.value.reason == "AUDIT_UNAVAILABLE"
+    await db.execute("DROP TRIGGER refuse ON query_audit")
+    rows = await query_client.task_query(cap, task_id, attempt, fixture_ds.dataset_uuid, SELECT_KEYS)
+    assert len(rows.rows) == len(FIXTURE_ROWS["dedupe_key"])
+    assert [r["outcome"] for r in await closed_audit_rows(db)] == ["ok"]
 
 
 async def test_concurrency_cap_refuses_with_resource_exhausted(

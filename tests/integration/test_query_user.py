@@ -14,7 +14,7 @@ import pyarrow as pa
 import pytest
 
 from tests.datasets import FIXTURE_ROWS, FixtureDataset, blocks_table, write_dataset
-from tests.integration.conftest import ORG, claim_with_grants, user_client
+from tests.integration.conftest import ORG, claim_with_grants, closed_audit_rows, user_client
 from trace_platform.adapters.objectstore.stores import LocalObjectStore, ObjectStores
 from trace_platform.adapters.postgres.dataset_repository import DatasetRepository
 from trace_platform.app import RunningPlatform, start_platform
@@ -122,7 +122,7 @@ async def test_user_gate_rejects_unsafe_sql_and_allows_url_literals(
 async def test_user_audit_after_success(published: FixtureDataset, user: QueryClient, db: asyncpg.Connection) -> None:
     sql = "SELECT dedupe_key FROM dataset WHERE block_number = 101"
     await user.query(NAME, sql)
-    rows = await db.fetch("SELECT * FROM query_audit")
+    rows = await closed_audit_rows(db)
     assert len(rows) == 1
     row = rows[0]
     assert (row["user_id"], str(row["org_id"]), row["task_id"], row["rpc"]) == ("ada", ORG, None, "query")
@@ -143,8 +143,8 @@ async def test_query_arrow_streams_large_results_unclamped_and_is_audited(
     assert table.num_rows == 80_000
     assert table.column_names == ["block_number", "miner"]
     assert table.column("block_number").to_pylist() == list(range(80_000))
-    audit = await db.fetchrow("SELECT rpc, row_count FROM query_audit")
-    assert (audit["rpc"], audit["row_count"]) == ("query_arrow", 80_000)
+    [audit] = await closed_audit_rows(db)
+    assert (audit["rpc"], audit["row_count"], audit["outcome"]) == ("query_arrow", 80_000, "ok")
     with pytest.raises(InvalidArgument):
         await user.query_arrow("chain.blocks", "SELECT * FROM read_parquet('x')")
 

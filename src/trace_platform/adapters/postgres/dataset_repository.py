@@ -1,5 +1,5 @@
 """Dataset registry and query audit: name resolution, version registration and cutover,
-and the audit rows written after every successful query (never the SQL text)."""
+and each query's audit row, opened while it runs and closed after (never the SQL text)."""
 
 from __future__ import annotations
 
@@ -23,16 +23,27 @@ class ResolvedDataset:
 
 @dataclass(frozen=True)
 class QueryAuditRecord:
+    """Who asks what of which dataset version: the row opened before the query's answer."""
+
     org_id: str
     dataset_uuid: str
     dataset_version: str
     sql_sha256: str
-    row_count: int
-    duration_ms: float
     rpc: str
     task_id: str | None = None
     attempt: int | None = None
     user_id: str | None = None
+
+
+@dataclass(frozen=True)
+class QueryAuditClose:
+    """How an opened query ended: ``ok`` with its row count, or ``failed`` with a reason code."""
+
+    audit_id: int
+    outcome: str
+    duration_ms: float
+    row_count: int | None = None
+    failure_reason: str | None = None
 
 
 async def register_version(conn: asyncpg.Connection, pub: DatasetPublication, producer_task_id: str | None) -> None:
@@ -86,17 +97,11 @@ class DatasetRepository:
                 raise FailedPrecondition("DATASET_NAME_TAKEN", "the name is bound to another dataset")
             await conn.execute(self._sql["cut_over"], pub.dataset_uuid, pub.dataset_version, list(pii_columns))
 
-    async def record_query(self, audit: QueryAuditRecord, refs: ColumnRefs) -> int:
-        """One audit row, plus a PII access row when classified columns were read.
-
-        One statement, one round trip, committed without waiting for the WAL flush
-        (``synchronous_commit = off`` for that transaction only): the rows are written and
-        visible before the answer leaves, but a PostgreSQL crash in the next few hundred
-        milliseconds could lose them. A durable flush here costs ~2.5 ms per query on this
-        machine, most of the Query Service's budget.
-        """
+    async def open_query_audit(self, audit: QueryAuditRecord, refs: ColumnRefs) -> int:
+        """The 'running' audit row, plus a PII access row when classified columns are read;
+        one statement, one round trip."""
         row = await self._pool.fetchrow(
-            self._sql["record_query"],
+            self._sql["open_query_audit"],
             audit.org_id,
             audit.task_id,
             audit.attempt,
@@ -104,11 +109,19 @@ class DatasetRepository:
             audit.dataset_uuid,
             audit.dataset_version,
             audit.sql_sha256,
-            audit.row_count,
-            audit.duration_ms,
             audit.rpc,
             refs.all_columns,
             sorted(refs.names),
         )
         assert row is not None
         return int(row["audit_id"])
+
+    async def close_query_audits(self, closes: Sequence[QueryAuditClose]) -> None:
+        await self._pool.execute(
+            self._sql["close_query_audits"],
+            [c.audit_id for c in closes],
+            [c.outcome for c in closes],
+            [c.row_count for c in closes],
+            [c.duration_ms for c in closes],
+            [c.failure_reason for c in closes],
+        )

@@ -37,6 +37,7 @@ class QueryServer:
             self.metrics_endpoint = MetricsEndpoint(self.service.metrics, metrics_listen)
 
     async def stop(self) -> None:
+        await self.service.audit.drain(timeout=5.0)
         if self.metrics_endpoint is not None:
             self.metrics_endpoint.close()
         with contextlib.suppress(Exception):

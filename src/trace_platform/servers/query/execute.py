@@ -68,10 +68,23 @@ class QueryRunner:
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="duckdb")
 
     async def run(
-        self, conn: duckdb.DuckDBPyConnection, fn: Callable[[], T], timeout: float, db: HardenedDatabase
+        self,
+        conn: duckdb.DuckDBPyConnection,
+        fn: Callable[[], T],
+        timeout: float,
+        db: HardenedDatabase,
+        started: Callable[[], None] | None = None,
     ) -> T:
+        """``fn`` on a query thread; ``started`` is called on the event loop once that thread
+        has picked it up (the loop's work then overlaps the query instead of delaying it)."""
         loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self._executor, fn)
+
+        def call() -> T:
+            if started is not None:
+                loop.call_soon_threadsafe(started)
+            return fn()
+
+        future = loop.run_in_executor(self._executor, call)
         try:
             return await asyncio.wait_for(asyncio.shield(future), timeout)
         except TimeoutError:

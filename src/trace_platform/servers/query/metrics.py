@@ -26,6 +26,9 @@ class QueryMetrics:
             registry=r,
         )
         self.rows = Counter("trace_query_rows_total", "Rows returned", ["rpc"], registry=r)
+        self.audit_failures = Counter(
+            "trace_query_audit_failures_total", "Audit rows not opened or not closed", ["stage"], registry=r
+        )
         self.in_flight = Gauge("trace_query_in_flight", "Queries running now", registry=r)
 
 

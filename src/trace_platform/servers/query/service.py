@@ -2,8 +2,9 @@
 
 Checks run in this order for both principals, each failing closed: credential, request
 fields, binding of the credential to the request, dataset grant (or registry lookup,
-org scoped), SQL gate, storage location against the grant, execution on a hardened
-database, and the audit row. A query whose audit row cannot be written returns nothing.
+org scoped), SQL gate, storage location against the grant, then execution on a hardened
+database with the audit row written beside it (``audit.py``). A query whose audit row
+cannot be written returns nothing.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -30,6 +31,7 @@ from trace_platform.core.tokens import TokenVerifier
 from trace_platform.core.user_tokens import UserTokenVerifier
 from trace_platform.core.validation import clamp_limit, require_attempt, require_dataset_name, require_uuid
 from trace_platform.servers.query.attach import AttachedVersion, DatasetAttacher, combine
+from trace_platform.servers.query.audit import AuditTicket, QueryAudit
 from trace_platform.servers.query.execute import LimitedResult, QueryRunner, open_query, run_limited
 from trace_platform.servers.query.gate import GatedSql, GateMemo, SqlDenied
 from trace_platform.servers.query.metrics import QueryMetrics
@@ -65,6 +67,7 @@ class QueryService:
         self._settings = settings
         self.metrics = metrics
         self._gate = GateMemo()
+        self.audit = QueryAudit(repo, metrics.audit_failures)
 
     async def task_query(
         self, token: str | None, task_id: str, attempt: int, dataset_uuid: str, sql: str, limit: int, deadline: float
@@ -82,20 +85,18 @@ class QueryService:
             attached = await self._attacher.attach(
                 grant.dataset_uuid, grant.dataset_version, grant.storage_ref, claims.s3_read_prefixes
             )
-            started = time.perf_counter()
-            result = await self._run_limited(attached, sql, limit, min(deadline, self._settings.task_timeout_seconds))
             audit = QueryAuditRecord(
                 org_id=claims.org_id,
                 dataset_uuid=attached.dataset_uuid,
                 dataset_version=attached.dataset_version,
                 sql_sha256=gated.sha256,
-                row_count=len(result.rows),
-                duration_ms=(time.perf_counter() - started) * 1000,
                 rpc="task_query",
                 task_id=task_id,
                 attempt=attempt,
             )
-            await self._repo.record_query(audit, gated.refs)
+            ticket = self.audit.ticket(audit, gated.refs)
+            timeout = min(deadline, self._settings.task_timeout_seconds)
+            result = await _audited(ticket, self._run_limited(attached, sql, limit, timeout, ticket.open))
             self.metrics.rows.labels("task_query").inc(len(result.rows))
             return result
 
@@ -104,41 +105,46 @@ class QueryService:
     ) -> UserQueryResult:
         with self._observe("query"):
             user, attached, gated = await self._authorize_user(bearer, dataset, sql)
-            started = time.perf_counter()
-            result = await self._run_limited(attached, sql, limit, min(deadline, self._settings.user_timeout_seconds))
-            await self._repo.record_query(
-                self._user_audit(user, attached, gated.sha256, len(result.rows), started, "query"), gated.refs
-            )
+            ticket = self.audit.ticket(_user_audit(user, attached, gated.sha256, "query"), gated.refs)
+            timeout = min(deadline, self._settings.user_timeout_seconds)
+            result = await _audited(ticket, self._run_limited(attached, sql, limit, timeout, ticket.open))
             self.metrics.rows.labels("query").inc(len(result.rows))
             return UserQueryResult(result, attached.dataset_version)
 
     async def user_query_arrow(
         self, bearer: str | None, dataset: str, sql: str, deadline: float
     ) -> AsyncIterator[bytes]:
-        """Arrow IPC stream chunks. The audit row is written once the stream is complete."""
+        """Arrow IPC stream chunks. The audit row is opened before the first chunk leaves
+        and closed once the stream is complete."""
         with self._observe("query_arrow"):
             user, attached, gated = await self._authorize_user(bearer, dataset, sql)
             timeout = min(deadline, self._settings.user_timeout_seconds)
-            started = time.perf_counter()
+            ticket = self.audit.ticket(_user_audit(user, attached, gated.sha256, "query_arrow"), gated.refs)
             loop_deadline = asyncio.get_running_loop().time() + timeout
             rows = 0
-            async with self._databases.database(attached.pinned) as db:
-                with db.session(attached.objects) as conn:
-                    rel = await self._runner.run(conn, lambda: open_query(db, conn, attached.objects, sql), timeout, db)
-                    reader = await self._runner.run(
-                        conn, lambda: rel.to_arrow_reader(self._settings.arrow_batch_rows), timeout, db
-                    )
-                    chunks = ArrowIpcChunks(reader.schema)
-                    while True:
-                        remaining = loop_deadline - asyncio.get_running_loop().time()
-                        batch = await self._runner.run(conn, lambda: _next_batch(reader), max(remaining, 0.001), db)
-                        if batch is None:
-                            break
-                        rows += batch.num_rows
-                        yield chunks.batch(batch)
-                    tail = chunks.finish()
-            audit = self._user_audit(user, attached, gated.sha256, rows, started, "query_arrow")
-            await self._repo.record_query(audit, gated.refs)
+            try:
+                async with self._databases.database(attached.pinned) as db:
+                    with db.session(attached.objects) as conn:
+                        rel = await self._runner.run(
+                            conn, lambda: open_query(db, conn, attached.objects, sql), timeout, db, ticket.open
+                        )
+                        reader = await self._runner.run(
+                            conn, lambda: rel.to_arrow_reader(self._settings.arrow_batch_rows), timeout, db
+                        )
+                        await ticket.opened()
+                        chunks = ArrowIpcChunks(reader.schema)
+                        while True:
+                            remaining = loop_deadline - asyncio.get_running_loop().time()
+                            batch = await self._runner.run(conn, lambda: _next_batch(reader), max(remaining, 0.001), db)
+                            if batch is None:
+                                break
+                            rows += batch.num_rows
+                            yield chunks.batch(batch)
+                        tail = chunks.finish()
+            except BaseException as exc:
+                ticket.failed(exc)
+                raise
+            ticket.succeeded(rows)
             self.metrics.rows.labels("query_arrow").inc(rows)
             yield tail
 
@@ -159,26 +165,14 @@ class QueryService:
         attached = combine(parts)
         return _User(claims.org_id, claims.subject), attached, gated
 
-    def _user_audit(
-        self, user: _User, attached: AttachedVersion, sql_digest: str, rows: int, started: float, rpc: str
-    ) -> QueryAuditRecord:
-        return QueryAuditRecord(
-            org_id=user.org_id,
-            dataset_uuid=attached.dataset_uuid,
-            dataset_version=attached.dataset_version,
-            sql_sha256=sql_digest,
-            row_count=rows,
-            duration_ms=(time.perf_counter() - started) * 1000,
-            rpc=rpc,
-            user_id=user.subject,
-        )
-
-    async def _run_limited(self, attached: AttachedVersion, sql: str, limit: int, timeout: float) -> LimitedResult:
+    async def _run_limited(
+        self, attached: AttachedVersion, sql: str, limit: int, timeout: float, started: Callable[[], None]
+    ) -> LimitedResult:
         rows = clamp_limit(limit, self._settings.default_limit, self._settings.max_limit)
         async with self._databases.database(attached.pinned) as db:
             with db.session(attached.objects) as conn:
                 return await self._runner.run(
-                    conn, lambda: run_limited(db, conn, attached.objects, sql, rows), timeout, db
+                    conn, lambda: run_limited(db, conn, attached.objects, sql, rows), timeout, db, started
                 )
 
     @contextlib.contextmanager
@@ -205,6 +199,29 @@ class QueryService:
 class _User:
     org_id: str
     subject: str
+
+
+def _user_audit(user: _User, attached: AttachedVersion, sql_digest: str, rpc: str) -> QueryAuditRecord:
+    return QueryAuditRecord(
+        org_id=user.org_id,
+        dataset_uuid=attached.dataset_uuid,
+        dataset_version=attached.dataset_version,
+        sql_sha256=sql_digest,
+        rpc=rpc,
+        user_id=user.subject,
+    )
+
+
+async def _audited(ticket: AuditTicket, run: Awaitable[LimitedResult]) -> LimitedResult:
+    """The query's result once its audit row is on record; the outcome is closed either way."""
+    try:
+        result = await run
+        await ticket.opened()
+    except BaseException as exc:
+        ticket.failed(exc)
+        raise
+    ticket.succeeded(len(result.rows))
+    return result
 
 
 def _next_batch(reader: pa.RecordBatchReader) -> pa.RecordBatch | None:

@@ -10,20 +10,18 @@ LEFT JOIN dataset_versions v ON v.dataset_uuid = d.id
 WHERE d.org_id = $1 AND d.name = $2 AND d.published
 ORDER BY v.range_start NULLS FIRST, v.dataset_version;
 
--- name: record_query
--- The audit row and, when the dataset has classified columns the query read, the PII
--- access row, in one statement. $11: the query read every column; $12: the names it read.
--- The statement is its own transaction, and set_config(..., true) turns off waiting for
--- the WAL flush for that transaction only: the rows are visible at once, one round trip.
-WITH async_commit AS (
-    SELECT set_config('synchronous_commit', 'off', true) AS setting
-), audit AS (
+-- name: open_query_audit
+-- The audit row ('running') and, when the dataset has classified columns the query reads,
+-- the PII access row, in one statement and one round trip, sent while the query runs.
+-- $9: the query reads every column; $10: the names it reads. Committed durably: this
+-- is the record that the data was asked for, and the answer waits for it.
+WITH audit AS (
     INSERT INTO query_audit (org_id, task_id, attempt, user_id, dataset_uuid, dataset_version, sql_sha256,
-                             row_count, duration_ms, rpc)
-    SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10 FROM async_commit
+                             rpc, outcome)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'running')
     RETURNING id
 ), classified AS (
-    SELECT ARRAY(SELECT c FROM unnest(d.pii_columns) AS c WHERE $11 OR lower(c) = ANY ($12::text[])) AS cols
+    SELECT ARRAY(SELECT c FROM unnest(d.pii_columns) AS c WHERE $9 OR lower(c) = ANY ($10::text[])) AS cols
     FROM datasets d
     WHERE d.id = $5 AND d.org_id = $1
 ), pii AS (
@@ -34,6 +32,20 @@ WITH async_commit AS (
     RETURNING id
 )
 SELECT audit.id AS audit_id, (SELECT count(*) FROM pii) AS pii_rows FROM audit;
+
+-- name: close_query_audits
+-- Outcome, row count and duration of finished queries, many per statement. Only a
+-- 'running' row changes, so a close can be retried. set_config(..., true) skips the WAL
+-- flush wait for this transaction only: these are statistics of an access already recorded.
+WITH async_commit AS (
+    SELECT set_config('synchronous_commit', 'off', true) AS setting
+)
+UPDATE query_audit a
+SET outcome = c.outcome, row_count = c.row_count, duration_ms = c.duration_ms, failure_reason = c.reason
+FROM async_commit,
+     unnest($1::bigint[], $2::text[], $3::bigint[], $4::float8[], $5::text[])
+         AS c (id, outcome, row_count, duration_ms, reason)
+WHERE a.id = c.id AND a.outcome = 'running';
 
 -- name: insert_version
 INSERT INTO dataset_versions (dataset_uuid, dataset_version, storage_ref, config_hash, range_start, range_end, producer_task_id)

@@ -1,0 +1,151 @@
+"""Each query's audit row: opened while the query runs, closed after the answer.
+
+The row that records the access (org, principal, dataset version, SHA-256 of the SQL and,
+in ``pii_access_audit``, the classified columns asked for) is written beside the query:
+the write starts once DuckDB has the query (so the event loop's share of it does not hold
+up the query's start) and the answer waits for it. No row of an answer leaves before its
+access is on record, yet the answer pays no round trip of its own unless the query is
+faster than the write. The outcome (``ok`` with row count and duration, or ``failed`` with
+a reason code) follows after the answer, many queries per statement. A crash in between
+leaves the row ``running``: the access is recorded, its statistics are not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+
+from prometheus_client import Counter
+
+from trace_platform.adapters.postgres.dataset_repository import DatasetRepository, QueryAuditClose, QueryAuditRecord
+from trace_platform.core.errors import TraceError, Unavailable
+from trace_platform.core.sql_columns import ColumnRefs
+
+log = logging.getLogger(__name__)
+_BATCH = 500
+
+
+class QueryAudit:
+    def __init__(
+        self,
+        repo: DatasetRepository,
+        failures: Counter,
+        max_pending: int = 10_000,
+        retry_seconds: float = 1.0,
+    ) -> None:
+        self._repo = repo
+        self._failures = failures  # labels: stage ("open" or "close")
+        self._max_pending = max_pending
+        self._retry_seconds = retry_seconds
+        self._opening: set[asyncio.Task[int]] = set()
+        self._pending: list[QueryAuditClose] = []
+        self._flushing: asyncio.Task[None] | None = None
+
+    def ticket(self, record: QueryAuditRecord, refs: ColumnRefs) -> AuditTicket:
+        """The audit of one query; ``AuditTicket.open`` starts the write."""
+        return AuditTicket(lambda: self._open(record, refs), self)
+
+    def _open(self, record: QueryAuditRecord, refs: ColumnRefs) -> asyncio.Task[int]:
+        task = asyncio.create_task(self._repo.open_query_audit(record, refs))
+        self._opening.add(task)
+        task.add_done_callback(self._opened)
+        return task
+
+    def _opened(self, task: asyncio.Task[int]) -> None:
+        self._opening.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self._failures.labels("open").inc()
+            log.warning("query audit row not written", extra={"error": type(task.exception()).__name__})
+
+    def add_close(self, close: QueryAuditClose) -> None:
+        if len(self._pending) >= self._max_pending:
+            self._pending.pop(0)  # bounded while PostgreSQL is away; that row stays 'running'
+            self._failures.labels("close").inc()
+        self._pending.append(close)
+        if self._flushing is None:
+            self._flushing = asyncio.create_task(self._flush())
+
+    async def _flush(self) -> None:
+        try:
+            while self._pending:
+                batch, self._pending = self._pending[:_BATCH], self._pending[_BATCH:]
+                try:
+                    await self._repo.close_query_audits(batch)
+                except Exception as exc:  # kept and retried: the rows stay 'running' meanwhile
+                    self._failures.labels("close").inc()
+                    log.warning("query audit rows not closed; retrying", extra={"error": type(exc).__name__})
+                    self._pending[:0] = batch
+                    await asyncio.sleep(self._retry_seconds)
+        finally:
+            self._flushing = None
+
+    async def drain(self, timeout: float) -> None:
+        """On shutdown: rows being opened, then every pending close, for at most ``timeout``."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        if self._opening:
+            await asyncio.wait(set(self._opening), timeout=timeout)
+        flushing = self._flushing
+        if flushing is not None:
+            remaining = max(deadline - asyncio.get_running_loop().time(), 0.0)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(flushing), remaining)
+        if self._pending:
+            log.warning("query audit rows left running at shutdown", extra={"rows": len(self._pending)})
+            if self._flushing is not None:
+                self._flushing.cancel()
+
+
+class AuditTicket:
+    """One query's audit row: ``open`` when the query starts, ``opened`` before answering,
+    then one close. A query that never started leaves no row: it read nothing."""
+
+    def __init__(self, start: Callable[[], asyncio.Task[int]], audit: QueryAudit) -> None:
+        self._start = start
+        self._opening: asyncio.Task[int] | None = None
+        self._audit = audit
+        self._started = time.perf_counter()
+        self._closed = False
+
+    def open(self) -> None:
+        """Starts writing the row (once; later calls do nothing)."""
+        if self._opening is None:
+            self._opening = self._start()
+
+    async def opened(self) -> None:
+        """Returns once the row is committed. If it cannot be, nothing may be returned:
+        UNAVAILABLE (the caller may retry)."""
+        self.open()
+        assert self._opening is not None
+        try:
+            await asyncio.shield(self._opening)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            raise Unavailable("AUDIT_UNAVAILABLE", "the query could not be audited; nothing was returned") from None
+
+    def succeeded(self, row_count: int) -> None:
+        self._close("ok", row_count, None)
+
+    def failed(self, exc: BaseException) -> None:
+        if isinstance(exc, TraceError):
+            reason = exc.reason
+        elif isinstance(exc, asyncio.CancelledError | GeneratorExit):
+            reason = "CANCELLED"
+        else:
+            reason = "INTERNAL"
+        self._close("failed", None, reason)
+
+    def _close(self, outcome: str, row_count: int | None, reason: str | None) -> None:
+        if self._closed or self._opening is None:
+            return
+        self._closed = True
+        duration_ms = (time.perf_counter() - self._started) * 1000
+
+        def add(task: asyncio.Task[int]) -> None:
+            if not task.cancelled() and task.exception() is None:
+                self._audit.add_close(QueryAuditClose(task.result(), outcome, duration_ms, row_count, reason))
+
+        self._opening.add_done_callback(add)
