@@ -4,13 +4,18 @@ Two queries over >= 1M rows: a point lookup by block number (a different block e
 time, so no cache of the SQL text helps) and a full-scan aggregate. The Query Service
 runs in its own process (`trace dispatcher serve`, which also serves QueryService) and
 is called through TaskQuery with a real capability token; plain DuckDB runs in this
-process with `read_parquet` over the same files. Calls alternate between the two so
-drift on a shared 2-core machine hits both alike.
+process with `read_parquet` over the same files. A third column is the floor
+(`grpc_floor_server.py`): the same call to a bare grpc.aio server that runs the SQL on a
+DuckDB thread with no checks at all, i.e. what this machine charges for the RPC and the
+thread hop alone. Calls rotate between the three, each after the same short idle gap, so
+drift on a shared 2-core machine hits all alike.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import hashlib
 import random
 import secrets
@@ -19,6 +24,7 @@ import statistics
 import tempfile
 import time
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import duckdb
@@ -27,6 +33,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import uvloop
 from bench_support import drop_db, dsn_for, fresh_db, start_dispatcher
+from grpc_floor_server import start_floor_server
 
 from trace_platform.clients.dispatcher import DispatcherClient
 from trace_platform.clients.query import QueryClient
@@ -36,6 +43,7 @@ from trace_platform.gen.trace.v1 import common_pb2, dispatcher_pb2
 ORG = "00000000-0000-0000-0000-0000000000be"
 POINT = "SELECT block_number, gas_used, miner, tx_count FROM {rel} WHERE block_number = {n}"
 SCAN = "SELECT miner, count(*) AS blocks, sum(gas_used) AS gas FROM {rel} GROUP BY miner ORDER BY gas DESC LIMIT 10"
+GAP_SECONDS = 0.005  # idle time before each timed call, on both sides
 
 
 def write_files(root: Path, rows: int, files: int) -> tuple[str, str, Path, list[Path]]:
@@ -74,7 +82,7 @@ async def main() -> None:
     parser.add_argument("--rows", type=int, default=1_048_576)
     parser.add_argument("--files", type=int, default=8)
     parser.add_argument("--point-iterations", type=int, default=300)
-    parser.add_argument("--scan-iterations", type=int, default=30)
+    parser.add_argument("--scan-iterations", type=int, default=100)
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="trace-qbench-"))
@@ -108,29 +116,40 @@ async def main() -> None:
             plain = duckdb.connect(config={"threads": 2})
             files_sql = "read_parquet([" + ", ".join(f"'{p}'" for p in paths) + "])"
 
-            def via_duckdb(sql: str) -> list[tuple[object, ...]]:
+            async def via_duckdb(sql: str) -> list[tuple[object, ...]]:
                 return plain.execute(sql).fetchall()
 
-            results = {}
-            rng = random.Random(7)
-            for name, template, iterations in (
-                ("point", POINT, args.point_iterations),
-                ("scan", SCAN, args.scan_iterations),
-            ):
-                trace_ms: list[float] = []
-                duck_ms: list[float] = []
-                for i in range(iterations + 5):
-                    n = rng.randrange(args.rows)
-                    t0 = time.perf_counter()
-                    a = await via_trace(template.format(rel="dataset", n=n))
-                    t1 = time.perf_counter()
-                    b = via_duckdb(template.format(rel=files_sql, n=n))
-                    t2 = time.perf_counter()
-                    assert [list(r) for r in b] == a, ("results differ", a[:2], b[:2])
-                    if i >= 5:  # warm-up: attach, footers, page cache
-                        trace_ms.append((t1 - t0) * 1000)
-                        duck_ms.append((t2 - t1) * 1000)
-                results[name] = (trace_ms, duck_ms)
+            async with floor_channel(paths) as floor_ch:
+                floor = QueryClient(floor_ch)
+
+                async def via_floor(sql: str) -> list[list[object]]:
+                    return (await floor.task_query("", task_id, 1, ds_uuid, sql)).rows
+
+                results = {}
+                rng = random.Random(7)
+                for name, template, iterations in (
+                    ("point", POINT, args.point_iterations),
+                    ("scan", SCAN, args.scan_iterations),
+                ):
+                    timings: dict[str, list[float]] = {"trace": [], "floor": [], "duckdb": []}
+                    for i in range(iterations + 5):
+                        n = rng.randrange(args.rows)
+                        sql = template.format(rel="dataset", n=n)
+                        answers = {}
+                        for side, run, text in (
+                            ("trace", via_trace, sql),
+                            ("floor", via_floor, sql),
+                            ("duckdb", via_duckdb, template.format(rel=files_sql, n=n)),
+                        ):
+                            # Idle first, as every side is: the service also closes the previous
+                            # query's audit row after answering, which must not land in the next timing.
+                            await asyncio.sleep(GAP_SECONDS)
+                            t0 = time.perf_counter()
+                            answers[side] = [list(r) for r in await run(text)]
+                            if i >= 5:  # warm-up: attach, footers, page cache
+                                timings[side].append((time.perf_counter() - t0) * 1000)
+                        assert answers["trace"] == answers["floor"] == answers["duckdb"], "results differ"
+                    results[name] = timings
     finally:
         proc.terminate()
         proc.wait(10)
@@ -138,27 +157,39 @@ async def main() -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
     print(f"rows={args.rows} files={args.files} (Parquet, 64k-row groups); Trace = TaskQuery over gRPC")
-    heads = ("trace p50", "trace p95", "duckdb p50", "duckdb p95", "p50 ratio", "p50 overhead")
-    print(f"{'query':6} " + " ".join(f"{h:>12}" for h in heads))
-    for name, (t, d) in results.items():
-        t50, t95, d50, d95 = percentile(t, 0.5), percentile(t, 0.95), percentile(d, 0.5), percentile(d, 0.95)
-        cells = (
-            f"{t50:.2f}ms",
-            f"{t95:.2f}ms",
-            f"{d50:.2f}ms",
-            f"{d95:.2f}ms",
-            f"{t50 / d50:.2f}",
-            f"{t50 - d50:.2f}ms",
-        )
-        print(f"{name:6} " + " ".join(f"{c:>12}" for c in cells))
-    point_t, point_d = results["point"]
-    scan_t, scan_d = results["scan"]
-    overhead = statistics.median(point_t) - statistics.median(point_d)
-    ratio = statistics.median(scan_t) / statistics.median(scan_d)
+    heads = ("p50", "p95", "p50 ratio", "p50 overhead")
+    print(f"{'query':6} {'side':7} " + " ".join(f"{h:>12}" for h in heads))
+    for name, timings in results.items():
+        base = statistics.median(timings["duckdb"])
+        for side, xs in timings.items():
+            p50, p95 = statistics.median(xs), percentile(xs, 0.95)
+            cells = (f"{p50:.2f}ms", f"{p95:.2f}ms", f"{p50 / base:.2f}", f"{p50 - base:.2f}ms")
+            print(f"{name:6} {side:7} " + " ".join(f"{c:>12}" for c in cells))
+    point, scan = results["point"], results["scan"]
+    overhead = statistics.median(point["trace"]) - statistics.median(point["duckdb"])
+    ratio = statistics.median(scan["trace"]) / statistics.median(scan["duckdb"])
+    floor_overhead = statistics.median(point["floor"]) - statistics.median(point["duckdb"])
+    floor_ratio = statistics.median(scan["floor"]) / statistics.median(scan["duckdb"])
     print(
         f"targets: point p50 overhead <= 3 ms: {overhead:.2f} ms ({'met' if overhead <= 3 else 'MISSED'}); "
         f"scan p50 ratio <= 1.15: {ratio:.2f} ({'met' if ratio <= 1.15 else 'MISSED'})"
     )
+    print(
+        f"floor on this machine (bare grpc.aio + DuckDB thread): point overhead {floor_overhead:.2f} ms, "
+        f"scan ratio {floor_ratio:.2f}; Trace over the floor: point +{overhead - floor_overhead:.2f} ms, "
+        f"scan +{(ratio - floor_ratio) * statistics.median(scan['duckdb']):.2f} ms"
+    )
+
+
+@contextlib.asynccontextmanager
+async def floor_channel(paths: list[Path]) -> AsyncIterator[grpc.aio.Channel]:
+    proc, addr = start_floor_server(paths)
+    try:
+        async with grpc.aio.insecure_channel(addr) as channel:
+            yield channel
+    finally:
+        proc.terminate()
+        proc.wait(10)
 
 
 if __name__ == "__main__":
