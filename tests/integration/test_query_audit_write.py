@@ -145,3 +145,27 @@ async def test_closes_are_retried_until_postgres_takes_them_and_drained_on_shutd
     await audit.drain(5.0)  # returns once every pending close is written
     rows = await db.fetch("SELECT outcome, row_count, failure_reason FROM query_audit ORDER BY id")
     assert [tuple(r) for r in rows] == [("ok", 7, None), ("failed", None, "CANCELLED")]
+
+
+async def test_a_close_that_keeps_failing_is_given_up_without_blocking_later_ones(
+    pool: asyncpg.Pool, db: asyncpg.Connection
+) -> None:
+    failures = _failures()
+    audit = QueryAudit(DatasetRepository(pool), failures, retry_seconds=0.01, max_attempts=3)
+    poisoned = audit.ticket(_record(), NO_COLUMNS)
+    await poisoned.opened()
+    # A row this close can never update (say, a constraint a future bug breaks).
+    await db.execute(
+        "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'no'; END $$;"
+        "CREATE TRIGGER refuse BEFORE UPDATE ON query_audit FOR EACH ROW WHEN (OLD.row_count IS NULL"
+        " AND NEW.row_count = 13) EXECUTE FUNCTION refuse()"
+    )
+    poisoned.succeeded(13)
+    await audit.drain(5.0)
+    assert failures.labels("close")._value.get() == 3
+    later = audit.ticket(_record(), NO_COLUMNS)
+    await later.opened()
+    later.succeeded(1)
+    await audit.drain(5.0)
+    rows = await db.fetch("SELECT outcome, row_count FROM query_audit ORDER BY id")
+    assert [tuple(r) for r in rows] == [("running", None), ("ok", 1)]

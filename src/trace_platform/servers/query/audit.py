@@ -6,8 +6,9 @@ the write starts once DuckDB has the query (so the event loop's share of it does
 up the query's start) and the answer waits for it. No row of an answer leaves before its
 access is on record, yet the answer pays no round trip of its own unless the query is
 faster than the write. The outcome (``ok`` with row count and duration, or ``failed`` with
-a reason code) follows after the answer, many queries per statement. A crash in between
-leaves the row ``running``: the access is recorded, its statistics are not.
+a reason code) follows after the answer, many queries per statement, retried for a while
+if PostgreSQL refuses. A crash in between (or a close given up) leaves the row
+``running``: the access is recorded, its statistics are not.
 """
 
 from __future__ import annotations
@@ -35,11 +36,13 @@ class QueryAudit:
         failures: Counter,
         max_pending: int = 10_000,
         retry_seconds: float = 1.0,
+        max_attempts: int = 10,
     ) -> None:
         self._repo = repo
         self._failures = failures  # labels: stage ("open" or "close")
         self._max_pending = max_pending
         self._retry_seconds = retry_seconds
+        self._max_attempts = max_attempts  # then a batch is given up: never one that blocks the rest
         self._opening: set[asyncio.Task[int]] = set()
         self._pending: list[QueryAuditClose] = []
         self._flushing: asyncio.Task[None] | None = None
@@ -69,14 +72,20 @@ class QueryAudit:
             self._flushing = asyncio.create_task(self._flush())
 
     async def _flush(self) -> None:
+        failed_attempts = 0
         try:
             while self._pending:
                 batch, self._pending = self._pending[:_BATCH], self._pending[_BATCH:]
                 try:
                     await self._repo.close_query_audits(batch)
-                except Exception as exc:  # kept and retried: the rows stay 'running' meanwhile
+                    failed_attempts = 0
+                except Exception as exc:
                     self._failures.labels("close").inc()
-                    log.warning("query audit rows not closed; retrying", extra={"error": type(exc).__name__})
+                    failed_attempts += 1
+                    if failed_attempts >= self._max_attempts:  # the rows stay 'running'
+                        log.warning("query audit rows not closed", extra={"error": type(exc).__name__})
+                        failed_attempts = 0
+                        continue
                     self._pending[:0] = batch
                     await asyncio.sleep(self._retry_seconds)
         finally:
@@ -148,4 +157,7 @@ class AuditTicket:
             if not task.cancelled() and task.exception() is None:
                 self._audit.add_close(QueryAuditClose(task.result(), outcome, duration_ms, row_count, reason))
 
-        self._opening.add_done_callback(add)
+        if self._opening.done():  # now, so a drain that follows sees it
+            add(self._opening)
+        else:
+            self._opening.add_done_callback(add)
