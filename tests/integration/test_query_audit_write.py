@@ -107,7 +107,9 @@ async def test_a_ticket_that_cannot_open_refuses_the_answer(pool: asyncpg.Pool, 
     assert await db.fetchval("SELECT count(*) FROM query_audit") == 0
 
 
-async def test_a_query_that_never_started_leaves_no_row(pool: asyncpg.Pool, db: asyncpg.Connection) -> None:
+async def test_a_query_that_never_started_leaves_no_row_and_a_late_start_is_still_closed(
+    pool: asyncpg.Pool, db: asyncpg.Connection
+) -> None:
     audit = QueryAudit(DatasetRepository(pool), _failures())
     never = audit.ticket(_record(), NO_COLUMNS)  # e.g. refused at admission: nothing was read
     never.failed(asyncio.CancelledError())
@@ -115,9 +117,14 @@ async def test_a_query_that_never_started_leaves_no_row(pool: asyncpg.Pool, db: 
     started.open()
     started.open()  # once only
     started.succeeded(0)
+    started.failed(asyncio.CancelledError())  # the first close wins
+    # Cancelled while the query thread was starting: the close comes before the open.
+    late = audit.ticket(_record(), NO_COLUMNS)
+    late.failed(asyncio.CancelledError())
+    late.open()
     await audit.drain(5.0)
-    rows = await db.fetch("SELECT outcome, row_count FROM query_audit")
-    assert [tuple(r) for r in rows] == [("ok", 0)]
+    rows = await db.fetch("SELECT outcome, row_count, failure_reason FROM query_audit ORDER BY id")
+    assert [tuple(r) for r in rows] == [("ok", 0, None), ("failed", None, "CANCELLED")]
 
 
 async def test_closes_are_retried_until_postgres_takes_them_and_drained_on_shutdown(

@@ -18,6 +18,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 from prometheus_client import Counter
 
@@ -109,19 +110,22 @@ class QueryAudit:
 
 class AuditTicket:
     """One query's audit row: ``open`` when the query starts, ``opened`` before answering,
-    then one close. A query that never started leaves no row: it read nothing."""
+    and one close (the first wins). A query that never started leaves no row: it read nothing."""
 
     def __init__(self, start: Callable[[], asyncio.Task[int]], audit: QueryAudit) -> None:
         self._start = start
         self._opening: asyncio.Task[int] | None = None
         self._audit = audit
         self._started = time.perf_counter()
-        self._closed = False
+        self._outcome: QueryAuditClose | None = None  # audit_id filled in once opened
 
     def open(self) -> None:
-        """Starts writing the row (once; later calls do nothing)."""
+        """Starts writing the row (once; later calls do nothing). A close that came first
+        (the call was cancelled while the query thread was starting) follows it."""
         if self._opening is None:
             self._opening = self._start()
+            if self._outcome is not None:
+                self._send_close()
 
     async def opened(self) -> None:
         """Returns once the row is committed. If it cannot be, nothing may be returned:
@@ -148,14 +152,20 @@ class AuditTicket:
         self._close("failed", None, reason)
 
     def _close(self, outcome: str, row_count: int | None, reason: str | None) -> None:
-        if self._closed or self._opening is None:
+        if self._outcome is not None:
             return
-        self._closed = True
         duration_ms = (time.perf_counter() - self._started) * 1000
+        self._outcome = QueryAuditClose(0, outcome, duration_ms, row_count, reason)
+        if self._opening is not None:
+            self._send_close()
+
+    def _send_close(self) -> None:
+        assert self._opening is not None and self._outcome is not None
+        outcome = self._outcome
 
         def add(task: asyncio.Task[int]) -> None:
             if not task.cancelled() and task.exception() is None:
-                self._audit.add_close(QueryAuditClose(task.result(), outcome, duration_ms, row_count, reason))
+                self._audit.add_close(replace(outcome, audit_id=task.result()))
 
         if self._opening.done():  # now, so a drain that follows sees it
             add(self._opening)
