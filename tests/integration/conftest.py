@@ -86,3 +86,12 @@ async def closed_audit_rows(db: asyncpg.Connection) -> list[asyncpg.Record]:
 
     await eventually(none_running)
     return list(await db.fetch("SELECT * FROM query_audit ORDER BY id"))
+
+
+async def refuse_audit_writes(db: asyncpg.Connection, event: str, when: str = "TRUE") -> None:
+    """Make PostgreSQL refuse ``event`` (INSERT or UPDATE) on ``query_audit`` rows matching
+    ``when`` (a trigger condition over OLD/NEW), until ``DROP TRIGGER refuse ON query_audit``."""
+    await db.execute(
+        "CREATE OR REPLACE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'no'; END $$;"
+        f"CREATE TRIGGER refuse BEFORE {event} ON query_audit FOR EACH ROW WHEN ({when}) EXECUTE FUNCTION refuse()"
+    )

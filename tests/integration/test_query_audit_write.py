@@ -13,6 +13,7 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter
 
 from tests.conftest import eventually
+from tests.integration.conftest import refuse_audit_writes
 from trace_platform.adapters.postgres import queries
 from trace_platform.adapters.postgres.dataset_repository import DatasetRepository, QueryAuditClose, QueryAuditRecord
 from trace_platform.core.errors import Unavailable
@@ -93,10 +94,7 @@ async def test_the_close_statement_turns_off_the_flush_wait_for_its_own_transact
 async def test_a_ticket_that_cannot_open_refuses_the_answer(pool: asyncpg.Pool, db: asyncpg.Connection) -> None:
     failures = _failures()
     audit = QueryAudit(DatasetRepository(pool), failures)
-    await db.execute(
-        "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'no'; END $$;"
-        "CREATE TRIGGER refuse BEFORE INSERT ON query_audit FOR EACH ROW EXECUTE FUNCTION refuse()"
-    )
+    await refuse_audit_writes(db, "INSERT")
     ticket = audit.ticket(_record(), NO_COLUMNS)
     with pytest.raises(Unavailable) as exc:
         await ticket.opened()
@@ -134,10 +132,7 @@ async def test_closes_are_retried_until_postgres_takes_them_and_drained_on_shutd
     audit = QueryAudit(DatasetRepository(pool), failures, retry_seconds=0.05)
     first = audit.ticket(_record(), NO_COLUMNS)
     await first.opened()
-    await db.execute(
-        "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'no'; END $$;"
-        "CREATE TRIGGER refuse BEFORE UPDATE ON query_audit FOR EACH ROW EXECUTE FUNCTION refuse()"
-    )
+    await refuse_audit_writes(db, "UPDATE")
     first.succeeded(7)
 
     async def refused() -> bool:
@@ -162,11 +157,7 @@ async def test_a_close_that_keeps_failing_is_given_up_without_blocking_later_one
     poisoned = audit.ticket(_record(), NO_COLUMNS)
     await poisoned.opened()
     # A row this close can never update (say, a constraint a future bug breaks).
-    await db.execute(
-        "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'no'; END $$;"
-        "CREATE TRIGGER refuse BEFORE UPDATE ON query_audit FOR EACH ROW WHEN (OLD.row_count IS NULL"
-        " AND NEW.row_count = 13) EXECUTE FUNCTION refuse()"
-    )
+    await refuse_audit_writes(db, "UPDATE", "OLD.row_count IS NULL AND NEW.row_count = 13")
     poisoned.succeeded(13)
     await audit.drain(5.0)
     assert failures.labels("close")._value.get() == 3

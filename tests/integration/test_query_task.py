@@ -5,8 +5,10 @@ plus limits, PII audit, deadlines and the concurrency cap."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
-from dataclasses import replace
+from collections.abc import AsyncIterator, Awaitable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import asyncpg
@@ -16,12 +18,12 @@ import pytest
 
 from tests.conftest import eventually
 from tests.datasets import FIXTURE_ROWS, FixtureDataset, blocks_table, write_dataset
-from tests.integration.conftest import ORG, claim_with_grants, closed_audit_rows
+from tests.integration.conftest import ORG, claim_with_grants, closed_audit_rows, refuse_audit_writes
 from trace_platform.adapters.objectstore.stores import LocalObjectStore
 from trace_platform.adapters.postgres.dataset_repository import DatasetRepository
 from trace_platform.app import RunningPlatform, start_platform
 from trace_platform.clients.dispatcher import DispatcherClient
-from trace_platform.clients.query import QueryClient
+from trace_platform.clients.query import QueryClient, QueryRows
 from trace_platform.core.config import Settings
 from trace_platform.core.errors import (
     DeadlineExceeded,
@@ -298,25 +300,48 @@ async def test_pii_access_is_audited_for_classified_columns_only(
     assert row["columns"] == ["email"] and str(row["task_id"]) == task_id and str(row["org_id"]) == ORG
 
 
+SLOW = "SELECT count(*) FROM dataset a, dataset b, dataset c WHERE a.gas_used + b.gas_used > c.gas_used"
+
+
+@dataclass
+class OwnPlatform:
+    """A platform of the test's own (tuned query settings) with a task granted 3,000 blocks."""
+
+    client: QueryClient
+    dataset: FixtureDataset
+    task_id: str
+    attempt: int
+    capability: str
+
+    def query(self, sql: str) -> Awaitable[QueryRows]:
+        return self.client.task_query(self.capability, self.task_id, self.attempt, self.dataset.dataset_uuid, sql)
+
+
+@contextlib.asynccontextmanager
+async def own_platform(
+    settings: Settings, local_store: LocalObjectStore, objects_uri: str, **query: object
+) -> AsyncIterator[OwnPlatform]:
+    tuned = replace(settings, query=replace(settings.query, **query))
+    running = await start_platform(tuned, migrate=False)
+    try:
+        async with grpc.aio.insecure_channel(running.addr) as ch:
+            dispatcher = DispatcherClient(ch, worker_token=tuned.worker_token, admin_token=tuned.admin_token)
+            big = write_dataset(local_store, objects_uri, [blocks_table(3_000)])
+            task_id, attempt, cap = await _task(dispatcher, big)
+            yield OwnPlatform(QueryClient(ch), big, task_id, attempt, cap)
+    finally:
+        await running.stop(grace=0.5)
+
+
 async def test_deadline_interrupts_the_query_and_the_server_keeps_serving(
     settings: Settings, local_store: LocalObjectStore, objects_uri: str, db: asyncpg.Connection
 ) -> None:
-    fast = replace(settings, query=replace(settings.query, task_timeout_seconds=0.3))
-    running = await start_platform(fast, migrate=False)
-    try:
-        async with grpc.aio.insecure_channel(running.addr) as ch:
-            dispatcher = DispatcherClient(ch, worker_token=fast.worker_token, admin_token=fast.admin_token)
-            qc = QueryClient(ch)
-            big = write_dataset(local_store, objects_uri, [blocks_table(3_000)])
-            task_id, attempt, cap = await _task(dispatcher, big)
-            slow = "SELECT count(*) FROM dataset a, dataset b, dataset c WHERE a.gas_used + b.gas_used > c.gas_used"
-            with pytest.raises(DeadlineExceeded) as exc:
-                await qc.task_query(cap, task_id, attempt, big.dataset_uuid, slow)
-            assert exc.value.reason == "QUERY_TIMEOUT"
-            ok = await qc.task_query(cap, task_id, attempt, big.dataset_uuid, "SELECT count(*) FROM dataset")
-            assert ok.rows == [[3_000]]
-    finally:
-        await running.stop(grace=0.5)
+    async with own_platform(settings, local_store, objects_uri, task_timeout_seconds=0.3) as own:
+        with pytest.raises(DeadlineExceeded) as exc:
+            await own.query(SLOW)
+        assert exc.value.reason == "QUERY_TIMEOUT"
+        ok = await own.query("SELECT count(*) FROM dataset")
+        assert ok.rows == [[3_000]]
     # Both queries read the dataset: both are audited, the interrupted one as failed.
     rows = await closed_audit_rows(db)
     assert [(r["outcome"], r["failure_reason"], r["row_count"]) for r in rows] == [
@@ -328,29 +353,19 @@ async def test_deadline_interrupts_the_query_and_the_server_keeps_serving(
 async def test_the_audit_row_is_written_while_the_query_runs(
     settings: Settings, local_store: LocalObjectStore, objects_uri: str, db: asyncpg.Connection
 ) -> None:
-    slower = replace(settings, query=replace(settings.query, task_timeout_seconds=3.0))
-    running = await start_platform(slower, migrate=False)
-    try:
-        async with grpc.aio.insecure_channel(running.addr) as ch:
-            dispatcher = DispatcherClient(ch, worker_token=slower.worker_token, admin_token=slower.admin_token)
-            qc = QueryClient(ch)
-            big = write_dataset(local_store, objects_uri, [blocks_table(3_000)])
-            task_id, attempt, cap = await _task(dispatcher, big)
-            slow = "SELECT count(*) FROM dataset a, dataset b, dataset c WHERE a.gas_used + b.gas_used > c.gas_used"
-            query = asyncio.create_task(qc.task_query(cap, task_id, attempt, big.dataset_uuid, slow))
+    async with own_platform(settings, local_store, objects_uri, task_timeout_seconds=3.0) as own:
+        query = asyncio.create_task(own.query(SLOW))
 
-            async def opened() -> str | None:
-                outcome: str | None = await db.fetchval("SELECT outcome FROM query_audit")
-                return outcome
+        async def opened() -> str | None:
+            outcome: str | None = await db.fetchval("SELECT outcome FROM query_audit")
+            return outcome
 
-            assert await eventually(opened, timeout=2.5) == "running"
-            assert not query.done()  # on record before the query has finished
-            with pytest.raises(DeadlineExceeded):
-                await query
-    finally:
-        await running.stop(grace=0.5)
+        assert await eventually(opened, timeout=2.5) == "running"
+        assert not query.done()  # on record before the query has finished
+        with pytest.raises(DeadlineExceeded):
+            await query
     [row] = await closed_audit_rows(db)
-    assert (row["outcome"], row["failure_reason"], str(row["task_id"])) == ("failed", "QUERY_TIMEOUT", task_id)
+    assert (row["outcome"], row["failure_reason"], str(row["task_id"])) == ("failed", "QUERY_TIMEOUT", own.task_id)
     assert row["duration_ms"] >= 2_900
 
 
@@ -358,10 +373,7 @@ async def test_a_query_that_cannot_be_audited_returns_nothing(
     client: DispatcherClient, query_client: QueryClient, fixture_ds: FixtureDataset, db: asyncpg.Connection
 ) -> None:
     task_id, attempt, cap = await _task(client, fixture_ds)
-    await db.execute(
-        "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'no'; END $$;"
-        "CREATE TRIGGER refuse BEFORE INSERT ON query_audit FOR EACH ROW EXECUTE FUNCTION refuse()"
-    )
+    await refuse_audit_writes(db, "INSERT")
     with pytest.raises(Unavailable) as exc:
         await query_client.task_query(cap, task_id, attempt, fixture_ds.dataset_uuid, SELECT_KEYS)
     assert exc.value.reason == "AUDIT_UNAVAILABLE"
@@ -374,29 +386,17 @@ async def test_a_query_that_cannot_be_audited_returns_nothing(
 async def test_concurrency_cap_refuses_with_resource_exhausted(
     settings: Settings, local_store: LocalObjectStore, objects_uri: str
 ) -> None:
-    capped = replace(
-        settings,
-        query=replace(settings.query, slots=1, admission_queue=0, task_timeout_seconds=2.0),
-    )
-    running = await start_platform(capped, migrate=False)
-    try:
-        async with grpc.aio.insecure_channel(running.addr) as ch:
-            dispatcher = DispatcherClient(ch, worker_token=capped.worker_token, admin_token=capped.admin_token)
-            qc = QueryClient(ch)
-            big = write_dataset(local_store, objects_uri, [blocks_table(3_000)])
-            task_id, attempt, cap = await _task(dispatcher, big)
-            slow = "SELECT count(*) FROM dataset a, dataset b, dataset c WHERE a.gas_used + b.gas_used > c.gas_used"
-            first = asyncio.create_task(qc.task_query(cap, task_id, attempt, big.dataset_uuid, slow))
-            await asyncio.sleep(0.3)
-            with pytest.raises(ResourceExhausted) as exc:
-                await qc.task_query(cap, task_id, attempt, big.dataset_uuid, "SELECT 1 FROM dataset LIMIT 1")
-            assert exc.value.reason == "QUERY_CAPACITY"
-            with pytest.raises(DeadlineExceeded):
-                await first
-            ok = await qc.task_query(cap, task_id, attempt, big.dataset_uuid, "SELECT count(*) FROM dataset")
-            assert ok.rows == [[3_000]]
-    finally:
-        await running.stop(grace=0.5)
+    capped = {"slots": 1, "admission_queue": 0, "task_timeout_seconds": 2.0}
+    async with own_platform(settings, local_store, objects_uri, **capped) as own:
+        first = asyncio.create_task(own.query(SLOW))
+        await asyncio.sleep(0.3)
+        with pytest.raises(ResourceExhausted) as exc:
+            await own.query("SELECT 1 FROM dataset LIMIT 1")
+        assert exc.value.reason == "QUERY_CAPACITY"
+        with pytest.raises(DeadlineExceeded):
+            await first
+        ok = await own.query("SELECT count(*) FROM dataset")
+        assert ok.rows == [[3_000]]
 
 
 async def test_grant_pointing_at_another_versions_files_is_refused(
