@@ -28,7 +28,9 @@ from trace_platform.gen.trace.v1 import common_pb2, dispatcher_pb2
 BLOCKS = 60
 
 
-def sync_yaml(name: str, to_block: int = BLOCKS, chunk: int = 20, inflight: int = 2) -> str:
+def sync_yaml(name: str, to_block: int = BLOCKS, chunk: int = 20, inflight: int = 2, stagger: int = 5) -> str:
+    """Three streams; chunk sizes chunk, chunk + stagger, chunk + 2 * stagger (0: all equal,
+    so the planner groups them into one Cryo call per range)."""
     return f"""
 kind: chain_sync
 name: {name}
@@ -46,12 +48,12 @@ streams:
   transactions:
     cryo_dataset_name: transactions
     rpc_pool: local
-    chunk_size: {chunk + 5}
+    chunk_size: {chunk + stagger}
     max_inflight: {inflight}
   logs:
     cryo_dataset_name: logs
     rpc_pool: local
-    chunk_size: {chunk + 10}
+    chunk_size: {chunk + 2 * stagger}
     max_inflight: {inflight}
 """
 
@@ -298,11 +300,7 @@ async def test_follow_head_keeps_up_and_stops_planning_on_a_stale_head(
 async def test_streams_with_equal_settings_share_one_cryo_call_per_range(
     syncing: RunningPlatform, settings: Settings, chain: Chain, db: asyncpg.Connection
 ) -> None:
-    grouped = (
-        sync_yaml("grouped", chunk=20)
-        .replace("chunk_size: 25", "chunk_size: 20")
-        .replace("chunk_size: 30", "chunk_size: 20")
-    )
+    grouped = sync_yaml("grouped", chunk=20, stagger=0)
     async with grpc.aio.insecure_channel(syncing.addr) as ch:
         await _admin(ch, settings).apply(ORG, grouped)
         await _wait_complete(_admin(ch, settings), "grouped")
@@ -325,11 +323,7 @@ async def test_a_grouped_task_must_publish_every_stream(
 ) -> None:
     """No worker runs here: the test completes a planned grouped task itself, publishing
     only one of its three streams, and the whole completion is refused."""
-    grouped = (
-        sync_yaml("partial", chunk=20)
-        .replace("chunk_size: 25", "chunk_size: 20")
-        .replace("chunk_size: 30", "chunk_size: 20")
-    )
+    grouped = sync_yaml("partial", chunk=20, stagger=0)
     async with grpc.aio.insecure_channel(platform.addr) as ch:
         await _admin(ch, settings).apply(ORG, grouped)
 
