@@ -63,7 +63,7 @@ async def alerting(settings: Settings, signing_key: Ed25519PrivateKey) -> AsyncI
     fast = replace(
         settings,
         invoker=replace(settings.invoker, limits=replace(settings.invoker.limits, timeout_seconds=30.0)),
-        delivery=replace(settings.delivery, allowed_networks=("127.0.0.0/8",)),  # receivers on loopback
+        delivery=replace(settings.delivery, allowed_networks=("127.0.0.0/8",), allow_http=True),  # loopback, http
     )
     running = await start_platform(fast, migrate=False, run_worker=True)
     yield running

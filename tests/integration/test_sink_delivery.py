@@ -48,6 +48,7 @@ def settings(settings: Settings) -> Settings:
             max_attempts=3,
             timeout_seconds=2,
             allowed_networks=("127.0.0.0/8",),  # the receiver runs on loopback
+            allow_http=True,  # and speaks plain http
         ),
     )
 

@@ -49,7 +49,7 @@ def test_allowed_networks_come_from_the_environment_and_typos_fail_at_start() ->
 
 async def test_a_refused_destination_is_never_contacted() -> None:
     with webhook_receiver() as receiver:
-        strict = WebhookSender(2.0, 1024)
+        strict = WebhookSender(2.0, 1024, allow_http=True)
         try:
             for url in (receiver.url("/h"), f"http://localhost:{receiver.port}/h"):
                 result = await strict.post_json(url, b"{}", "k1")
@@ -57,7 +57,7 @@ async def test_a_refused_destination_is_never_contacted() -> None:
         finally:
             await strict.close()
         assert receiver.requests == []
-        allowed = WebhookSender(2.0, 1024, DestinationPolicy.parse(["127.0.0.0/8", "::1/128"]))
+        allowed = WebhookSender(2.0, 1024, DestinationPolicy.parse(["127.0.0.0/8", "::1/128"]), allow_http=True)
         try:
             result = await allowed.post_json(f"http://localhost:{receiver.port}/h", b"{}", "k2")
             assert result.ok and result.status == 200

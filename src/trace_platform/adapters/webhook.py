@@ -11,6 +11,14 @@ unless an operator lists their network in ``allowed_networks``. The check runs o
 addresses the connection will actually use (a resolver wrapper, so a name cannot
 resolve to one address when checked and another when used), and a name with any
 forbidden address is refused whole.
+
+The host is checked in the form aiohttp dials: the URL is parsed once by yarl (as the
+client would, with IDNA/NFKC), that same parsed URL is what is sent, and its host must
+equal the host ``core.webhook_hosts`` accepts from the text as written. So
+``127。0。0。1``, circled or fullwidth digits, ``2130706433``, ``0177.0.0.1``, ``127.1``,
+zone ids and userinfo are refused before any connection (an IP literal is dialled
+without the resolver, so the policy is applied to it here). Plain http is refused
+unless ``allow_http`` (Lite, or an explicit setting): a destination is https.
 """
 
 from __future__ import annotations
@@ -20,12 +28,15 @@ import ipaddress
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
+from yarl import URL
 
-DESTINATION_FORBIDDEN = "DESTINATION_FORBIDDEN"
+from trace_platform.core.errors import InvalidArgument
+from trace_platform.core.webhook_hosts import DESTINATION_FORBIDDEN, webhook_host
+
+__all__ = ["DESTINATION_FORBIDDEN", "DestinationPolicy", "ForbiddenDestination", "SendResult", "WebhookSender"]
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -57,15 +68,39 @@ class DestinationPolicy:
             ip = ip.ipv4_mapped
         if any(ip in net for net in self.allowed_networks):
             return True
+        if isinstance(ip, ipaddress.IPv6Address):
+            # An IPv6 form that carries an IPv4 address (compatible, 6to4, NAT64, Teredo,
+            # translated) may be routed to it: it is permitted only if that address is.
+            embedded = _embedded_ipv4(ip)
+            if embedded and not all(self.permits(str(v4)) for v4 in embedded):
+                return False
+            if ip in _SITE_LOCAL:
+                return False
         return ip.is_global and not ip.is_multicast
 
 
-class _CheckedResolver(AbstractResolver):
-    """Resolves like aiohttp's default and refuses a name with any forbidden address."""
+_SITE_LOCAL = ipaddress.IPv6Network("fec0::/10")  # deprecated, still routed by some stacks
+_EMBEDDING = tuple(ipaddress.IPv6Network(n) for n in ("::/96", "64:ff9b::/96", "64:ff9b:1::/48", "::ffff:0:0:0/96"))
 
-    def __init__(self, policy: DestinationPolicy) -> None:
+
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    found: list[ipaddress.IPv4Address] = []
+    if ip.sixtofour is not None:
+        found.append(ip.sixtofour)
+    if ip.teredo is not None:
+        found.extend(ip.teredo)
+    if any(ip in net for net in _EMBEDDING) and int(ip) > 1:
+        found.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+    return found
+
+
+class _CheckedResolver(AbstractResolver):
+    """Resolves through ``inner`` (aiohttp's default) and refuses a name with any
+    forbidden address: the connection uses only the addresses returned here."""
+
+    def __init__(self, policy: DestinationPolicy, inner: AbstractResolver | None = None) -> None:
         self._policy = policy
-        self._inner = aiohttp.ThreadedResolver()
+        self._inner = inner or aiohttp.ThreadedResolver()
 
     async def resolve(
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
@@ -79,28 +114,26 @@ class _CheckedResolver(AbstractResolver):
         await self._inner.close()
 
 
-def _literal_address(url: str) -> str | None:
-    """The host of ``url`` when it is an IP literal (aiohttp connects to those unresolved)."""
-    host = urlsplit(url).hostname or ""
-    try:
-        ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
-        return None
-    return host
-
-
 class WebhookSender:
     def __init__(
-        self, timeout_seconds: float, max_response_bytes: int, policy: DestinationPolicy | None = None
+        self,
+        timeout_seconds: float,
+        max_response_bytes: int,
+        policy: DestinationPolicy | None = None,
+        *,
+        allow_http: bool = False,
+        resolver: AbstractResolver | None = None,
     ) -> None:
         self._timeout = aiohttp.ClientTimeout(total=timeout_seconds)
         self._max_response = max_response_bytes
         self._policy = policy or DestinationPolicy()
+        self._schemes = ("https", "http") if allow_http else ("https",)
+        self._resolver = resolver  # the name service under the policy check (default: getaddrinfo)
         self._session: aiohttp.ClientSession | None = None
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(resolver=_CheckedResolver(self._policy))
+            connector = aiohttp.TCPConnector(resolver=_CheckedResolver(self._policy, self._resolver))
             self._session = aiohttp.ClientSession(timeout=self._timeout, trust_env=False, connector=connector)
         return self._session
 
@@ -111,13 +144,13 @@ class WebhookSender:
             "User-Agent": "trace-delivery/1",
         }
         try:
-            literal = _literal_address(url)
+            target = self._target(url)
         except ValueError:
             return SendResult(False, None, "InvalidURL", permanent=True)
-        if literal is not None and not self._policy.permits(literal):
+        if target is None:
             return SendResult(False, None, DESTINATION_FORBIDDEN, permanent=True)
         try:
-            async with self._client().post(url, data=body, headers=headers, allow_redirects=False) as resp:
+            async with self._client().post(target, data=body, headers=headers, allow_redirects=False) as resp:
                 await resp.content.read(self._max_response)
                 ok = 200 <= resp.status < 300
                 return SendResult(ok, resp.status, "" if ok else f"HTTP {resp.status}")
@@ -129,6 +162,21 @@ class WebhookSender:
             return SendResult(False, None, type(exc).__name__)
         except (aiohttp.ClientError, OSError, ValueError) as exc:
             return SendResult(False, None, type(exc).__name__)
+
+    def _target(self, url: str) -> URL | None:
+        """The parsed URL to send to, or None when the destination is refused. Raises
+        ValueError for a URL that does not parse."""
+        try:
+            host = webhook_host(url)
+        except InvalidArgument:
+            return None
+        target = URL(url)  # parsed as aiohttp would; this object is what is sent
+        dialled = target.raw_host or ""
+        if target.scheme not in self._schemes or target.user is not None or not host.same_as(dialled):
+            return None
+        if host.address is not None and not self._policy.permits(str(host.address)):
+            return None  # aiohttp connects to an IP literal without asking the resolver
+        return target
 
     async def close(self) -> None:
         if self._session is not None:

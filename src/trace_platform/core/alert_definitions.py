@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from trace_platform.core.errors import InvalidArgument
+from trace_platform.core.webhook_hosts import webhook_host
 
 MAX_URL_CHARS = 2048
 MAX_CHANNELS = 16
@@ -25,7 +26,10 @@ def channel_key(url: str) -> str:
 
 
 def validate_webhook_url(url: str) -> str:
-    """http(s) with a host; no whitespace or control characters; bounded."""
+    """http(s) with a host in its final form (``webhook_hosts``: no host that an HTTP
+    client would normalise into another, e.g. a Unicode spelling of 127.0.0.1); no
+    whitespace or control characters; bounded. Whether the host may be contacted (and
+    whether plain http is allowed) is the sender's policy, checked on every delivery."""
     if not url or len(url) > MAX_URL_CHARS or any(c.isspace() or ord(c) < 0x20 or c == "\x7f" for c in url):
         raise InvalidArgument("INVALID_WEBHOOK_URL", "webhook url is malformed", field="url")
     try:
@@ -37,6 +41,7 @@ def validate_webhook_url(url: str) -> str:
         raise InvalidArgument("INVALID_WEBHOOK_SCHEME", "webhook url must be http or https", field="url")
     if not parts.hostname or port == 0:
         raise InvalidArgument("INVALID_WEBHOOK_URL", "webhook url needs a host", field="url")
+    webhook_host(url)  # DESTINATION_FORBIDDEN for a host that is not in its final form
     return url
 
 

@@ -24,7 +24,11 @@ class TokenSettings:
 
     issuer: str = "trace-dispatcher"
     key_dir: Path | None = None
-    ttl_seconds: int = 900
+    # Short: a stolen token dies fast. A live attempt's token is renewed by its heartbeats
+    # (once less than half is left), so a long task never dies of expiry. Verifiers accept
+    # no longer lifetime (exp - iat) than this. Keep it above the UDF timeout: a UDF holds
+    # the token it was started with.
+    ttl_seconds: int = 300
     dev_hs256_secret: str | None = None
     # How often verifiers may refetch the JWKS on an unknown kid.
     jwks_refresh_min_seconds: float = 1.0
@@ -67,6 +71,14 @@ class QuerySettings:
     task_timeout_seconds: float = 300.0
     memory_limit: str = "1GB"
     threads: int = 2
+    # Spill bound per query database (DuckDB's own default is 90% of the free disk).
+    temp_limit: str = "4GB"
+    # Address space a query process may map above ``memory_limit`` (its runtime, DuckDB's
+    # per-database reservations): the OS cap that holds whatever the SQL allocates.
+    process_headroom: str = "1GB"
+    # Run queries even where dataset versions cannot be mounted read-only for the query
+    # process (no mount namespace). Development only: fail closed otherwise.
+    allow_writable_versions: bool = False
     default_limit: int = 1000
     max_limit: int = 10_000
     # Rows per Arrow IPC record batch in QueryArrow.
@@ -95,6 +107,8 @@ class UserAuthSettings:
     issuer: str = "trace-lite"
     hs256_secret: str | None = field(default=None, repr=False)
     jwks_path: Path | None = None
+    # The longest user token accepted (exp - iat); exp and iat are required.
+    max_lifetime_seconds: int = 86_400
 
 
 @dataclass(frozen=True)
@@ -109,15 +123,18 @@ class UdfLimits:
     max_open_files: int = 256
     stdout_limit_bytes: int = 1024 * 1024
     stderr_limit_bytes: int = 64 * 1024
+    # Size of each private tmpfs (/tmp and /dev/shm) of the sandbox: RAM, so bounded.
+    tmpfs_bytes: int = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True)
 class InvokerSettings:
     """The RuntimeInvoker: where bundles may come from, who signs them, how UDFs are sandboxed.
 
-    ``network``: ``isolated`` runs every UDF in its own network namespace and fails
-    closed when the machine cannot make one; ``auto`` isolates when it can and runs
-    on the host network otherwise (reported by the invoker); ``host`` never isolates.
+    Every UDF runs in its own mount, network and pid namespaces (bubblewrap, ``bwrap``);
+    where they cannot be made the invoker refuses to run bundles (``SANDBOX_UNAVAILABLE``)
+    unless ``allow_unsandboxed`` (development only: the UDF then sees the host's file
+    system and network).
     """
 
     backend: str = "local"  # local | lambda
@@ -129,7 +146,10 @@ class InvokerSettings:
     runs_dir: Path | None = None
     # The task API the UDF may reach (host:port), bridged into the sandbox as a unix socket.
     task_endpoint: str = ""
-    network: str = "auto"
+    # bubblewrap, the program that makes the sandbox (a name on PATH or a path).
+    bwrap: str = "bwrap"
+    # Run bundles even where no sandbox can be made. Development only: fail closed otherwise.
+    allow_unsandboxed: bool = False
     limits: UdfLimits = field(default_factory=lambda: UdfLimits())
     # When the invoker runs as root each invocation gets its own uid from this range.
     sandbox_uid_base: int = 200_000
@@ -172,6 +192,9 @@ class DeliverySettings:
     # Networks webhooks may reach besides globally routable addresses (deny by default):
     # e.g. ("127.0.0.0/8",) for a receiver on this machine.
     allowed_networks: tuple[str, ...] = ()
+    # Plain http webhooks (no TLS: the payload and any secret in the URL travel in the
+    # clear). Off by default; Lite turns it on, elsewhere TRACE_WEBHOOK_ALLOW_HTTP=1.
+    allow_http: bool = False
 
 
 @dataclass(frozen=True)
@@ -231,7 +254,7 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
     tokens = TokenSettings(
         issuer=env.get("TRACE_TOKEN_ISSUER", "trace-dispatcher"),
         key_dir=Path(env["TRACE_TOKEN_KEY_DIR"]) if env.get("TRACE_TOKEN_KEY_DIR") else None,
-        ttl_seconds=_int(env, "TRACE_TOKEN_TTL_SECONDS", 900),
+        ttl_seconds=_int(env, "TRACE_TOKEN_TTL_SECONDS", 300),
         dev_hs256_secret=env.get("TRACE_DEV_HS256_SECRET") or None,
     )
     dispatcher = DispatcherSettings(
@@ -257,6 +280,8 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
         task_timeout_seconds=_float(env, "TRACE_QUERY_TASK_TIMEOUT_SECONDS", 300.0),
         memory_limit=env.get("TRACE_QUERY_MEMORY_LIMIT", "1GB"),
         threads=_int(env, "TRACE_QUERY_THREADS", 2),
+        temp_limit=env.get("TRACE_QUERY_TEMP_LIMIT", "4GB"),
+        allow_writable_versions=env.get("TRACE_QUERY_ALLOW_WRITABLE_VERSIONS", "") in ("1", "true"),
         file_roots=tuple(Path(p) for p in env.get("TRACE_QUERY_FILE_ROOTS", "").split(os.pathsep) if p),
         metrics_listen=env.get("TRACE_METRICS_LISTEN", ""),
     )
@@ -270,6 +295,7 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
         issuer=env.get("TRACE_USER_JWT_ISSUER", "trace-lite"),
         hs256_secret=env.get("TRACE_USER_JWT_SECRET") or None,
         jwks_path=Path(env["TRACE_USER_JWKS_PATH"]) if env.get("TRACE_USER_JWKS_PATH") else None,
+        max_lifetime_seconds=_int(env, "TRACE_USER_JWT_MAX_LIFETIME_SECONDS", 86_400),
     )
     rpc_pools = {
         name[len("TRACE_RPC_POOL_") : -len("_URL")].lower(): url
@@ -281,7 +307,8 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
         bundle_roots=tuple(Path(p) for p in env.get("TRACE_INVOKER_BUNDLE_ROOTS", "").split(os.pathsep) if p),
         trusted_keys_dir=Path(env["TRACE_BUNDLE_KEYS_DIR"]) if env.get("TRACE_BUNDLE_KEYS_DIR") else None,
         task_endpoint=env.get("TRACE_INVOKER_TASK_ENDPOINT", ""),
-        network=env.get("TRACE_INVOKER_NETWORK", "auto"),
+        bwrap=env.get("TRACE_INVOKER_BWRAP", "bwrap"),
+        allow_unsandboxed=env.get("TRACE_INVOKER_ALLOW_UNSANDBOXED", "") in ("1", "true"),
         limits=UdfLimits(timeout_seconds=_float(env, "TRACE_INVOKER_TIMEOUT_SECONDS", 60.0)),
         python=env.get("TRACE_INVOKER_PYTHON", "/usr/bin/python3"),
         node=env.get("TRACE_INVOKER_NODE", "node"),
@@ -300,6 +327,7 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
         retry_max_seconds=_float(env, "TRACE_DELIVERY_RETRY_MAX_SECONDS", 600.0),
         timeout_seconds=_float(env, "TRACE_DELIVERY_TIMEOUT_SECONDS", 5.0),
         allowed_networks=_networks(env, "TRACE_WEBHOOK_ALLOWED_NETWORKS"),
+        allow_http=env.get("TRACE_WEBHOOK_ALLOW_HTTP", "") in ("1", "true"),
     )
     return Settings(
         database_url=env.get("TRACE_DATABASE_URL") or None,

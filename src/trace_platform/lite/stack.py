@@ -42,6 +42,8 @@ async def run_lite(
         admin_token=settings.admin_token or creds.admin_token,
         worker_token=settings.worker_token or creds.worker_token,
         user_auth=user_auth,
+        # Lite is one machine and a developer's receivers: plain http webhooks are allowed.
+        delivery=replace(settings.delivery, allow_http=True),
     )
     platform: RunningPlatform | None = None
     try:

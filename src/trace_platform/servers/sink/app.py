@@ -44,7 +44,12 @@ def build_sink(
     reader = BatchReader(stores or artifact_stores(settings), s.max_batch_bytes)
     processor = SinkProcessor(AlertRepository(pool), reader, s)
     d = settings.delivery
-    sender = WebhookSender(d.timeout_seconds, d.max_response_bytes, DestinationPolicy.parse(d.allowed_networks))
+    sender = WebhookSender(
+        d.timeout_seconds,
+        d.max_response_bytes,
+        DestinationPolicy.parse(d.allowed_networks),
+        allow_http=d.allow_http,
+    )
     delivery = DeliveryService(DeliveryRepository(pool), sender, d)
     return SinkComponents(
         binding=sink_binding(SinkServicer(processor, settings.admin_token)),
