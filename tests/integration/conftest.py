@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import AsyncIterator
 
@@ -8,6 +9,7 @@ import grpc
 import pytest
 
 from tests.conftest import eventually
+from trace_platform.adapters.objectstore.factory import datasets_uri
 from trace_platform.adapters.objectstore.stores import LocalObjectStore
 from trace_platform.app import RunningPlatform, start_platform
 from trace_platform.clients.batching import BatchingDispatcherClient
@@ -15,8 +17,10 @@ from trace_platform.clients.dispatcher import DispatcherClient
 from trace_platform.clients.query import QueryClient
 from trace_platform.core.config import Settings
 from trace_platform.core.models import TaskRef
+from trace_platform.core.publication import output_prefix
 from trace_platform.core.user_tokens import issue_user_token
 from trace_platform.gen.trace.v1 import common_pb2, dispatcher_pb2
+from trace_platform.workers.cryo_ingest import storage_ref_for
 
 ORG = "00000000-0000-0000-0000-0000000000aa"
 
@@ -48,6 +52,30 @@ async def claim_new(client: DispatcherClient, operator: str = "noop", **spec: ob
     resp = await client.claim(task_id, f"w-{uuid.uuid4().hex[:6]}")
     assert resp.WhichOneof("result") == "claimed"
     return TaskRef(task_id, resp.claimed.attempt, resp.claimed.lease_token), resp.claimed.capability_token
+
+
+async def claim_declaring(
+    client: DispatcherClient, db: asyncpg.Connection, outputs: list[dict[str, object]], org_id: str = ORG
+) -> tuple[TaskRef, str]:
+    """Create a task, record ``outputs`` as the outputs it was created for (what the trusted
+    chain_sync planner writes into tasks.declared_outputs), and claim it."""
+    task_id = (await client.create_tasks([dispatcher_pb2.TaskSpec(org_id=org_id, operator="noop")]))[0]
+    await db.execute(
+        "UPDATE tasks SET declared_outputs = $2::jsonb WHERE id = $1", uuid.UUID(task_id), json.dumps(outputs)
+    )
+    resp = await client.claim(task_id, f"w-{uuid.uuid4().hex[:6]}")
+    assert resp.WhichOneof("result") == "claimed"
+    return TaskRef(task_id, resp.claimed.attempt, resp.claimed.lease_token), resp.claimed.capability_token
+
+
+def publication_at_home(
+    settings: Settings, dataset_uuid: str, dataset_version: str, **fields: object
+) -> common_pb2.DatasetPublication:
+    """A publication whose storage is the version's own location (where cryo_ingest writes)."""
+    prefix = output_prefix(datasets_uri(settings), dataset_uuid, dataset_version)
+    return common_pb2.DatasetPublication(
+        dataset_uuid=dataset_uuid, dataset_version=dataset_version, storage_ref=storage_ref_for(prefix), **fields
+    )
 
 
 @pytest.fixture

@@ -16,12 +16,12 @@ import pytest
 
 from tests.anvil import AnvilNode
 from tests.conftest import eventually
-from tests.integration.conftest import ORG, user_client
+from tests.integration.conftest import ORG, publication_at_home, user_client
 from trace_platform.app import RunningPlatform, start_platform
 from trace_platform.clients.chain_sync import ChainSyncClient, pb
 from trace_platform.clients.dispatcher import DispatcherClient
 from trace_platform.core.config import Settings
-from trace_platform.core.errors import FailedPrecondition, InvalidArgument
+from trace_platform.core.errors import FailedPrecondition, InvalidArgument, PermissionDenied
 from trace_platform.core.models import TaskRef
 from trace_platform.gen.trace.v1 import common_pb2, dispatcher_pb2
 
@@ -212,6 +212,8 @@ async def test_incompatible_reapply_is_refused(platform: RunningPlatform, settin
 
 
 async def test_cryo_ingest_must_publish_exactly_one_version(client: DispatcherClient, db: asyncpg.Connection) -> None:
+    """A cryo_ingest task created outside the planner declares no outputs: it cannot complete
+    without a publication, and may publish nothing (docs/chain_sync.md, publication rule)."""
     pubs = [
         common_pb2.DatasetPublication(
             dataset_uuid=str(uuid.uuid4()),
@@ -220,15 +222,13 @@ async def test_cryo_ingest_must_publish_exactly_one_version(client: DispatcherCl
         )
         for i in range(2)
     ]
-    for published in ([], pubs):
+    for published, refused in (([], FailedPrecondition), (pubs, PermissionDenied)):
         task_id = (await client.create_tasks([dispatcher_pb2.TaskSpec(org_id=ORG, operator="cryo_ingest")]))[0]
         claimed = (await client.claim(task_id, "w")).claimed
-        from trace_platform.core.models import TaskRef
-
         ref = TaskRef(task_id, claimed.attempt, claimed.lease_token)
-        with pytest.raises(FailedPrecondition) as exc:
+        with pytest.raises(refused) as exc:
             await client.complete(ref, claimed.capability_token, datasets_published=published)
-        assert exc.value.reason == "PUBLICATION_REQUIRED"
+        assert exc.value.reason == ("PUBLICATION_REQUIRED" if not published else "PUBLICATION_NOT_ALLOWED")
         assert await db.fetchval("SELECT status FROM tasks WHERE id = $1", uuid.UUID(task_id)) == "running"
     assert await db.fetchval("SELECT count(*) FROM dataset_versions") == 0
 
@@ -335,10 +335,13 @@ async def test_a_grouped_task_must_publish_every_stream(
     claimed = (await client.claim(str(task["id"]), "w")).claimed
     ref = TaskRef(str(task["id"]), claimed.attempt, claimed.lease_token)
     first = config["outputs"][0]
-    only_one = common_pb2.DatasetPublication(
-        dataset_uuid=first["dataset_uuid"],
-        dataset_version=first["dataset_version"],
-        storage_ref=common_pb2.StorageRef(scheme="file", prefix="/data/x/"),
+    only_one = publication_at_home(
+        settings,
+        first["dataset_uuid"],
+        first["dataset_version"],
+        config_hash=first["config_hash"],
+        range_start=config["range_start"],
+        range_end=config["range_end"],
     )
     with pytest.raises(FailedPrecondition) as exc:
         await client.complete(ref, claimed.capability_token, datasets_published=[only_one])

@@ -13,12 +13,13 @@ import pytest
 from tests.conftest import eventually
 from trace_platform.app import RunningPlatform
 from trace_platform.clients.dispatcher import DispatcherClient
+from trace_platform.core.config import Settings
 from trace_platform.core.errors import FailedPrecondition, InvalidArgument
 from trace_platform.core.models import TaskRef
 from trace_platform.gen.trace.v1 import common_pb2, dispatcher_pb2
 from trace_platform.workers.runtime import OperatorContext, OperatorResult, WorkerRuntime
 
-from .conftest import ORG, claim_new
+from .conftest import ORG, claim_declaring, claim_new, publication_at_home
 
 pb = dispatcher_pb2
 
@@ -146,22 +147,19 @@ async def test_events_are_deduplicated_and_routed_through_outbox(
 
 
 async def test_dataset_versions_register_idempotently_and_conflicts_roll_back(
-    client: DispatcherClient, db: asyncpg.Connection
+    client: DispatcherClient, db: asyncpg.Connection, settings: Settings
 ) -> None:
     ds, ver = str(uuid.uuid4()), str(uuid.uuid4())
-    ref_store = common_pb2.StorageRef(scheme="file", prefix="/data/a/", glob="*.parquet")
-    pub = common_pb2.DatasetPublication(
-        dataset_uuid=ds, dataset_version=ver, storage_ref=ref_store, range_start=0, range_end=100
-    )
+    declared = [{"dataset_uuid": ds, "dataset_version": ver, "config_hash": "", "range_start": 0, "range_end": 100}]
+    pub = publication_at_home(settings, ds, ver, range_start=0, range_end=100)
     for _ in range(2):
-        ref, cap = await claim_new(client)
+        ref, cap = await claim_declaring(client, db, declared)
         await client.complete(ref, cap, datasets_published=[pub])
     assert await db.fetchval("SELECT count(*) FROM dataset_versions") == 1
-    other = common_pb2.DatasetPublication(
-        dataset_uuid=ds, dataset_version=ver, storage_ref=common_pb2.StorageRef(scheme="file", prefix="/data/b/")
-    )
+    other = publication_at_home(settings, ds, ver, range_start=0, range_end=100)
+    other.storage_ref.glob = "other-*.parquet"  # same place, other objects: other storage
     ev = common_pb2.DatasetEvent(dataset_uuid=ds, dataset_version=ver, cursor=1)
-    ref, cap = await claim_new(client)
+    ref, cap = await claim_declaring(client, db, declared)
     with pytest.raises(FailedPrecondition) as exc:
         await client.complete(ref, cap, datasets_published=[other], events=[ev])
     assert exc.value.reason == "DATASET_VERSION_CONFLICT"

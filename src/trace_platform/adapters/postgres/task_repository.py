@@ -24,6 +24,7 @@ from trace_platform.core.models import (
     TaskRef,
     TaskStatus,
 )
+from trace_platform.core.publication import DeclaredOutput
 
 
 @dataclass(frozen=True)
@@ -42,9 +43,13 @@ class TaskRow:
     worker_id: str | None = None
     next_retry_at: datetime | None = None
     error_message: str | None = None
+    declared_json: str = "[]"  # migration 0008: the outputs its trusted creator declared
 
     def grants(self) -> tuple[DatasetGrant, ...]:
         return tuple(DatasetGrant.from_claim(d) for d in json.loads(self.datasets_json))
+
+    def declared_outputs(self) -> tuple[DeclaredOutput, ...]:
+        return DeclaredOutput.parse_all(self.declared_json)
 
 
 @dataclass(frozen=True)
@@ -78,6 +83,7 @@ def _task_row(r: asyncpg.Record, status: str = "running") -> TaskRow:
         worker_id=r.get("worker_id"),
         next_retry_at=r.get("next_retry_at"),
         error_message=r.get("error_message"),
+        declared_json=r.get("declared_outputs") or "[]",
     )
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import asyncpg
 
-from trace_platform.adapters.objectstore.factory import scratch_uri
+from trace_platform.adapters.objectstore.factory import datasets_uri, scratch_uri
 from trace_platform.adapters.postgres.outbox_repository import OutboxRepository
 from trace_platform.adapters.postgres.task_repository import TaskRepository
 from trace_platform.adapters.queue.base import Queue
@@ -62,7 +62,14 @@ def build_dispatcher(pool: asyncpg.Pool, queue: Queue, settings: Settings, ring:
         cache_seconds=tok.jwks_cache_seconds,
     )
     service = DispatcherService(
-        tasks, issuer, settings.dispatcher, scratch, ring, outbox_loop.wakeup.set, verifier.remember
+        tasks,
+        issuer,
+        settings.dispatcher,
+        scratch,
+        ring,
+        outbox_loop.wakeup.set,
+        verifier.remember,
+        datasets_uri=datasets_uri(settings),
     )
     servicer = DispatcherServicer(service, verifier, settings.worker_token, settings.admin_token)
     return Dispatcher(service, dispatcher_binding(servicer), loops)

@@ -14,7 +14,7 @@ from google.rpc import code_pb2
 
 from trace_platform.core.errors import Internal, InvalidArgument, TraceError
 from trace_platform.core.models import TaskRef
-from trace_platform.core.tokens import TokenVerifier
+from trace_platform.core.tokens import CapabilityClaims, TokenVerifier
 from trace_platform.gen.trace.v1 import dispatcher_pb2 as pb
 from trace_platform.servers.common.errors import STATUS_BY_KIND
 from trace_platform.servers.dispatcher import convert
@@ -45,10 +45,15 @@ class BatchCalls:
         self._verifier = verifier
 
     async def _authorized_ref(self, msg: pb.HeartbeatRequest | pb.CompleteTaskRequest, token: str) -> TaskRef:
+        return (await self._authorized(msg, token))[0]
+
+    async def _authorized(
+        self, msg: pb.HeartbeatRequest | pb.CompleteTaskRequest, token: str
+    ) -> tuple[TaskRef, CapabilityClaims]:
         ref = convert.task_ref(msg.task, msg.HasField("task"))
         claims = await self._verifier.verify(token)
         claims.bind(ref.task_id, ref.attempt)
-        return ref
+        return ref, claims
 
     async def claim(self, request: pb.ClaimTasksRequest) -> pb.ClaimTasksResponse:
         _check_size(request.claims)
@@ -67,18 +72,19 @@ class BatchCalls:
     async def heartbeat(self, request: pb.HeartbeatTasksRequest) -> pb.HeartbeatTasksResponse:
         _check_size(request.items)
         results: list[pb.HeartbeatResult] = [pb.HeartbeatResult() for _ in request.items]
-        valid: list[tuple[int, TaskRef]] = []
+        valid: list[tuple[int, TaskRef, CapabilityClaims]] = []
         for i, item in enumerate(request.items):
             try:
-                valid.append((i, await self._authorized_ref(item.request, item.capability_token)))
+                valid.append((i, *await self._authorized(item.request, item.capability_token)))
             except Exception as exc:
                 results[i].error.CopyFrom(item_error(exc))
-        extended = await self._svc.heartbeat_many([ref for _, ref in valid])
-        for (i, ref), expires in zip(valid, extended, strict=True):
+        extended = await self._svc.heartbeat_many([ref for _, ref, _ in valid])
+        for (i, ref, claims), expires in zip(valid, extended, strict=True):
             try:
                 if expires is None:
                     expires = await self._svc.heartbeat(ref)
-                results[i].ok.lease_expires_at.FromDatetime(expires)
+                # As the single call: a renewed token once the lease is extended.
+                results[i].ok.CopyFrom(convert.heartbeat_response(expires, self._svc.renewal(claims)))
             except Exception as exc:
                 results[i].error.CopyFrom(item_error(exc))
         return pb.HeartbeatTasksResponse(results=results)
@@ -87,9 +93,10 @@ class BatchCalls:
         _check_size(request.items)
         results: list[pb.CompleteResult] = [pb.CompleteResult() for _ in request.items]
         valid: list[tuple[int, convert.CompletionArgs]] = []
+        claims_of: dict[int, CapabilityClaims] = {}
         for i, item in enumerate(request.items):
             try:
-                ref = await self._authorized_ref(item.request, item.capability_token)
+                ref, claims_of[i] = await self._authorized(item.request, item.capability_token)
                 valid.append((i, convert.completion(item.request, ref)))
             except Exception as exc:
                 results[i].error.CopyFrom(item_error(exc))
@@ -101,13 +108,16 @@ class BatchCalls:
                 if i in completed:
                     results[i].ok.status = convert.STATUS_TO_PB[args.status]
                 else:
-                    results[i].ok.CopyFrom(await self.complete_one(args))
+                    results[i].ok.CopyFrom(await self.complete_one(claims_of[i], args))
             except Exception as exc:
                 results[i].error.CopyFrom(item_error(exc))
         return pb.CompleteTasksResponse(results=results)
 
-    async def complete_one(self, a: convert.CompletionArgs) -> pb.CompleteTaskResponse:
-        result = await self._svc.complete(a.ref, a.status, a.events, a.outputs, a.publications, a.error_message)
+    async def complete_one(self, claims: CapabilityClaims, a: convert.CompletionArgs) -> pb.CompleteTaskResponse:
+        """One completion, authorized by ``claims`` (the verified token bound to ``a.ref``)."""
+        result = await self._svc.complete(
+            claims, a.ref, a.status, a.events, a.outputs, a.publications, a.error_message
+        )
         return pb.CompleteTaskResponse(
             duplicate=result.duplicate,
             status=convert.STATUS_TO_PB[result.status],

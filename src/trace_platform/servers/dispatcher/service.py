@@ -15,6 +15,7 @@ from trace_platform.adapters.postgres.task_repository import (
     TaskRepository,
     TaskRow,
 )
+from trace_platform.core import publication
 from trace_platform.core.config import DispatcherSettings
 from trace_platform.core.errors import InvalidArgument, PermissionDenied
 from trace_platform.core.keys import KeyRing
@@ -25,6 +26,7 @@ from trace_platform.core.models import (
     TaskRef,
     TaskStatus,
 )
+from trace_platform.core.publication import output_prefixes
 from trace_platform.core.storage_paths import attempt_prefix
 from trace_platform.core.tokens import CapabilityClaims, TokenIssuer
 
@@ -63,8 +65,11 @@ class DispatcherService:
         key_ring: KeyRing | None = None,
         on_outbox_write: Callable[[], None] = lambda: None,
         on_token_issued: Callable[[str, CapabilityClaims], None] = lambda token, claims: None,
+        datasets_uri: str = "",
     ) -> None:
         self._on_token_issued = on_token_issued
+        # Where declared outputs are written (empty: no task may publish, fail closed).
+        self._datasets_uri = datasets_uri.rstrip("/")
         self._repo = repo
         self._issuer = issuer
         self.settings = settings
@@ -110,9 +115,8 @@ class DispatcherService:
     def _issue(self, task: TaskRow, lease_token: str) -> ClaimedTask:
         """One capability token per claimed attempt."""
         assert task.lease_expires_at is not None
-        claims = self.claims_for(task)
-        token, expires_at = self._issuer.issue_with_expiry(claims)
-        self._on_token_issued(token, replace(claims, expires_at=expires_at))
+        token, issued = self._issuer.issue_claims(self.claims_for(task))
+        self._on_token_issued(token, issued)
         return ClaimedTask(task, lease_token, task.lease_expires_at, token)
 
     def claims_for(self, task: TaskRow) -> CapabilityClaims:
@@ -125,7 +129,11 @@ class DispatcherService:
             attempt=task.attempt,
             datasets=grants,
             s3_read_prefixes=reads,
-            s3_write_prefixes=(self.write_prefix(task.task_id, task.attempt),),
+            # The attempt's scratch prefix, and the version prefix of each declared output.
+            s3_write_prefixes=(
+                self.write_prefix(task.task_id, task.attempt),
+                *output_prefixes(self._datasets_uri, task.declared_outputs()),
+            ),
         )
 
     def write_prefix(self, task_id: str, attempt: int) -> str:
@@ -133,6 +141,17 @@ class DispatcherService:
 
     async def heartbeat(self, ref: TaskRef) -> datetime:
         return await self._repo.heartbeat(ref, self.settings.lease_seconds)
+
+    def renewal(self, claims: CapabilityClaims) -> tuple[str, float] | None:
+        """A fresh token (and its expiry) for the attempt of ``claims``, once less than half
+        of its TTL is left; None: keep the current one. Call only after a heartbeat extended
+        the attempt's lease (so the attempt is live and the caller holds its lease): the
+        new token carries exactly the verified claims, with a new ``iat``/``exp``."""
+        if not self._issuer.needs_renewal(claims):
+            return None
+        token, issued = self._issuer.issue_claims(replace(claims, expires_at=0.0, not_before=0.0))
+        self._on_token_issued(token, issued)
+        return token, issued.expires_at
 
     async def heartbeat_many(self, refs: Sequence[TaskRef]) -> list[datetime | None]:
         """The new lease expiry of every live attempt in ``refs``; None: ask ``heartbeat``."""
@@ -149,6 +168,7 @@ class DispatcherService:
 
     async def complete(
         self,
+        claims: CapabilityClaims,
         ref: TaskRef,
         status: TaskStatus,
         events: Sequence[DatasetEvent],
@@ -158,6 +178,8 @@ class DispatcherService:
     ) -> Completion:
         if status not in (TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELED):
             raise InvalidArgument("INVALID_STATUS", "status must be completed, failed or canceled", field="status")
+        if publications:
+            await self._authorize_publications(claims, ref, status, publications)
         s = self.settings
         result = await self._repo.complete(
             ref, status, events, outputs, publications, error_message[:4096], s.retry_base_seconds, s.retry_max_seconds
@@ -167,6 +189,22 @@ class DispatcherService:
         if publications and not result.duplicate:
             self.on_datasets_published()
         return result
+
+    async def _authorize_publications(
+        self, claims: CapabilityClaims, ref: TaskRef, status: TaskStatus, publications: Sequence[DatasetPublication]
+    ) -> None:
+        """Only a success publishes, and only what the task was created for (core.publication).
+        Declared outputs never change after creation, so reading them before the fenced
+        completion transaction is not a race; a refusal happens before anything is written,
+        so the attempt stays running and a correct completion can follow."""
+        if status is not TaskStatus.COMPLETED:
+            raise PermissionDenied(publication.NOT_ALLOWED, "only a completed task publishes dataset versions")
+        task = await self._repo.get(ref.task_id)
+        if task is None:
+            raise PermissionDenied(publication.NOT_ALLOWED, "no such task")
+        publication.check_publications(
+            publications, task.declared_outputs(), task.org_id, claims, self._datasets_uri
+        )
 
     async def emit_events(self, ref: TaskRef, events: Sequence[DatasetEvent]) -> int:
         if not events:

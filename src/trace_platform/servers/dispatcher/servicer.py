@@ -87,14 +87,14 @@ class DispatcherServicer(dispatcher_pb2_grpc.DispatcherServiceServicer):
 
     async def Heartbeat(self, request: pb.HeartbeatRequest, context: Ctx) -> pb.HeartbeatResponse:
         ref = convert.task_ref(request.task, request.HasField("task"))
-        await self._task_scope(context, ref)
-        expires = await self._svc.heartbeat(ref)
-        return pb.HeartbeatResponse(lease_expires_at=convert.timestamp(expires))
+        claims = await self._task_scope(context, ref)
+        expires = await self._svc.heartbeat(ref)  # fenced: raises unless the attempt is live
+        return convert.heartbeat_response(expires, self._svc.renewal(claims))
 
     async def CompleteTask(self, request: pb.CompleteTaskRequest, context: Ctx) -> pb.CompleteTaskResponse:
         ref = convert.task_ref(request.task, request.HasField("task"))
-        await self._task_scope(context, ref)
-        return await self._batch.complete_one(convert.completion(request, ref))
+        claims = await self._task_scope(context, ref)
+        return await self._batch.complete_one(claims, convert.completion(request, ref))
 
     async def EmitEvents(self, request: pb.EmitEventsRequest, context: Ctx) -> pb.EmitEventsResponse:
         ref = convert.task_ref(request.task, request.HasField("task"))

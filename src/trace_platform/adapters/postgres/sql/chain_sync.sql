@@ -95,12 +95,20 @@ FOR UPDATE OF s SKIP LOCKED;
 -- name: schedule_ranges
 -- The ranges, their tasks (one per range for the whole group), the ledger rows (one per
 -- range and stream), the wake-ups and the cursors: one statement, one transaction.
+-- Each task's declared outputs (migration 0008: the only versions it may publish) are
+-- the outputs of the config the planner wrote, with the planned range.
 WITH r AS (
     SELECT * FROM unnest($2::bigint[], $3::bigint[], $4::uuid[], $5::jsonb[])
         AS r (range_start, range_end, task_id, config)
 ), t AS (
-    INSERT INTO tasks (id, org_id, operator, config, inputs, datasets, status, attempt, max_attempts)
-    SELECT r.task_id, $6, 'cryo_ingest', r.config, '[]', '[]', 'queued', 1, $7 FROM r
+    INSERT INTO tasks (id, org_id, operator, config, inputs, datasets, status, attempt, max_attempts,
+                       declared_outputs)
+    SELECT r.task_id, $6, 'cryo_ingest', r.config, '[]', '[]', 'queued', 1, $7,
+           (SELECT jsonb_agg(jsonb_build_object(
+                       'dataset_uuid', o ->> 'dataset_uuid', 'dataset_version', o ->> 'dataset_version',
+                       'config_hash', o ->> 'config_hash', 'range_start', r.range_start, 'range_end', r.range_end))
+            FROM jsonb_array_elements(r.config -> 'outputs') AS o)
+    FROM r
     RETURNING id
 ), ledger AS (
     INSERT INTO chain_sync_ranges (job_id, dataset_key, range_start, range_end, task_id)

@@ -18,7 +18,7 @@ SELECT 'enqueue_task', 'tasks', jsonb_build_object('task_id', id) FROM ins;
 -- name: get_task
 SELECT id, org_id, operator, config::text AS config, inputs::text AS inputs,
        datasets::text AS datasets, status, attempt, max_attempts, lease_token,
-       lease_expires_at, worker_id, next_retry_at, error_message
+       lease_expires_at, worker_id, next_retry_at, error_message, declared_outputs::text AS declared_outputs
 FROM tasks WHERE id = $1;
 
 -- name: get_attempts
@@ -31,13 +31,13 @@ WITH claimed AS (
     SET status = 'running', lease_token = $2, lease_expires_at = now() + make_interval(secs => $3),
         worker_id = $4, started_at = now(), updated_at = now()
     WHERE id = $1 AND status = 'queued'
-    RETURNING id, org_id, operator, config, inputs, datasets, attempt, lease_expires_at
+    RETURNING id, org_id, operator, config, inputs, datasets, attempt, lease_expires_at, declared_outputs
 ), attempt_row AS (
     INSERT INTO task_attempts (task_id, attempt, worker_id, lease_token)
     SELECT id, attempt, $4, $2 FROM claimed
 )
 SELECT id, org_id, operator, config::text AS config, inputs::text AS inputs,
-       datasets::text AS datasets, attempt, lease_expires_at
+       datasets::text AS datasets, attempt, lease_expires_at, declared_outputs::text AS declared_outputs
 FROM claimed;
 
 -- name: claim_tasks
@@ -63,13 +63,14 @@ WITH req AS (
     FROM locked
     WHERE t.id = ANY($1::uuid[]) AND t.id = locked.id AND t.status = 'queued'
     RETURNING t.id, t.org_id, t.operator, t.config, t.inputs, t.datasets, t.attempt, t.lease_expires_at,
-              t.lease_token, t.worker_id
+              t.lease_token, t.worker_id, t.declared_outputs
 ), attempt_row AS (
     INSERT INTO task_attempts (task_id, attempt, worker_id, lease_token)
     SELECT id, attempt, worker_id, lease_token FROM claimed
 )
 SELECT id, org_id, operator, config::text AS config, inputs::text AS inputs,
-       datasets::text AS datasets, attempt, lease_expires_at, lease_token
+       datasets::text AS datasets, attempt, lease_expires_at, lease_token,
+       declared_outputs::text AS declared_outputs
 FROM claimed;
 
 -- name: task_fence_state
