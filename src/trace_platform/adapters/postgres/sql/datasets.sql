@@ -1,12 +1,19 @@
 -- name: resolve_published
--- The versions users read, org scoped: a versioned dataset's current version, or every
--- registered range version of a partitioned one (chain_sync streams) under its config.
+-- The versions users read, org scoped: a versioned dataset's current version, or the
+-- range versions of a partitioned one (chain_sync streams) that the trusted ledger says
+-- its own stream's completed ranges produced (the planned task, stream and version).
+-- Never a value a task sent: a version row's config_hash joins nothing.
 SELECT d.id::text AS dataset_uuid,
        v.dataset_version::text AS dataset_version, v.storage_ref::text AS storage_ref
 FROM datasets d
 LEFT JOIN dataset_versions v ON v.dataset_uuid = d.id
     AND ((d.kind = 'versioned' AND v.dataset_version = d.current_version)
-         OR (d.kind = 'partitioned' AND v.config_hash = d.partition_config_hash))
+         OR (d.kind = 'partitioned' AND EXISTS (
+             SELECT 1 FROM chain_sync_ranges r
+             JOIN chain_sync_streams s ON s.job_id = r.job_id AND s.dataset_key = r.dataset_key
+             JOIN chain_sync_jobs j ON j.id = r.job_id
+             WHERE r.task_id = v.producer_task_id AND r.status = 'completed'
+               AND r.dataset_version = v.dataset_version AND s.dataset_uuid = d.id AND j.org_id = d.org_id)))
 WHERE d.org_id = $1 AND d.name = $2 AND d.published
 ORDER BY v.range_start NULLS FIRST, v.dataset_version;
 
