@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -39,6 +40,25 @@ def complete_request(
     )
 
 
+@dataclass(frozen=True)
+class HeartbeatAnswer:
+    """A heartbeat's answer: the new lease expiry, and a renewed capability token for
+    the same attempt when the Dispatcher sent one (None: keep using the current one)."""
+
+    lease_expires_at: datetime
+    capability_token: str | None = None
+    capability_expires_at: datetime | None = None
+
+    @staticmethod
+    def from_pb(resp: pb.HeartbeatResponse) -> HeartbeatAnswer:
+        renewed = resp.capability_token or None
+        return HeartbeatAnswer(
+            lease_expires_at=resp.lease_expires_at.ToDatetime(UTC),
+            capability_token=renewed,
+            capability_expires_at=resp.capability_expires_at.ToDatetime(UTC) if renewed else None,
+        )
+
+
 class DispatcherClient:
     def __init__(
         self, channel: grpc.aio.Channel, *, worker_token: str | None = None, admin_token: str | None = None
@@ -69,9 +89,12 @@ class DispatcherClient:
         return await call(self._stub.FetchTask(pb.FetchTaskRequest(task_id=task_id), metadata=self._worker_md))
 
     async def heartbeat(self, ref: TaskRef, capability: str) -> datetime:
-        resp = await self._send_heartbeat(pb.HeartbeatRequest(task=task_ref(ref)), capability)
-        expires: datetime = resp.lease_expires_at.ToDatetime(UTC)
-        return expires
+        """The new lease expiry (a renewed token, if any, is dropped: see ``renew``)."""
+        return (await self.renew(ref, capability)).lease_expires_at
+
+    async def renew(self, ref: TaskRef, capability: str) -> HeartbeatAnswer:
+        """Heartbeat, keeping the renewed capability token the Dispatcher may send."""
+        return HeartbeatAnswer.from_pb(await self._send_heartbeat(pb.HeartbeatRequest(task=task_ref(ref)), capability))
 
     async def complete(
         self,

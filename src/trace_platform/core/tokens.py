@@ -1,18 +1,26 @@
 """Task capability tokens: issue (Dispatcher) and verify (every task-scoped verifier).
 
 Deny by default: a token is accepted only with a known ``kid``, the configured
-algorithm, ``aud=trace.task``, our issuer, an unexpired ``exp``, ``sub`` equal to
-``task:{task_id}`` and well-formed custom claims.
+algorithm, ``aud=trace.task``, our issuer, ``iat``/``exp`` (and ``nbf`` if present) of
+the right type with ``nbf <= now < exp`` and a lifetime within the verifier's maximum,
+``sub`` equal to ``task:{task_id}`` and well-formed custom claims of exactly the right
+types. A token verified once is served from a cache only inside that same validity
+window: the cache never outlives ``exp``.
+
+A valid signature is not enough to act: the attempt the token names must still be the
+task's current, running attempt (``servers/query`` checks it per TaskQuery; the
+Dispatcher's task RPCs are fenced by the lease in SQL).
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import jwt
@@ -35,6 +43,7 @@ class CapabilityClaims:
     s3_read_prefixes: tuple[str, ...] = ()
     s3_write_prefixes: tuple[str, ...] = ()
     expires_at: float = 0.0
+    not_before: float = 0.0
 
     def grant_for(self, dataset_uuid: str) -> DatasetGrant | None:
         return next((g for g in self.datasets if g.dataset_uuid == dataset_uuid), None)
@@ -56,6 +65,11 @@ class TokenIssuer:
         return self.issue_with_expiry(claims, now)[0]
 
     def issue_with_expiry(self, claims: CapabilityClaims, now: float | None = None) -> tuple[str, float]:
+        token, issued = self.issue_claims(claims, now)
+        return token, issued.expires_at
+
+    def issue_claims(self, claims: CapabilityClaims, now: float | None = None) -> tuple[str, CapabilityClaims]:
+        """The token and its claims exactly as a verifier will read them (``iat``, ``exp``)."""
         now = time.time() if now is None else now
         payload: dict[str, Any] = {
             "iss": self.issuer,
@@ -80,11 +94,20 @@ class TokenIssuer:
         else:
             key = self.ring.current
             token = jwt.encode(payload, key.private_key, ES256, headers={"kid": key.kid})
-        return token, float(payload["exp"])
+        return token, replace(claims, expires_at=float(payload["exp"]), not_before=float(payload["iat"]))
+
+    def needs_renewal(self, claims: CapabilityClaims, now: float | None = None) -> bool:
+        """A token is renewed (on heartbeat) once less than half its TTL is left: a worker
+        heartbeating every few seconds always holds a token with at least ~TTL/2 to live."""
+        now = time.time() if now is None else now
+        return claims.expires_at - now < self.ttl_seconds / 2
 
 
 JwksFetcher = Callable[[], Awaitable[dict[str, Any]]]
 _REQUIRED_CLAIMS = ["exp", "iat", "iss", "aud", "sub"]
+# A verifier's clock may be this far behind the issuer's: an ``iat`` further in the
+# future than this is refused.
+CLOCK_SKEW_SECONDS = 60.0
 
 
 def read_header(token: str, reason_prefix: str) -> dict[str, Any]:
@@ -95,18 +118,92 @@ def read_header(token: str, reason_prefix: str) -> dict[str, Any]:
         raise Unauthenticated(f"{reason_prefix}_INVALID", "malformed token") from None
 
 
-def decode_token(token: str, key: Any, alg: str, audience: str, issuer: str, reason_prefix: str) -> dict[str, Any]:
-    """Signature, algorithm, audience, issuer, expiry and the required claims, checked;
-    failures are UNAUTHENTICATED ``<prefix>_EXPIRED`` or ``<prefix>_INVALID``."""
+def decode_token(
+    token: str,
+    key: Any,
+    alg: str,
+    audience: str,
+    issuer: str,
+    reason_prefix: str,
+    max_lifetime_seconds: float,
+    now: float | None = None,
+) -> dict[str, Any]:
+    """Signature, algorithm, audience, issuer and the required claims, checked by PyJWT;
+    then the time claims by ``check_times`` (PyJWT coerces ``"123"`` or ``1.5e300`` with
+    ``int()``, so its own time checks are not relied on). Failures are UNAUTHENTICATED."""
     try:
         payload: dict[str, Any] = jwt.decode(
-            token, key, algorithms=[alg], audience=audience, issuer=issuer, options={"require": _REQUIRED_CLAIMS}
+            token,
+            key,
+            algorithms=[alg],
+            audience=audience,
+            issuer=issuer,
+            options={"require": _REQUIRED_CLAIMS, "verify_exp": False, "verify_iat": False, "verify_nbf": False},
         )
-    except jwt.ExpiredSignatureError:
-        raise Unauthenticated(f"{reason_prefix}_EXPIRED", "token expired") from None
     except jwt.PyJWTError:
         raise Unauthenticated(f"{reason_prefix}_INVALID", "token rejected") from None
+    check_times(payload, time.time() if now is None else now, max_lifetime_seconds, reason_prefix)
     return payload
+
+
+def _numeric_date(payload: dict[str, Any], name: str, reason_prefix: str) -> float | None:
+    """A JWT NumericDate: an int or a finite float, never a bool or a string."""
+    value = payload.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise Unauthenticated(f"{reason_prefix}_INVALID", f"bad claim type: {name}")
+    return float(value)
+
+
+def check_times(payload: dict[str, Any], now: float, max_lifetime_seconds: float, reason_prefix: str) -> None:
+    """``iat`` and ``exp`` required and numeric, ``nbf`` numeric if present;
+    ``nbf <= now < exp``, ``iat`` not in the future (beyond the clock skew), and
+    ``exp - iat`` at most the maximum lifetime (so ``exp`` in the year 9999 is refused)."""
+    iat = _numeric_date(payload, "iat", reason_prefix)
+    exp = _numeric_date(payload, "exp", reason_prefix)
+    nbf = _numeric_date(payload, "nbf", reason_prefix)
+    if iat is None or exp is None:
+        raise Unauthenticated(f"{reason_prefix}_INVALID", "iat and exp are required")
+    if exp <= now:
+        raise Unauthenticated(f"{reason_prefix}_EXPIRED", "token expired")
+    if exp <= iat:
+        raise Unauthenticated(f"{reason_prefix}_INVALID", "exp must follow iat")
+    if exp - iat > max_lifetime_seconds:
+        raise Unauthenticated(f"{reason_prefix}_LIFETIME_TOO_LONG", "token lifetime exceeds the maximum")
+    if iat > now + CLOCK_SKEW_SECONDS:
+        raise Unauthenticated(f"{reason_prefix}_INVALID", "token issued in the future")
+    if nbf is not None and nbf > now:
+        raise Unauthenticated(f"{reason_prefix}_NOT_YET_VALID", "token not valid yet")
+
+
+@dataclass
+class VerifiedCache:
+    """Claims of tokens already verified, each used only inside its own validity window
+    (``not_before <= now < expires_at``); an entry past its ``exp`` is dropped when met.
+    Bounded (oldest first out); a miss just means verifying again."""
+
+    max_entries: int = 4096
+    _entries: OrderedDict[str, CapabilityClaims] = field(default_factory=OrderedDict)
+
+    def put(self, token: str, claims: CapabilityClaims) -> None:
+        if claims.expires_at <= 0:  # no known expiry: never cache (fail closed)
+            return
+        self._entries[token] = claims
+        if len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+
+    def get(self, token: str, now: float) -> CapabilityClaims | None:
+        claims = self._entries.get(token)
+        if claims is None:
+            return None
+        if now >= claims.expires_at:
+            del self._entries[token]
+            return None
+        return claims if claims.not_before <= now else None
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
 
 @dataclass
@@ -118,29 +215,27 @@ class TokenVerifier:
     dev_hs256_secret: str | None = None
     refresh_min_seconds: float = 1.0
     cache_seconds: float = 300.0
+    # The longest ``exp - iat`` accepted (the issuer's TTL in the composition roots).
+    max_lifetime_seconds: float = 3600.0
     _keys: dict[str, Any] = field(default_factory=dict)
     _fetched_at: float = 0.0
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    _verified: OrderedDict[str, CapabilityClaims] = field(default_factory=OrderedDict)
+    _verified: VerifiedCache = field(default_factory=VerifiedCache)
 
     def remember(self, token: str, claims: CapabilityClaims) -> None:
-        """Trust a token this process just minted (skips re-verifying our own signature)."""
-        self._cache(token, claims)
-
-    def _cache(self, token: str, claims: CapabilityClaims) -> None:
-        self._verified[token] = claims
-        if len(self._verified) > 4096:
-            self._verified.popitem(last=False)
+        """Trust a token this process just minted (skips re-verifying our own signature).
+        ``claims`` must be the issuer's (``TokenIssuer.issue_claims``): they carry its exp."""
+        self._verified.put(token, claims)
 
     async def verify(self, token: str | None, now: float | None = None) -> CapabilityClaims:
         if not token:
             raise Unauthenticated("CAPABILITY_TOKEN_MISSING", "task capability token required")
         now = time.time() if now is None else now
-        cached = self._verified.get(token)
-        if cached is not None and cached.expires_at > now:
+        cached = self._verified.get(token, now)
+        if cached is not None:
             return cached
         claims = await self._verify_uncached(token, now)
-        self._cache(token, claims)
+        self._verified.put(token, claims)
         return claims
 
     async def _verify_uncached(self, token: str, now: float) -> CapabilityClaims:
@@ -156,7 +251,9 @@ class TokenVerifier:
             if alg != ES256:
                 raise Unauthenticated("CAPABILITY_TOKEN_INVALID", "unexpected algorithm")
             key = await self._key_for(kid, now)
-        payload = decode_token(token, key, alg, AUDIENCE, self.issuer, "CAPABILITY_TOKEN")
+        payload = decode_token(
+            token, key, alg, AUDIENCE, self.issuer, "CAPABILITY_TOKEN", self.max_lifetime_seconds, now
+        )
         return _claims_from_payload(payload)
 
     async def _key_for(self, kid: str, now: float) -> Any:
@@ -188,26 +285,29 @@ def _claims_from_payload(payload: dict[str, Any]) -> CapabilityClaims:
         return Unauthenticated("CAPABILITY_TOKEN_INVALID", f"bad claim: {what}")
 
     task_id, org_id, attempt = payload.get("task_id"), payload.get("org_id"), payload.get("attempt")
-    try:
-        uuid.UUID(str(task_id))
-        uuid.UUID(str(org_id))
-    except ValueError:
-        raise bad("task_id/org_id") from None
+    if not _canonical_uuid(task_id) or not _canonical_uuid(org_id):
+        raise bad("task_id/org_id")
     if not isinstance(attempt, int) or isinstance(attempt, bool) or attempt < 1:
         raise bad("attempt")
     if payload.get("sub") != f"task:{task_id}":
         raise bad("sub")
+    if not isinstance(payload.get("jti", ""), str):
+        raise bad("jti")
     datasets_raw = payload.get("datasets")
     s3 = payload.get("s3")
     if not isinstance(datasets_raw, list) or not isinstance(s3, dict):
         raise bad("datasets/s3")
+    if not all(_grant_claim_well_typed(d) for d in datasets_raw):
+        raise bad("datasets")
     try:
         datasets = tuple(DatasetGrant.from_claim(d) for d in datasets_raw)
     except (KeyError, TypeError, ValueError, InvalidArgument):
         raise bad("datasets") from None
-    reads, writes = s3.get("read_prefixes", []), s3.get("write_prefixes", [])
-    if not all(isinstance(p, str) for p in [*reads, *writes]):
+    reads, writes = s3.get("read_prefixes"), s3.get("write_prefixes")
+    # A string here would iterate as one-character prefixes ("s" matches every s3:// URI).
+    if not _str_list(reads) or not _str_list(writes):
         raise bad("s3")
+    assert isinstance(reads, list) and isinstance(writes, list)
     return CapabilityClaims(
         org_id=str(org_id),
         task_id=str(task_id),
@@ -216,4 +316,36 @@ def _claims_from_payload(payload: dict[str, Any]) -> CapabilityClaims:
         s3_read_prefixes=tuple(reads),
         s3_write_prefixes=tuple(writes),
         expires_at=float(payload["exp"]),
+        not_before=float(payload.get("nbf", 0.0)),
     )
+
+
+def _canonical_uuid(value: object) -> bool:
+    """A string in the canonical (lowercase, hyphenated) form the issuer writes."""
+    if not isinstance(value, str):
+        return False
+    try:
+        return str(uuid.UUID(value)) == value
+    except ValueError:
+        return False
+
+
+def _str_list(value: object) -> bool:
+    return isinstance(value, list) and all(isinstance(p, str) and p for p in value)
+
+
+_GRANT_FIELDS = {"dataset_uuid", "dataset_version", "storage_ref"}
+_STORAGE_FIELDS = {"scheme", "prefix", "bucket", "glob"}
+
+
+def _grant_claim_well_typed(raw: object) -> bool:
+    """Only the issuer's fields, each a string (``storage_ref`` an object of strings):
+    ``DatasetGrant.from_claim`` would turn a number into a bucket name with ``str()``."""
+    if not isinstance(raw, dict) or not raw.keys() <= _GRANT_FIELDS:
+        return False
+    if not isinstance(raw.get("dataset_uuid"), str) or not isinstance(raw.get("dataset_version"), str):
+        return False
+    ref = raw.get("storage_ref")
+    if ref is None:
+        return True
+    return isinstance(ref, dict) and ref.keys() <= _STORAGE_FIELDS and all(isinstance(v, str) for v in ref.values())

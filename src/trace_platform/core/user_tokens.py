@@ -4,7 +4,9 @@ Lite signs user tokens with a generated HS256 secret (as the reference's Lite do
 A deployment instead points the verifier at the identity provider's public keys (a
 JWKS document, ES256 or RS256). Deny by default: the algorithm is pinned by the
 configured key type, and ``iss``, ``aud``, ``sub``, ``exp``, ``iat`` and ``org_id``
-are all required.
+are all required, each of its exact type (``tokens.check_times`` for the time claims:
+numbers only, ``nbf`` honoured, and ``exp - iat`` at most ``max_lifetime_seconds``).
+Nothing is cached: every call verifies the token in full.
 """
 
 from __future__ import annotations
@@ -69,8 +71,9 @@ class UserTokenVerifier:
     issuer: str
     hs256_secret: str | None = None
     public_keys: dict[str, tuple[str, Any]] = field(default_factory=dict)
+    max_lifetime_seconds: float = 86_400.0
 
-    def verify(self, token: str | None) -> UserClaims:
+    def verify(self, token: str | None, now: float | None = None) -> UserClaims:
         if not token:
             raise Unauthenticated("USER_TOKEN_MISSING", "authorization: Bearer <token> required")
         header = read_header(token, "USER_TOKEN")
@@ -82,12 +85,16 @@ class UserTokenVerifier:
             key = self.public_keys[kid][1]
         else:
             raise Unauthenticated("USER_TOKEN_INVALID", "token algorithm or key not accepted")
-        payload = decode_token(token, key, str(alg), USER_AUDIENCE, self.issuer, "USER_TOKEN")
+        payload = decode_token(
+            token, key, str(alg), USER_AUDIENCE, self.issuer, "USER_TOKEN", self.max_lifetime_seconds, now
+        )
         org_id, sub = payload.get("org_id"), payload.get("sub")
+        if not isinstance(org_id, str):  # an int of 32 digits would pass uuid.UUID(str(...))
+            raise Unauthenticated("USER_TOKEN_INVALID", "bad claim: org_id")
         try:
-            org = str(uuid.UUID(str(org_id)))
+            org = str(uuid.UUID(org_id))
         except ValueError:
             raise Unauthenticated("USER_TOKEN_INVALID", "bad claim: org_id") from None
-        if not isinstance(sub, str) or not sub or len(sub) > 256:
+        if not isinstance(sub, str) or not sub.strip() or len(sub) > 256 or not sub.isprintable():
             raise Unauthenticated("USER_TOKEN_INVALID", "bad claim: sub")
         return UserClaims(subject=sub, org_id=org, expires_at=float(payload["exp"]))

@@ -57,16 +57,18 @@ def alert_evaluate_operator(
             invokers.append(await asyncio.to_thread(make_invoker))
         invoker = invokers[0]
         bundle_url, sha, dataset_uuid, sql, limit = _config(ctx.config)
-        ref, cap = ctx.ref, ctx.capability_token
+        ref = ctx.ref  # the token is read at each call: heartbeats renew it
         async with grpc.aio.insecure_channel(query_addr) as channel:
-            rows = await QueryClient(channel).task_query(cap, ref.task_id, ref.attempt, dataset_uuid, sql, limit)
+            rows = await QueryClient(channel).task_query(
+                ctx.capability_token, ref.task_id, ref.attempt, dataset_uuid, sql, limit
+            )
         result = await invoker.invoke(
             Invocation(
                 task_id=ref.task_id,
                 attempt=ref.attempt,
                 lease_token=ref.lease_token,
                 lease_expires_at=datetime.now(UTC) + timedelta(seconds=udf_timeout),
-                capability_token=cap,
+                capability_token=ctx.capability_token,
                 bundle_url=bundle_url,
                 bundle_sha256=sha,
                 operator=OPERATOR,
@@ -91,7 +93,7 @@ def alert_evaluate_operator(
             uri = attempt_prefix(scratch_uri, ref.task_id, ref.attempt) + name  # the token's write prefix
             store = stores.for_uri(uri)
             await asyncio.to_thread(store.put_bytes, uri, data)
-            await ctx.dispatcher.buffer_publish(ref, cap, uri, len(data))
+            await ctx.dispatcher.buffer_publish(ref, ctx.capability_token, uri, len(data))
         return OperatorResult()
 
     return alert_evaluate

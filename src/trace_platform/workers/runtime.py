@@ -2,6 +2,10 @@
 
 Safe under duplicate wake-ups: only a successful claim runs operator code, and a
 message is acknowledged only once its task needs nothing more from this worker.
+
+Capability tokens are short-lived: the heartbeat loop stores each renewed token in the
+attempt's ``TaskCredential``, and every later call of the attempt (the operator's own,
+and the completion) reads the token from there, so a task may run longer than a TTL.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from trace_platform.core.errors import (
     FailedPrecondition,
     NotFound,
     TraceError,
+    Unauthenticated,
     Unavailable,
 )
 from trace_platform.core.models import TaskRef
@@ -35,13 +40,25 @@ log = logging.getLogger(__name__)
 TASK_QUEUE = "tasks"
 
 
+@dataclass
+class TaskCredential:
+    """The attempt's current capability token; heartbeats swap in renewed ones."""
+
+    token: str
+
+
 @dataclass(frozen=True)
 class OperatorContext:
     task: common_pb2.TaskPayload
     config: dict[str, Any]
     ref: TaskRef
-    capability_token: str
+    credential: TaskCredential
     dispatcher: DispatcherClient
+
+    @property
+    def capability_token(self) -> str:
+        """The current token: read it at each call, do not keep it (it is renewed)."""
+        return self.credential.token
 
 
 @dataclass
@@ -148,7 +165,7 @@ class WorkerRuntime:
 
     async def _execute(self, claimed: dispatcher_pb2.Claimed, message: Message) -> None:
         ref = TaskRef(claimed.task.task_id, claimed.attempt, claimed.lease_token)
-        cap = claimed.capability_token
+        cap = TaskCredential(claimed.capability_token)
         ctx = OperatorContext(claimed.task, _config(claimed.task), ref, cap, self.dispatcher)
         operator = self.operators.get(claimed.task.operator)
         heartbeat = asyncio.create_task(self._heartbeat(ref, cap, claimed.lease_expires_at.ToDatetime(UTC), message))
@@ -174,7 +191,7 @@ class WorkerRuntime:
         await self._finish(ref, cap, dispatcher_pb2.COMPLETION_STATUS_COMPLETED, result=result)
 
     async def _finish(
-        self, ref: TaskRef, cap: str, status: int, result: OperatorResult | None = None, error: str = ""
+        self, ref: TaskRef, cap: TaskCredential, status: int, result: OperatorResult | None = None, error: str = ""
     ) -> None:
         result = result or OperatorResult()
         # A Dispatcher restarting must not cost the work: retry while the lease may still hold.
@@ -183,7 +200,7 @@ class WorkerRuntime:
             try:
                 await self.dispatcher.complete(
                     ref,
-                    cap,
+                    cap.token,
                     status,
                     events=result.events,
                     outputs=result.outputs,
@@ -200,17 +217,19 @@ class WorkerRuntime:
                 delay = min(delay * 2, 2.0)
         log.warning("completion not delivered; the lease reaper will retry the task", extra={"task_id": ref.task_id})
 
-    async def _heartbeat(self, ref: TaskRef, cap: str, expires: datetime, message: Message) -> None:
+    async def _heartbeat(self, ref: TaskRef, cap: TaskCredential, expires: datetime, message: Message) -> None:
         """Returns only when the lease is lost; cancelled when the work ends."""
         interval = max(0.05, (expires - datetime.now(UTC)).total_seconds() / 3)
         while True:
             await asyncio.sleep(interval)
             try:
-                await self.dispatcher.heartbeat(ref, cap)
-            except (Aborted, FailedPrecondition, NotFound):
-                return
+                answer = await self.dispatcher.renew(ref, cap.token)
+            except (Aborted, FailedPrecondition, NotFound, Unauthenticated):
+                return  # superseded, or the token lapsed: nothing this attempt does counts
             except TraceError:
                 continue  # transient: try again; the lease outlives a few misses
+            if answer.capability_token:
+                cap.token = answer.capability_token
             await self.queue.change_visibility(self.queue_name, [message], self.settings.visibility_seconds)
 
 

@@ -61,6 +61,17 @@ def timestamp(value: datetime | None) -> Timestamp | None:
     return ts
 
 
+def heartbeat_response(
+    lease_expires_at: datetime, renewal: tuple[str, float] | None
+) -> dispatcher_pb2.HeartbeatResponse:
+    """The new lease expiry, and the renewed capability token if one was issued."""
+    resp = dispatcher_pb2.HeartbeatResponse(lease_expires_at=timestamp(lease_expires_at))
+    if renewal is not None:
+        resp.capability_token = renewal[0]
+        resp.capability_expires_at.FromSeconds(int(renewal[1]))
+    return resp
+
+
 def task_ref(msg: common_pb2.TaskRef, has_field: bool) -> TaskRef:
     if not has_field:
         raise InvalidArgument("MISSING_FIELD", "task is required", field="task")

@@ -11,6 +11,7 @@ from trace_platform.adapters.duckdb.hardened import DuckDBLimits
 from trace_platform.adapters.duckdb.pool import DatabasePool
 from trace_platform.adapters.objectstore.factory import object_stores
 from trace_platform.adapters.objectstore.stores import ObjectStores
+from trace_platform.adapters.postgres.attempt_repository import AttemptRepository
 from trace_platform.adapters.postgres.dataset_repository import DatasetRepository
 from trace_platform.core.config import Settings
 from trace_platform.core.tokens import JwksFetcher, TokenVerifier
@@ -56,12 +57,14 @@ def build_query_server(
         dev_hs256_secret=tok.dev_hs256_secret,
         refresh_min_seconds=tok.jwks_refresh_min_seconds,
         cache_seconds=tok.jwks_cache_seconds,
+        max_lifetime_seconds=tok.ttl_seconds,
     )
     auth = settings.user_auth
     user_verifier = UserTokenVerifier(
         auth.issuer,
         hs256_secret=auth.hs256_secret,
         public_keys=load_jwks_keys(auth.jwks_path) if auth.jwks_path else {},
+        max_lifetime_seconds=auth.max_lifetime_seconds,
     )
     databases = DatabasePool(
         settings.data_dir / "query-work",
@@ -80,5 +83,6 @@ def build_query_server(
         user_verifier,
         q,
         QueryMetrics(),
+        AttemptRepository(pool),
     )
     return QueryServer(service, query_binding(QueryServicer(service)), databases, runner)

@@ -5,6 +5,11 @@ fields, binding of the credential to the request, dataset grant (or registry loo
 org scoped), SQL gate, storage location against the grant, then execution on a hardened
 database with the audit row written beside it (``audit.py``). A query whose audit row
 cannot be written returns nothing.
+
+A task's token is honoured only while its attempt is the task's current, running one
+(``AttemptRepository.is_current``: one primary-key lookup in PostgreSQL, run beside the
+gate and attach so it adds no latency of its own). The query never starts for a
+cancelled, completed or superseded attempt: ``ATTEMPT_NOT_CURRENT``.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 from trace_platform.adapters.duckdb.pool import DatabasePool
+from trace_platform.adapters.postgres.attempt_repository import AttemptRepository
 from trace_platform.adapters.postgres.dataset_repository import DatasetRepository, QueryAuditRecord
 from trace_platform.core.config import QuerySettings
 from trace_platform.core.errors import (
@@ -57,8 +63,10 @@ class QueryService:
         user_verifier: UserTokenVerifier,
         settings: QuerySettings,
         metrics: QueryMetrics,
+        attempts: AttemptRepository,
     ) -> None:
         self._repo = repo
+        self._attempts = attempts
         self._attacher = attacher
         self._databases = databases
         self._runner = runner
@@ -78,13 +86,20 @@ class QueryService:
             attempt = require_attempt(attempt)
             dataset_uuid = require_uuid("dataset_uuid", dataset_uuid)
             claims.bind(task_id, attempt)
-            grant = claims.grant_for(dataset_uuid)
-            if grant is None:
-                raise PermissionDenied("DATASET_NOT_GRANTED", "the task is not granted this dataset")
-            gated = await self._gate.check(sql)
-            attached = await self._attacher.attach(
-                grant.dataset_uuid, grant.dataset_version, grant.storage_ref, claims.s3_read_prefixes
-            )
+            alive = asyncio.ensure_future(self._attempts.is_current(task_id, attempt))
+            try:
+                grant = claims.grant_for(dataset_uuid)
+                if grant is None:
+                    raise PermissionDenied("DATASET_NOT_GRANTED", "the task is not granted this dataset")
+                gated = await self._gate.check(sql)
+                attached = await self._attacher.attach(
+                    grant.dataset_uuid, grant.dataset_version, grant.storage_ref, claims.s3_read_prefixes
+                )
+            except BaseException:
+                alive.cancel()
+                raise
+            if not await alive:
+                raise Unauthenticated("ATTEMPT_NOT_CURRENT", "the token's attempt is no longer running")
             audit = QueryAuditRecord(
                 org_id=claims.org_id,
                 dataset_uuid=attached.dataset_uuid,

@@ -401,16 +401,29 @@ class HeartbeatResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     LEASE_EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    CAPABILITY_TOKEN_FIELD_NUMBER: _builtins.int
+    CAPABILITY_EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    capability_token: _builtins.str
+    """A fresh capability token for the same attempt (same claims, later expiry), sent
+    once the presented token has less than half its TTL left; empty: keep the current
+    one. Callers use it for every later call of the attempt.
+    """
     @_builtins.property
     def lease_expires_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def capability_expires_at(self) -> _timestamp_pb2.Timestamp:
+        """Expiry of capability_token (unset when capability_token is empty)."""
+
     def __init__(
         self,
         *,
         lease_expires_at: _timestamp_pb2.Timestamp | None = ...,
+        capability_token: _builtins.str = ...,
+        capability_expires_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["lease_expires_at", b"lease_expires_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["capability_expires_at", b"capability_expires_at", "lease_expires_at", b"lease_expires_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["lease_expires_at", b"lease_expires_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["capability_expires_at", b"capability_expires_at", "capability_token", b"capability_token", "lease_expires_at", b"lease_expires_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
