@@ -1,15 +1,19 @@
 """The Lite invoker: fetch a signed bundle (file://), verify and extract it into a fresh
-private run directory, and run it in the sandbox (see ``sandbox``).
+private run directory, and run it in the sandbox (see ``sandbox`` and ``mountns``).
 
 Per invocation::
 
     <runs_dir>/udf-XXXX/          0700 (owned by the sandbox uid when running as root)
         bundle-XXXX/              the verified bundle, read-only
-        home/                     HOME, the only directory meant for the UDF to write
-        task.sock                 the bridge to the task endpoint (isolated network only)
+        home/                     HOME, writable (besides the sandbox's private tmpfs)
+        etc/                      this run's passwd and group
+        task.sock                 the bridge to the task endpoint
 
-The UDF's environment is exactly PATH, HOME, LANG, TRACE_TASK_CAPABILITY and
-TRACE_TASK_ENDPOINT. Everything is removed afterwards.
+Only the bundle, home, the socket and the two etc files are bound into the sandbox, at
+the same paths. The UDF's environment is exactly PATH, HOME, LANG,
+TRACE_TASK_CAPABILITY and TRACE_TASK_ENDPOINT. Everything is removed afterwards.
+Without a sandbox nothing runs (``SANDBOX_UNAVAILABLE``) unless the development setting
+``allow_unsandboxed`` says otherwise.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from urllib.parse import unquote, urlparse
 from trace_platform.adapters.invoker import base
 from trace_platform.adapters.invoker.base import Invocation, InvocationResult
 from trace_platform.adapters.invoker.bridge import TaskEndpointBridge
+from trace_platform.adapters.invoker.mountns import RunMounts, write_identity
 from trace_platform.adapters.invoker.runtimes import Executables, runtime_argv
 from trace_platform.adapters.invoker.sandbox import (
     ProcessOutcome,
@@ -41,7 +46,7 @@ from trace_platform.adapters.invoker.sandbox import (
 from trace_platform.core.bundle_manifest import BundleRejected, TrustedKeys
 from trace_platform.core.bundles import BundleLimits, extract_bundle, remove_tree
 from trace_platform.core.config import InvokerSettings
-from trace_platform.core.errors import FailedPrecondition, InvalidArgument, PermissionDenied
+from trace_platform.core.errors import FailedPrecondition, InvalidArgument, PermissionDenied, Unavailable
 
 log = logging.getLogger(__name__)
 SANDBOX_PATH = "/usr/local/bin:/usr/bin:/bin"
@@ -117,7 +122,7 @@ class LocalInvoker:
         bundle_limits: BundleLimits | None = None,
     ) -> None:
         self.settings = settings
-        self.plan = plan or probe(settings.network)
+        self.plan = plan or probe(settings.bwrap, (settings.python, settings.node), SANDBOX_PATH)
         self.limits = settings.limits
         self._trusted = trusted
         self._roots = bundle_roots
@@ -125,9 +130,18 @@ class LocalInvoker:
         self._bundle_limits = bundle_limits or BundleLimits()
         self._exes = Executables(python=settings.python, node=settings.node)
         self._uids = UidPool(settings.sandbox_uid_base, settings.sandbox_uid_count)
-        log.info("lite invoker sandbox", extra={"sandbox": self.plan.describe()})
+        if self.plan.isolated:
+            log.info("lite invoker sandbox", extra={"sandbox": self.plan.describe()})
+        elif settings.allow_unsandboxed:
+            log.warning("lite invoker runs UDFs UNSANDBOXED", extra={"sandbox": self.plan.describe()})
+        else:
+            log.error("lite invoker refuses to run UDFs", extra={"sandbox": self.plan.describe()})
 
     async def invoke(self, invocation: Invocation) -> InvocationResult:
+        if not self.plan.isolated and not self.settings.allow_unsandboxed:
+            raise Unavailable(
+                "SANDBOX_UNAVAILABLE", f"refusing to run a bundle without a sandbox: {self.plan.unavailable}"
+            )
         lease_left = (invocation.lease_expires_at - datetime.now(UTC)).total_seconds()
         if lease_left <= 0:
             raise FailedPrecondition("LEASE_EXPIRED", "the attempt's lease has already expired")
@@ -157,14 +171,19 @@ class LocalInvoker:
             env = {"PATH": SANDBOX_PATH, "HOME": str(home), "LANG": "C.UTF-8"}
             env[CAPABILITY_ENV] = invocation.capability_token
             if self.settings.task_endpoint:
-                if self.plan.netns:
+                if self.plan.isolated:
                     bridge = TaskEndpointBridge(run_dir / "task.sock", self.settings.task_endpoint, uid)
                     await bridge.start()
                     env[ENDPOINT_ENV] = bridge.target
                 else:
                     env[ENDPOINT_ENV] = self.settings.task_endpoint
+            mounts = None
+            if self.plan.isolated:
+                write_identity(run_dir / "etc", os.getuid() if uid is None else uid, home)
+                socket = bridge.socket_path if bridge is not None else None
+                mounts = RunMounts(extracted.root, home, run_dir / "etc", socket)
             m = extracted.manifest
-            argv = wrapper_argv(self.plan, self.limits, uid) + runtime_argv(
+            argv = wrapper_argv(self.plan, self.limits, uid, mounts) + runtime_argv(
                 m.runtime, m.entrypoint, extracted.root, self._exes
             )
             stdin = json.dumps(invocation.event(time.time() + timeout)).encode()

@@ -1,23 +1,31 @@
 """The Lite sandbox: what this machine can enforce, the wrapper command that enforces
 it, and running one process with bounded output and a wall-clock timeout.
 
-The wrapper is a chain of util-linux programs that each set something up and ``exec``
-the next, so no helper stays resident and no ``preexec_fn`` runs in this
-multi-threaded process:
+The wrapper is a chain of programs that each set something up and ``exec`` the next,
+so no helper stays resident and no ``preexec_fn`` runs in this multi-threaded process:
 
-    unshare --net --pid --fork --mount-proc --kill-child   (user ns too when not root)
+    bwrap --unshare-{ipc,pid,net,uts,cgroup} [--unshare-user when not root]
+          --die-with-parent <the minimal root of ``mountns``> --
       prlimit --cpu --as --fsize --nproc --nofile --core
         setpriv --no-new-privs [--reuid/--regid UID --clear-groups --bounding-set=-all]
           <runtime command>
 
-- network namespace: only a loopback interface that is down, so no TCP/UDP anywhere;
-  the task API is reached through a unix socket bridged by the invoker (``bridge``).
+- mount namespace with a minimal root (``mountns``): the bundle read-only, private
+  /tmp and /dev/shm, the runtime, no host socket, data directory or home.
+- network namespace: only a loopback interface that is down, so no TCP/UDP anywhere
+  (and no abstract unix socket of the host); the task API is reached through a unix
+  socket bridged by the invoker (``bridge``), the one path bound in from outside.
 - pid namespace with its own /proc: the UDF sees no other process (so no
-  ``/proc/<pid>/environ`` of the platform), and when its init dies the kernel kills
+  ``/proc/<pid>/environ`` of the platform), and when bwrap's init in it dies (the
+  command ended, or bwrap was killed: ``--die-with-parent``) the kernel kills
   everything left in it.
 - as root: a distinct uid per concurrent invocation (no file, signal or ptrace access
   to the platform or to other UDFs, and RLIMIT_NPROC counts only this UDF).
 - ``start_new_session`` + ``killpg(SIGKILL)`` at the wall-clock deadline.
+
+Fail closed: when the probe cannot make these namespaces the plan says why
+(``unavailable``) and the invoker refuses to run bundles, unless a development setting
+allows running them with rlimits and the uid switch only.
 """
 
 from __future__ import annotations
@@ -28,33 +36,49 @@ import os
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TypeVar
 
+from trace_platform.adapters.invoker import mountns
 from trace_platform.core.config import UdfLimits
 from trace_platform.core.errors import Unavailable
 
-PIDNS_FLAGS = ("--pid", "--fork", "--mount-proc", "--kill-child")
+PROBE_UID = 65534  # nobody: the probe checks that the uid switch works inside bwrap
 
 
 @dataclass(frozen=True)
 class SandboxPlan:
-    """What the probe found this machine allows."""
+    """What the probe found this machine allows. ``bwrap`` is None when no sandbox
+    could be made, and ``unavailable`` then says why."""
 
-    unshare: str | None
     prlimit: str
     setpriv: str
-    userns: bool
-    netns: bool
-    pidns: bool
     switch_uid: bool
+    bwrap: str | None = None
+    userns: bool = False
+    root: tuple[str, ...] = ()  # mountns.root_args: the read-only part of the root
+    unavailable: str = ""
+
+    @property
+    def isolated(self) -> bool:
+        return self.bwrap is not None
+
+    @property
+    def netns(self) -> bool:
+        """The network namespace comes with the mount namespace, never without it."""
+        return self.isolated
 
     def describe(self) -> str:
-        parts = [
-            "netns" if self.netns else "HOST NETWORK",
-            "pidns+proc" if self.pidns else "shared pid namespace",
+        parts = (
+            ["mountns (minimal read-only root, private /tmp and /dev/shm)", "netns", "pidns+proc", "ipc+uts ns"]
+            if self.isolated
+            else [f"UNSANDBOXED ({self.unavailable}): host file system and network"]
+        )
+        parts += [
             "userns" if self.userns else "",
             "per-invocation uid" if self.switch_uid else "same uid as the invoker",
             "rlimits",
@@ -63,32 +87,41 @@ class SandboxPlan:
         return ", ".join(p for p in parts if p)
 
 
-def _works(argv: list[str]) -> bool:
+def _run(argv: list[str]) -> str | None:
+    """None when ``argv`` succeeds, else the first line of what went wrong."""
     try:
         done = subprocess.run(argv, capture_output=True, timeout=10, check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return done.returncode == 0
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    if done.returncode == 0:
+        return None
+    first = done.stderr.decode("utf-8", "replace").strip().splitlines()[:1]
+    return first[0][:200] if first else f"exit status {done.returncode}"
 
 
-def probe(network: str = "auto") -> SandboxPlan:
-    """Find the strongest isolation available. ``network='isolated'`` fails closed."""
-    prlimit, setpriv, unshare = shutil.which("prlimit"), shutil.which("setpriv"), shutil.which("unshare")
+def probe(bwrap: str, runtimes: Iterable[str], search_path: str) -> SandboxPlan:
+    """Find whether this machine can make the sandbox, by running it once (the same
+    argv shape as a real run, ending in /bin/true)."""
+    prlimit, setpriv = shutil.which("prlimit"), shutil.which("setpriv")
     if not prlimit or not setpriv:
         raise Unavailable("SANDBOX_UNAVAILABLE", "prlimit and setpriv (util-linux) are required")
     root = os.geteuid() == 0
-    found: tuple[bool, bool] | None = None
-    if network != "host" and unshare:
-        base = [unshare] if root else [unshare, "--user", "--map-current-user"]
-        for pidns in (True, False):
-            argv = [*base, "--net", *(PIDNS_FLAGS if pidns else ()), "--", "/bin/true"]
-            if _works(argv):
-                found = (True, pidns)
-                break
-    if found is None and network == "isolated":
-        raise Unavailable("SANDBOX_NETNS_UNAVAILABLE", "network isolation required but no network namespace")
-    netns, pidns = found or (False, False)
-    return SandboxPlan(unshare, prlimit, setpriv, netns and not root, netns, pidns, root)
+    plan = SandboxPlan(prlimit, setpriv, switch_uid=root)
+    found = shutil.which(bwrap)
+    if not found:
+        return replace(plan, unavailable=f"bubblewrap not found: {bwrap!r}")
+    binds = mountns.runtime_binds(runtimes, search_path)
+    candidate = replace(plan, bwrap=found, userns=not root, root=mountns.root_args(binds))
+    with tempfile.TemporaryDirectory(prefix="trace-probe-") as tmp:
+        mounts = mountns.RunMounts(Path(tmp) / "bundle", Path(tmp) / "home", Path(tmp) / "etc")
+        mounts.bundle.mkdir()
+        mounts.home.mkdir()
+        mountns.write_identity(mounts.etc, PROBE_UID, mounts.home)
+        argv = [*wrapper_argv(candidate, UdfLimits(), PROBE_UID if root else None, mounts), "/bin/true"]
+        failed = _run(argv)
+    if failed is not None:
+        return replace(plan, unavailable=f"bubblewrap cannot make the sandbox: {failed}")
+    return candidate
 
 
 class UidPool:
@@ -111,13 +144,10 @@ class UidPool:
         self._used.discard(uid)
 
 
-def wrapper_argv(plan: SandboxPlan, limits: UdfLimits, uid: int | None) -> list[str]:
-    argv: list[str] = []
-    if plan.netns and plan.unshare:
-        argv += [plan.unshare, *(("--user", "--map-current-user") if plan.userns else ()), "--net"]
-        argv += [*(PIDNS_FLAGS if plan.pidns else ()), "--"]
+def limits_argv(plan: SandboxPlan, limits: UdfLimits, uid: int | None) -> list[str]:
+    """prlimit + setpriv, ending in ``--``: the innermost links of the chain."""
     cpu = max(1, int(limits.cpu_seconds))
-    argv += [
+    argv = [
         plan.prlimit,
         f"--cpu={cpu}:{cpu + 1}",
         f"--as={limits.memory_bytes}",
@@ -132,6 +162,19 @@ def wrapper_argv(plan: SandboxPlan, limits: UdfLimits, uid: int | None) -> list[
     if uid is not None:
         argv += [f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all"]
     return [*argv, "--"]
+
+
+def wrapper_argv(plan: SandboxPlan, limits: UdfLimits, uid: int | None, mounts: mountns.RunMounts | None) -> list[str]:
+    """The whole chain before the runtime command. A plan that is not isolated has no
+    sandbox: only the invoker's explicit development setting lets a run get here."""
+    if plan.bwrap is None:
+        return limits_argv(plan, limits, uid)
+    if mounts is None:
+        raise ValueError("an isolated run needs its mounts")
+    prefix = mountns.bwrap_argv(
+        plan.bwrap, plan.root, mounts, limits.tmpfs_bytes, userns=plan.userns, switch_uid=uid is not None
+    )
+    return prefix + limits_argv(plan, limits, uid)
 
 
 @dataclass(frozen=True)

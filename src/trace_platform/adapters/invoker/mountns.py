@@ -1,0 +1,145 @@
+"""The root file system a UDF runs in: its own mount namespace, made by bubblewrap.
+
+Invariant: inside the sandbox nothing of the host is visible except
+
+- read-only, the system directories (``/usr``; ``/bin``, ``/sbin``, ``/lib*`` as the
+  links or directories they are on the host), the few ``/etc`` files the dynamic
+  loader needs, and the installations of the configured runtimes that live outside
+  ``/usr`` (a virtualenv and its base Python, an ``/opt`` Node), each at its own path;
+- from the run directory (at the same paths as on the host, so argv, HOME and the
+  endpoint need no translation): the verified bundle read-only, HOME writable (removed
+  with the run directory), the bridge socket, and this run's ``/etc/passwd`` and
+  ``/etc/group``;
+- a private ``/proc`` (the pid namespace's), a minimal ``/dev``, and size-bounded
+  private tmpfs mounts on ``/tmp`` and ``/dev/shm`` that vanish with the namespace.
+
+So no host unix socket (``/run``, ``/var/run``, host ``/tmp``), no data directory, no
+home directory, no ``/root``, no ``/work`` unless a configured runtime lives there.
+Abstract unix sockets are scoped by the network namespace, which is new too.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+SYSTEM_LINKS = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+SYSTEM_ROOTS = (Path("/usr"), *(Path(p) for p in SYSTEM_LINKS))
+ETC_ENTRIES = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "alternatives", "localtime")
+# Listed one by one rather than --unshare-all: that implies --unshare-user-try, and a
+# user namespace made by root maps only root, so setpriv could not switch to the run's uid.
+NAMESPACES = ("--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try")
+# As root, bwrap drops every capability unless added back: setpriv needs these to switch
+# to the run's uid, clear its groups and empty the bounding set; all are gone after it.
+SETUID_CAPS = ("CAP_SETUID", "CAP_SETGID", "CAP_SETPCAP")
+ENV = "/usr/bin/env"
+
+
+@dataclass(frozen=True)
+class RunMounts:
+    """The parts of one run directory the sandbox sees."""
+
+    bundle: Path  # read-only
+    home: Path  # writable
+    etc: Path  # holds this run's passwd and group
+    socket: Path | None = None  # the task bridge
+
+
+# Directories the sandbox has before any bind below them.
+PREMADE = frozenset({"/", "/tmp", "/dev", "/dev/shm", "/proc", "/etc", "/usr"})
+
+
+def _parents(*paths: Path) -> list[str]:
+    """Make the directories above binds traversable: bwrap would create them 0700,
+    which the run's uid could not cross. They hold nothing but what is bound below."""
+    args: list[str] = []
+    made = set(PREMADE)
+    for path in paths:
+        for parent in reversed(path.parents):
+            if str(parent) not in made:
+                made.add(str(parent))
+                args += ["--perms", "0755", "--dir", str(parent)]
+    return args
+
+
+def _under(path: Path, roots: Iterable[Path]) -> bool:
+    return any(path.is_relative_to(root) for root in roots)
+
+
+def _install_root(exe: Path) -> Path:
+    """``<prefix>`` for ``<prefix>/bin/<exe>`` (a venv, a Python or Node installation)."""
+    root = exe.parent.parent if exe.parent.name == "bin" else exe
+    home = Path.home()
+    # Never a top-level directory or a home directory (or what holds one): bind the file.
+    if len(root.parts) < 3 or root == home or home.is_relative_to(root):
+        return exe
+    return root
+
+
+def runtime_binds(executables: Iterable[str], search_path: str) -> tuple[Path, ...]:
+    """Installations outside the system directories that the runtimes need, read-only.
+    Both the configured path and its resolved target count (a venv's python links to
+    its base installation). A runtime not found binds nothing: its bundles fail to start."""
+    binds: list[Path] = []
+    for name in executables:
+        found = shutil.which(name, path=search_path)
+        if not found:
+            continue
+        for exe in (Path(os.path.abspath(found)), Path(os.path.realpath(found))):
+            root = _install_root(exe)
+            if not _under(exe, SYSTEM_ROOTS) and not _under(root, binds):
+                binds = [b for b in binds if not b.is_relative_to(root)] + [root]
+    return tuple(binds)
+
+
+def root_args(binds: Iterable[Path]) -> tuple[str, ...]:
+    """The read-only part of the root, the same for every run (computed once)."""
+    args = ["--ro-bind", "/usr", "/usr", "--perms", "0755", "--dir", "/etc"]
+    for link in SYSTEM_LINKS:
+        path = Path(link)
+        if path.is_symlink():
+            args += ["--symlink", os.readlink(path), link]
+        elif path.is_dir():
+            args += ["--ro-bind", link, link]
+    for entry in ETC_ENTRIES:
+        args += ["--ro-bind-try", f"/etc/{entry}", f"/etc/{entry}"]
+    for bind in binds:
+        args += [*_parents(bind), "--ro-bind", str(bind), str(bind)]
+    return tuple(args)
+
+
+def write_identity(etc: Path, uid: int, home: Path) -> None:
+    """A passwd and group naming only root, nobody and this run's user."""
+    etc.mkdir(mode=0o755, exist_ok=True)
+    (etc / "passwd").write_text(
+        "root:x:0:0:root:/nonexistent:/usr/sbin/nologin\n"
+        "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
+        f"udf:x:{uid}:{uid}:udf:{home}:/usr/sbin/nologin\n"
+    )
+    (etc / "group").write_text(f"root:x:0:\nnogroup:x:65534:\nudf:x:{uid}:\n")
+
+
+def bwrap_argv(
+    bwrap: str, root: tuple[str, ...], mounts: RunMounts, tmpfs_bytes: int, *, userns: bool, switch_uid: bool
+) -> list[str]:
+    """The bubblewrap prefix for one run; the rest of the chain follows ``--``."""
+    argv = [bwrap, *NAMESPACES, *(("--unshare-user",) if userns else ()), "--die-with-parent"]
+    for cap in SETUID_CAPS if switch_uid else ():
+        argv += ["--cap-add", cap]
+    argv += root
+    argv += ["--ro-bind", str(mounts.etc / "passwd"), "/etc/passwd"]
+    argv += ["--ro-bind", str(mounts.etc / "group"), "/etc/group"]
+    argv += ["--proc", "/proc", "--dev", "/dev"]
+    for tmp in ("/tmp", "/dev/shm"):
+        argv += ["--perms", "1777", "--size", str(tmpfs_bytes), "--tmpfs", tmp]
+    # After the tmpfs mounts: the run directory usually lies under the host's /tmp.
+    socket = () if mounts.socket is None else (mounts.socket,)
+    argv += _parents(mounts.home, mounts.bundle, *socket)
+    argv += ["--bind", str(mounts.home), str(mounts.home), "--ro-bind", str(mounts.bundle), str(mounts.bundle)]
+    if mounts.socket is not None:
+        argv += ["--bind", str(mounts.socket), str(mounts.socket)]
+    # bwrap always exports PWD after --chdir; the UDF's environment stays exactly the invoker's.
+    return [*argv, "--chdir", str(mounts.bundle), "--", ENV, "-u", "PWD", "--"]
