@@ -5,7 +5,8 @@ Invariant: inside the sandbox nothing of the host is visible except
 - read-only, the system directories (``/usr``; ``/bin``, ``/sbin``, ``/lib*`` as the
   links or directories they are on the host), the few ``/etc`` files the dynamic
   loader needs, and the installations of the configured runtimes that live outside
-  ``/usr`` (a virtualenv and its base Python, an ``/opt`` Node), each at its own path;
+  ``/usr`` (a virtualenv, the directories its ``.pth`` files add, its base Python; an
+  ``/opt`` Node), each at its own path;
 - from the run directory (at the same paths as on the host, so argv, HOME and the
   endpoint need no translation): the verified bundle read-only, HOME writable (removed
   with the run directory), the bridge socket, and this run's ``/etc/passwd`` and
@@ -14,7 +15,8 @@ Invariant: inside the sandbox nothing of the host is visible except
   private tmpfs mounts on ``/tmp`` and ``/dev/shm`` that vanish with the namespace.
 
 So no host unix socket (``/run``, ``/var/run``, host ``/tmp``), no data directory, no
-home directory, no ``/root``, no ``/work`` unless a configured runtime lives there.
+home directory, no ``/root``, no ``/work`` unless a configured runtime lives there
+(the default runtimes, /usr/bin/python3 and node from /usr/bin, bind nothing more).
 Abstract unix sockets are scoped by the network namespace, which is new too.
 """
 
@@ -69,14 +71,31 @@ def _under(path: Path, roots: Iterable[Path]) -> bool:
     return any(path.is_relative_to(root) for root in roots)
 
 
-def _install_root(exe: Path) -> Path:
-    """``<prefix>`` for ``<prefix>/bin/<exe>`` (a venv, a Python or Node installation)."""
-    root = exe.parent.parent if exe.parent.name == "bin" else exe
+def _safe(root: Path) -> bool:
+    """Never a top-level directory or a home directory (or what holds one)."""
     home = Path.home()
-    # Never a top-level directory or a home directory (or what holds one): bind the file.
-    if len(root.parts) < 3 or root == home or home.is_relative_to(root):
-        return exe
-    return root
+    return len(root.parts) >= 3 and root != home and not home.is_relative_to(root)
+
+
+def _install_root(exe: Path) -> Path:
+    """``<prefix>`` for ``<prefix>/bin/<exe>`` (a venv, a Python or Node installation);
+    the file alone where that prefix would be too wide."""
+    root = exe.parent.parent if exe.parent.name == "bin" else exe
+    return root if _safe(root) else exe
+
+
+def _venv_paths(root: Path) -> list[Path]:
+    """Absolute directories a virtualenv's ``.pth`` files put on sys.path (an editable
+    install's source): part of that runtime as configured. Code lines are not paths."""
+    if not (root / "pyvenv.cfg").is_file():
+        return []
+    found: list[Path] = []
+    for pth in sorted(root.glob("lib/python*/site-packages/*.pth")):
+        for line in pth.read_text(errors="replace").splitlines():
+            path = Path(line.strip())
+            if path.is_absolute() and not line.startswith(("#", "import")) and path.is_dir() and _safe(path):
+                found.append(path)
+    return found
 
 
 def runtime_binds(executables: Iterable[str], search_path: str) -> tuple[Path, ...]:
@@ -89,9 +108,12 @@ def runtime_binds(executables: Iterable[str], search_path: str) -> tuple[Path, .
         if not found:
             continue
         for exe in (Path(os.path.abspath(found)), Path(os.path.realpath(found))):
+            if _under(exe, SYSTEM_ROOTS):
+                continue
             root = _install_root(exe)
-            if not _under(exe, SYSTEM_ROOTS) and not _under(root, binds):
-                binds = [b for b in binds if not b.is_relative_to(root)] + [root]
+            for path in (root, *_venv_paths(root)):
+                if not _under(path, binds):
+                    binds = [b for b in binds if not b.is_relative_to(path)] + [path]
     return tuple(binds)
 
 
