@@ -3,8 +3,10 @@
 ``check_sql`` accepts exactly one read-only DuckDB query over an allowlisted set of relations
 and raises ``SqlRejected`` for everything else. The gate is allowlist-first: every node of the
 sqlglot (DuckDB dialect) syntax tree must be a known-safe expression class, every function call
-a known-safe function, and every relation either a visible CTE or an allowed relation name.
-Anything unknown is rejected. See ``docs/sql_gate.md`` for the rationale and the reason codes.
+a known-safe DuckDB function (by the names sqlglot generates for DuckDB and the names written
+before "(" in the text, never by sqlglot's classes), and every relation either a visible CTE
+or an allowed relation name. Anything unknown is rejected. See ``docs/sql_gate.md`` for the
+rationale and the reason codes.
 
 The gate never logs, stores or echoes the SQL text: ``SqlRejected`` carries a stable reason
 code and a fixed description only, exceptions raised by the parser (whose messages quote the
@@ -15,9 +17,11 @@ parses. Use ``sql_sha256`` to correlate a query in audit logs.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import re
 import unicodedata
+from collections import Counter
 from collections.abc import Iterable
 from contextvars import ContextVar
 
@@ -94,7 +98,7 @@ def check_sql(sql: str, *, allowed_relations: frozenset[str] = frozenset({"datas
     reason = _check_text(sql)
     if reason is not None:
         raise SqlRejected(reason)
-    statements, reason = _parse(sql)
+    statements, tokens, reason = _parse(sql)
     if reason is not None:
         raise SqlRejected(reason)
     real = [s for s in statements if s is not None and not _is_empty_statement(s)]
@@ -109,6 +113,7 @@ def check_sql(sql: str, *, allowed_relations: frozenset[str] = frozenset({"datas
     failure: str | None = None
     try:
         _check_tree(root, allowed)
+        _check_written_calls(tokens, root)
     except SqlRejected as exc:
         failure = exc.reason
     except RecursionError:
@@ -145,8 +150,14 @@ def sql_shape(sql: str) -> str | None:
 # --- text and parsing ------------------------------------------------------------------------
 
 _DIALECT = Dialect.get_or_raise("duckdb")
+_GENERATOR = _DIALECT.generator(unsupported_level=ErrorLevel.IGNORE)
+# Render budget per check, in characters: ~20 renderings of the largest accepted text.
+_RENDER_BUDGET = 20 * MAX_SQL_BYTES
+_STRING_LITERAL = re.compile(r"'(?:[^']|'')*'")
+_CALL = re.compile(r'(?:"((?:[^"]|"")+)"|\b([A-Za-z_][A-Za-z0-9_$]*))\s*\(')
 _TOKEN_NAMES = {t: t.name for t in TokenType}
 _NUMBER = TokenType.NUMBER
+_TYPE_TOKENS = frozenset(_DIALECT.parser_class.TYPE_TOKENS) - {TokenType.VAR, TokenType.IDENTIFIER}
 _OPENERS = frozenset({TokenType.L_PAREN, TokenType.L_BRACKET, TokenType.L_BRACE})
 _CLOSERS = frozenset({TokenType.R_PAREN, TokenType.R_BRACKET, TokenType.R_BRACE})
 _QUIET: ContextVar[bool] = ContextVar("trace_sql_gate_quiet", default=False)
@@ -208,18 +219,18 @@ def _bracket_depth(tokens: Iterable[Token]) -> int:
     return deepest
 
 
-def _parse(sql: str) -> tuple[list[exp.Expr | None], str | None]:
+def _parse(sql: str) -> tuple[list[exp.Expr | None], list[Token], str | None]:
     """Tokenize and parse exactly as ``sqlglot.parse(sql, read="duckdb")`` does, quietly."""
     quiet = _QUIET.set(True)
     try:
         tokens = _DIALECT.tokenize(sql)
         if _bracket_depth(tokens) > MAX_BRACKET_DEPTH:
-            return [], "NESTING_TOO_DEEP"
-        return _DIALECT.parser(error_level=ErrorLevel.IMMEDIATE).parse(tokens, sql), None
+            return [], [], "NESTING_TOO_DEEP"
+        return _DIALECT.parser(error_level=ErrorLevel.IMMEDIATE).parse(tokens, sql), tokens, None
     except RecursionError:
-        return [], "NESTING_TOO_DEEP"
+        return [], [], "NESTING_TOO_DEEP"
     except Exception:  # ParseError, TokenError or anything else: the text is not trusted
-        return [], "PARSE_ERROR"
+        return [], [], "PARSE_ERROR"
     finally:
         _QUIET.reset(quiet)
 
@@ -237,11 +248,12 @@ _Frame = tuple[exp.Expr, frozenset[str], int]
 def _check_tree(root: exp.Expr, allowed: frozenset[str]) -> None:
     """Iterative walk over every node, tracking which CTE names are visible where."""
     stack: list[_Frame] = [(root, frozenset(), 1)]
+    calls = _Calls()
     while stack:
         node, scope, depth = stack.pop()
         if depth > MAX_AST_DEPTH:
             raise SqlRejected("NESTING_TOO_DEEP")
-        _check_node(node, scope, allowed)
+        _check_node(node, scope, allowed, calls)
         with_clause = next((v for v in node.args.values() if isinstance(v, exp.With)), None)
         inner = scope
         if with_clause is not None:
@@ -258,7 +270,7 @@ def _push_ctes(with_clause: exp.Expr, scope: frozenset[str], depth: int, stack: 
     """
     if depth > MAX_AST_DEPTH:
         raise SqlRejected("NESTING_TOO_DEEP")
-    _check_node(with_clause, scope, frozenset())
+    _check_node(with_clause, scope, frozenset(), _Calls())
     recursive = bool(with_clause.args.get("recursive"))
     visible = scope
     for child in with_clause.iter_expressions():
@@ -277,33 +289,115 @@ def _push_ctes(with_clause: exp.Expr, scope: frozenset[str], depth: int, stack: 
     return visible
 
 
-def _check_node(node: exp.Expr, scope: frozenset[str], allowed: frozenset[str]) -> None:
+def _check_node(node: exp.Expr, scope: frozenset[str], allowed: frozenset[str], calls: _Calls) -> None:
     kind = type(node)
     if kind is exp.Table:
         _check_table(node, scope, allowed)
     elif kind is exp.Into:
         raise SqlRejected("SELECT_INTO")
-    elif kind in rules.SYNTAX_NODES:  # before the Func test: And / Or are Func subclasses
+    elif isinstance(node, exp.Func):  # And / Or are Func subclasses: their rendering calls nothing
+        _check_function(node, calls)
+    elif kind in rules.SYNTAX_NODES:
         if kind is exp.Column:
             _check_column(node)
         elif kind is exp.Select and not node.expressions:
             raise SqlRejected("PARSE_ERROR")  # sqlglot accepts a bare SELECT; DuckDB does not
-    elif isinstance(node, exp.Func):
-        _check_function(node)
     else:
         raise SqlRejected("DISALLOWED_SYNTAX")
 
 
-def _check_function(node: exp.Func) -> None:
+def _check_function(node: exp.Func, calls: _Calls) -> None:
     parent = node.parent
     if node.arg_key == "this" and isinstance(parent, exp.Table | exp.Lateral | exp.From | exp.Join):
         raise SqlRejected("TABLE_FUNCTION")
     if isinstance(parent, exp.Dot) and node.arg_key == "expression":
         raise SqlRejected("DISALLOWED_FUNCTION")  # x.f() method syntax or schema.f() calls
-    if type(node) is exp.Anonymous:
-        if node.name.lower() not in rules.FUNCTION_NAMES:
+    names = calls.own(node)
+    if not names:  # an operator, keyword or literal form: only the reviewed ones
+        if type(node) not in rules.SYNTAX_FUNCTIONS and type(node) not in rules.SYNTAX_NODES:
             raise SqlRejected("DISALLOWED_FUNCTION")
-    elif type(node) not in rules.FUNCTION_CLASSES:
+        return
+    for name in names:
+        if name not in rules.FUNCTION_NAMES and name not in rules.SYNTAX_CALLS:
+            raise SqlRejected("DISALLOWED_FUNCTION")
+        if name in rules.AGGREGATE_BY_NAME:
+            _check_aggregate_named(node)
+
+
+def _check_aggregate_named(node: exp.Func) -> None:
+    """``list_aggregate(list, 'name', ...)`` calls the aggregate its string names."""
+    args = node.expressions if type(node) is exp.Anonymous else []
+    named = args[1] if len(args) > 1 else None
+    if not (isinstance(named, exp.Literal) and named.is_string):
+        raise SqlRejected("DISALLOWED_FUNCTION")
+    name = named.this
+    if not (rules.PLAIN_IDENTIFIER.fullmatch(name) and name.lower() in rules.AGGREGATE_FUNCTIONS):
+        raise SqlRejected("DISALLOWED_FUNCTION")
+
+
+class _Calls:
+    """The names of the functions sqlglot *generates* for DuckDB, per node.
+
+    A node's own calls are those in its DuckDB rendering that its children's renderings do
+    not account for: ``LowerHex`` renders ``LOWER(HEX(x))`` over ``x`` and so calls ``lower``
+    and ``hex``. Renderings are kept per node for one check; their total size is bounded
+    (deep nesting renders a subtree once per enclosing call).
+    """
+
+    def __init__(self) -> None:
+        self._rendered: dict[int, str] = {}
+        self._budget = _RENDER_BUDGET
+
+    def own(self, node: exp.Expr) -> Counter[str]:
+        rendered = self._render(node)
+        if rules.PLAIN_IDENTIFIER.fullmatch(rendered):
+            return Counter([rendered.lower()])  # a keyword call without brackets: CURRENT_DATE
+        names = _call_names(rendered)
+        for child in node.iter_expressions():
+            names.subtract(_call_names(self._render(child)))
+        return +names  # drops what children account for (and anything rendered differently)
+
+    def _render(self, node: exp.Expr) -> str:
+        key = id(node)  # the tree outlives this object: ids stay unique
+        text = self._rendered.get(key)
+        if text is None:
+            text = _GENERATOR.sql(node)
+            self._budget -= len(text)
+            if self._budget < 0:
+                raise SqlRejected("NESTING_TOO_DEEP")
+            self._rendered[key] = text
+        return text
+
+
+def _call_names(rendered: str) -> Counter[str]:
+    text = _STRING_LITERAL.sub("''", rendered)
+    names: Counter[str] = Counter()
+    for quoted, bare in _CALL.findall(text):
+        if quoted:
+            names[quoted.replace('""', '"').lower()] += 1  # a quoted "in"(...) is a call
+        elif bare.lower() not in rules.RENDER_KEYWORDS:  # "AND (", "IN (", "OVER ("
+            names[bare.lower()] += 1
+    return names
+
+
+def _check_written_calls(tokens: list[Token], root: exp.Expr) -> None:
+    """Every word written before "(" is an allowlisted DuckDB function, a keyword, a type or
+    an alias with a column list. DuckDB runs the text, not sqlglot's reading of it: a name
+    sqlglot translates into allowlisted calls (``gen_random_uuid(x, 'y')`` becomes a SHA1
+    expression) is still the name DuckDB calls."""
+    aliases = Counter(alias.name.lower() for alias in root.find_all(exp.TableAlias) if alias.args.get("columns"))
+    for word, after in itertools.pairwise(tokens):
+        if after.token_type is not TokenType.L_PAREN:
+            continue
+        quoted = word.token_type is TokenType.IDENTIFIER
+        if not quoted and (word.token_type in _TYPE_TOKENS or not rules.PLAIN_IDENTIFIER.fullmatch(word.text)):
+            continue  # DECIMAL(10, 2), a closing bracket, a literal
+        name = word.text.lower()
+        if name in rules.FUNCTION_NAMES or (not quoted and name in rules.RENDER_KEYWORDS | rules.SYNTAX_CALLS):
+            continue
+        if aliases[name] > 0:  # FROM dataset t(a, b), WITH c(x) AS (...)
+            aliases[name] -= 1
+            continue
         raise SqlRejected("DISALLOWED_FUNCTION")
 
 
