@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import asyncpg
 import grpc
@@ -69,7 +70,7 @@ async def claim_declaring(
 
 
 def publication_at_home(
-    settings: Settings, dataset_uuid: str, dataset_version: str, **fields: object
+    settings: Settings, dataset_uuid: str, dataset_version: str, **fields: Any
 ) -> common_pb2.DatasetPublication:
     """A publication whose storage is the version's own location (where cryo_ingest writes)."""
     prefix = output_prefix(datasets_uri(settings), dataset_uuid, dataset_version)
