@@ -123,7 +123,7 @@ BAD_ROWS: list[tuple[Any, str]] = [
     (b'{"dedupe_key": "a", "dedupe_key": "b", "event_time": "2026-01-02T03:04:05Z"}', "DUPLICATE_FIELD"),
     (
         b'{"dedupe_key": "a", "event_time": "2026-01-02T03:04:05Z", "payload": ' + b"[" * 40 + b"]" * 40 + b"}",
-        "INVALID_TYPE",
+        "PAYLOAD_TOO_DEEP",  # the strict parser bounds depth before any field is looked at
     ),
     (
         b'{"dedupe_key": "a", "event_time": "2026-01-02T03:04:05Z", "payload": {"a": ' + b"[" * 40 + b"]" * 40 + b"}}",

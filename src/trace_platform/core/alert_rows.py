@@ -4,8 +4,9 @@ One bad row rejects the whole batch: ``parse_batch`` raises ``BatchRejected`` wi
 reason code and the 1-based number of the first offending row (0 when the batch as a
 whole is unusable). Tenant and producer attribution never come from a row: a row that
 names ``org_id`` or a producer id is refused; the sink takes them from the trusted
-publish record. Values are checked so that PostgreSQL cannot refuse them later (no NUL
-characters, no lone surrogates, bounded integers), so a batch that passes here cannot
+publish record. Values are checked so that PostgreSQL cannot refuse them later (the
+strict JSON parser: no NUL characters, no lone surrogates, no NaN; bounded integers;
+an ``event_time`` between 0001 and 9999 in UTC), so a batch that passes here cannot
 fail on insert for its content.
 """
 
@@ -16,8 +17,10 @@ import re
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
+
+from trace_platform.core import strict_json
 
 MAX_DEDUPE_KEY_CHARS = 512
 MAX_TEXT_CHARS = 256
@@ -83,48 +86,12 @@ class _RowError(Exception):
         self.field = field
 
 
-def _refuse_constant(name: str) -> Any:
-    raise _RowError("INVALID_JSON")  # NaN, Infinity: not JSON
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if value in (float("inf"), float("-inf")):
-        raise _RowError("INVALID_JSON")  # 1e400: JSON, but no database can store it
-    return value
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise _RowError("DUPLICATE_FIELD", key[:64])
-        out[key] = value
-    return out
-
-
-def _safe_text(value: str, field: str) -> str:
-    if "\x00" in value:
-        raise _RowError("NUL_CHARACTER", field)
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise _RowError("INVALID_UNICODE", field) from None
-    return value
-
-
-def _walk_payload(value: Any, depth: int) -> None:
-    if depth > MAX_PAYLOAD_DEPTH:
-        raise _RowError("PAYLOAD_TOO_DEEP", "payload")
-    if isinstance(value, str):
-        _safe_text(value, "payload")
-    elif isinstance(value, dict):
-        for k, v in value.items():
-            _safe_text(k, "payload")
-            _walk_payload(v, depth + 1)
-    elif isinstance(value, list):
-        for v in value:
-            _walk_payload(v, depth + 1)
+# The strict parser's reasons, named as this format has always named them.
+_ROW_REASONS = {
+    "JSON_TOO_DEEP": "PAYLOAD_TOO_DEEP",
+    "DUPLICATE_KEY": "DUPLICATE_FIELD",
+    "PAYLOAD_TOO_LARGE": "ROW_TOO_LARGE",
+}
 
 
 def _text(row: dict[str, Any], field: str, max_chars: int, required: bool = False) -> str | None:
@@ -137,7 +104,7 @@ def _text(row: dict[str, Any], field: str, max_chars: int, required: bool = Fals
         raise _RowError("INVALID_TYPE", field)
     if not value or len(value) > max_chars:
         raise _RowError("INVALID_LENGTH", field)
-    return _safe_text(value, field)
+    return value  # the strict parser refused NUL and lone surrogates
 
 
 def _uint(row: dict[str, Any], field: str) -> int | None:
@@ -185,8 +152,11 @@ def _event_time(row: dict[str, Any]) -> datetime:
         assert digits is not None
         text = f"{head}.{digits.group()[:6].ljust(6, '0')}{tail[digits.end() :]}"
     try:
-        return datetime.fromisoformat(text)
-    except ValueError:
+        # In UTC, as it is stored: "9999-12-31T23:59:59-01:00" is year 10000 there and
+        # "0001-01-01T00:00:00+01:00" year 0, which no driver can encode (OverflowError).
+        # Within 0001..9999 UTC, PostgreSQL's timestamptz stores every value.
+        return datetime.fromisoformat(text).astimezone(UTC)
+    except (ValueError, OverflowError):
         raise _RowError("INVALID_TIMESTAMP", "event_time") from None
 
 
@@ -201,13 +171,10 @@ def parse_row(line: bytes) -> AlertRow:
     if not text.strip():
         raise _RowError("EMPTY_ROW")
     try:
-        row = json.loads(
-            text, object_pairs_hook=_unique_keys, parse_constant=_refuse_constant, parse_float=_finite_float
-        )
-    except RecursionError:
-        raise _RowError("PAYLOAD_TOO_DEEP") from None
-    except ValueError:  # JSONDecodeError, and integers beyond Python's digit limit
-        raise _RowError("INVALID_JSON") from None
+        # The row is depth 1, so its payload may nest MAX_PAYLOAD_DEPTH levels.
+        row = strict_json.loads(text, max_bytes=MAX_ROW_BYTES, max_depth=MAX_PAYLOAD_DEPTH + 1)
+    except strict_json.JsonRefused as exc:
+        raise _RowError(_ROW_REASONS.get(exc.reason, exc.reason)) from None
     if not isinstance(row, dict):
         raise _RowError("NOT_AN_OBJECT")
     for key in row:
@@ -223,7 +190,6 @@ def parse_row(line: bytes) -> AlertRow:
         payload = {}
     if not isinstance(payload, dict):
         raise _RowError("INVALID_TYPE", "payload")
-    _walk_payload(payload, 1)
     payload_json = json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
     if len(payload_json.encode()) > MAX_PAYLOAD_BYTES:
         raise _RowError("PAYLOAD_TOO_LARGE", "payload")

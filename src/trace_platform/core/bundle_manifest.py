@@ -27,6 +27,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from trace_platform.core import strict_json
 from trace_platform.core.errors import FailedPrecondition, PermissionDenied
 
 MANIFEST_NAME = "bundle_manifest.json"
@@ -235,9 +236,9 @@ def verify_envelope(raw: bytes, trusted: TrustedKeys) -> Manifest:
     if len(raw) > MAX_MANIFEST_BYTES:
         raise _invalid("manifest too large")
     try:
-        envelope = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise _invalid("manifest is not JSON") from None
+        envelope = strict_json.loads(raw, max_bytes=MAX_MANIFEST_BYTES)
+    except strict_json.JsonRefused as exc:
+        raise _invalid(f"manifest is not strict JSON: {exc.message}") from None
     if not isinstance(envelope, dict) or "manifest" not in envelope:
         raise _invalid("manifest envelope must hold 'manifest' and 'signature'")
     sig = envelope.get("signature")

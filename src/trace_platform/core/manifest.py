@@ -16,6 +16,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from trace_platform.core import strict_json
 from trace_platform.core.errors import FailedPrecondition
 
 MANIFEST_NAME = "_manifest.json"
@@ -114,9 +115,9 @@ def parse_manifest(
     if len(data) > MAX_MANIFEST_BYTES:
         raise _bad(f"manifest exceeds {MAX_MANIFEST_BYTES} bytes")
     try:
-        raw = json.loads(data.decode("utf-8"), object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise _bad("manifest is not valid UTF-8 JSON") from None
+        raw = strict_json.loads(data, max_bytes=MAX_MANIFEST_BYTES)
+    except strict_json.JsonRefused as exc:
+        raise _bad(f"manifest is not strict UTF-8 JSON: {exc.message}") from None
     if not isinstance(raw, dict) or set(raw) != _TOP_KEYS:
         raise _bad(f"manifest must be an object with exactly the keys {sorted(_TOP_KEYS)}")
     if raw["format"] != FORMAT or _int(raw["format_version"], "format_version") != FORMAT_VERSION:
@@ -191,19 +192,6 @@ def _int(value: Any, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise _bad(f"{what} must be an integer")
     return value
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in pairs:
-        if k in out:
-            raise _bad("duplicate JSON key")
-        out[k] = v
-    return out
-
-
-def _no_constant(name: str) -> Any:
-    raise _bad(f"{name} is not allowed")
 
 
 def _bad(message: str) -> FailedPrecondition:

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
-import json
 import re
 import uuid
 from typing import Any
 
+from trace_platform.core import strict_json
 from trace_platform.core.errors import InvalidArgument
 
 SLUG_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+
+
+def require_text(field: str, value: str) -> str:
+    """A string that PostgreSQL can store: no NUL, no lone surrogate."""
+    try:
+        strict_json.check_text(value)
+    except strict_json.JsonRefused as exc:
+        raise InvalidArgument(exc.reason, f"{field}: {exc.message}", field=field) from None
+    return value
 
 
 def require_uuid(field: str, value: object) -> str:
@@ -35,15 +44,14 @@ def require_slug(field: str, value: str) -> str:
 
 
 def require_json(field: str, text: str, kind: type, max_bytes: int, default: Any) -> Any:
-    """Parse a JSON text field of an expected top-level type, bounded in size."""
+    """Parse a JSON text field of an expected top-level type with the strict parser
+    (bounded in size and depth; no NaN, NUL, lone surrogates or duplicate keys)."""
     if not text:
         return default
-    if len(text.encode()) > max_bytes:
-        raise InvalidArgument("PAYLOAD_TOO_LARGE", f"{field} exceeds {max_bytes} bytes", field=field)
     try:
-        value = json.loads(text)
-    except json.JSONDecodeError:
-        raise InvalidArgument("INVALID_JSON", f"{field} is not valid JSON", field=field) from None
+        value = strict_json.loads(text, max_bytes=max_bytes)
+    except strict_json.JsonRefused as exc:
+        raise InvalidArgument(exc.reason, f"{field}: {exc.message}", field=field) from None
     if not isinstance(value, kind):
         raise InvalidArgument("INVALID_JSON", f"{field} must be a JSON {kind.__name__}", field=field)
     return value

@@ -3,6 +3,11 @@
 A ``TraceError`` becomes its status code with a ``google.rpc.ErrorInfo`` detail
 carrying the reason code (domain ``trace``). Anything else becomes INTERNAL with no
 details leaked; the traceback is logged, never the request.
+
+Before a servicer runs, the request passes ``request_checks`` (no NUL or lone surrogate
+in any string, timestamps in range, decodable at all): the one place that holds for
+every service. A RecursionError (input nested deeper than the code can walk) is the
+caller's input, not a fault of the server: INVALID_ARGUMENT ``INPUT_TOO_DEEP``.
 """
 
 from __future__ import annotations
@@ -16,7 +21,8 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from trace_platform.core.errors import ErrorKind, Internal, TraceError
+from trace_platform.core.errors import ErrorKind, Internal, InvalidArgument, TraceError
+from trace_platform.servers.common.request_checks import check_request, safe_deserializer
 
 log = logging.getLogger(__name__)
 ERROR_DOMAIN = "trace"
@@ -48,6 +54,8 @@ def to_status(err: TraceError) -> grpc.Status:
 async def _abort(context: grpc.aio.ServicerContext, exc: BaseException, method: str) -> None:
     if isinstance(exc, TraceError):
         err = exc
+    elif isinstance(exc, RecursionError):
+        err = InvalidArgument("INPUT_TOO_DEEP", "the request is nested too deeply")
     else:
         log.exception("unhandled error", extra={"method": method})
         err = Internal("INTERNAL", "internal error")
@@ -69,18 +77,22 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
             async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
                 try:
+                    check_request(request)
                     return await inner(request, context)
                 except grpc.aio.AbortError:
                     raise
                 except Exception as exc:
                     await _abort(context, exc, method)
 
-            return grpc.unary_unary_rpc_method_handler(unary, handler.request_deserializer, handler.response_serializer)
+            return grpc.unary_unary_rpc_method_handler(
+                unary, safe_deserializer(handler.request_deserializer), handler.response_serializer
+            )
         if handler.unary_stream is not None:
             inner_stream = handler.unary_stream
 
             async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
                 try:
+                    check_request(request)
                     async for item in inner_stream(request, context):
                         yield item
                 except grpc.aio.AbortError:
@@ -89,6 +101,6 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                     await _abort(context, exc, method)
 
             return grpc.unary_stream_rpc_method_handler(
-                stream, handler.request_deserializer, handler.response_serializer
+                stream, safe_deserializer(handler.request_deserializer), handler.response_serializer
             )
         return handler
