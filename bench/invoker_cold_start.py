@@ -1,13 +1,19 @@
 """Cold-start overhead of the Lite invoker, per runtime, for a trivial bundle.
 
-For each runtime three timings (N runs each, p50/p95 in ms):
+For each runtime four timings, interleaved in one run (N runs each, p50/p95 in ms):
 
 - ``bare``: ``subprocess.run`` of the same interpreter doing nothing (``python -I -B -c
   pass``, ``node -e 0``; for rust the bootstrap binary itself with ``{}`` on stdin);
-- ``sandboxed``: the same trivial handler through the sandbox wrapper (namespaces,
-  rlimits, uid switch) with the runtime shim, no bundle handling;
+- ``old``: the trivial handler with the runtime shim through the wrapper before the
+  mount namespace (``unshare --net --pid --fork --mount-proc --kill-child``, prlimit,
+  setpriv): the baseline, kept here only;
+- ``mountns``: the same through today's sandbox (bubblewrap: mount, network, pid, ipc
+  and uts namespaces with the minimal root, then prlimit, setpriv); no bundle handling;
 - ``invoke``: the whole ``LocalInvoker.invoke``: copy + sha256, verify signature,
-  extract, sandbox, run, classify, clean up.
+  extract, sandbox (with the per-invocation uid and the task bridge off), run, classify,
+  clean up.
+
+The target: ``mountns`` p50 at most 1.2 x ``old`` p50.
 
     python bench/invoker_cold_start.py [--runs 30] [--runtimes python,node,rust]
 """
@@ -16,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import shutil
 import statistics
 import subprocess
@@ -29,11 +36,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from trace_platform.adapters.invoker.base import Invocation
 from trace_platform.adapters.invoker.local import LocalInvoker
+from trace_platform.adapters.invoker.mountns import RunMounts, write_identity
 from trace_platform.adapters.invoker.runtimes import Executables, bare_argv, runtime_argv
-from trace_platform.adapters.invoker.sandbox import run_bounded, wrapper_argv
+from trace_platform.adapters.invoker.sandbox import SandboxPlan, limits_argv, run_bounded, wrapper_argv
 from trace_platform.core.bundle_manifest import TrustedKeys
 from trace_platform.core.bundles import build_bundle, extract_bundle
-from trace_platform.core.config import InvokerSettings
+from trace_platform.core.config import InvokerSettings, UdfLimits
 
 RUST_MAIN = """use std::io::{Read, Write};
 fn main() {
@@ -91,6 +99,13 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
 
 
+def pre_mountns_argv(plan: SandboxPlan, limits: UdfLimits) -> list[str]:
+    """The wrapper as it was before the mount namespace (as root): the baseline only."""
+    unshare = shutil.which("unshare")
+    assert unshare, "util-linux unshare is needed for the baseline"
+    return [unshare, "--net", "--pid", "--fork", "--mount-proc", "--kill-child", "--", *limits_argv(plan, limits, None)]
+
+
 def invocation(url: str) -> Invocation:
     return Invocation(str(uuid.uuid4()), 1, str(uuid.uuid4()), datetime.now(UTC) + timedelta(minutes=5), "cap", url)
 
@@ -105,16 +120,27 @@ async def measure(runtime: str, src: Path, entry: str, work: Path, runs: int) ->
     exes = Executables(python=settings.python, node=settings.node)
     extracted = extract_bundle(archive, trusted, parent=work, root_mode=0o555)
     limits = settings.limits
+    assert invoker.plan.isolated, invoker.plan.unavailable
+    home, etc = work / f"{runtime}-home", work / f"{runtime}-etc"
+    home.mkdir()
+    write_identity(etc, os.getuid(), home)
+    mounts = RunMounts(extracted.root, home, etc)
     bare = bare_argv(runtime, exes) if runtime != "rust" else [str(extracted.root / "bootstrap")]
-    sandboxed = wrapper_argv(invoker.plan, limits, None) + runtime_argv(runtime, entry, extracted.root, exes)
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(work), "LANG": "C.UTF-8"}
-    times: dict[str, list[float]] = {"bare": [], "sandboxed": [], "invoke": []}
-    for _ in range(runs):
+    command = runtime_argv(runtime, entry, extracted.root, exes)
+    wrapped = {
+        "old": pre_mountns_argv(invoker.plan, limits) + command,
+        "mountns": wrapper_argv(invoker.plan, limits, None, mounts) + command,
+    }
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(home), "LANG": "C.UTF-8"}
+    times: dict[str, list[float]] = {"bare": [], "old": [], "mountns": [], "invoke": []}
+    for i in range(runs):
         times["bare"].append(bare_run(bare))
-        t = time.perf_counter()
-        out = await run_bounded(sandboxed, b"{}", env, extracted.root, limits, 30)
-        assert out.returncode == 0, out.stderr_tail
-        times["sandboxed"].append(time.perf_counter() - t)
+        # Alternate which wrapper goes first, so neither always runs on a warmer cache.
+        for name in ("old", "mountns") if i % 2 == 0 else ("mountns", "old"):
+            t = time.perf_counter()
+            out = await run_bounded(wrapped[name], b"{}", env, extracted.root, limits, 30)
+            assert out.returncode == 0, (name, out.stderr_tail)
+            times[name].append(time.perf_counter() - t)
         t = time.perf_counter()
         res = await invoker.invoke(invocation(f"file://{archive}"))
         assert res.ok, (res.error_reason, res.stderr_tail)
@@ -135,13 +161,12 @@ async def main() -> None:
         for runtime, (src, entry) in sources.items():
             times = await measure(runtime, src, entry, work, opts.runs)
             rows.append((runtime, times))
-        print(
-            f"{'runtime':8} {'bare p50/p95 ms':>18} {'sandboxed p50/p95':>18} {'invoke p50/p95':>18} {'ratio p50':>10}"
-        )
+        keys = ("bare", "old", "mountns", "invoke")
+        print(f"{'runtime':8}" + "".join(f"{k + ' p50/p95 ms':>20}" for k in keys) + f"{'mountns/old p50':>17}")
         for runtime, t in rows:
-            cols = [f"{pct(t[k], 0.5):7.1f}/{pct(t[k], 0.95):7.1f}" for k in ("bare", "sandboxed", "invoke")]
-            ratio = statistics.median(t["invoke"]) / statistics.median(t["bare"])
-            print(f"{runtime:8} {cols[0]:>18} {cols[1]:>18} {cols[2]:>18} {ratio:9.2f}x")
+            cols = [f"{pct(t[k], 0.5):7.1f}/{pct(t[k], 0.95):7.1f}" for k in keys]
+            ratio = statistics.median(t["mountns"]) / statistics.median(t["old"])
+            print(f"{runtime:8}" + "".join(f"{c:>20}" for c in cols) + f"{ratio:16.2f}x")
         print(
             "overhead p50 (invoke - bare), ms:",
             {r: round(pct(t["invoke"], 0.5) - pct(t["bare"], 0.5), 1) for r, t in rows},
