@@ -60,6 +60,7 @@ def build_dispatcher(pool: asyncpg.Pool, queue: Queue, settings: Settings, ring:
         dev_hs256_secret=tok.dev_hs256_secret,
         refresh_min_seconds=0.0,
         cache_seconds=tok.jwks_cache_seconds,
+        max_lifetime_seconds=tok.ttl_seconds,
     )
     service = DispatcherService(
         tasks,
