@@ -17,9 +17,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-import pyarrow as pa
 import pyarrow.fs as pafs
 from fsspec import AbstractFileSystem  # type: ignore[import-untyped]
 
@@ -27,12 +26,26 @@ PROTOCOL = "trace"
 PREFIX = f"{PROTOCOL}:///"
 
 
+class Source(Protocol):
+    """What is read of an open object (a ``pyarrow.NativeFile`` is one)."""
+
+    def size(self) -> int: ...
+    def read_at(self, nbytes: int, offset: int) -> bytes: ...
+    def close(self) -> None: ...
+
+
+class Opener(Protocol):
+    """Where objects are opened (a ``pyarrow.fs.FileSystem`` is one)."""
+
+    def open_input_file(self, path: str) -> Source: ...
+
+
 @dataclass(frozen=True)
 class GrantedObject:
     """A Parquet object as DuckDB sees it (``virtual_path``) and where it really lives."""
 
     virtual_path: str  # trace:///...
-    filesystem: pafs.FileSystem
+    filesystem: pafs.FileSystem | Opener
     path: str
     size: int
 
@@ -53,7 +66,7 @@ CORRUPT = "corrupt"
 
 
 class _RangeReader(io.RawIOBase):
-    def __init__(self, source: pa.NativeFile, size: int, on_failure: Callable[[str], None]) -> None:
+    def __init__(self, source: Source, size: int, on_failure: Callable[[str], None]) -> None:
         self._source = source
         self._size = size
         self._pos = threading.local()
@@ -103,7 +116,7 @@ class GrantedFileSystem(AbstractFileSystem):  # type: ignore[misc]
     def __init__(self) -> None:
         super().__init__()
         self._granted: dict[str, GrantedObject] = {}
-        self._sources: OrderedDict[str, pa.NativeFile] = OrderedDict()
+        self._sources: OrderedDict[str, Source] = OrderedDict()
         # Why a read failed, for the error the caller gets (DuckDB only passes on text).
         self.failure: str | None = None
 
@@ -132,7 +145,7 @@ class GrantedFileSystem(AbstractFileSystem):  # type: ignore[misc]
         obj = self._object(path)
         return _RangeReader(self._source(obj), obj.size, self._fail)
 
-    def _source(self, obj: GrantedObject) -> pa.NativeFile:
+    def _source(self, obj: GrantedObject) -> Source:
         """An open handle, kept across requests: objects of a version never change, and
         positional reads make one handle safe to share between DuckDB's threads."""
         source = self._sources.get(obj.virtual_path)

@@ -5,7 +5,10 @@ the ones it serves, reach the network (no extension is installed, auto-installed
 auto-loaded, so no httpfs), create anything persistent (the catalog is a database file
 opened read-only; temporary objects die with the per-request connection), or loosen any of
 this (``lock_configuration``). Memory and threads are capped and spills go to a private
-(0700) temp directory. A database comes in one of two kinds:
+(0700) temp directory of bounded size (``max_temp_directory_size``). DuckDB's memory limit
+does not bound every allocation (string and list builders go around it), so the Query
+Service runs these databases in query processes under an OS address-space cap
+(``servers/query/worker.py``). A database comes in one of two kinds:
 
 - **Granted** (any store): ``LocalFileSystem`` is disabled and external access is off
   except for ``trace:///`` paths, which the ``GrantedFileSystem`` serves from the objects
@@ -65,6 +68,7 @@ _REQUIRED = {
 class DuckDBLimits:
     memory_limit: str = "1GB"
     threads: int = 2
+    temp_limit: str = "4GB"  # spill bound (DuckDB's default is 90% of the free disk)
 
 
 class HardeningFailed(RuntimeError):
@@ -140,6 +144,7 @@ class HardenedDatabase:
                     "secret_directory": str(self.dir / "secrets"),
                     "temp_directory": str(self.temp_dir),
                     "memory_limit": limits.memory_limit,
+                    "max_temp_directory_size": limits.temp_limit,
                     "threads": limits.threads,
                 },
             )

@@ -1,8 +1,9 @@
 """A bounded pool of hardened databases with a short admission queue.
 
-``slots`` requests run at once, each on a database of its own (the Query Service's
-concurrency cap); up to ``queue`` more requests wait at most ``wait_seconds`` for a slot;
-anything beyond is refused at once with RESOURCE_EXHAUSTED so overload stays cheap.
+``slots`` requests run at once, each on a database of its own; up to ``queue`` more
+requests wait at most ``wait_seconds`` for a slot; anything beyond is refused at once
+with RESOURCE_EXHAUSTED so overload stays cheap. The Query Service runs one such pool in
+each of its query processes (``servers/query/worker_loop.py``), with one slot.
 
 Granted databases (any store) are made as concurrent requests need them, at most
 ``slots``. Pinned databases (one set of local
@@ -25,6 +26,39 @@ from trace_platform.adapters.duckdb.hardened import DuckDBLimits, HardenedDataba
 from trace_platform.core.errors import ResourceExhausted
 
 
+class Admission:
+    """At most ``slots`` holders at once; up to ``queue`` more wait at most ``wait_seconds``;
+    anything beyond is refused at once with RESOURCE_EXHAUSTED (QUERY_CAPACITY)."""
+
+    def __init__(self, slots: int, queue: int, wait_seconds: float) -> None:
+        self._slots = asyncio.Semaphore(slots)
+        self._max_waiting = queue
+        self._wait_seconds = wait_seconds
+        self._waiting = 0
+
+    @contextlib.asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        await self._admit()
+        try:
+            yield
+        finally:
+            self._slots.release()
+
+    async def _admit(self) -> None:
+        if not self._slots.locked():
+            await self._slots.acquire()
+            return
+        if self._waiting >= self._max_waiting:
+            raise ResourceExhausted("QUERY_CAPACITY", "too many concurrent queries; retry later")
+        self._waiting += 1
+        try:
+            await asyncio.wait_for(self._slots.acquire(), self._wait_seconds)
+        except TimeoutError:
+            raise ResourceExhausted("QUERY_CAPACITY", "too many concurrent queries; retry later") from None
+        finally:
+            self._waiting -= 1
+
+
 class DatabasePool:
     def __init__(
         self,
@@ -37,21 +71,17 @@ class DatabasePool:
     ) -> None:
         self._work_dir = work_dir
         self._limits = limits
-        self._slots = slots
-        self._max_waiting = queue
-        self._wait_seconds = wait_seconds
         self._pinned_idle = pinned_idle
-        self._admission = asyncio.Semaphore(slots)
+        self._admission = Admission(slots, queue, wait_seconds)
         self._free: asyncio.Queue[HardenedDatabase] = asyncio.Queue()
         self._idle: OrderedDict[PinnedFiles, list[HardenedDatabase]] = OrderedDict()
-        self._waiting = 0
         self._all: set[HardenedDatabase] = set()
 
     async def start(self) -> None:
         """One granted database now, so a DuckDB that cannot be hardened stops start-up;
         the others are made when concurrent requests first need them (with local stores
         most requests run on pinned databases and never do)."""
-        self._work_dir = await asyncio.to_thread(_process_dir, self._work_dir)
+        self._work_dir = await asyncio.to_thread(process_dir, self._work_dir)
         self._free.put_nowait(await self._make(None))
 
     async def _make(self, pinned: PinnedFiles | None) -> HardenedDatabase:
@@ -62,8 +92,7 @@ class DatabasePool:
     @contextlib.asynccontextmanager
     async def database(self, pinned: PinnedFiles | None = None) -> AsyncIterator[HardenedDatabase]:
         """A database for one request: a granted one, or one pinned to ``pinned``."""
-        await self._admit()
-        try:
+        async with self._admission.slot():
             if pinned is not None:
                 db = await self._pinned(pinned)
             else:  # a held slot guarantees fewer than `slots` granted databases are in use
@@ -72,22 +101,6 @@ class DatabasePool:
                 yield db
             finally:
                 await self._release(db)
-        finally:
-            self._admission.release()
-
-    async def _admit(self) -> None:
-        if not self._admission.locked():
-            await self._admission.acquire()
-            return
-        if self._waiting >= self._max_waiting:
-            raise ResourceExhausted("QUERY_CAPACITY", "too many concurrent queries; retry later")
-        self._waiting += 1
-        try:
-            await asyncio.wait_for(self._admission.acquire(), self._wait_seconds)
-        except TimeoutError:
-            raise ResourceExhausted("QUERY_CAPACITY", "too many concurrent queries; retry later") from None
-        finally:
-            self._waiting -= 1
 
     async def _pinned(self, pinned: PinnedFiles) -> HardenedDatabase:
         idle = self._idle.get(pinned)
@@ -127,7 +140,7 @@ class DatabasePool:
         await asyncio.to_thread(shutil.rmtree, self._work_dir, True)
 
 
-def _process_dir(parent: Path) -> Path:
+def process_dir(parent: Path) -> Path:
     """A private directory for this process; directories of dead processes are removed."""
     parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     for old in parent.glob("pid-*"):

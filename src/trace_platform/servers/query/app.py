@@ -7,8 +7,6 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from trace_platform.adapters.duckdb.hardened import DuckDBLimits
-from trace_platform.adapters.duckdb.pool import DatabasePool
 from trace_platform.adapters.objectstore.factory import object_stores
 from trace_platform.adapters.objectstore.stores import ObjectStores
 from trace_platform.adapters.postgres.attempt_repository import AttemptRepository
@@ -18,22 +16,21 @@ from trace_platform.core.tokens import JwksFetcher, TokenVerifier
 from trace_platform.core.user_tokens import UserTokenVerifier, load_jwks_keys
 from trace_platform.servers.common.server import ServiceBinding
 from trace_platform.servers.query.attach import DatasetAttacher
-from trace_platform.servers.query.execute import QueryRunner
 from trace_platform.servers.query.metrics import MetricsEndpoint, QueryMetrics
 from trace_platform.servers.query.service import QueryService
 from trace_platform.servers.query.servicer import QueryServicer, query_binding
+from trace_platform.servers.query.workers import QueryWorkers
 
 
 @dataclass
 class QueryServer:
     service: QueryService
     binding: ServiceBinding
-    databases: DatabasePool
-    runner: QueryRunner
+    workers: QueryWorkers
     metrics_endpoint: MetricsEndpoint | None = None
 
     async def start(self, metrics_listen: str) -> None:
-        await self.databases.start()
+        await self.workers.start()
         if metrics_listen:
             self.metrics_endpoint = MetricsEndpoint(self.service.metrics, metrics_listen)
 
@@ -42,8 +39,7 @@ class QueryServer:
         if self.metrics_endpoint is not None:
             self.metrics_endpoint.close()
         with contextlib.suppress(Exception):
-            await self.databases.close()
-        self.runner.close()
+            await self.workers.close()
 
 
 def build_query_server(
@@ -66,23 +62,16 @@ def build_query_server(
         public_keys=load_jwks_keys(auth.jwks_path) if auth.jwks_path else {},
         max_lifetime_seconds=auth.max_lifetime_seconds,
     )
-    databases = DatabasePool(
-        settings.data_dir / "query-work",
-        DuckDBLimits(q.memory_limit, q.threads),
-        q.slots,
-        q.admission_queue,
-        q.admission_wait_seconds,
-    )
-    runner = QueryRunner(q.slots + 2)
+    # The query processes see the data directory and every file root read-only.
+    workers = QueryWorkers(settings.data_dir / "query-work", q, [settings.data_dir, *q.file_roots])
     service = QueryService(
         DatasetRepository(pool),
         DatasetAttacher(stores or object_stores(settings)),
-        databases,
-        runner,
+        workers,
         task_verifier,
         user_verifier,
         q,
         QueryMetrics(),
         AttemptRepository(pool),
     )
-    return QueryServer(service, query_binding(QueryServicer(service)), databases, runner)
+    return QueryServer(service, query_binding(QueryServicer(service)), workers)

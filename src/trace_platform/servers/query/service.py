@@ -20,9 +20,6 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 
-import pyarrow as pa
-
-from trace_platform.adapters.duckdb.pool import DatabasePool
 from trace_platform.adapters.postgres.attempt_repository import AttemptRepository
 from trace_platform.adapters.postgres.dataset_repository import DatasetRepository, QueryAuditRecord
 from trace_platform.core.config import QuerySettings
@@ -38,10 +35,9 @@ from trace_platform.core.user_tokens import UserTokenVerifier
 from trace_platform.core.validation import clamp_limit, require_attempt, require_dataset_name, require_uuid
 from trace_platform.servers.query.attach import AttachedVersion, DatasetAttacher, combine
 from trace_platform.servers.query.audit import AuditTicket, QueryAudit
-from trace_platform.servers.query.execute import LimitedResult, QueryRunner, open_query, run_limited
 from trace_platform.servers.query.gate import GatedSql, GateMemo, SqlDenied
 from trace_platform.servers.query.metrics import QueryMetrics
-from trace_platform.servers.query.results import ArrowIpcChunks
+from trace_platform.servers.query.workers import LimitedResult, QueryWorkers
 
 _DENIALS = (Unauthenticated, PermissionDenied, SqlDenied)
 
@@ -57,8 +53,7 @@ class QueryService:
         self,
         repo: DatasetRepository,
         attacher: DatasetAttacher,
-        databases: DatabasePool,
-        runner: QueryRunner,
+        workers: QueryWorkers,
         task_verifier: TokenVerifier,
         user_verifier: UserTokenVerifier,
         settings: QuerySettings,
@@ -68,8 +63,7 @@ class QueryService:
         self._repo = repo
         self._attempts = attempts
         self._attacher = attacher
-        self._databases = databases
-        self._runner = runner
+        self._workers = workers
         self._task_verifier = task_verifier
         self._user_verifier = user_verifier
         self._settings = settings
@@ -135,33 +129,29 @@ class QueryService:
             user, attached, gated = await self._authorize_user(bearer, dataset, sql)
             timeout = min(deadline, self._settings.user_timeout_seconds)
             ticket = self.audit.ticket(_user_audit(user, attached, gated.sha256, "query_arrow"), gated.refs)
-            loop_deadline = asyncio.get_running_loop().time() + timeout
-            rows = 0
+            rows, opened = 0, False
+            held = b""  # one message behind: the stream's end leaves once the outcome is recorded
             try:
-                async with self._databases.database(attached.pinned) as db:
-                    with db.session(attached.objects) as conn:
-                        rel = await self._runner.run(
-                            conn, lambda: open_query(db, conn, attached.objects, sql), timeout, db, ticket.open
-                        )
-                        reader = await self._runner.run(
-                            conn, lambda: rel.to_arrow_reader(self._settings.arrow_batch_rows), timeout, db
-                        )
-                        await ticket.opened()
-                        chunks = ArrowIpcChunks(reader.schema)
-                        while True:
-                            remaining = loop_deadline - asyncio.get_running_loop().time()
-                            batch = await self._runner.run(conn, lambda: _next_batch(reader), max(remaining, 0.001), db)
-                            if batch is None:
-                                break
-                            rows += batch.num_rows
-                            yield chunks.batch(batch)
-                        tail = chunks.finish()
+                stream = self._workers.arrow(
+                    attached.objects, attached.pinned, sql, self._settings.arrow_batch_rows, timeout, ticket.open
+                )
+                async with contextlib.aclosing(stream) as chunks:
+                    async for count, chunk in chunks:
+                        if held:
+                            if not opened:
+                                await ticket.opened()
+                                opened = True
+                            yield held
+                        rows += count
+                        held = chunk
+                if not opened:
+                    await ticket.opened()
             except BaseException as exc:
                 ticket.failed(exc)
                 raise
             ticket.succeeded(rows)
             self.metrics.rows.labels("query_arrow").inc(rows)
-            yield tail
+            yield held
 
     async def _authorize_user(
         self, bearer: str | None, dataset: str, sql: str
@@ -184,11 +174,7 @@ class QueryService:
         self, attached: AttachedVersion, sql: str, limit: int, timeout: float, started: Callable[[], None]
     ) -> LimitedResult:
         rows = clamp_limit(limit, self._settings.default_limit, self._settings.max_limit)
-        async with self._databases.database(attached.pinned) as db:
-            with db.session(attached.objects) as conn:
-                return await self._runner.run(
-                    conn, lambda: run_limited(db, conn, attached.objects, sql, rows), timeout, db, started
-                )
+        return await self._workers.rows(attached.objects, attached.pinned, sql, rows, timeout, started)
 
     @contextlib.contextmanager
     def _observe(self, rpc: str) -> Iterator[None]:
@@ -237,10 +223,3 @@ async def _audited(ticket: AuditTicket, run: Awaitable[LimitedResult]) -> Limite
         raise
     ticket.succeeded(len(result.rows))
     return result
-
-
-def _next_batch(reader: pa.RecordBatchReader) -> pa.RecordBatch | None:
-    try:
-        return reader.read_next_batch()
-    except StopIteration:
-        return None

@@ -8,7 +8,7 @@ from typing import Any
 from trace_platform.gen.trace.v1 import query_pb2, query_pb2_grpc
 from trace_platform.servers.common.auth import TASK_CAPABILITY, bearer_token, metadata_value
 from trace_platform.servers.common.server import ServiceBinding
-from trace_platform.servers.query.results import columns_pb, rows_pb
+from trace_platform.servers.query.results import columns_pb
 from trace_platform.servers.query.service import QueryService
 
 Ctx = Any  # grpc.aio.ServicerContext (grpc ships no type hints)
@@ -36,7 +36,7 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
             _deadline(context),
         )
         return pb.TaskQueryResponse(
-            columns=columns_pb(result.columns), rows=rows_pb(result.rows), truncated=result.truncated
+            columns=columns_pb(result.columns), rows=result.rows, truncated=result.truncated
         )
 
     async def Query(self, request: pb.QueryRequest, context: Ctx) -> pb.QueryResponse:
@@ -45,7 +45,7 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
         )
         return pb.QueryResponse(
             columns=columns_pb(out.result.columns),
-            rows=rows_pb(out.result.rows),
+            rows=out.result.rows,
             truncated=out.result.truncated,
             dataset_version=out.dataset_version,
         )

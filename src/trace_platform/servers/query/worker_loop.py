@@ -1,0 +1,105 @@
+"""The request loop of a query process (``worker.py`` sets up the walls, then calls it).
+
+One request at a time on a ``DatabasePool`` of this process's own (one granted database,
+made and verified at start, and the pinned databases of recent version sets). The
+address-space cap is set once the first database is hardened. A memory failure ends the
+process after its answer, so the next request starts in a fresh one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import pickle
+import resource
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import duckdb
+
+from trace_platform.adapters.duckdb.granted_fs import GrantedObject
+from trace_platform.adapters.duckdb.hardened import DuckDBLimits, PinnedFiles
+from trace_platform.adapters.duckdb.pool import DatabasePool
+from trace_platform.core.errors import ResourceExhausted, TraceError
+from trace_platform.servers.query.execute import duckdb_error, send_arrow, send_rows
+from trace_platform.servers.query.frames import Kind, encode_json, failure_frame, read_frame_sync
+from trace_platform.servers.query.remote_reads import RemoteFiles
+from trace_platform.servers.query.worker import size_bytes
+
+MEMORY_LIMIT = "QUERY_MEMORY_LIMIT"
+
+
+@dataclass(frozen=True)
+class QueryRequest:
+    sql: str
+    objects: tuple[tuple[str, int], ...]  # (virtual path, size): read through the service
+    pinned: PinnedFiles | None
+    max_bytes: int
+    limit: int = 0  # rows mode: the row cap
+    arrow_batch_rows: int = 0  # Arrow mode when > 0
+
+
+def serve(config: dict[str, Any], stdin: BinaryIO, out: BinaryIO, mapped_bytes: Callable[[], int]) -> None:
+    def write(data: bytes) -> None:
+        out.write(data)
+        out.flush()
+
+    lock = threading.Lock()  # the pipe is shared by the answer and the object reads
+    remote = RemoteFiles(stdin, write, lock)
+
+    def send(data: bytes) -> None:
+        with lock:
+            write(data)
+
+    async def run() -> None:
+        limits = DuckDBLimits(config["memory_limit"], config["threads"], config["temp_limit"])
+        pool = DatabasePool(Path(config["work_dir"]), limits, 1, 0, 0.0, pinned_idle=config["pinned_idle"])
+        try:
+            await pool.start()
+        except Exception as exc:  # e.g. HardeningFailed: the service refuses to start
+            send(failure_frame(exc, str(exc)[:300]))
+            return
+        cap = mapped_bytes() + size_bytes(config["memory_limit"]) + size_bytes(config["headroom"])
+        resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+        send(encode_json(Kind.READY, {"address_space": cap}))
+        try:
+            while (frame := read_frame_sync(stdin)) is not None:
+                if not await _answer(pool, pickle.loads(frame[1]), remote, send):
+                    break
+        finally:
+            await pool.close()
+
+    asyncio.run(run())
+    sys.exit(0)
+
+
+async def _answer(
+    pool: DatabasePool, request: QueryRequest, remote: RemoteFiles, send: Callable[[bytes], None]
+) -> bool:
+    """Answer one request; False when this process must end after it (memory)."""
+    objects = tuple(GrantedObject(path, remote, path, size) for path, size in request.objects)
+    try:
+        async with pool.database(request.pinned) as db:
+            with db.session(objects) as conn:
+                try:
+                    if request.arrow_batch_rows > 0:
+                        rows = request.arrow_batch_rows
+                        send_arrow(db, conn, objects, request.sql, rows, request.max_bytes, send)
+                    else:
+                        send_rows(db, conn, objects, request.sql, request.limit, request.max_bytes, send)
+                except duckdb.Error as exc:
+                    raise duckdb_error(exc, db.storage_failure()) from None
+    except MemoryError:
+        failure: TraceError = ResourceExhausted(MEMORY_LIMIT, "query exceeded the memory limit")
+    except TraceError as exc:
+        failure = exc
+    except Exception as exc:
+        send(failure_frame(exc))
+        return False
+    else:
+        return True
+    send(failure_frame(failure))
+    return failure.reason != MEMORY_LIMIT
