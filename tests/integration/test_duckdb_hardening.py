@@ -1,11 +1,16 @@
 """The second wall: hostile SQL run straight on the hardened DuckDB connection, with the
 SQL gate bypassed, cannot read or write files, reach the network, persist anything or
-loosen the configuration."""
+loosen the configuration.
+
+Each statement must be refused *as a refusal* (DuckDB's permission, disabled, locked or
+read-only message), and the same statement must succeed, or fail for another reason, on a
+plain DuckDB: a statement that fails everywhere would prove nothing about the hardening."""
 
 from __future__ import annotations
 
 import http.server
 import os
+import re
 import stat
 import threading
 from collections.abc import Iterator
@@ -28,7 +33,10 @@ def secret_files(tmp_path: Path) -> dict[str, Path]:
     pq.write_table(pa.table({"secret": ["s3cr3t"]}), parquet)
     csv = tmp_path / "secret.csv"
     csv.write_text("secret\ns3cr3t\n")
-    return {"parquet": parquet, "csv": csv, "dir": tmp_path}
+    json_file = tmp_path / "secret.json"
+    json_file.write_text('{"secret": "s3cr3t"}\n')
+    duckdb.connect().execute(f"EXPORT DATABASE '{tmp_path / 'importable'}'")  # a database IMPORT can load
+    return {"parquet": parquet, "csv": csv, "json": json_file, "dir": tmp_path}
 
 
 @pytest.fixture
@@ -82,7 +90,7 @@ def hardened(
 
 
 def hostile_statements(files: dict[str, Path], url: str) -> list[str]:
-    p, c, d = files["parquet"], files["csv"], files["dir"]
+    p, c, j, d = files["parquet"], files["csv"], files["json"], files["dir"]
     return [
         f"SELECT * FROM read_parquet('{p}')",
         f"SELECT * FROM '{p}'",
@@ -90,13 +98,13 @@ def hostile_statements(files: dict[str, Path], url: str) -> list[str]:
         f"SELECT * FROM read_csv_auto('{c}')",
         f"SELECT * FROM read_text('{c}')",
         f"SELECT * FROM read_blob('{c}')",
-        f"SELECT * FROM read_json_auto('{c}')",
+        f"SELECT * FROM read_json_auto('{j}')",
         f"SELECT * FROM glob('{d}/*')",
         f"SELECT * FROM parquet_metadata('{p}')",
         f"COPY (SELECT 42) TO '{d}/out.csv'",
         f"ATTACH '{d}/other.duckdb' AS other",
         f"EXPORT DATABASE '{d}/export'",
-        f"IMPORT DATABASE '{d}'",
+        f"IMPORT DATABASE '{d}/importable'",
         f"SELECT * FROM read_csv('{url}')",
         f"SELECT * FROM read_parquet('{url}')",
         "INSTALL httpfs",
@@ -114,26 +122,53 @@ def hostile_statements(files: dict[str, Path], url: str) -> list[str]:
         "CREATE TABLE leak AS SELECT 1 AS x",
         "CREATE VIEW leak AS SELECT 1 AS x",
         "CREATE MACRO leak() AS 1",
-        "CREATE SECRET s (TYPE s3, KEY_ID 'a', SECRET 'b')",
         "ATTACH ':memory:' AS scratch",
-        "SELECT getenv('HOME')",
+        # Not here: CREATE SECRET (every secret type needs httpfs, refused above) and
+        # getenv (a CLI-only function): both fail on a plain DuckDB too.
     ]
+
+
+# How DuckDB says an access was refused by configuration (and nothing else says).
+REFUSED = re.compile(r"Permission Error|has been disabled|are disabled by configuration|has been locked|read-only mode")
+
+
+def _plain_outcome(sql: str, directory: Path) -> str | None:
+    """None when ``sql`` succeeds on a plain DuckDB, else its error."""
+    plain = duckdb.connect(str(directory / "plain.duckdb"), config={"autoinstall_known_extensions": False})
+    try:
+        plain.execute(sql).fetchall()
+    except duckdb.Error as exc:
+        return str(exc)
+    finally:
+        plain.close()
+    return None
 
 
 def test_hostile_sql_fails_on_the_hardened_connection(
     hardened: HardenedDatabase, secret_files: dict[str, Path], http_server: str
 ) -> None:
     conn = hardened.connect()
-    allowed = []
-    for sql in hostile_statements(secret_files, http_server):
+    allowed, not_refused = [], []
+    statements = hostile_statements(secret_files, http_server)
+    for sql in statements:
         try:
             conn.execute(sql).fetchall()
             allowed.append(sql)
-        except duckdb.Error:
-            pass
+        except duckdb.Error as exc:
+            if not REFUSED.search(str(exc)):
+                not_refused.append((sql, str(exc).splitlines()[0]))
     assert allowed == []
+    assert not_refused == []  # each failed because access was refused, not for another reason
     assert not (secret_files["dir"] / "out.csv").exists()
     assert conn.execute("SELECT 41 + 1").fetchall() == [(42,)]
+    # The hardening is what refuses them: a plain DuckDB runs them, or fails otherwise.
+    refused_anyway = []
+    for sql in statements:
+        error = _plain_outcome(sql, secret_files["dir"])
+        if error is not None and REFUSED.search(error):
+            refused_anyway.append(sql)
+    assert refused_anyway == []
+    assert (secret_files["dir"] / "out.csv").exists()  # the plain one wrote it
 
 
 def test_pinned_database_reads_its_versions_and_nothing_beside_them(

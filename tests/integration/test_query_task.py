@@ -384,12 +384,18 @@ async def test_a_query_that_cannot_be_audited_returns_nothing(
 
 
 async def test_concurrency_cap_refuses_with_resource_exhausted(
-    settings: Settings, local_store: LocalObjectStore, objects_uri: str
+    settings: Settings, local_store: LocalObjectStore, objects_uri: str, db: asyncpg.Connection
 ) -> None:
     capped = {"slots": 1, "admission_queue": 0, "task_timeout_seconds": 2.0}
     async with own_platform(settings, local_store, objects_uri, **capped) as own:
         first = asyncio.create_task(own.query(SLOW))
-        await asyncio.sleep(0.3)
+
+        async def running() -> str | None:  # the audit row opens once the query holds its slot
+            outcome: str | None = await db.fetchval("SELECT outcome FROM query_audit")
+            return outcome
+
+        assert await eventually(running, timeout=2.0) == "running"
+        assert not first.done()
         with pytest.raises(ResourceExhausted) as exc:
             await own.query("SELECT 1 FROM dataset LIMIT 1")
         assert exc.value.reason == "QUERY_CAPACITY"
