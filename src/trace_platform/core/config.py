@@ -4,6 +4,7 @@ and passed down; nothing deeper reads ``os.environ``."""
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -226,14 +227,33 @@ class Settings:
         return replace(self, **changes)  # type: ignore[arg-type]
 
 
+class SettingsError(ValueError):
+    """A ``TRACE_*`` value that cannot be used: names the variable and what is wrong
+    (never the value of a secret)."""
+
+    def __init__(self, variable: str, problem: str) -> None:
+        super().__init__(f"{variable}: {problem}")
+        self.variable = variable
+        self.problem = problem
+
+
 def _float(env: Mapping[str, str], name: str, default: float) -> float:
     raw = env.get(name)
-    return float(raw) if raw else default
+    try:
+        value = float(raw) if raw else default
+    except ValueError:
+        raise SettingsError(name, f"not a number: {raw!r}") from None
+    if not math.isfinite(value):
+        raise SettingsError(name, f"not a finite number: {raw!r}")
+    return value
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:
     raw = env.get(name)
-    return int(raw) if raw else default
+    try:
+        return int(raw) if raw else default
+    except ValueError:
+        raise SettingsError(name, f"not an integer: {raw!r}") from None
 
 
 def _networks(env: Mapping[str, str], name: str) -> tuple[str, ...]:
@@ -243,12 +263,13 @@ def _networks(env: Mapping[str, str], name: str) -> tuple[str, ...]:
         try:
             ipaddress.ip_network(network, strict=False)
         except ValueError:
-            raise ValueError(f"{name}: not a network: {network!r}") from None
+            raise SettingsError(name, f"not a network: {network!r}") from None
     return networks
 
 
 def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
-    """Read ``TRACE_*`` variables. Unset variables keep the embedded defaults."""
+    """Read ``TRACE_*`` variables. Unset variables keep the embedded defaults; a value
+    that cannot be used raises ``SettingsError`` naming its variable."""
     env = os.environ if env is None else env
     data_dir = Path(env["TRACE_DATA_DIR"]) if env.get("TRACE_DATA_DIR") else default_data_dir()
     tokens = TokenSettings(
