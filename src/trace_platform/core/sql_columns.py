@@ -1,8 +1,18 @@
 """Which columns a gated query reads, for the PII access audit.
 
-Conservative by design: ``*`` (outside ``count(*)``), ``COLUMNS(...)``, or naming a
-relation as a value (DuckDB turns ``SELECT dataset FROM dataset`` into a struct of
-every column) counts as reading every column. Works on the tree ``check_sql`` returns.
+The invariant: every column of the dataset a query can read (in its output, or only in
+``WHERE``, ``JOIN``, ``GROUP BY``, ``ORDER BY``, a window, a lambda, ...) is in
+``ColumnRefs.names``, or ``all_columns`` is set. It may over-report, never under-report.
+
+A source column is either named (the name appears as a column reference, a struct access or
+a ``USING`` column somewhere in the query: through any alias, CTE or subquery, the name is
+written where the column is first read), or reached without its name. The second kind cannot
+be resolved without the dataset's schema, so it counts as reading every column (fail closed):
+``*`` and ``t.*`` (outside ``count(*)``), ``* EXCLUDE / REPLACE``, ``COLUMNS(...)``, a
+relation named as a value (``SELECT t FROM dataset t`` is a struct of every column), a
+column list renaming a relation's columns by position (``FROM dataset t(a, b, x)``),
+``NATURAL`` joins (they read the common columns, named nowhere) and ``PIVOT``/``UNPIVOT``.
+Works on the tree ``check_sql`` returns; anything it does not expect reads everything.
 """
 
 from __future__ import annotations
@@ -26,19 +36,48 @@ class ColumnRefs:
 READS_EVERYTHING = ColumnRefs(True, frozenset())
 
 
+class _Unresolvable(Exception):
+    """A column is read without being named."""
+
+
 def column_refs(tree: exp.Expr) -> ColumnRefs:
-    relation_names = {t.name.lower() for t in tree.find_all(exp.Table)}
-    relation_names |= {t.alias_or_name.lower() for t in tree.find_all(exp.Table)}
-    relation_names |= {c.alias_or_name.lower() for c in tree.find_all(exp.CTE)}
+    try:
+        return ColumnRefs(False, frozenset(_named_columns(tree)))
+    except _Unresolvable:
+        return READS_EVERYTHING
+    except Exception:  # an unexpected shape: fail closed
+        return READS_EVERYTHING
+
+
+def _named_columns(tree: exp.Expr) -> set[str]:
+    relations = _relation_names(tree)
     names: set[str] = set()
     for node in tree.walk():
-        if isinstance(node, exp.Star) and isinstance(node.parent, exp.Count):
-            continue  # count(*) reads no column values
-        if isinstance(node, exp.Star) or (isinstance(node, exp.Anonymous) and node.name.lower() == "columns"):
-            return READS_EVERYTHING
-        if isinstance(node, exp.Column):
-            name = node.name.lower()
-            if name in relation_names and not node.table:
-                return READS_EVERYTHING
-            names.add(name)
-    return ColumnRefs(False, frozenset(names))
+        if isinstance(node, exp.Star):
+            if not isinstance(node.parent, exp.Count):  # count(*) reads no column values
+                raise _Unresolvable
+        elif isinstance(node, exp.Columns | exp.Pivot) or (
+            isinstance(node, exp.Anonymous) and node.name.lower() == "columns"
+        ):
+            raise _Unresolvable
+        elif isinstance(node, exp.Column):
+            parts = [p.name.lower() for p in node.parts]
+            if len(parts) == 1 and parts[0] in relations:
+                raise _Unresolvable  # the whole row as a struct
+            names.update(parts)  # s.field reads s; t.col reads col
+        elif isinstance(node, exp.Dot):
+            names.update(i.name.lower() for i in node.find_all(exp.Identifier))
+        elif isinstance(node, exp.Join):
+            if str(node.args.get("method") or "").upper() == "NATURAL":
+                raise _Unresolvable
+            names.update(i.name.lower() for i in node.args.get("using") or [] if isinstance(i, exp.Expr))
+        elif isinstance(node, exp.TableAlias) and node.args.get("columns") and isinstance(node.parent, exp.Table):
+            raise _Unresolvable  # FROM dataset t(a, b, x): renamed by position
+    return names
+
+
+def _relation_names(tree: exp.Expr) -> set[str]:
+    """Every name a relation goes by in the query: tables, their aliases, CTEs, subqueries."""
+    names = {t.name.lower() for t in tree.find_all(exp.Table)}
+    names |= {a.name.lower() for a in tree.find_all(exp.TableAlias)}
+    return names
