@@ -36,7 +36,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from trace_platform.adapters.invoker.base import Invocation
 from trace_platform.adapters.invoker.local import LocalInvoker
-from trace_platform.adapters.invoker.mountns import RunMounts, write_identity
+from trace_platform.adapters.invoker.mountns import RunMounts, write_etc
 from trace_platform.adapters.invoker.runtimes import Executables, bare_argv, runtime_argv
 from trace_platform.adapters.invoker.sandbox import SandboxPlan, limits_argv, run_bounded, wrapper_argv
 from trace_platform.core.bundle_manifest import TrustedKeys
@@ -123,7 +123,7 @@ async def measure(runtime: str, src: Path, entry: str, work: Path, runs: int) ->
     assert invoker.plan.isolated, invoker.plan.unavailable
     home, etc = work / f"{runtime}-home", work / f"{runtime}-etc"
     home.mkdir()
-    write_identity(etc, os.getuid(), home)
+    write_etc(etc, os.getuid(), home)
     mounts = RunMounts(extracted.root, home, etc)
     bare = bare_argv(runtime, exes) if runtime != "rust" else [str(extracted.root / "bootstrap")]
     command = runtime_argv(runtime, entry, extracted.root, exes)

@@ -33,7 +33,7 @@ from trace_platform.core.errors import ErrorKind, TraceError
 # What a sandboxed root may hold at its top level: the system directories and the
 # sandbox's own mounts (the run directory lies under the private /tmp).
 ROOT_ENTRIES = {"usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "etc", "proc", "dev", "tmp"}
-ETC_ENTRIES = {"ld.so.cache", "ld.so.conf", "ld.so.conf.d", "alternatives", "localtime", "passwd", "group"}
+ETC_ENTRIES = {"ld.so.cache", "alternatives", "localtime", "passwd", "group"}
 PG_SOCKET = "/var/run/postgresql/.s.PGSQL.5432"
 
 # Reports, for every path it is given, what the UDF could do with it.

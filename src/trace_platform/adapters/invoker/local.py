@@ -32,7 +32,7 @@ from urllib.parse import unquote, urlparse
 from trace_platform.adapters.invoker import base
 from trace_platform.adapters.invoker.base import Invocation, InvocationResult
 from trace_platform.adapters.invoker.bridge import TaskEndpointBridge
-from trace_platform.adapters.invoker.mountns import RunMounts, write_identity
+from trace_platform.adapters.invoker.mountns import RunMounts, write_etc
 from trace_platform.adapters.invoker.runtimes import Executables, runtime_argv
 from trace_platform.adapters.invoker.sandbox import (
     ProcessOutcome,
@@ -179,7 +179,7 @@ class LocalInvoker:
                     env[ENDPOINT_ENV] = self.settings.task_endpoint
             mounts = None
             if self.plan.isolated:
-                write_identity(run_dir / "etc", os.getuid() if uid is None else uid, home)
+                write_etc(run_dir / "etc", os.getuid() if uid is None else uid, home)
                 socket = bridge.socket_path if bridge is not None else None
                 mounts = RunMounts(extracted.root, home, run_dir / "etc", socket)
             m = extracted.manifest

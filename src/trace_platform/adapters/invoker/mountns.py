@@ -3,14 +3,14 @@
 Invariant: inside the sandbox nothing of the host is visible except
 
 - read-only, the system directories (``/usr``; ``/bin``, ``/sbin``, ``/lib*`` as the
-  links or directories they are on the host), the few ``/etc`` files the dynamic
-  loader needs, and the installations of the configured runtimes that live outside
+  links or directories they are on the host), ``/etc/alternatives`` when a runtime is
+  reached through it, and the installations of the configured runtimes that live outside
   ``/usr`` (a virtualenv, the directories its ``.pth`` files add, its base Python; an
   ``/opt`` Node), each at its own path;
 - from the run directory (at the same paths as on the host, so argv, HOME and the
   endpoint need no translation): the verified bundle read-only, HOME writable (removed
-  with the run directory), the bridge socket, and this run's ``/etc/passwd`` and
-  ``/etc/group``;
+  with the run directory), the bridge socket, and this run's ``/etc`` read-only (passwd,
+  group, the loader's cache, the time zone);
 - a private ``/proc`` (the pid namespace's), a minimal ``/dev``, and size-bounded
   private tmpfs mounts on ``/tmp`` and ``/dev/shm`` that vanish with the namespace.
 
@@ -22,6 +22,7 @@ Abstract unix sockets are scoped by the network namespace, which is new too.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from collections.abc import Iterable
@@ -30,7 +31,7 @@ from pathlib import Path
 
 SYSTEM_LINKS = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 SYSTEM_ROOTS = (Path("/usr"), *(Path(p) for p in SYSTEM_LINKS))
-ETC_ENTRIES = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "alternatives", "localtime")
+ALTERNATIVES = Path("/etc/alternatives")
 # Listed one by one rather than --unshare-all: that implies --unshare-user-try, and a
 # user namespace made by root maps only root, so setpriv could not switch to the run's uid.
 NAMESPACES = ("--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try")
@@ -46,7 +47,7 @@ class RunMounts:
 
     bundle: Path  # read-only
     home: Path  # writable
-    etc: Path  # holds this run's passwd and group
+    etc: Path  # this run's /etc (write_etc)
     socket: Path | None = None  # the task bridge
 
 
@@ -117,31 +118,55 @@ def runtime_binds(executables: Iterable[str], search_path: str) -> tuple[Path, .
     return tuple(binds)
 
 
-def root_args(binds: Iterable[Path]) -> tuple[str, ...]:
-    """The read-only part of the root, the same for every run (computed once)."""
-    args = ["--ro-bind", "/usr", "/usr", "--perms", "0755", "--dir", "/etc"]
+def needs_alternatives(executables: Iterable[str], search_path: str) -> bool:
+    """Whether a runtime is reached through /etc/alternatives (Debian's symlink farm)."""
+    for name in executables:
+        hop = shutil.which(name, path=search_path)
+        for _ in range(40):  # the kernel's own symlink limit
+            if hop is None or not os.path.islink(hop):
+                break
+            hop = os.path.join(os.path.dirname(hop), os.readlink(hop))
+            if Path(os.path.abspath(hop)).is_relative_to(ALTERNATIVES):
+                return True
+    return False
+
+
+def root_args(binds: Iterable[Path], alternatives: bool = False) -> tuple[str, ...]:
+    """The read-only part of the root, the same for every run (computed once). It
+    follows this run's /etc (``bwrap_argv``), so /etc/alternatives can go over it."""
+    args = ["--ro-bind", "/usr", "/usr"]
     for link in SYSTEM_LINKS:
         path = Path(link)
         if path.is_symlink():
             args += ["--symlink", os.readlink(path), link]
         elif path.is_dir():
             args += ["--ro-bind", link, link]
-    for entry in ETC_ENTRIES:
-        args += ["--ro-bind-try", f"/etc/{entry}", f"/etc/{entry}"]
+    if alternatives:
+        args += ["--ro-bind", str(ALTERNATIVES), str(ALTERNATIVES)]
     for bind in binds:
         args += [*_parents(bind), "--ro-bind", str(bind), str(bind)]
     return tuple(args)
 
 
-def write_identity(etc: Path, uid: int, home: Path) -> None:
-    """A passwd and group naming only root, nobody and this run's user."""
+def write_etc(etc: Path, uid: int, home: Path) -> None:
+    """This run's /etc, bound read-only as a whole (one mount, not one per file): a
+    passwd and group naming only root, nobody and the run's user, a copy of the
+    loader's cache, the host's time zone link, and a mount point for alternatives."""
     etc.mkdir(mode=0o755, exist_ok=True)
+    (etc / "alternatives").mkdir(mode=0o755)
     (etc / "passwd").write_text(
         "root:x:0:0:root:/nonexistent:/usr/sbin/nologin\n"
         "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
         f"udf:x:{uid}:{uid}:udf:{home}:/usr/sbin/nologin\n"
     )
     (etc / "group").write_text(f"root:x:0:\nnogroup:x:65534:\nudf:x:{uid}:\n")
+    with contextlib.suppress(FileNotFoundError):
+        shutil.copyfile("/etc/ld.so.cache", etc / "ld.so.cache")
+    with contextlib.suppress(OSError):  # a link into /usr/share/zoneinfo, or nothing
+        (etc / "localtime").symlink_to(os.readlink("/etc/localtime"))
+    for path in (etc, *etc.iterdir()):
+        if not path.is_symlink():
+            path.chmod(0o755 if path.is_dir() else 0o644)
 
 
 def bwrap_argv(
@@ -151,10 +176,7 @@ def bwrap_argv(
     argv = [bwrap, *NAMESPACES, *(("--unshare-user",) if userns else ()), "--die-with-parent"]
     for cap in SETUID_CAPS if switch_uid else ():
         argv += ["--cap-add", cap]
-    argv += root
-    argv += ["--ro-bind", str(mounts.etc / "passwd"), "/etc/passwd"]
-    argv += ["--ro-bind", str(mounts.etc / "group"), "/etc/group"]
-    argv += ["--proc", "/proc", "--dev", "/dev"]
+    argv += ["--ro-bind", str(mounts.etc), "/etc", *root, "--proc", "/proc", "--dev", "/dev"]
     for tmp in ("/tmp", "/dev/shm"):
         argv += ["--perms", "1777", "--size", str(tmpfs_bytes), "--tmpfs", tmp]
     # After the tmpfs mounts: the run directory usually lies under the host's /tmp.

@@ -38,7 +38,7 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TypeVar
@@ -99,7 +99,7 @@ def _run(argv: list[str]) -> str | None:
     return first[0][:200] if first else f"exit status {done.returncode}"
 
 
-def probe(bwrap: str, runtimes: Iterable[str], search_path: str) -> SandboxPlan:
+def probe(bwrap: str, runtimes: Sequence[str], search_path: str) -> SandboxPlan:
     """Find whether this machine can make the sandbox, by running it once (the same
     argv shape as a real run, ending in /bin/true)."""
     prlimit, setpriv = shutil.which("prlimit"), shutil.which("setpriv")
@@ -111,12 +111,13 @@ def probe(bwrap: str, runtimes: Iterable[str], search_path: str) -> SandboxPlan:
     if not found:
         return replace(plan, unavailable=f"bubblewrap not found: {bwrap!r}")
     binds = mountns.runtime_binds(runtimes, search_path)
-    candidate = replace(plan, bwrap=found, userns=not root, root=mountns.root_args(binds))
+    alternatives = mountns.needs_alternatives(runtimes, search_path)
+    candidate = replace(plan, bwrap=found, userns=not root, root=mountns.root_args(binds, alternatives))
     with tempfile.TemporaryDirectory(prefix="trace-probe-") as tmp:
         mounts = mountns.RunMounts(Path(tmp) / "bundle", Path(tmp) / "home", Path(tmp) / "etc")
         mounts.bundle.mkdir()
         mounts.home.mkdir()
-        mountns.write_identity(mounts.etc, PROBE_UID, mounts.home)
+        mountns.write_etc(mounts.etc, PROBE_UID, mounts.home)
         argv = [*wrapper_argv(candidate, UdfLimits(), PROBE_UID if root else None, mounts), "/bin/true"]
         failed = _run(argv)
     if failed is not None:
