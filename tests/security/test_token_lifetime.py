@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import math
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
+from datetime import UTC
 from typing import Any
 
 import asyncpg
@@ -27,10 +30,14 @@ import grpc
 import jwt
 import pyarrow as pa
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from tests.bundle_helpers import signed_zip
 from tests.conftest import eventually
 from tests.datasets import FIXTURE_ROWS, FixtureDataset, write_dataset
 from tests.integration.conftest import ORG
+from trace_platform.adapters.invoker.base import Invocation
 from trace_platform.adapters.objectstore.stores import LocalObjectStore
 from trace_platform.app import RunningPlatform, start_platform
 from trace_platform.clients.batching import BatchingDispatcherClient
@@ -468,3 +475,67 @@ async def test_the_verified_cache_honours_exp_and_nbf_and_never_caches_without_a
     with pytest.raises(Unauthenticated) as unknown:
         await verifier.verify(other)
     assert unknown.value.reason == "CAPABILITY_TOKEN_UNKNOWN_KEY"
+
+
+# --- the UDF path ---------------------------------------------------------------------------
+# A UDF holds the token it is started with (TRACE_TASK_CAPABILITY) and reaches the platform
+# only through the invoker's byte bridge. The worker hands it the attempt's *current* token
+# (OperatorContext.capability_token, renewed by heartbeats), so a UDF started after the
+# claim's own token expired still works; the one it would have held without renewal fails.
+
+TASK_QUERY_UDF = b"""
+import os
+import grpc
+from trace_platform.gen.trace.v1 import query_pb2, query_pb2_grpc
+
+def main(event, context):
+    stub = query_pb2_grpc.QueryServiceStub(grpc.insecure_channel(os.environ["TRACE_TASK_ENDPOINT"]))
+    md = (("x-trace-task-capability", os.environ["TRACE_TASK_CAPABILITY"]),)
+    req = query_pb2.TaskQueryRequest(task_id=context.task_id, attempt=context.attempt,
+                                     dataset_uuid=event["config"]["dataset"], sql="SELECT count(*) FROM dataset")
+    try:
+        return {"alerts": [], "count": stub.TaskQuery(req, metadata=md, timeout=20).rows[0].values[0].int_value}
+    except grpc.RpcError as err:
+        return {"alerts": [], "error": err.code().name}
+"""
+
+
+async def test_a_udf_started_after_the_claims_token_expired_works_with_the_current_token(
+    settings: Settings, db: asyncpg.Connection
+) -> None:
+    key = Ed25519PrivateKey.generate()
+    keys = settings.data_dir / "bundle_keys"
+    keys.mkdir(parents=True, exist_ok=True)
+    pem = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    (keys / "test.pub").write_bytes(pem)
+    bundle = settings.data_dir / "bundles" / "query.zip"
+    bundle.parent.mkdir(parents=True, exist_ok=True)
+    signed_zip(bundle, key, "python", "handler.main", {"handler.py": TASK_QUERY_UDF})
+    invoker_settings = replace(
+        settings.invoker, python=sys.executable, limits=replace(settings.invoker.limits, timeout_seconds=30.0)
+    )
+    async with lab(replace(settings, invoker=invoker_settings), db, ttl=4) as lb:
+        ref, original = await lb.claim()
+        await asyncio.sleep(max(0.0, exp_of(original) - 2.0 - time.time()) + 0.2)
+        current = (await lb.client.renew(ref, original)).capability_token
+        assert current is not None
+        await sleep_past(original)
+
+        async def run_udf(token: str) -> dict[str, Any]:
+            lease = await lb.client.heartbeat(ref, current)
+            result = await lb.platform.invoker.invoker.invoke(
+                Invocation(
+                    task_id=ref.task_id,
+                    attempt=ref.attempt,
+                    lease_token=ref.lease_token,
+                    lease_expires_at=lease.astimezone(UTC),
+                    capability_token=token,
+                    bundle_url=f"file://{bundle}",
+                    config={"dataset": lb.dataset.dataset_uuid},
+                )
+            )
+            assert result.ok, result.stderr_tail
+            return dict(json.loads(result.result_json))
+
+        assert (await run_udf(current)).get("count") == N_ROWS
+        assert (await run_udf(original)).get("error") == "UNAUTHENTICATED"
