@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from trace_platform.core.config import Settings
+from trace_platform.lite.embedded_pg import ROOT_CLUSTERS, cluster_dir
 
 from .conftest import all_output, spawn, trace_env, wait_for_line
 
@@ -82,7 +83,10 @@ def test_lite_up_demo_runs_on_embedded_defaults(tmp_path: Path) -> None:
     blocks = lines[lines.index(next(line for line in lines if "demo.blocks" in line and "$ trace query" in line)) + 3]
     assert blocks.split() == ["300", "|", "0", "|", "299"], out.stdout[-2000:]
     assert '"status": "TASK_STATUS_COMPLETED"' in out.stdout
-    assert (tmp_path / "lite" / "pg" / "PG_VERSION").exists()
+    cluster = cluster_dir(tmp_path / "lite")  # <data dir>/pg, or under /var/lib/trace-lite as root
+    assert (cluster / "PG_VERSION").exists()
+    if cluster.parent == ROOT_CLUSTERS:
+        shutil.rmtree(cluster)
     creds = tmp_path / "lite" / "lite.json"
     assert oct(creds.stat().st_mode & 0o777) == "0o600"
 

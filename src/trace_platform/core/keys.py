@@ -118,5 +118,8 @@ class KeyStore:
             "previous": [{"kid": k.kid, "retire_after": r} for k, r in ring.previous],
         }
         tmp = self._meta_path().with_suffix(".tmp")
-        tmp.write_text(json.dumps(meta, indent=2))
+        tmp.unlink(missing_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # the ring's alone, like the keys
+        with os.fdopen(fd, "w") as fh:
+            fh.write(json.dumps(meta, indent=2))
         tmp.replace(self._meta_path())

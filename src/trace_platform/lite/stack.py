@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import replace
 
 import grpc
 
+from trace_platform.adapters.objectstore.stores import make_private_dirs
 from trace_platform.app import RunningPlatform, start_platform
 from trace_platform.cli.chain_sync import render_status
 from trace_platform.clients.chain_sync import ChainSyncClient
@@ -30,8 +32,12 @@ async def run_lite(
 ) -> None:
     """Run until SIGINT/SIGTERM. ``progress`` receives the chain_sync status whenever it changes."""
     embedded: EmbeddedPostgres | None = None
+    # The data directory (credentials, objects, scratch) is the platform's alone: 0700.
+    # Its parents keep their modes.
+    make_private_dirs(settings.data_dir)
+    os.chmod(settings.data_dir, 0o700)
     if not settings.database_url:
-        embedded = EmbeddedPostgres(settings.data_dir / "pg")
+        embedded = EmbeddedPostgres(settings.data_dir)
         settings = replace(settings, database_url=embedded.start())
     creds = credentials.load(settings.data_dir) or credentials.LiteCredentials.fresh(settings.listen)
     user_auth = settings.user_auth

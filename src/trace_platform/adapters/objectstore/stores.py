@@ -2,12 +2,17 @@
 documents (manifests, batch artifacts) and the filesystem itself for scanning Parquet in
 place. The local and S3 flavours differ only in how a URI maps to a path.
 
+Local objects are written readable by the platform alone (0600 files in 0700
+directories), whatever the process umask.
+
 Errors: a missing object raises ``ObjectMissing``; a store that cannot be reached raises
 ``Unavailable`` (retryable); a location the store may not touch raises ``PermissionDenied``.
 """
 
 from __future__ import annotations
 
+import os
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -84,6 +89,44 @@ class LocalObjectStore(ArrowObjectStore):
         # Only the plain local filesystem: a wrapped one (tests count bytes through one)
         # must see every read.
         return self.arrow_path(uri) if type(self._fs) is pafs.LocalFileSystem else None
+
+    def put_bytes(self, uri: str, data: bytes) -> None:
+        """Write readable by the platform alone, whatever the umask: each directory it
+        creates is 0700 and the object 0600. The object appears whole (a temporary file
+        in the same directory, renamed), so a reader never sees half of it."""
+        path = Path(self.arrow_path(uri))
+        try:
+            make_private_dirs(path.parent)
+            tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            try:
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(data)
+                os.replace(tmp, path)
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
+        except OSError:
+            raise Unavailable("OBJECT_STORE_UNAVAILABLE", "object store unreachable") from None
+
+
+def make_private_dirs(directory: Path) -> None:
+    """Create ``directory`` and any missing parents with mode 0700 (``os.makedirs``
+    gives intermediate directories the umask's default instead). Existing directories
+    keep their modes."""
+    missing: list[Path] = []
+    current = directory
+    while not current.is_dir():
+        missing.append(current)
+        if current.parent == current:
+            break
+        current = current.parent
+    for d in reversed(missing):
+        try:
+            os.mkdir(d, 0o700)
+        except FileExistsError:
+            continue  # a concurrent writer made it
+        os.chmod(d, 0o700)  # the umask may have removed bits, never added: make it exact
 
 
 class S3ObjectStore(ArrowObjectStore):
