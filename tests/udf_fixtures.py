@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from tests.bundle_helpers import signed_zip
@@ -64,13 +65,24 @@ fn main() {
 """
 
 
+def find_cargo() -> str | None:
+    """cargo on PATH, else rustup's default place (often not on a non-login shell's PATH)."""
+    rustup = Path.home() / ".cargo" / "bin" / "cargo"
+    return shutil.which("cargo") or (str(rustup) if os.access(rustup, os.X_OK) else None)
+
+
 def build_rust_bootstrap(workdir: Path, source: bytes = RUST_MAIN) -> Path:
-    """``cargo build --release --offline`` of a dependency-free crate; returns the binary."""
+    """``cargo build --release --offline`` of a dependency-free crate; returns the binary.
+
+    Without cargo the calling test is skipped, saying so (never an error): .ci/run installs
+    it, a developer machine may not have it."""
+    cargo = find_cargo()
+    if cargo is None:
+        pytest.skip("cargo not found on PATH or in ~/.cargo/bin: the Rust bundle tests need it (rustup or `cargo`)")
     crate = workdir / "crate"
     (crate / "src").mkdir(parents=True)
     (crate / "Cargo.toml").write_bytes(CARGO_TOML)
     (crate / "src" / "main.rs").write_bytes(source)
-    cargo = shutil.which("cargo") or str(Path.home() / ".cargo" / "bin" / "cargo")
     subprocess.run(
         [cargo, "build", "--release", "--offline", "--quiet"],
         cwd=crate,

@@ -5,11 +5,12 @@ rows, the batch artifact under the attempt's write prefix, and a fenced BufferPu
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import sys
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
 from datetime import UTC
 from pathlib import Path
@@ -44,8 +45,9 @@ EXPECTED_KEYS = {"large-transfer-101", "large-transfer-103", "large-transfer-105
 
 
 @pytest.fixture(scope="module")
-def rust_alerts() -> Iterator[bytes]:
-    yield build_rust_bootstrap(shared_tmp_dir("trace-rust-alerts-"), RUST_ALERTS).read_bytes()
+def rust_alerts() -> Iterator[Callable[[], bytes]]:
+    """Built on first use, so the Python and Node cases run (and the Rust one skips) without cargo."""
+    yield functools.cache(lambda: build_rust_bootstrap(shared_tmp_dir("trace-rust-alerts-"), RUST_ALERTS).read_bytes())
 
 
 @pytest.fixture
@@ -70,7 +72,7 @@ async def alerting(settings: Settings, signing_key: Ed25519PrivateKey) -> AsyncI
     await running.stop(grace=0.5)
 
 
-def _bundle(settings: Settings, key: Ed25519PrivateKey, runtime: str, rust: bytes) -> str:
+def _bundle(settings: Settings, key: Ed25519PrivateKey, runtime: str, rust: Callable[[], bytes]) -> str:
     bundles = settings.data_dir / "bundles"
     bundles.mkdir(parents=True, exist_ok=True)
     path = bundles / f"{runtime}-{uuid.uuid4().hex[:8]}.zip"
@@ -79,7 +81,7 @@ def _bundle(settings: Settings, key: Ed25519PrivateKey, runtime: str, rust: byte
     elif runtime == "node":
         signed_zip(path, key, "node", "index.handler", {"index.js": NODE_ALERTS})
     else:
-        signed_zip(path, key, "rust", "bootstrap", {"bootstrap": rust}, executables=("bootstrap",))
+        signed_zip(path, key, "rust", "bootstrap", {"bootstrap": rust()}, executables=("bootstrap",))
     return f"file://{path}"
 
 
@@ -115,7 +117,7 @@ async def test_udf_alerts_are_buffer_published_under_the_attempt_prefix(
     alerting: RunningPlatform,
     settings: Settings,
     signing_key: Ed25519PrivateKey,
-    rust_alerts: bytes,
+    rust_alerts: Callable[[], bytes],
     db: asyncpg.Connection,
     runtime: str,
 ) -> None:
@@ -143,7 +145,7 @@ async def test_alert_evaluation_is_delivered_once_per_event_and_channel(
     alerting: RunningPlatform,
     settings: Settings,
     signing_key: Ed25519PrivateKey,
-    rust_alerts: bytes,
+    rust_alerts: Callable[[], bytes],
     db: asyncpg.Connection,
     runtime: str,
 ) -> None:

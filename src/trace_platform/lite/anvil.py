@@ -4,10 +4,12 @@ stopped by its PID, plus just enough JSON-RPC to make blocks with transactions a
 from __future__ import annotations
 
 import os
+import platform
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +17,6 @@ from typing import Any
 
 from trace_platform.adapters.rpc.jsonrpc import RpcError, json_rpc
 
-ANVIL_RELATIVE = Path("node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil")
 # A contract whose every call emits one LOG1 with a fixed topic (raw EVM bytecode).
 EMITTER_TOPIC = "0x" + "5e" * 32
 _RUNTIME = "7f" + EMITTER_TOPIC[2:] + "6000" + "6000" + "a1" + "00"  # PUSH32 topic; PUSH1 0; PUSH1 0; LOG1; STOP
@@ -23,15 +24,48 @@ _INIT = f"60{len(_RUNTIME) // 2:02x}600c60003960{len(_RUNTIME) // 2:02x}6000f3" 
 EMITTER_INITCODE = "0x" + _INIT + _RUNTIME
 
 
+# The npm package's per-platform binaries, named as its launcher (bin.mjs/const.mjs) names them.
+_NPM_PLATFORMS = {"linux": "linux", "darwin": "darwin", "win32": "win32"}
+_NPM_ARCHES = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}
+
+
+def _npm_binary(node_modules: Path) -> list[Path]:
+    """What ``@foundry-rs/anvil``'s launcher would run, without going through node: the
+    platform package's binary, else the package's ``dist/`` fallback; then the launcher
+    itself (``.bin/anvil``, a node script that forwards signals to the same binary)."""
+    exe = "anvil.exe" if sys.platform == "win32" else "anvil"
+    found: list[Path] = []
+    plat, arch = _NPM_PLATFORMS.get(sys.platform), _NPM_ARCHES.get(platform.machine().lower())
+    if plat and arch:
+        found.append(node_modules / "@foundry-rs" / f"anvil-{plat}-{arch}" / "bin" / exe)
+    found.append(node_modules / "@foundry-rs" / "dist" / exe)
+    found.append(node_modules / ".bin" / ("anvil.cmd" if sys.platform == "win32" else "anvil"))
+    return found
+
+
 def find_anvil() -> Path:
-    """TRACE_ANVIL_BIN, ./node_modules (npm ci), the source checkout's node_modules, or PATH."""
-    candidates = [os.environ.get("TRACE_ANVIL_BIN", ""), str(Path.cwd() / ANVIL_RELATIVE)]
-    candidates.append(str(Path(__file__).resolve().parents[3] / ANVIL_RELATIVE))
-    candidates.append(shutil.which("anvil") or "")
+    """The one anvil resolver (demo, tests, benchmarks): ``TRACE_ANVIL_BIN`` if set (and then
+    only it), else the npm package under ./node_modules or the source checkout's, else PATH."""
+    configured = os.environ.get("TRACE_ANVIL_BIN", "")
+    if configured:
+        path = Path(configured)
+        if path.is_file() and os.access(path, os.X_OK):
+            return path
+        raise FileNotFoundError(f"TRACE_ANVIL_BIN={configured} is not an executable file")
+    candidates = [
+        *_npm_binary(Path.cwd() / "node_modules"),
+        *_npm_binary(Path(__file__).resolve().parents[3] / "node_modules"),
+    ]
+    on_path = shutil.which("anvil")
+    if on_path:
+        candidates.append(Path(on_path))
     for c in candidates:
-        if c and Path(c).is_file() and os.access(c, os.X_OK):
-            return Path(c)
-    raise FileNotFoundError("anvil not found: run `npm ci` in the checkout or set TRACE_ANVIL_BIN")
+        if c.is_file() and os.access(c, os.X_OK):
+            return c
+    raise FileNotFoundError(
+        "anvil not found: run `npm ci` in the checkout (the @foundry-rs/anvil package), "
+        "put anvil on PATH, or set TRACE_ANVIL_BIN"
+    )
 
 
 def free_port() -> int:

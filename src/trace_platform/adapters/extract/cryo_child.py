@@ -18,7 +18,10 @@ from typing import Any
 
 
 def _run(request: dict[str, Any]) -> dict[str, Any]:
-    import cryo
+    try:
+        import cryo
+    except ImportError as exc:  # said as such: not an RPC failure, and no retry will help
+        return {"ok": False, "missing": True, "error": f"{type(exc).__name__}: {exc}"[:2000]}
 
     summary = asyncio.run(cryo.async_freeze(request["datatypes"], **request["kwargs"]))
     if not isinstance(summary, dict):

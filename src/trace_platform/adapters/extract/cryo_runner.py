@@ -42,6 +42,7 @@ from trace_platform.core.planner import BlockRange
 CRYO_FAILED = "CRYO_FAILED"
 CRYO_CHUNKS_ERRORED = "CRYO_CHUNKS_ERRORED"
 CRYO_TIMEOUT = "CRYO_TIMEOUT"
+CRYO_NOT_INSTALLED = "CRYO_NOT_INSTALLED"
 UNEXPECTED_OUTPUT = "CRYO_UNEXPECTED_OUTPUT"
 ARTIFACT_CAP_EXCEEDED = "ARTIFACT_CAP_EXCEEDED"
 CHAIN_ID_MISMATCH = "CHAIN_ID_MISMATCH"
@@ -236,6 +237,13 @@ class CryoRunner:
             result = None
         if not isinstance(result, dict):
             raise _cryo_failed(f"child exited {proc.returncode} without a result")
+        if result.get("missing"):
+            raise FailedPrecondition(
+                CRYO_NOT_INSTALLED,
+                f"cryo is not installed for {sys.executable}: install the `cryo` package (a runtime dependency "
+                "of trace-platform); attempt failed",
+                category="cryo",
+            )
         if not result.get("ok"):
             # Cryo's own message is often just 'failed' and may quote the URL: keep only its type.
             raise _cryo_failed(str(result.get("error", "")).split(":", 1)[0])
