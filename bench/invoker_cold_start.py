@@ -143,7 +143,7 @@ async def measure(runtime: str, src: Path, entry: str, work: Path, runs: int) ->
             times[name].append(time.perf_counter() - t)
         t = time.perf_counter()
         res = await invoker.invoke(invocation(f"file://{archive}"))
-        assert res.ok, (res.error_reason, res.stderr_tail)
+        assert res.ok, (runtime, res.error_reason, res.exit_code, res.stderr_tail)
         times["invoke"].append(time.perf_counter() - t)
     print(f"# {runtime}: sandbox = {invoker.plan.describe()}")
     return times

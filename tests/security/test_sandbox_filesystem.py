@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from tests.udf_fixtures import UdfLab, invocation, shared_tmp_dir
 from trace_platform.adapters.invoker.base import InvocationResult
 from trace_platform.adapters.invoker.local import LocalInvoker
+from trace_platform.adapters.invoker.sandbox import UidPool
 from trace_platform.core.config import settings_from_env
 from trace_platform.core.errors import ErrorKind, TraceError
 
@@ -368,3 +369,16 @@ def test_the_development_setting_is_off_unless_set() -> None:
     assert settings_from_env({}).invoker.allow_unsandboxed is False
     assert settings_from_env({"TRACE_INVOKER_ALLOW_UNSANDBOXED": "1"}).invoker.allow_unsandboxed is True
     assert settings_from_env({"TRACE_INVOKER_BWRAP": "/opt/bwrap"}).invoker.bwrap == "/opt/bwrap"
+
+
+def test_two_invokers_never_share_a_sandbox_uid(tmp_path: Path) -> None:
+    """Each invoker process has its own pool; a uid is claimed machine-wide (an flock),
+    so one invoker's cleanup (kill -1 as that uid) cannot kill the other's UDF."""
+    first, second = UidPool(300_000, 3, tmp_path), UidPool(300_000, 3, tmp_path)
+    held = [first.acquire(), second.acquire(), first.acquire()]
+    assert sorted(held) == [300_000, 300_001, 300_002]
+    with pytest.raises(TraceError) as info:
+        second.acquire()
+    assert info.value.reason == "SANDBOX_UIDS_EXHAUSTED"
+    first.release(held[0])
+    assert second.acquire() == held[0]

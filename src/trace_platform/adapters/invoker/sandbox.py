@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import os
 import shutil
 import signal
@@ -48,6 +49,8 @@ from trace_platform.core.config import UdfLimits
 from trace_platform.core.errors import Unavailable
 
 PROBE_UID = 65534  # nobody: the probe checks that the uid switch works inside bwrap
+# Root's own directory (only root switches uids): who holds which sandbox uid.
+UID_LOCK_DIR = Path("/run/trace-sandbox-uids")
 
 
 @dataclass(frozen=True)
@@ -126,23 +129,39 @@ def probe(bwrap: str, runtimes: Sequence[str], search_path: str) -> SandboxPlan:
 
 
 class UidPool:
-    """Distinct uids for concurrent invocations (used only when running as root)."""
+    """Distinct uids for concurrent invocations (used only when running as root), also
+    across processes: a uid in use is held by an flock on ``<lock_dir>/<uid>``, so two
+    invokers on one machine never share one (the cleanup of one, ``kill -1`` as that
+    uid, would kill the other's UDF). A lock dies with its holder: no stale claims."""
 
-    def __init__(self, base: int, count: int) -> None:
+    def __init__(self, base: int, count: int, lock_dir: Path = UID_LOCK_DIR) -> None:
         self._base, self._count, self._next = base, count, 0
-        self._used: set[int] = set()
+        self._lock_dir = lock_dir
+        self._held: dict[int, int] = {}  # uid -> the fd holding its lock
+
+    def _claim(self, uid: int) -> bool:
+        self._lock_dir.mkdir(mode=0o700, exist_ok=True)
+        fd = os.open(self._lock_dir / str(uid), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        self._held[uid] = fd
+        return True
 
     def acquire(self) -> int:
         for _ in range(self._count):
             uid = self._base + self._next
             self._next = (self._next + 1) % self._count
-            if uid not in self._used:
-                self._used.add(uid)
+            if uid not in self._held and self._claim(uid):
                 return uid
         raise Unavailable("SANDBOX_UIDS_EXHAUSTED", "no free sandbox uid")
 
     def release(self, uid: int) -> None:
-        self._used.discard(uid)
+        fd = self._held.pop(uid, None)
+        if fd is not None:
+            os.close(fd)
 
 
 def limits_argv(plan: SandboxPlan, limits: UdfLimits, uid: int | None) -> list[str]:
