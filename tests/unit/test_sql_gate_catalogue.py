@@ -173,6 +173,23 @@ def test_the_checker_reads_duckdbs_own_flags(catalogue: dict[str, CatalogueEntry
     assert catalogue["setseed"].side_effects and catalogue["random"].side_effects
 
 
+def test_every_allowlisted_function_naming_a_function_by_string_is_checked() -> None:
+    """A function whose argument names another function (DuckDB's catalogue: a parameter
+    called function_name, name or function) calls what the string says: the gate must know
+    it as such (``AGGREGATE_BY_NAME``) to hold the string to the allowlist."""
+    con = duckdb.connect(":memory:")
+    try:
+        rows = con.execute(
+            "SELECT DISTINCT lower(function_name) FROM duckdb_functions() WHERE list_has_any("
+            "list_transform(parameters, lambda p: lower(p)), ['function_name', 'name', 'function', 'func', 'fn'])"
+        ).fetchall()
+    finally:
+        con.close()
+    naming = {name for (name,) in rows}
+    assert {"list_aggregate", "aggregate"} <= naming  # the catalogue query finds them
+    assert sorted((naming & rules.FUNCTION_NAMES) - rules.AGGREGATE_BY_NAME) == []
+
+
 @pytest.mark.parametrize("name", sorted(ALSO_TABLE_FUNCTIONS))
 def test_scalar_names_that_are_also_table_functions_stay_refused_as_relations(name: str) -> None:
     check_sql(f"SELECT {name}(1, 3)")
@@ -219,6 +236,16 @@ def test_an_aggregate_named_by_an_allowlisted_literal_passes() -> None:
         ("SELECT lower(hex(block_number)) FROM dataset", None),  # sqlglot: LowerHex
         ("SELECT upper(hex(block_number)) FROM dataset", None),
         ("SELECT lower(getenv('x'))", "DISALLOWED_FUNCTION"),
+        # DuckDB calls the name written; sqlglot turns it into allowlisted SHA1/SUBSTRING
+        ("SELECT gen_random_uuid(block_number, 'x') FROM dataset", "DISALLOWED_FUNCTION"),
+        ("SELECT uuid()", "DISALLOWED_FUNCTION"),
+        ("SELECT random()", "DISALLOWED_FUNCTION"),
+        ("SELECT x FROM dataset getenv(x) WHERE getenv('HOME') = ''", "DISALLOWED_FUNCTION"),
+        ("SELECT list_transform([1], lambda x: getenv('HOME'))", "DISALLOWED_FUNCTION"),
+        ("SELECT range(3) FROM dataset, range(3)", "TABLE_FUNCTION"),
+        ("SELECT MAP {'a': 1}", "DISALLOWED_FUNCTION"),
+        ("SELECT [1] && [2]", None),  # list_has_any as an operator
+        ("SELECT ts AT TIME ZONE 'UTC' FROM dataset", None),
         ("SELECT 'a' COLLATE nocase", "DISALLOWED_FUNCTION"),
     ],
 )

@@ -50,34 +50,32 @@ def column_refs(tree: exp.Expr) -> ColumnRefs:
 
 
 def _named_columns(tree: exp.Expr) -> set[str]:
-    relations = _relation_names(tree)
+    relations: set[str] = set()
+    bare: set[str] = set()  # single-part column names: a relation's name here is its whole row
     names: set[str] = set()
     for node in tree.walk():
-        if isinstance(node, exp.Star):
+        if isinstance(node, exp.Column):
+            parts = [p.name.lower() for p in node.parts]
+            if len(parts) == 1:
+                bare.add(parts[0])
+            names.update(parts)  # s.field reads s; t.col reads col
+        elif isinstance(node, exp.Star):
             if not isinstance(node.parent, exp.Count):  # count(*) reads no column values
                 raise _Unresolvable
+        elif isinstance(node, exp.Table | exp.TableAlias):
+            relations.add(node.name.lower())
+            if isinstance(node, exp.TableAlias) and node.args.get("columns") and isinstance(node.parent, exp.Table):
+                raise _Unresolvable  # FROM dataset t(a, b, x): renamed by position
         elif isinstance(node, exp.Columns | exp.Pivot) or (
             isinstance(node, exp.Anonymous) and node.name.lower() == "columns"
         ):
             raise _Unresolvable
-        elif isinstance(node, exp.Column):
-            parts = [p.name.lower() for p in node.parts]
-            if len(parts) == 1 and parts[0] in relations:
-                raise _Unresolvable  # the whole row as a struct
-            names.update(parts)  # s.field reads s; t.col reads col
         elif isinstance(node, exp.Dot):
             names.update(i.name.lower() for i in node.find_all(exp.Identifier))
         elif isinstance(node, exp.Join):
             if str(node.args.get("method") or "").upper() == "NATURAL":
-                raise _Unresolvable
+                raise _Unresolvable  # reads the columns both sides share, named nowhere
             names.update(i.name.lower() for i in node.args.get("using") or [] if isinstance(i, exp.Expr))
-        elif isinstance(node, exp.TableAlias) and node.args.get("columns") and isinstance(node.parent, exp.Table):
-            raise _Unresolvable  # FROM dataset t(a, b, x): renamed by position
-    return names
-
-
-def _relation_names(tree: exp.Expr) -> set[str]:
-    """Every name a relation goes by in the query: tables, their aliases, CTEs, subqueries."""
-    names = {t.name.lower() for t in tree.find_all(exp.Table)}
-    names |= {a.name.lower() for a in tree.find_all(exp.TableAlias)}
+    if bare & relations:
+        raise _Unresolvable  # SELECT t FROM dataset t: the whole row as a struct
     return names

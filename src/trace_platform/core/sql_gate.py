@@ -112,8 +112,7 @@ def check_sql(sql: str, *, allowed_relations: frozenset[str] = frozenset({"datas
     allowed = frozenset(name.lower() for name in allowed_relations)
     failure: str | None = None
     try:
-        _check_tree(root, allowed)
-        _check_written_calls(tokens, root)
+        _check_written_calls(tokens, _check_tree(root, allowed))
     except SqlRejected as exc:
         failure = exc.reason
     except RecursionError:
@@ -245,8 +244,9 @@ def _is_empty_statement(node: exp.Expr) -> bool:
 _Frame = tuple[exp.Expr, frozenset[str], int]
 
 
-def _check_tree(root: exp.Expr, allowed: frozenset[str]) -> None:
-    """Iterative walk over every node, tracking which CTE names are visible where."""
+def _check_tree(root: exp.Expr, allowed: frozenset[str]) -> Counter[str]:
+    """Iterative walk over every node, tracking which CTE names are visible where; returns
+    the names of the aliases with a column list."""
     stack: list[_Frame] = [(root, frozenset(), 1)]
     calls = _Calls()
     while stack:
@@ -261,6 +261,7 @@ def _check_tree(root: exp.Expr, allowed: frozenset[str]) -> None:
         for child in node.iter_expressions():
             if child is not with_clause:
                 stack.append((child, inner, depth + 1))
+    return calls.aliases
 
 
 def _push_ctes(with_clause: exp.Expr, scope: frozenset[str], depth: int, stack: list[_Frame]) -> frozenset[str]:
@@ -295,11 +296,15 @@ def _check_node(node: exp.Expr, scope: frozenset[str], allowed: frozenset[str], 
         _check_table(node, scope, allowed)
     elif kind is exp.Into:
         raise SqlRejected("SELECT_INTO")
-    elif isinstance(node, exp.Func):  # And / Or are Func subclasses: their rendering calls nothing
+    elif kind is exp.And or kind is exp.Or:
+        pass  # Func subclasses, yet plain operators; rendering each link of a chain is quadratic
+    elif isinstance(node, exp.Func):
         _check_function(node, calls)
     elif kind in rules.SYNTAX_NODES:
         if kind is exp.Column:
             _check_column(node)
+        elif kind is exp.TableAlias and node.args.get("columns"):
+            calls.aliases[node.name.lower()] += 1  # t(a, b) is written like a call
         elif kind is exp.Select and not node.expressions:
             raise SqlRejected("PARSE_ERROR")  # sqlglot accepts a bare SELECT; DuckDB does not
     else:
@@ -345,6 +350,7 @@ class _Calls:
     """
 
     def __init__(self) -> None:
+        self.aliases: Counter[str] = Counter()
         self._rendered: dict[int, str] = {}
         self._budget = _RENDER_BUDGET
 
@@ -380,12 +386,11 @@ def _call_names(rendered: str) -> Counter[str]:
     return names
 
 
-def _check_written_calls(tokens: list[Token], root: exp.Expr) -> None:
+def _check_written_calls(tokens: list[Token], aliases: Counter[str]) -> None:
     """Every word written before "(" is an allowlisted DuckDB function, a keyword, a type or
     an alias with a column list. DuckDB runs the text, not sqlglot's reading of it: a name
     sqlglot translates into allowlisted calls (``gen_random_uuid(x, 'y')`` becomes a SHA1
     expression) is still the name DuckDB calls."""
-    aliases = Counter(alias.name.lower() for alias in root.find_all(exp.TableAlias) if alias.args.get("columns"))
     for word, after in itertools.pairwise(tokens):
         if after.token_type is not TokenType.L_PAREN:
             continue
