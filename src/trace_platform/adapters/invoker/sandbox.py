@@ -6,15 +6,17 @@ so no helper stays resident and no ``preexec_fn`` runs in this multi-threaded pr
 
     bwrap --unshare-{ipc,pid,net,uts,cgroup} [--unshare-user when not root]
           --die-with-parent <the minimal root of ``mountns``> --
-      prlimit --cpu --as --fsize --nproc --nofile --core
-        setpriv --no-new-privs [--reuid/--regid UID --clear-groups --bounding-set=-all]
-          <runtime command>
+      env -u PWD                                  (bwrap sets it; the env stays exact)
+        prlimit --cpu --as --fsize --nproc --nofile --core
+          setpriv --no-new-privs [--reuid/--regid UID --clear-groups --bounding-set=-all]
+            <runtime command>
 
 - mount namespace with a minimal root (``mountns``): the bundle read-only, private
   /tmp and /dev/shm, the runtime, no host socket, data directory or home.
-- network namespace: only a loopback interface that is down, so no TCP/UDP anywhere
-  (and no abstract unix socket of the host); the task API is reached through a unix
-  socket bridged by the invoker (``bridge``), the one path bound in from outside.
+- network namespace: only the namespace's own loopback (bwrap brings it up; nothing of
+  the host listens there), so no TCP/UDP to anywhere else and no abstract unix socket
+  of the host; the task API is reached through a unix socket bridged by the invoker
+  (``bridge``), the one path bound in from outside.
 - pid namespace with its own /proc: the UDF sees no other process (so no
   ``/proc/<pid>/environ`` of the platform), and when bwrap's init in it dies (the
   command ended, or bwrap was killed: ``--die-with-parent``) the kernel kills
