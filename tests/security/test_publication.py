@@ -32,7 +32,7 @@ from trace_platform.clients.chain_sync import ChainSyncClient
 from trace_platform.clients.dispatcher import DispatcherClient
 from trace_platform.core.chain_sync import derive_dataset_uuid
 from trace_platform.core.config import Settings
-from trace_platform.core.errors import PermissionDenied
+from trace_platform.core.errors import InvalidArgument, PermissionDenied
 from trace_platform.core.manifest import derive_dataset_version
 from trace_platform.core.models import TaskRef
 from trace_platform.core.publication import output_prefix
@@ -294,6 +294,12 @@ async def test_storage_outside_the_write_prefix_is_refused(
         pub.storage_ref.CopyFrom(storage)
         await refused(client, db, mine, [pub], OUTSIDE)
     assert await victim_count(attack.channel, settings) == [[BLOCKS]]
+    # The token's write prefixes now include the version's prefix; a buffered batch (Sink
+    # input) still has to be an artifact under the attempt's scratch prefix.
+    for uri in (f"{home}rows.jsonl", f"{scratch}sub//rows.jsonl", f"{scratch}./rows.jsonl"):
+        with pytest.raises((PermissionDenied, InvalidArgument)):
+            await client.buffer_publish(mine.ref, mine.token, uri, 10)
+    assert await db.fetchval("SELECT count(*) FROM buffered_publishes") == 0
     await completes_correctly(client, db, settings, mine)
 
 

@@ -27,7 +27,7 @@ from trace_platform.core.models import (
     TaskStatus,
 )
 from trace_platform.core.publication import output_prefixes
-from trace_platform.core.storage_paths import attempt_prefix
+from trace_platform.core.storage_paths import attempt_prefix, is_under
 from trace_platform.core.tokens import CapabilityClaims, TokenIssuer
 
 BUFFER_CONTENT_TYPES = ("application/jsonl", "application/x-ndjson")
@@ -222,7 +222,10 @@ class DispatcherService:
             raise InvalidArgument("INVALID_BATCH_SIZE", "batch_size_bytes out of range", field="batch_size_bytes")
         if not batch_uri or ".." in batch_uri or not batch_uri.startswith(("s3://", "file://")):
             raise InvalidArgument("INVALID_BATCH_URI", "batch_uri must be an s3:// or file:// URI", field="batch_uri")
-        if not any(batch_uri.startswith(p) for p in claims.s3_write_prefixes):
+        # A batch is an artifact of this attempt: under its scratch prefix (normalized, so no
+        # path trick), never under a dataset version prefix the token also carries.
+        scratch = self.write_prefix(ref.task_id, ref.attempt)
+        if not (is_under(batch_uri, scratch) and any(is_under(batch_uri, p) for p in claims.s3_write_prefixes)):
             raise PermissionDenied("BATCH_URI_NOT_GRANTED", "batch_uri is outside the task's write prefix")
         result = await self._repo.buffer_publish(ref, claims.org_id, batch_uri, content_type, size, scope)
         if not result[1]:
