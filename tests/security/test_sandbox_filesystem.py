@@ -104,6 +104,7 @@ def main(event):
         'abstract': connect('\0' + cfg['abstract']),
         'writes': {p: write(p) for p in cfg['writes']},
         'tmp_now': sorted(os.listdir('/tmp')) + sorted(os.listdir('/dev/shm')),
+        'home': os.environ['HOME'],
     }
     if bridge:
         s = socket.socket(socket.AF_UNIX)
@@ -198,6 +199,15 @@ def existing(paths: list[str]) -> list[str]:
     return [p for p in paths if os.path.lexists(p)]
 
 
+def host_file_in(directory: Path, name: str, text: str) -> None:
+    """A file under ``directory`` that any uid may reach and read."""
+    path = directory / name
+    path.parent.mkdir(parents=True)
+    for parent in (directory, *directory.glob("**/")):
+        parent.chmod(0o755)
+    host_file(str(path), text)
+
+
 def host_file(path: str, text: str) -> None:
     """A file on the host that any uid may read."""
     Path(path).write_text(text)
@@ -247,6 +257,8 @@ async def test_a_sandboxed_run_reaches_no_host_socket_data_or_home(lab: UdfLab, 
     assert invoker.plan.netns, invoker.plan.describe()  # no quiet skip: this machine can make it
     url = lab.python(PROBE_UDF)
     own_bundle = url[len("file://") :]
+    other_run = lab.runs / f"udf-other-{uuid.uuid4().hex[:8]}"  # another run's directory, left open
+    host_file_in(other_run, "home/secret", "another run's file")
     secret = [d / "objects" / "datasets" / "org-other" / "transfers" / "v1" / "part-0.parquet" for d in data_dirs]
     hidden = [
         *(str(d) for d in data_dirs),
@@ -254,6 +266,7 @@ async def test_a_sandboxed_run_reaches_no_host_socket_data_or_home(lab: UdfLab, 
         *(str(p) for p in secret),
         own_bundle,
         str(lab.bundles),
+        str(other_run / "home" / "secret"),
         "/var/run/postgresql",
         "/var/lib/postgresql",
         "/etc/postgresql",
@@ -263,12 +276,19 @@ async def test_a_sandboxed_run_reaches_no_host_socket_data_or_home(lab: UdfLab, 
     homes = [str(Path.home()), "/root", "/work", "/home"]
     sockets = sorted({*host_sockets(), *listeners.paths, PG_SOCKET, "/tmp/.s.PGSQL.5432"})
     assert host_path(PG_SOCKET) in {host_path(s) for s in sockets}, "PostgreSQL's socket is not on this host"
-    config = {"paths": [*hidden, *homes, "/", "/etc"], "sockets": sockets, "abstract": listeners.abstract, "writes": []}
+    runs = str(lab.runs)
+    config = {
+        "paths": [*hidden, *homes, "/", "/etc", runs],
+        "sockets": sockets,
+        "abstract": listeners.abstract,
+        "writes": [],
+    }
     try:
         got = result(await invoker.invoke(invocation(url, config=config)))
     finally:
         server.close()
         listeners.close()
+        shutil.rmtree(other_run)
     paths = got["paths"]
     for path in hidden:
         assert paths[path] == "missing", (path, paths[path])
@@ -276,6 +296,8 @@ async def test_a_sandboxed_run_reaches_no_host_socket_data_or_home(lab: UdfLab, 
         assert paths[path] == "missing" or names(paths[path]) <= bound_names(invoker, path), (path, paths[path])
     assert names(paths["/"]) <= ROOT_ENTRIES | bound_names(invoker, "/"), paths["/"]
     assert names(paths["/etc"]) <= ETC_ENTRIES, paths["/etc"]
+    own_run = Path(got["home"]).parent
+    assert own_run.parent == lab.runs and names(paths[runs]) == {own_run.name}  # no other run
     assert got["sockets"], "the UDF found no socket to try"
     assert all(not v.startswith("connected") for v in got["sockets"].values()), got["sockets"]
     assert set(sockets) <= set(got["sockets"])
