@@ -142,7 +142,7 @@ def test_lite_up_shows_sync_progress_and_trace_query_answers_from_synced_data(
         wait_for_line(lite, r"mini\.blocks\s+cursor\s+40 .*done\s+4 ranges / 40 blocks", timeout=60, stream="stdout")
         status = json.loads(trace("status", "mini", "--json", env=env).stdout)
         stream = status["jobs"][0]["streams"][0]
-        assert (stream["cursor"], stream["completed_blocks"], status["jobs"][0]["completed"]) == ("40", "40", True)
+        assert (stream["cursor"], stream["completed_blocks"], status["jobs"][0]["completed"]) == (40, 40, True)
         out = trace(
             "query",
             "--dataset",

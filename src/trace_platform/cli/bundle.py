@@ -3,16 +3,30 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from trace_platform.core.bundle_manifest import RUNTIMES, TrustedKeys, key_id, load_private_key, load_public_key
-from trace_platform.core.bundles import build_bundle, extract_bundle, remove_tree
 from trace_platform.core.errors import TraceError
+
+# cryptography and the bundle modules are imported by the commands that use them:
+# listing `trace --help` must not pay for them.
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+
+class RuntimeName(click.ParamType[str]):
+    """One of core.bundle_manifest.RUNTIMES, checked when given (that module is not cheap)."""
+
+    name = "runtime"
+
+    def convert(self, value: str, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        from trace_platform.core.bundle_manifest import RUNTIMES
+
+        if value not in RUNTIMES:
+            self.fail(f"{value!r} is not one of {', '.join(RUNTIMES)}", param, ctx)
+        return value
 
 
 @click.group("bundle")
@@ -25,6 +39,11 @@ def bundle_group() -> None:
 @click.option("--name", default="bundle-signing", show_default=True, help="File stem of NAME.key / NAME.pub.")
 def keygen(out_dir: Path, name: str) -> None:
     """Create an Ed25519 key pair: NAME.key (private, mode 0600) and NAME.pub."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from trace_platform.core.bundle_manifest import key_id
+
     out_dir.mkdir(parents=True, exist_ok=True)
     private = out_dir / f"{name}.key"
     public = out_dir / f"{name}.pub"
@@ -46,10 +65,18 @@ def keygen(out_dir: Path, name: str) -> None:
 @click.argument("source", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--key", "key_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True)
 @click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
-@click.option("--runtime", type=click.Choice(RUNTIMES), default=None, help="Default: rust if ./bootstrap exists.")
+@click.option(
+    "--runtime",
+    type=RuntimeName(),
+    default=None,
+    help="python, node, rust or custom (default: rust if ./bootstrap exists).",
+)
 @click.option("--entrypoint", default="", help="python: module.function; node: file.handler; rust: bootstrap.")
 def build(source: Path, key_path: Path, out: Path, runtime: str | None, entrypoint: str) -> None:
     """Build and sign a bundle from SOURCE (every regular file; symlinks refused)."""
+    from trace_platform.core.bundle_manifest import key_id, load_private_key
+    from trace_platform.core.bundles import build_bundle
+
     if runtime is None:
         if not (source / "bootstrap").is_file():
             raise click.ClickException("--runtime is required unless SOURCE has a bootstrap executable")
@@ -74,6 +101,11 @@ def build(source: Path, key_path: Path, out: Path, runtime: str | None, entrypoi
 @click.option("--trusted", "trusted_paths", multiple=True, type=click.Path(exists=True, path_type=Path), required=True)
 def verify(archive: Path, trusted_paths: tuple[Path, ...]) -> None:
     """Verify a bundle against trusted public keys (files or directories of *.pub)."""
+    import tempfile
+
+    from trace_platform.core.bundle_manifest import TrustedKeys, load_public_key
+    from trace_platform.core.bundles import extract_bundle, remove_tree
+
     keys: list[Ed25519PublicKey] = []
     for path in trusted_paths:
         keys.extend(TrustedKeys.from_dir(path).keys.values() if path.is_dir() else [load_public_key(path.read_bytes())])

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import click
-import grpc
-from google.protobuf.json_format import MessageToDict
 
-from trace_platform.cli.common import addr_option, admin_token, data_dir_option, run
-from trace_platform.clients.chain_sync import ChainSyncClient, pb
-from trace_platform.core.config import LITE_ORG_ID
+from trace_platform.cli.common import CliError, addr_option, admin_token, data_dir_option, run
+from trace_platform.cli.output import dumps, message_dict
+from trace_platform.core.defaults import LITE_ORG_ID
+
+if TYPE_CHECKING:  # grpc and the client are imported when a command runs
+    from trace_platform.clients.chain_sync import ChainSyncClient, pb
 
 T = TypeVar("T")
 org_option = click.option("--org", envvar="TRACE_ORG_ID", default=LITE_ORG_ID, show_default="the Lite org")
@@ -21,12 +21,15 @@ org_option = click.option("--org", envvar="TRACE_ORG_ID", default=LITE_ORG_ID, s
 
 def _with_client(addr: str, data_dir: Path, fn: Callable[[ChainSyncClient], Awaitable[T]]) -> T:
     token = admin_token(data_dir)
+    import grpc
+
+    from trace_platform.clients.chain_sync import ChainSyncClient
 
     async def go() -> T:
         async with grpc.aio.insecure_channel(addr) as channel:
             return await fn(ChainSyncClient(channel, admin_token=token))
 
-    return run(go())
+    return run(go(), addr)
 
 
 @click.command("apply")
@@ -38,6 +41,8 @@ def apply(path: Path, org: str, addr: str, data_dir: Path) -> None:
     """Create or update a chain_sync job from YAML (idempotent)."""
     text = path.read_text()
     resp = _with_client(addr, data_dir, lambda c: c.apply(org, text))
+    from trace_platform.clients.chain_sync import pb
+
     outcome = pb.ApplyOutcome.Name(resp.outcome).removeprefix("APPLY_OUTCOME_").lower()
     click.echo(f"{resp.name}: {outcome} (yaml_hash {resp.yaml_hash[:12]})")
 
@@ -93,11 +98,12 @@ def render_status(jobs: list[pb.ChainSyncStatus]) -> str:
 def status(name: str, as_json: bool, org: str, addr: str, data_dir: Path) -> None:
     """Per stream: cursor, in flight, completed ranges, last error, head observed."""
     jobs = _with_client(addr, data_dir, lambda c: c.status(org, name))
+    if name and not jobs:
+        # The RPC answers a filter with the jobs matching it (none); a named job that is
+        # not there is an error here, as it is for pause and resume.
+        raise CliError(f"CHAIN_SYNC_NOT_FOUND: no chain_sync job {name!r} in org {org}")
     if as_json:
-        docs = [
-            MessageToDict(j, preserving_proto_field_name=True, always_print_fields_with_no_presence=True) for j in jobs
-        ]
-        click.echo(json.dumps({"jobs": docs}))
+        click.echo(dumps({"jobs": [message_dict(j) for j in jobs]}))
     else:
         click.echo(render_status(jobs))
 

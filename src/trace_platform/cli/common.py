@@ -1,23 +1,86 @@
-"""What every CLI command that talks to a server shares: address and credentials."""
+"""What every CLI command that talks to a server shares: address, credentials, errors.
+
+Imports stay light here (click, the standard library, core.config/errors): every command
+module imports this one, and `trace --help` imports every command module.
+"""
 
 from __future__ import annotations
 
-import asyncio
+import ipaddress
 import os
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from trace_platform.core.config import DEFAULT_ADDR, default_data_dir
-from trace_platform.core.errors import TraceError
-from trace_platform.lite import credentials
+from trace_platform.core.defaults import DEFAULT_ADDR, default_data_dir
+from trace_platform.core.errors import ErrorKind, TraceError
+
+if TYPE_CHECKING:
+    from trace_platform.core.config import Settings
 
 T = TypeVar("T")
 
+
+class CliError(click.ClickException):
+    """A failure printed as ``error: <message>`` (plus ``hint: ...``), with its exit code.
+
+    RPC failures carry their reason code once, at the start of the message."""
+
+    def __init__(self, message: str, *, hint: str = "") -> None:
+        super().__init__(message)
+        self.hint = hint
+
+    def show(self, file: IO[Any] | None = None) -> None:
+        click.echo(f"error: {self.format_message()}", err=True)
+        if self.hint:
+            click.echo(f"hint: {self.hint}", err=True)
+
+
+class CliUsageError(CliError):
+    """Wrong use (a bad environment value, options that do not go together): exit 2, as click's own."""
+
+    exit_code = 2
+
+
+def parse_addr(value: str, *, listen: bool = False) -> str:
+    """``host:port`` with a port in 1..65535 (0 too for a listen address: any free port);
+    an IPv6 host in brackets (``[::1]:50051``).
+
+    A bare host would make gRPC dial its default port (443), so it is refused."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host:
+        raise ValueError(f"{value!r} has no port: use host:port, e.g. 127.0.0.1:50051")
+    lowest = 0 if listen else 1
+    if not port.isdigit() or not lowest <= int(port) <= 65535:
+        raise ValueError(f"{value!r}: the port must be a number in {lowest}..65535")
+    if host.startswith("["):
+        try:
+            if not host.endswith("]"):
+                raise ValueError
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            raise ValueError(f"{value!r}: not an IPv6 address in brackets") from None
+    elif ":" in host:
+        raise ValueError(f"{value!r}: an IPv6 address goes in brackets, e.g. [::1]:50051")
+    return value
+
+
+def _addr(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    try:
+        return parse_addr(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
 addr_option = click.option(
-    "--addr", envvar="TRACE_ADDR", default=DEFAULT_ADDR, show_default=True, help="Server address (TRACE_ADDR)."
+    "--addr",
+    envvar="TRACE_ADDR",
+    default=DEFAULT_ADDR,
+    show_default=True,
+    callback=_addr,
+    help="Server address host:port (TRACE_ADDR).",
 )
 data_dir_option = click.option(
     "--data-dir",
@@ -29,19 +92,46 @@ data_dir_option = click.option(
 )
 
 
+def load_settings() -> Settings:
+    """Settings from the environment; an unusable value stops here: ``error: TRACE_X: ...``, exit 2."""
+    from trace_platform.core.config import SettingsError, settings_from_env
+
+    try:
+        return settings_from_env()
+    except SettingsError as exc:
+        raise CliUsageError(f"{exc.variable}: {exc.problem}") from None
+
+
 def admin_token(data_dir: Path) -> str:
     """TRACE_ADMIN_TOKEN, else the token `trace lite up` left in the data directory."""
     token = os.environ.get("TRACE_ADMIN_TOKEN")
     if token:
         return token
+    from trace_platform.lite import credentials
+
     creds = credentials.load(data_dir)
     if creds is None:
-        raise click.ClickException(f"no credentials: start `trace lite up` or set TRACE_ADMIN_TOKEN ({data_dir})")
+        raise CliError(
+            f"no credentials in {data_dir}", hint="start `trace lite up` or set TRACE_ADMIN_TOKEN (or --data-dir)"
+        )
     return creds.admin_token
 
 
-def run(coro: Coroutine[Any, Any, T]) -> T:
+def rpc_error(exc: TraceError, addr: str) -> CliError:
+    """A typed client error as the CLI prints it: reason code, message, and a hint."""
+    hint = ""
+    if exc.reason in ("UNAVAILABLE", "DEADLINE_EXCEEDED"):
+        hint = f"is `trace lite up` running? (address {addr}; set --addr or TRACE_ADDR)"
+    elif exc.kind is ErrorKind.UNAUTHENTICATED:
+        hint = "check TRACE_ADMIN_TOKEN / TRACE_USER_TOKEN, or --data-dir of the running `trace lite up`"
+    message = exc.message if exc.message.startswith(exc.reason) else f"{exc.reason}: {exc.message}"
+    return CliError(message, hint=hint)
+
+
+def run(coro: Coroutine[Any, Any, T], addr: str = DEFAULT_ADDR) -> T:
+    import asyncio
+
     try:
         return asyncio.run(coro)
     except TraceError as exc:
-        raise click.ClickException(f"{exc.reason}: {exc.message}") from None
+        raise rpc_error(exc, addr) from None

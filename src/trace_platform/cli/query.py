@@ -1,20 +1,27 @@
-"""`trace sql check` (the gate, offline) and `trace query` (through the Query Service)."""
+"""`trace sql check` (the gate, offline) and `trace query` (through the Query Service).
+
+`sql check` imports the gate and sqlglot only; `query` imports grpc and the Query client
+when it runs, and pyarrow only for csv/parquet.
+"""
 
 from __future__ import annotations
 
-import json
+import contextlib
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, TYPE_CHECKING
 
 import click
-import grpc
 
-from trace_platform.cli.common import addr_option, data_dir_option, run
-from trace_platform.clients.query import QueryClient, QueryRows
-from trace_platform.core.sql_gate import SqlRejected, check_sql
-from trace_platform.lite import credentials
+from trace_platform.cli.common import CliError, CliUsageError, addr_option, data_dir_option, run
+from trace_platform.cli.output import BatchWriter, cell, dumps
+
+if TYPE_CHECKING:
+    from trace_platform.clients.query import QueryClient, QueryRows
+
+FORMATS = ("table", "json", "csv", "parquet")
 
 
 @click.group("sql")
@@ -26,6 +33,8 @@ def sql_group() -> None:
 @click.argument("sql")
 def sql_check(sql: str) -> None:
     """Run the gate: prints `ok` (exit 0) or the reason code (exit 1)."""
+    from trace_platform.core.sql_gate import SqlRejected, check_sql
+
     try:
         check_sql(sql)
     except SqlRejected as exc:
@@ -39,23 +48,19 @@ def user_token(data_dir: Path) -> str:
     token = os.environ.get("TRACE_USER_TOKEN")
     if token:
         return token
+    from trace_platform.lite import credentials
+
     creds = credentials.load(data_dir)
     if creds is None or not creds.user_token:
-        raise click.ClickException(f"no user token: start `trace lite up` or set TRACE_USER_TOKEN ({data_dir})")
+        raise CliError(
+            f"no user token in {data_dir}", hint="start `trace lite up` or set TRACE_USER_TOKEN (or --data-dir)"
+        )
     return creds.user_token
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return "NULL"
-    if isinstance(value, bytes):
-        return "\\x" + value.hex()
-    return str(value)
 
 
 def render_table(result: QueryRows) -> str:
     headers = [name for name, _ in result.columns]
-    cells = [[_cell(v) for v in row] for row in result.rows]
+    cells = [[cell(v) for v in row] for row in result.rows]
     widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
     line = "-+-".join("-" * w for w in widths)
     out = [" | ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)), line]
@@ -64,29 +69,118 @@ def render_table(result: QueryRows) -> str:
     return "\n".join([*out, count])
 
 
+def render_json(result: QueryRows) -> str:
+    doc = {
+        "columns": [{"name": n, "type": t} for n, t in result.columns],
+        "rows": result.rows,
+        "truncated": result.truncated,
+        "dataset_version": result.dataset_version,
+    }
+    return dumps(doc)
+
+
 @click.command("query")
 @click.option("--dataset", required=True, help="Registry name, for example mychain.blocks.")
 @click.argument("sql")
-@click.option("--limit", type=int, default=0, help="Rows to return (default 1000, at most 10000).")
-@click.option("--json", "as_json", is_flag=True, help="Print columns and rows as JSON.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(FORMATS),
+    default="table",
+    show_default=True,
+    help="table and json: up to --limit rows (Query); csv and parquet: the whole result, streamed (QueryArrow).",
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Rows to return (table/json: default 1000, at most 10000; csv/parquet: default all).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
+@click.option(
+    "-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write to FILE, not stdout."
+)
 @addr_option
 @data_dir_option
-def query(dataset: str, sql: str, limit: int, as_json: bool, addr: str, data_dir: Path) -> None:
+def query(
+    dataset: str,
+    sql: str,
+    fmt: str,
+    limit: int | None,
+    as_json: bool,
+    output: Path | None,
+    addr: str,
+    data_dir: Path,
+) -> None:
     """Run a read-only SQL query over a dataset (the relation is called `dataset`)."""
+    fmt = "json" if as_json else fmt
+    if fmt == "parquet" and output is None:
+        raise CliUsageError("--format parquet needs --output FILE")
+    if output is not None and not output.parent.is_dir():
+        raise CliUsageError(f"--output {output}: no directory {output.parent}")
     token = user_token(data_dir)
+    import grpc
+
+    from trace_platform.clients.query import QueryClient
+
+    if fmt in ("csv", "parquet"):
+
+        async def stream() -> int:
+            async with grpc.aio.insecure_channel(addr) as channel:
+                return await _write_batches(QueryClient(channel, user_token=token), dataset, sql, fmt, limit, output)
+
+        rows = run(stream(), addr)
+        if output is not None:
+            click.echo(f"{rows} row{'s' if rows != 1 else ''} written to {output}", err=True)
+        return
 
     async def go() -> QueryRows:
         async with grpc.aio.insecure_channel(addr) as channel:
-            return await QueryClient(channel, user_token=token).query(dataset, sql, limit)
+            return await QueryClient(channel, user_token=token).query(dataset, sql, limit or 0)
 
-    result = run(go())
-    if as_json:
-        doc = {
-            "columns": [{"name": n, "type": t} for n, t in result.columns],
-            "rows": result.rows,
-            "truncated": result.truncated,
-            "dataset_version": result.dataset_version,
-        }
-        click.echo(json.dumps(doc, default=_cell))
+    result = run(go(), addr)
+    text = render_json(result) if fmt == "json" else render_table(result)
+    if output is None:
+        click.echo(text)
     else:
-        click.echo(render_table(result))
+        with _replacing(output) as sink:
+            sink.write(text.encode() + b"\n")
+
+
+async def _write_batches(
+    client: QueryClient, dataset: str, sql: str, fmt: str, limit: int | None, output: Path | None
+) -> int:
+    """Stream the result into ``output`` (or stdout) batch by batch; the rows written."""
+    with _replacing(output) if output is not None else contextlib.nullcontext(sys.stdout.buffer) as sink:
+        writer = BatchWriter(fmt, sink)
+        left = limit
+        async with contextlib.aclosing(client.query_arrow_batches(dataset, sql)) as batches:
+            async for batch in batches:
+                if left is not None:
+                    batch = batch.slice(0, left)
+                    left -= batch.num_rows
+                writer.write(batch)
+                if left == 0:
+                    break  # closing the stream cancels the rest of the query
+        writer.close()
+        return writer.rows
+
+
+@contextlib.contextmanager
+def _replacing(path: Path) -> Iterator[IO[bytes]]:
+    """A binary file that replaces ``path`` only once everything was written (a failed
+    query leaves no half-written file behind); mode as the umask says, like any new file."""
+    import tempfile
+
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)
+        with os.fdopen(fd, "wb") as sink:
+            yield sink
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise

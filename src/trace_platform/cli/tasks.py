@@ -2,25 +2,27 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
-import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-import grpc
-from google.protobuf.json_format import MessageToDict
 
-from trace_platform.cli.common import addr_option, admin_token, data_dir_option, run
-from trace_platform.clients.dispatcher import DispatcherClient
-from trace_platform.core.config import LITE_ORG_ID
-from trace_platform.gen.trace.v1 import dispatcher_pb2
+from trace_platform.cli.common import CliError, addr_option, admin_token, data_dir_option, run
+from trace_platform.cli.output import message_dict
+from trace_platform.core.defaults import LITE_ORG_ID
+
+if TYPE_CHECKING:  # grpc and the client are imported when a command runs
+    from trace_platform.clients.dispatcher import DispatcherClient
+    from trace_platform.gen.trace.v1 import dispatcher_pb2
 
 LITE_ORG = LITE_ORG_ID
 
 
 async def wait_terminal(client: DispatcherClient, task_id: str, timeout: float) -> dispatcher_pb2.GetTaskResponse:
+    import asyncio
+
     deadline = time.monotonic() + timeout
     while True:
         resp = await client.get_task(task_id)
@@ -30,12 +32,16 @@ async def wait_terminal(client: DispatcherClient, task_id: str, timeout: float) 
 
 
 def describe(resp: dispatcher_pb2.GetTaskResponse) -> dict[str, object]:
-    return MessageToDict(resp, preserving_proto_field_name=True)
+    return message_dict(resp, all_fields=False)
 
 
 async def submit_and_wait(
     addr: str, token: str, operator: str, config: dict[str, object], wait: float
 ) -> dict[str, object]:
+    import grpc
+
+    from trace_platform.clients.dispatcher import DispatcherClient
+
     async with grpc.aio.insecure_channel(addr) as channel:
         client = DispatcherClient(channel, admin_token=token)
         task_id = await client.create_task(LITE_ORG, operator, config)
@@ -61,7 +67,7 @@ def submit(operator: str, config_json: str, wait: float, addr: str, data_dir: Pa
         config = json.loads(config_json)
     except json.JSONDecodeError as exc:
         raise click.BadParameter(f"not JSON: {exc.msg}", param_hint="--config") from None
-    click.echo(json.dumps(run(submit_and_wait(addr, admin_token(data_dir), operator, config, wait)), indent=2))
+    click.echo(json.dumps(run(submit_and_wait(addr, admin_token(data_dir), operator, config, wait), addr), indent=2))
 
 
 @task_group.command("get")
@@ -70,16 +76,23 @@ def submit(operator: str, config_json: str, wait: float, addr: str, data_dir: Pa
 @data_dir_option
 def get(task_id: str, addr: str, data_dir: Path) -> None:
     """Print a task's state and attempts."""
+    import uuid
+
     try:
         uuid.UUID(task_id)
     except ValueError:
         raise click.BadParameter("must be a UUID", param_hint="TASK_ID") from None
 
+    token = admin_token(data_dir)
+    import grpc
+
+    from trace_platform.clients.dispatcher import DispatcherClient
+
     async def fetch() -> dict[str, object]:
         async with grpc.aio.insecure_channel(addr) as channel:
-            return describe(await DispatcherClient(channel, admin_token=admin_token(data_dir)).get_task(task_id))
+            return describe(await DispatcherClient(channel, admin_token=token).get_task(task_id))
 
-    click.echo(json.dumps(run(fetch()), indent=2))
+    click.echo(json.dumps(run(fetch(), addr), indent=2))
 
 
 @click.command("demo")
@@ -87,7 +100,7 @@ def get(task_id: str, addr: str, data_dir: Path) -> None:
 @data_dir_option
 def demo(addr: str, data_dir: Path) -> None:
     """Run a demo task on a running `trace lite up` and print how it went."""
-    run(run_demo(addr, admin_token(data_dir)))
+    run(run_demo(addr, admin_token(data_dir)), addr)
 
 
 async def run_demo(addr: str, token: str) -> None:
@@ -99,5 +112,5 @@ async def run_demo(addr: str, token: str) -> None:
     click.echo(json.dumps(result, indent=2))
     task = result.get("task", {})
     if not isinstance(task, dict) or task.get("status") != "TASK_STATUS_COMPLETED":
-        raise click.ClickException("demo task did not complete")
+        raise CliError("demo task did not complete")
     click.echo(f"demo task {task['task_id']} finished in {time.monotonic() - started:.2f}s")

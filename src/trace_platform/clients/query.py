@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
-import pyarrow as pa
 
 from trace_platform.clients.errors import call, from_rpc_error
 from trace_platform.core.metadata import AUTHORIZATION, TASK_CAPABILITY
 from trace_platform.gen.trace.v1 import common_pb2, query_pb2, query_pb2_grpc
+
+if TYPE_CHECKING:  # pyarrow is imported by the Arrow calls only: `trace query` starts fast
+    import pyarrow as pa
 
 pb = query_pb2
 
@@ -56,13 +60,35 @@ class QueryClient:
 
     async def query_arrow(self, dataset: str, sql: str, timeout: float | None = None) -> pa.Table:
         """The whole result as an Arrow table, streamed in record batches."""
+        import pyarrow as pa
+
+        batches = [b async for b in self.query_arrow_batches(dataset, sql, timeout)]
+        return pa.Table.from_batches(batches)
+
+    async def query_arrow_batches(
+        self, dataset: str, sql: str, timeout: float | None = None
+    ) -> AsyncGenerator[pa.RecordBatch, None]:
+        """The result's record batches as they arrive (no row cap, nothing held beyond one
+        message). At least one batch, an empty one for an empty result, so the consumer
+        always learns the schema. Closing the iterator early cancels the RPC."""
+        from trace_platform.clients.arrow_stream import IpcStreamDecoder
+
         req = pb.QueryArrowRequest(dataset=dataset, sql=sql)
         stream = self._stub.QueryArrow(req, metadata=self._user_md, timeout=timeout)
-        parts: list[bytes] = []
+        decoder = IpcStreamDecoder()
+        sent = 0
         try:
             async for chunk in stream:
-                parts.append(chunk.arrow_ipc)
+                for batch in decoder.feed(chunk.arrow_ipc):
+                    sent += 1
+                    yield batch
         except grpc.aio.AioRpcError as err:
             raise from_rpc_error(err) from None
-        table: pa.Table = pa.ipc.open_stream(b"".join(parts)).read_all()
-        return table
+        finally:
+            with contextlib.suppress(Exception):
+                stream.cancel()
+        schema = decoder.finish()
+        if not sent:
+            import pyarrow as pa
+
+            yield pa.RecordBatch.from_pylist([], schema=schema)

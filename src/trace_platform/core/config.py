@@ -10,13 +10,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-DEFAULT_ADDR = "127.0.0.1:50051"
-# The one organisation of a Lite installation.
-LITE_ORG_ID = "00000000-0000-0000-0000-000000000001"
-
-
-def default_data_dir() -> Path:
-    return Path.home() / ".trace" / "lite"
+# Re-exported: defined apart so the CLI can read them without importing this module.
+from trace_platform.core.defaults import DEFAULT_ADDR as DEFAULT_ADDR
+from trace_platform.core.defaults import LITE_ORG_ID as LITE_ORG_ID
+from trace_platform.core.defaults import default_data_dir as default_data_dir
 
 
 @dataclass(frozen=True)

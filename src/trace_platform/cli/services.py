@@ -1,0 +1,122 @@
+"""`trace db`, `trace dispatcher`, `trace worker`, `trace keys`: the cluster profile's pieces.
+
+Each command imports the platform inside its function, so listing them costs nothing."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import click
+
+from trace_platform.cli.common import CliUsageError, addr_option, load_settings
+from trace_platform.cli.lite import listen_option
+
+
+@click.group()
+def db() -> None:
+    """Database administration."""
+
+
+@db.command("migrate")
+@click.option("--database-url", envvar="TRACE_DATABASE_URL", required=True)
+def db_migrate(database_url: str) -> None:
+    """Apply pending schema migrations."""
+    import asyncio
+
+    from trace_platform.adapters.postgres.migrations import migrate_dsn
+
+    applied = asyncio.run(migrate_dsn(database_url))
+    click.echo(f"applied {len(applied)} migration(s){': ' + ', '.join(applied) if applied else ''}")
+
+
+@click.group()
+def dispatcher() -> None:
+    """The Dispatcher service on its own (cluster profile)."""
+
+
+@dispatcher.command("serve")
+@listen_option
+@click.option("--worker/--no-worker", default=False, help="Also run a worker in this process.")
+def dispatcher_serve(listen: str, worker: bool) -> None:
+    """Serve the Dispatcher (needs TRACE_DATABASE_URL, TRACE_WORKER_TOKEN, TRACE_ADMIN_TOKEN)."""
+    import uvloop
+
+    from trace_platform.app import start_platform
+    from trace_platform.servers.common.server import wait_for_shutdown_signal
+
+    settings = replace(load_settings(), listen=listen)
+    if not settings.database_url:
+        raise CliUsageError("TRACE_DATABASE_URL: required")
+
+    async def main() -> None:
+        platform = await start_platform(settings, run_worker=worker)
+        click.echo(f"dispatcher serving on {platform.addr}", err=True)
+        try:
+            await wait_for_shutdown_signal()
+        finally:
+            await platform.stop()
+
+    uvloop.run(main())
+
+
+@click.group()
+def worker() -> None:
+    """The trusted worker wrapper on its own."""
+
+
+@worker.command("run")
+@addr_option
+def worker_run(addr: str) -> None:
+    """Take wake-ups from the queue and run tasks (needs TRACE_DATABASE_URL, TRACE_WORKER_TOKEN)."""
+    import asyncio
+
+    import grpc
+    import uvloop
+
+    from trace_platform.adapters.postgres.pool import create_pool
+    from trace_platform.adapters.queue.postgres import PostgresQueue
+    from trace_platform.app import platform_operators
+    from trace_platform.clients.batching import BatchingDispatcherClient
+    from trace_platform.servers.common.server import wait_for_shutdown_signal
+    from trace_platform.workers.operators import BUILTIN_OPERATORS
+    from trace_platform.workers.runtime import WorkerRuntime
+
+    settings = load_settings()
+    if not settings.database_url or not settings.worker_token:
+        raise CliUsageError("TRACE_DATABASE_URL and TRACE_WORKER_TOKEN: required")
+
+    async def main() -> None:
+        pool = await create_pool(settings.database_url or "", 1, 4)
+        queue = PostgresQueue(pool)
+        async with grpc.aio.insecure_channel(addr) as channel:
+            client = BatchingDispatcherClient(channel, worker_token=settings.worker_token)
+            operators = {**BUILTIN_OPERATORS, **platform_operators(settings, addr)}
+            runtime = WorkerRuntime(queue, client, operators, settings.worker)
+            run = asyncio.create_task(runtime.run())
+            await wait_for_shutdown_signal()
+            run.cancel()
+            await runtime.stop()
+        await queue.close()
+        await pool.close()
+
+    uvloop.run(main())
+
+
+@click.group()
+def keys() -> None:
+    """Capability-token signing keys."""
+
+
+@keys.command("rotate")
+@click.option("--key-dir", type=click.Path(path_type=Path), required=True)
+@click.option("--overlap", type=float, default=3600.0, show_default=True, help="Seconds the old key stays valid.")
+def keys_rotate(key_dir: Path, overlap: float) -> None:
+    """Promote the next key to current; the old current stays in the JWKS for the overlap."""
+    from trace_platform.core.keys import KeyStore
+
+    store = KeyStore(key_dir)
+    ring = store.load_or_create()
+    ring.rotate(overlap)
+    store.save(ring)
+    click.echo(f"current key is now {ring.current.kid}; restart the Dispatcher to sign with it")
