@@ -6,11 +6,11 @@ Per invocation::
     <runs_dir>/udf-XXXX/          0700 (owned by the sandbox uid when running as root)
         bundle-XXXX/              the verified bundle, read-only
         home/                     HOME, writable (besides the sandbox's private tmpfs)
-        etc/                      this run's passwd and group
+        etc/                      this run's /etc: passwd, group, the loader's cache
         task.sock                 the bridge to the task endpoint
 
-Only the bundle, home, the socket and the two etc files are bound into the sandbox, at
-the same paths. The UDF's environment is exactly PATH, HOME, LANG,
+Only the bundle, home and the socket are bound into the sandbox, at the same paths, and
+etc/ as its /etc. The UDF's environment is exactly PATH, HOME, LANG,
 TRACE_TASK_CAPABILITY and TRACE_TASK_ENDPOINT. Everything is removed afterwards.
 Without a sandbox nothing runs (``SANDBOX_UNAVAILABLE``) unless the development setting
 ``allow_unsandboxed`` says otherwise.
