@@ -9,10 +9,12 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
+import duckdb
 import pyarrow as pa
 import pytest
 
 from tests.datasets import parquet_bytes
+from tests.unit.test_sql_gate import duckdb_disagreements
 from trace_platform.adapters.duckdb.hardened import DuckDBLimits, HardenedDatabase, PinnedFiles
 from trace_platform.core.sql_gate import check_sql
 
@@ -106,3 +108,17 @@ def test_corpus_query_passes_the_gate_and_runs(sql: str, chain_db: HardenedDatab
         conn.execute(sql).fetchall()
     finally:
         conn.close()
+
+
+@pytest.fixture(scope="module")
+def parser_only() -> Iterator[duckdb.DuckDBPyConnection]:
+    con = duckdb.connect(":memory:")
+    yield con
+    con.close()
+
+
+@pytest.mark.parametrize("sql", corpus_queries())
+def test_what_duckdb_calls_in_a_corpus_query_is_allowlisted(sql: str, parser_only: duckdb.DuckDBPyConnection) -> None:
+    """DuckDB's own parser (json_serialize_sql) names only allowlisted functions: the gate's
+    reading of the corpus and DuckDB's agree."""
+    assert duckdb_disagreements(parser_only, sql) == []
