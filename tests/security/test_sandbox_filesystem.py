@@ -404,3 +404,26 @@ def test_two_invokers_never_share_a_sandbox_uid(tmp_path: Path) -> None:
     assert info.value.reason == "SANDBOX_UIDS_EXHAUSTED"
     first.release(held[0])
     assert second.acquire() == held[0]
+
+
+async def test_the_private_tmp_is_bounded(lab: UdfLab) -> None:
+    """/tmp and /dev/shm are RAM: each is capped (tmpfs_bytes), whatever the file count."""
+    url = lab.python(
+        "import errno, os\n"
+        "def main(event):\n"
+        "    out = {}\n"
+        "    for top in ('/tmp', '/dev/shm'):\n"
+        "        written = 0\n"
+        "        try:\n"
+        "            for i in range(64):\n"
+        "                with open(f'{top}/fill-{i}', 'wb') as f:\n"
+        "                    f.write(b'x' * (1 << 20))\n"
+        "                written += 1\n"
+        "        except OSError as e:\n"
+        "            out[top] = [written, errno.errorcode[e.errno]]\n"
+        "    return out\n"
+    )
+    got = result(await lab.invoker(tmpfs_bytes=8 * 1024 * 1024).invoke(invocation(url)))
+    for top in ("/tmp", "/dev/shm"):
+        written, error = got[top]
+        assert error == "ENOSPC" and written <= 8, got
