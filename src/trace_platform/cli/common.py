@@ -49,21 +49,24 @@ def parse_addr(value: str, *, listen: bool = False) -> str:
     an IPv6 host in brackets (``[::1]:50051``).
 
     A bare host would make gRPC dial its default port (443), so it is refused."""
-    host, sep, port = value.rpartition(":")
-    if not sep or not host:
-        raise ValueError(f"{value!r} has no port: use host:port, e.g. 127.0.0.1:50051")
-    lowest = 0 if listen else 1
-    if not port.isdigit() or not lowest <= int(port) <= 65535:
-        raise ValueError(f"{value!r}: the port must be a number in {lowest}..65535")
-    if host.startswith("["):
+    if value.startswith("["):  # [v6]:port
+        host, bracket, rest = value[1:].partition("]")
+        port = rest[1:]
+        if not bracket or not rest.startswith(":"):
+            raise ValueError(f"{value!r} has no port: use host:port, e.g. 127.0.0.1:50051")
         try:
-            if not host.endswith("]"):
-                raise ValueError
-            ipaddress.IPv6Address(host[1:-1])
+            ipaddress.IPv6Address(host)
         except ValueError:
             raise ValueError(f"{value!r}: not an IPv6 address in brackets") from None
-    elif ":" in host:
-        raise ValueError(f"{value!r}: an IPv6 address goes in brackets, e.g. [::1]:50051")
+    else:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host:
+            raise ValueError(f"{value!r} has no port: use host:port, e.g. 127.0.0.1:50051")
+        if ":" in host:
+            raise ValueError(f"{value!r}: an IPv6 address goes in brackets, e.g. [::1]:50051")
+    lowest = 0 if listen else 1
+    if not (port.isascii() and port.isdigit()) or not lowest <= int(port) <= 65535:
+        raise ValueError(f"{value!r}: the port must be a number in {lowest}..65535")
     return value
 
 
