@@ -6,6 +6,14 @@ with no network interface can still connect to it; the invoker decides where the
 go. The UDF sees ``TRACE_TASK_ENDPOINT=unix:/path/task.sock``, a target gRPC clients
 (Python grpcio, @grpc/grpc-js) accept as is. What the task endpoint accepts is still up
 to its own auth: the UDF holds only its capability token.
+
+Capability tokens are short-lived and renewed by the worker's heartbeats. The bridge stays
+byte for byte (putting the worker's newest token on the UDF's calls would mean terminating
+its HTTP/2 and gRPC here, a second parser of untrusted bytes in a trusted process), so the
+UDF is handed the attempt's *current* token when it starts (``OperatorContext.
+capability_token``). A renewed token has at least half the TTL left (150 s by default)
+against a UDF timeout of 60 s; TokenSettings.ttl_seconds must stay above twice the UDF
+timeout. The token stops working as soon as the attempt ends, whatever its expiry.
 """
 
 from __future__ import annotations
