@@ -24,8 +24,8 @@ class TokenSettings:
     key_dir: Path | None = None
     # Short: a stolen token dies fast. A live attempt's token is renewed by its heartbeats
     # (once less than half is left), so a long task never dies of expiry. Verifiers accept
-    # no longer lifetime (exp - iat) than this. Keep it above the UDF timeout: a UDF holds
-    # the token it was started with.
+    # no longer lifetime (exp - iat) than this. Keep it above twice the UDF timeout: a UDF
+    # holds the token it was started with (adapters/invoker/bridge.py).
     ttl_seconds: int = 300
     dev_hs256_secret: str | None = None
     # How often verifiers may refetch the JWKS on an unknown kid.

@@ -11,7 +11,7 @@ Capability tokens are short-lived and renewed by the worker's heartbeats. The br
 byte for byte (putting the worker's newest token on the UDF's calls would mean terminating
 its HTTP/2 and gRPC here, a second parser of untrusted bytes in a trusted process), so the
 UDF is handed the attempt's *current* token when it starts (``OperatorContext.
-capability_token``). A renewed token has at least half the TTL left (150 s by default)
+capability_token``). That token has about half the TTL or more left (~150 s by default)
 against a UDF timeout of 60 s; TokenSettings.ttl_seconds must stay above twice the UDF
 timeout. The token stops working as soon as the attempt ends, whatever its expiry.
 """
