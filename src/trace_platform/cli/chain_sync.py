@@ -21,12 +21,11 @@ org_option = click.option("--org", envvar="TRACE_ORG_ID", default=LITE_ORG_ID, s
 
 def _with_client(addr: str, data_dir: Path, fn: Callable[[ChainSyncClient], Awaitable[T]]) -> T:
     token = admin_token(data_dir)
-    import grpc
-
     from trace_platform.clients.chain_sync import ChainSyncClient
+    from trace_platform.clients.channel import insecure_channel
 
     async def go() -> T:
-        async with grpc.aio.insecure_channel(addr) as channel:
+        async with insecure_channel(addr) as channel:
             return await fn(ChainSyncClient(channel, admin_token=token))
 
     return run(go(), addr)

@@ -119,14 +119,13 @@ def query(
     if output is not None and not output.parent.is_dir():
         raise CliUsageError(f"--output {output}: no directory {output.parent}")
     token = user_token(data_dir)
-    import grpc
-
+    from trace_platform.clients.channel import insecure_channel
     from trace_platform.clients.query import QueryClient
 
     if fmt in ("csv", "parquet"):
 
         async def stream() -> int:
-            async with grpc.aio.insecure_channel(addr) as channel:
+            async with insecure_channel(addr) as channel:
                 return await _write_batches(QueryClient(channel, user_token=token), dataset, sql, fmt, limit, output)
 
         rows = run(stream(), addr)
@@ -135,7 +134,7 @@ def query(
         return
 
     async def go() -> QueryRows:
-        async with grpc.aio.insecure_channel(addr) as channel:
+        async with insecure_channel(addr) as channel:
             return await QueryClient(channel, user_token=token).query(dataset, sql, limit or 0)
 
     result = run(go(), addr)

@@ -71,13 +71,13 @@ def worker_run(addr: str) -> None:
     """Take wake-ups from the queue and run tasks (needs TRACE_DATABASE_URL, TRACE_WORKER_TOKEN)."""
     import asyncio
 
-    import grpc
     import uvloop
 
     from trace_platform.adapters.postgres.pool import create_pool
     from trace_platform.adapters.queue.postgres import PostgresQueue
     from trace_platform.app import platform_operators
     from trace_platform.clients.batching import BatchingDispatcherClient
+    from trace_platform.clients.channel import insecure_channel
     from trace_platform.servers.common.server import wait_for_shutdown_signal
     from trace_platform.workers.operators import BUILTIN_OPERATORS
     from trace_platform.workers.runtime import WorkerRuntime
@@ -89,7 +89,7 @@ def worker_run(addr: str) -> None:
     async def main() -> None:
         pool = await create_pool(settings.database_url or "", 1, 4)
         queue = PostgresQueue(pool)
-        async with grpc.aio.insecure_channel(addr) as channel:
+        async with insecure_channel(addr) as channel:
             client = BatchingDispatcherClient(channel, worker_token=settings.worker_token)
             operators = {**BUILTIN_OPERATORS, **platform_operators(settings, addr)}
             runtime = WorkerRuntime(queue, client, operators, settings.worker)
