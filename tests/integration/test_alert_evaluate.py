@@ -275,8 +275,9 @@ async def test_a_udf_reads_only_granted_datasets_through_its_token(
         assert probe["granted"] == len(TRANSFERS["value"])
         assert probe["other"] == "PERMISSION_DENIED"
         assert "TRACE_DATABASE_URL" not in probe["env"] and "TRACE_WORKER_TOKEN" not in probe["env"]
-        if invoker.plan.netns:  # type: ignore[attr-defined]
-            assert probe["direct"] != "connected"
+        # No quiet condition: without its namespaces the invoker would have refused to run.
+        assert invoker.plan.netns  # type: ignore[attr-defined]
+        assert probe["direct"] != "connected"
         audit = await db.fetch("SELECT dataset_uuid FROM query_audit")
         assert [str(a["dataset_uuid"]) for a in audit] == [granted.dataset_uuid]
     finally:
