@@ -17,19 +17,26 @@ import socket
 import stat
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import grpc
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from tests.security.test_malformed_input import reason_of
 from tests.udf_fixtures import UdfLab, invocation, shared_tmp_dir
 from trace_platform.adapters.invoker.base import InvocationResult
 from trace_platform.adapters.invoker.local import LocalInvoker
 from trace_platform.adapters.invoker.sandbox import UidPool
-from trace_platform.core.config import settings_from_env
+from trace_platform.core.config import Settings, settings_from_env
 from trace_platform.core.errors import ErrorKind, TraceError
+from trace_platform.core.metadata import WORKER_TOKEN
+from trace_platform.gen.trace.v1 import invoker_pb2, invoker_pb2_grpc
+from trace_platform.servers.common.server import start_server
+from trace_platform.servers.invoker.app import build_invoker_app
 
 # What a sandboxed root may hold at its top level: the system directories and the
 # sandbox's own mounts (the run directory lies under the private /tmp).
@@ -385,6 +392,31 @@ async def test_the_development_setting_runs_unsandboxed_and_says_so(lab: UdfLab)
         assert result(await sandboxed.invoke(invocation(url))) == {"sees_host_tmp": False}
     finally:
         os.unlink(visible)
+
+
+async def test_the_refusal_reaches_the_caller_as_unavailable_with_its_reason(lab: UdfLab) -> None:
+    """Through the real RuntimeInvoker gRPC service: UNAVAILABLE, reason SANDBOX_UNAVAILABLE."""
+    invoker = lab.invoker(bwrap="/nonexistent/bwrap")
+    app = build_invoker_app(Settings(worker_token="worker-secret"), invoker)
+    server = await start_server([app.binding], "127.0.0.1:0")
+    request = invoker_pb2.InvokeRequest(
+        task_id=str(uuid.uuid4()),
+        attempt=1,
+        lease_token=str(uuid.uuid4()),
+        capability_token="cap",
+        bundle_url=lab.python("def main(event):\n    return 1\n"),
+    )
+    request.lease_expires_at.FromDatetime(datetime.now(UTC) + timedelta(seconds=60))
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            stub = invoker_pb2_grpc.RuntimeInvokerServiceStub(channel)
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await stub.Invoke(request, metadata=((WORKER_TOKEN, "worker-secret"),))
+    finally:
+        await server.stop(0)
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert reason_of(info.value) == "SANDBOX_UNAVAILABLE"
+    assert os.listdir(lab.runs) == []
 
 
 def test_the_development_setting_is_off_unless_set() -> None:
