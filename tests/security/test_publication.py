@@ -343,6 +343,29 @@ async def test_the_registry_not_the_config_hash_decides_a_partitioned_datasets_v
     assert await victim_count(attack.channel, settings) == [[BLOCKS]]
 
 
+async def test_the_ledger_marks_a_range_only_with_its_declared_version(attack: Attack, db: asyncpg.Connection) -> None:
+    """The completion rule on its own (as if the Dispatcher's check were skipped): a
+    cryo_ingest task that registered another version of its own stream cannot complete,
+    so the ledger (which decides what the dataset reads) never takes that version."""
+    task_id = await db.fetchval(
+        "SELECT r.task_id FROM chain_sync_ranges r JOIN chain_sync_jobs j ON j.id = r.job_id"
+        " WHERE j.org_id = $1 AND r.dataset_key = 'blocks' LIMIT 1",
+        uuid.UUID(ATTACKER),
+    )
+    await db.execute(
+        "INSERT INTO dataset_versions (dataset_uuid, dataset_version, storage_ref, producer_task_id)"
+        " VALUES ($1, $2, '{}'::jsonb, $3)",
+        uuid.UUID(derive_dataset_uuid(ATTACKER, CHAIN_ID, "blocks")),
+        uuid.uuid4(),
+        task_id,
+    )
+    with pytest.raises(asyncpg.PostgresError) as exc:
+        await db.execute("UPDATE tasks SET status = 'completed' WHERE id = $1", task_id)
+    assert exc.value.sqlstate == "TRPUB"
+    ranges = await db.fetch("SELECT status FROM chain_sync_ranges WHERE task_id = $1", task_id)
+    assert [r["status"] for r in ranges] == ["scheduled"]
+
+
 async def test_the_batch_rpc_refuses_only_the_forged_item(
     attack: Attack, db: asyncpg.Connection, settings: Settings
 ) -> None:
