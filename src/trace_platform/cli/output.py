@@ -10,8 +10,6 @@
 from __future__ import annotations
 
 import json
-from datetime import date, datetime, time
-from decimal import Decimal
 from typing import IO, TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -38,11 +36,10 @@ def json_default(value: Any) -> Any:
     """``json.dumps(default=...)`` for what a query row may hold besides JSON's own types."""
     if isinstance(value, bytes | bytearray | memoryview):
         return hex0x(bytes(value))
-    if isinstance(value, datetime | date | time):
-        return value.isoformat()
-    if isinstance(value, Decimal):
-        return str(value)
-    return str(value)
+    isoformat = getattr(value, "isoformat", None)  # datetime, date, time
+    if callable(isoformat):
+        return isoformat()
+    return str(value)  # Decimal, UUID, ...
 
 
 def dumps(doc: Any, **kwargs: Any) -> str:
