@@ -15,6 +15,7 @@ import os
 import shutil
 import socket
 import stat
+import subprocess
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -459,3 +460,32 @@ async def test_the_private_tmp_is_bounded(lab: UdfLab) -> None:
     for top in ("/tmp", "/dev/shm"):
         written, error = got[top]
         assert error == "ENOSPC" and written <= 8, got
+
+
+def make_venv(directory: Path) -> Path:
+    """A virtualenv of the system Python, traversable by the sandbox uid."""
+    subprocess.run(["/usr/bin/python3", "-m", "venv", "--without-pip", str(directory / "venv")], check=True)
+    for path in [directory, *directory.rglob("*")]:
+        if path.is_dir() and not path.is_symlink():
+            path.chmod(0o755)
+    return directory / "venv" / "bin" / "python"
+
+
+async def test_a_runtime_under_the_hosts_tmp_runs_and_only_it_is_bound(lab: UdfLab) -> None:
+    """Runtime binds come after the private /tmp (which would hide them); the rest of
+    the host's /tmp stays out."""
+    where = shared_tmp_dir("trace-runtime-")
+    try:
+        python = make_venv(where)
+        host_file_in(where, "beside/secret", "next to the runtime")
+        url = lab.python(
+            "import os, sys\n"
+            "def main(event):\n"
+            "    return {'prefix': sys.prefix, 'beside': os.path.exists(event['config']['beside'])}\n"
+        )
+        invoker = lab.invoker(python=str(python))
+        config = {"beside": str(where / "beside" / "secret")}
+        got = result(await invoker.invoke(invocation(url, config=config)))
+    finally:
+        shutil.rmtree(where)
+    assert got == {"prefix": str(where / "venv"), "beside": False}

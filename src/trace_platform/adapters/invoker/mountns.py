@@ -176,10 +176,12 @@ def bwrap_argv(
     argv = [bwrap, *NAMESPACES, *(("--unshare-user",) if userns else ()), "--die-with-parent"]
     for cap in SETUID_CAPS if switch_uid else ():
         argv += ["--cap-add", cap]
-    argv += ["--ro-bind", str(mounts.etc), "/etc", *root, "--proc", "/proc", "--dev", "/dev"]
+    argv += ["--ro-bind", str(mounts.etc), "/etc", "--proc", "/proc", "--dev", "/dev"]
     for tmp in ("/tmp", "/dev/shm"):
         argv += ["--perms", "1777", "--size", str(tmpfs_bytes), "--tmpfs", tmp]
-    # After the tmpfs mounts: the run directory usually lies under the host's /tmp.
+    # Binds after the tmpfs mounts, which would hide them: a runtime or the run
+    # directory may lie under the host's /tmp. The root follows this run's /etc.
+    argv += root
     socket = () if mounts.socket is None else (mounts.socket,)
     argv += _parents(mounts.home, mounts.bundle, *socket)
     argv += ["--bind", str(mounts.home), str(mounts.home), "--ro-bind", str(mounts.bundle), str(mounts.bundle)]
