@@ -163,6 +163,12 @@ def test_a_bad_environment_value_stops_start_up_by_name(
     assert not data_dir.exists()  # stopped before anything was made
 
 
+def test_a_bad_log_level_is_refused_by_name() -> None:
+    code, out = invoke("status", env={"TRACE_LOG_LEVEL": "loud"})
+    assert code == 2 and "Invalid value for '--log-level': 'loud' is not one of" in out
+    assert invoke("--log-level", "info", "sql", "check", "SELECT 1") == (0, "ok\n")
+
+
 # one `trace lite up` per data directory -----------------------------------------------
 
 

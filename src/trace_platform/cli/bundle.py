@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from trace_platform.cli.common import CliError
 from trace_platform.core.errors import TraceError
 
 # cryptography and the bundle modules are imported by the commands that use them:
@@ -48,7 +49,7 @@ def keygen(out_dir: Path, name: str) -> None:
     private = out_dir / f"{name}.key"
     public = out_dir / f"{name}.pub"
     if private.exists() or public.exists():
-        raise click.ClickException(f"{private} or {public} already exists")
+        raise CliError(f"{private} or {public} already exists")
     key = Ed25519PrivateKey.generate()
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     # O_EXCL with mode 0600 from the start: the key is never readable by others, not even briefly.
@@ -79,18 +80,18 @@ def build(source: Path, key_path: Path, out: Path, runtime: str | None, entrypoi
 
     if runtime is None:
         if not (source / "bootstrap").is_file():
-            raise click.ClickException("--runtime is required unless SOURCE has a bootstrap executable")
+            raise CliError("--runtime is required unless SOURCE has a bootstrap executable")
         runtime = "rust"
     try:
         key = load_private_key(key_path.read_bytes())
     except (ValueError, TypeError) as exc:
-        raise click.ClickException(f"{key_path}: {exc}") from None
+        raise CliError(f"{key_path}: {exc}") from None
     try:
         manifest = build_bundle(
             source, runtime, entrypoint or ("bootstrap" if runtime in ("rust", "custom") else ""), key, out
         )
     except TraceError as exc:
-        raise click.ClickException(f"{exc.reason}: {exc.message}") from None
+        raise CliError(f"{exc.reason}: {exc.message}") from None
     click.echo(
         f"{out}: {len(manifest.files)} file(s), runtime {manifest.runtime}, signed by {key_id(key.public_key())}"
     )
@@ -113,7 +114,7 @@ def verify(archive: Path, trusted_paths: tuple[Path, ...]) -> None:
         try:
             extracted = extract_bundle(archive, TrustedKeys.of(*keys), parent=Path(tmp))
         except TraceError as exc:
-            raise click.ClickException(f"{exc.reason}: {exc.message}") from None
+            raise CliError(f"{exc.reason}: {exc.message}") from None
         remove_tree(extracted.root)
     m = extracted.manifest
     click.echo(f"ok: runtime {m.runtime}, entrypoint {m.entrypoint or 'bootstrap'}, {len(m.files)} file(s)")

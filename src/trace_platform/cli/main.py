@@ -53,7 +53,13 @@ class LazyGroup(click.Group):
 
 @click.group(cls=LazyGroup, lazy=COMMANDS)
 @click.version_option(package_name="trace-platform", prog_name="trace", message="%(prog)s %(version)s")
-@click.option("--log-level", default="WARNING", envvar="TRACE_LOG_LEVEL", show_default=True)
+@click.option(
+    "--log-level",
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], case_sensitive=False),
+    default="WARNING",
+    envvar="TRACE_LOG_LEVEL",
+    show_default=True,
+)
 def cli(log_level: str) -> None:
     """Trace: sync, query and alert on blockchain data."""
     from trace_platform.servers.common.logs import configure_logging
