@@ -312,6 +312,7 @@ class OwnPlatform:
     task_id: str
     attempt: int
     capability: str
+    running: RunningPlatform
 
     def query(self, sql: str) -> Awaitable[QueryRows]:
         return self.client.task_query(self.capability, self.task_id, self.attempt, self.dataset.dataset_uuid, sql)
@@ -328,7 +329,7 @@ async def own_platform(
             dispatcher = DispatcherClient(ch, worker_token=tuned.worker_token, admin_token=tuned.admin_token)
             big = write_dataset(local_store, objects_uri, [blocks_table(3_000)])
             task_id, attempt, cap = await _task(dispatcher, big)
-            yield OwnPlatform(QueryClient(ch), big, task_id, attempt, cap)
+            yield OwnPlatform(QueryClient(ch), big, task_id, attempt, cap, running)
     finally:
         await running.stop(grace=0.5)
 

@@ -73,7 +73,7 @@ class QuerySettings:
     temp_limit: str = "4GB"
     # Address space a query process may map above ``memory_limit`` (its runtime, DuckDB's
     # per-database reservations): the OS cap that holds whatever the SQL allocates.
-    process_headroom: str = "1GB"
+    process_headroom: str = "512MB"
     # Run queries even where dataset versions cannot be mounted read-only for the query
     # process (no mount namespace). Development only: fail closed otherwise.
     allow_writable_versions: bool = False

@@ -140,6 +140,8 @@ def duckdb_error(exc: duckdb.Error, storage_failure: str | None = None) -> Trace
     if isinstance(exc, duckdb.InterruptException):
         return DeadlineExceeded("QUERY_TIMEOUT", "query interrupted")
     if isinstance(exc, duckdb.OutOfMemoryException):
+        if "max_temp_directory_size" in str(exc):
+            return ResourceExhausted("QUERY_SPILL_LIMIT", "query exceeded the spill limit")
         return ResourceExhausted("QUERY_MEMORY_LIMIT", "query exceeded the memory limit")
     if isinstance(exc, duckdb.PermissionException):
         return InvalidArgument("QUERY_NOT_PERMITTED", "query attempted a forbidden operation")

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 
 from trace_platform.adapters.postgres.attempt_repository import AttemptRepository
@@ -122,7 +122,7 @@ class QueryService:
 
     async def user_query_arrow(
         self, bearer: str | None, dataset: str, sql: str, deadline: float
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncGenerator[bytes, None]:
         """Arrow IPC stream chunks. The audit row is opened before the first chunk leaves
         and closed once the stream is complete."""
         with self._observe("query_arrow"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -51,10 +52,13 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
         )
 
     async def QueryArrow(self, request: pb.QueryArrowRequest, context: Ctx) -> AsyncIterator[pb.QueryArrowResponse]:
-        chunks = self._svc.user_query_arrow(bearer_token(context), request.dataset, request.sql, _deadline(context))
-        async for chunk in chunks:
-            if chunk:
-                yield pb.QueryArrowResponse(arrow_ipc=chunk)
+        stream = self._svc.user_query_arrow(bearer_token(context), request.dataset, request.sql, _deadline(context))
+        # Closed here, not left to the garbage collector: a call that ends early (cancelled,
+        # or a send refused) kills its query process and frees its slot at once.
+        async with contextlib.aclosing(stream) as chunks:
+            async for chunk in chunks:
+                if chunk:
+                    yield pb.QueryArrowResponse(arrow_ipc=chunk)
 
 
 def query_binding(servicer: QueryServicer) -> ServiceBinding:
