@@ -9,6 +9,7 @@ process after its answer, so the next request starts in a fresh one.
 from __future__ import annotations
 
 import asyncio
+import os
 import pickle
 import resource
 import sys
@@ -64,6 +65,7 @@ def serve(config: dict[str, Any], stdin: BinaryIO, out: BinaryIO, mapped_bytes: 
             return
         cap = mapped_bytes() + size_bytes(config["memory_limit"]) + size_bytes(config["headroom"])
         resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+        os.dup2(os.open(os.devnull, os.O_WRONLY), 2)  # from here on, text may quote SQL or data
         send(encode_json(Kind.READY, {"address_space": cap}))
         try:
             while (frame := read_frame_sync(stdin)) is not None:

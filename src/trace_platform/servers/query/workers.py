@@ -36,7 +36,7 @@ from trace_platform.adapters.duckdb.granted_fs import GrantedObject
 from trace_platform.adapters.duckdb.hardened import HardeningFailed, PinnedFiles
 from trace_platform.adapters.duckdb.pool import Admission, process_dir
 from trace_platform.core.config import QuerySettings
-from trace_platform.core.errors import DeadlineExceeded, Internal, ResourceExhausted
+from trace_platform.core.errors import DeadlineExceeded, Internal, ResourceExhausted, Unavailable
 from trace_platform.gen.trace.v1 import common_pb2, query_pb2
 from trace_platform.servers.common.server import MAX_MESSAGE_BYTES
 from trace_platform.servers.query.execute import arrow_frame, too_large
@@ -103,7 +103,7 @@ class QueryWorkers:
         """Every process started and its database hardened, or start-up fails."""
         self._dir = await asyncio.to_thread(process_dir, self._parent)
         started = await asyncio.gather(
-            *(self._spawn() for _ in range(self._settings.slots + SPARE)), return_exceptions=True
+            *(self._spawn_retrying() for _ in range(self._settings.slots + SPARE)), return_exceptions=True
         )
         self._idle = [p for p in started if isinstance(p, _Process)]
         failed = [e for e in started if isinstance(e, BaseException)]
@@ -135,16 +135,23 @@ class QueryWorkers:
     async def _spawn(self) -> _Process:
         directory = self._dir / f"worker-{next(self._seq)}"
         await asyncio.to_thread(directory.mkdir, 0o700)
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "trace_platform.servers.query.worker",
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.DEVNULL,  # DuckDB's text may quote SQL or data: never logged
-            env={**os.environ, "MALLOC_ARENA_MAX": "2"},  # fewer 64 MB malloc arenas under the cap
-            cwd=directory,
-        )
+        # Start-up errors go to a file the service reads if the process dies before it is
+        # ready; once ready the process points stderr at /dev/null (DuckDB's text may quote SQL).
+        startup_log = directory / "startup.log"
+        stderr = await asyncio.to_thread(os.open, startup_log, os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "trace_platform.servers.query.worker",
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=stderr,
+                env=_environment(),
+                cwd=directory,
+            )
+        finally:
+            os.close(stderr)
         process = _Process(proc, directory)
         self._all.add(process)
         try:
@@ -156,10 +163,24 @@ class QueryWorkers:
             if kind is not Kind.READY:
                 raise FrameError("unexpected frame at start")
             process.address_space = int(json.loads(payload)["address_space"])
+        except FrameError:
+            await process.proc.wait()
+            tail = await asyncio.to_thread(_tail, startup_log)
+            await self._end(process)
+            raise HardeningFailed(f"query process exited ({process.proc.returncode}) at start: {tail}") from None
         except BaseException:
             await self._end(process)
             raise
         return process
+
+    async def _spawn_retrying(self) -> _Process:
+        """One more try for a process that died without a word (a busy machine); a DuckDB
+        that cannot be hardened fails both times."""
+        try:
+            return await self._spawn()
+        except HardeningFailed:
+            log.warning("a query process failed to start; trying once more", exc_info=True)
+            return await self._spawn()
 
     async def _end(self, process: _Process) -> None:
         process.kill()
@@ -251,6 +272,8 @@ class QueryWorkers:
             except FrameError:
                 # The process ended mid-answer: the address-space cap (or the OOM killer).
                 raise ResourceExhausted(MEMORY_LIMIT, "the query ran out of memory") from None
+            except ConnectionError:  # it had ended before the request reached it
+                raise Unavailable("QUERY_PROCESS_ENDED", "the query process ended; retry") from None
             finally:
                 if process is not None:
                     await self._give_back(process, request.pinned)
@@ -318,3 +341,22 @@ def _shown(objects: tuple[GrantedObject, ...], pinned: PinnedFiles | None) -> tu
     """What the process learns of the objects: a pinned database reads its own files, any
     other reads go through the service (no store filesystem or credential leaves it)."""
     return () if pinned is not None else tuple((o.virtual_path, o.size) for o in objects)
+
+
+_PASSED_ENV = ("PATH", "PYTHONPATH", "LANG", "LC_ALL", "TZ")
+
+
+def _environment() -> dict[str, str]:
+    """The process's environment: none of the service's secrets (database URL, tokens,
+    store credentials: it reads objects through the service), and fewer 64 MB malloc
+    arenas under the address-space cap."""
+    env = {name: os.environ[name] for name in _PASSED_ENV if name in os.environ}
+    env["MALLOC_ARENA_MAX"] = "2"
+    return env
+
+
+def _tail(path: Path, size: int = 2000) -> str:
+    try:
+        return path.read_bytes()[-size:].decode(errors="replace").strip() or "no output"
+    except OSError:
+        return "no output"
