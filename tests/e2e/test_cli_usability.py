@@ -15,6 +15,7 @@ import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pyarrow as pa
@@ -27,6 +28,7 @@ from tests.e2e.conftest import spawn, wait_for_line
 from trace_platform.adapters.objectstore.stores import LocalObjectStore
 from trace_platform.adapters.postgres.dataset_repository import DatasetRepository
 from trace_platform.core.config import LITE_ORG_ID, Settings
+from trace_platform.gen.trace.v1 import chain_sync_pb2
 
 ROWS = 70_000  # past Query's 10,000-row cap and past one 65,536-row Arrow batch
 DATASET = "fixture.blocks"
@@ -140,6 +142,20 @@ def test_status_json_has_numbers(lite: Lite, tmp_path: Path) -> None:
     for field in ("cursor", "in_flight", "completed_ranges", "completed_blocks"):
         assert type(stream[field]) is int, (field, stream)
     assert stream["cursor"] >= 4_000_000_000
+    # Every int64 the message has, however deep, is a number.
+    assert not strings_for_int64(chain_sync_pb2.ChainSyncStatus.DESCRIPTOR, job)
+
+
+def strings_for_int64(descriptor: Any, doc: dict[str, Any]) -> list[str]:
+    bad = []
+    for field in descriptor.fields:
+        values = doc.get(field.name)
+        values = values if isinstance(values, list) else [values]
+        if field.type in (3, 4, 6, 16, 18):
+            bad += [field.name for v in values if v is not None and type(v) is not int]
+        elif field.message_type is not None and not field.message_type.full_name.startswith("google.protobuf."):
+            bad += [name for v in values if isinstance(v, dict) for name in strings_for_int64(field.message_type, v)]
+    return bad
 
 
 def test_query_formats_hex_and_streaming(lite: Lite, tmp_path: Path) -> None:
