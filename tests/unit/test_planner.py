@@ -21,31 +21,32 @@ from trace_platform.core.planner import (
 
 FOLLOW = FollowHead(from_block=0, tail_lag=2, head_poll_interval_seconds=1, max_head_age_seconds=10)
 NOW = 1_000_000.0
+TIP = HeadObservation(head_block=10**9, observed_at=NOW)  # a chain far beyond every fixed target here
 
 
 def test_fixed_target_tops_up_to_max_inflight() -> None:
-    plan = plan_stream(cursor=0, in_flight=1, chunk_size=100, max_inflight=3, mode=FixedTarget(0, 1000))
+    plan = plan_stream(cursor=0, in_flight=1, chunk_size=100, max_inflight=3, mode=FixedTarget(0, 1000), head=TIP)
     assert plan.ranges == (BlockRange(0, 100), BlockRange(100, 200))
     assert (plan.next_cursor, plan.status, plan.eligible_end) == (200, PlanStatus.PLANNED, 1000)
 
 
 def test_last_range_is_clipped_to_target() -> None:
-    plan = plan_stream(cursor=950, in_flight=0, chunk_size=100, max_inflight=5, mode=FixedTarget(0, 1000))
+    plan = plan_stream(cursor=950, in_flight=0, chunk_size=100, max_inflight=5, mode=FixedTarget(0, 1000), head=TIP)
     assert plan.ranges == (BlockRange(950, 1000),)
     assert plan.next_cursor == 1000
 
 
 def test_window_full_plans_nothing() -> None:
-    plan = plan_stream(cursor=0, in_flight=3, chunk_size=10, max_inflight=3, mode=FixedTarget(0, 100))
+    plan = plan_stream(cursor=0, in_flight=3, chunk_size=10, max_inflight=3, mode=FixedTarget(0, 100), head=TIP)
     assert (plan.ranges, plan.next_cursor, plan.status) == ((), 0, PlanStatus.WINDOW_FULL)
-    lowered = plan_stream(cursor=0, in_flight=9, chunk_size=10, max_inflight=3, mode=FixedTarget(0, 100))
+    lowered = plan_stream(cursor=0, in_flight=9, chunk_size=10, max_inflight=3, mode=FixedTarget(0, 100), head=TIP)
     assert lowered.ranges == () and lowered.status is PlanStatus.WINDOW_FULL
 
 
 def test_fixed_target_drains_then_completes() -> None:
-    draining = plan_stream(cursor=100, in_flight=2, chunk_size=10, max_inflight=3, mode=FixedTarget(0, 100))
+    draining = plan_stream(cursor=100, in_flight=2, chunk_size=10, max_inflight=3, mode=FixedTarget(0, 100), head=TIP)
     assert (draining.ranges, draining.status) == ((), PlanStatus.DRAINING)
-    done = plan_stream(cursor=100, in_flight=0, chunk_size=10, max_inflight=3, mode=FixedTarget(0, 100))
+    done = plan_stream(cursor=100, in_flight=0, chunk_size=10, max_inflight=3, mode=FixedTarget(0, 100), head=TIP)
     assert (done.ranges, done.status, done.next_cursor) == ((), PlanStatus.COMPLETE, 100)
     assert is_complete(FixedTarget(0, 100), 100, 0) and not is_complete(FixedTarget(0, 100), 100, 1)
     assert job_complete(FixedTarget(0, 100), [(100, 0), (100, 0)])
@@ -54,8 +55,39 @@ def test_fixed_target_drains_then_completes() -> None:
     assert not job_complete(FOLLOW, [(100, 0)])
 
 
+def test_fixed_target_beyond_the_head_waits_for_the_chain() -> None:
+    """to_block 100 on a chain whose head is 34: plan [0, 35), then wait; never fail."""
+    mode = FixedTarget(0, 100)
+    short = HeadObservation(head_block=34, observed_at=NOW)
+    plan = plan_stream(cursor=0, in_flight=0, chunk_size=20, max_inflight=5, mode=mode, head=short, now=NOW)
+    assert plan.ranges == (BlockRange(0, 20), BlockRange(20, 35))
+    assert (plan.next_cursor, plan.status, plan.eligible_end) == (35, PlanStatus.PLANNED, 35)
+    waiting = plan_stream(cursor=35, in_flight=0, chunk_size=20, max_inflight=5, mode=mode, head=short, now=NOW)
+    assert (waiting.ranges, waiting.status, waiting.next_cursor) == ((), PlanStatus.CAUGHT_UP, 35)
+    assert not is_complete(mode, 35, 0)
+    # The chain gets there: the rest is planned, clipped to to_block, and the stream completes.
+    tall = HeadObservation(head_block=500, observed_at=NOW)
+    rest = plan_stream(cursor=35, in_flight=0, chunk_size=40, max_inflight=5, mode=mode, head=tall, now=NOW)
+    assert rest.ranges == (BlockRange(35, 75), BlockRange(75, 100)) and rest.next_cursor == 100
+    done = plan_stream(cursor=100, in_flight=0, chunk_size=40, max_inflight=5, mode=mode, head=None, now=NOW)
+    assert done.status is PlanStatus.COMPLETE  # all planned: no head needed to know that
+
+
+def test_fixed_target_plans_nothing_without_a_head_but_takes_an_old_one() -> None:
+    mode = FixedTarget(0, 100)
+    missing = plan_stream(cursor=0, in_flight=0, chunk_size=10, max_inflight=2, mode=mode, head=None, now=NOW)
+    assert (missing.ranges, missing.status, missing.eligible_end) == ((), PlanStatus.HEAD_MISSING, None)
+    old = HeadObservation(head_block=14, observed_at=NOW - 86_400)  # the chain never gets shorter
+    plan = plan_stream(cursor=0, in_flight=0, chunk_size=10, max_inflight=2, mode=mode, head=old, now=NOW)
+    assert plan.ranges == (BlockRange(0, 10), BlockRange(10, 15))
+    below = HeadObservation(head_block=3, observed_at=NOW)
+    late = FixedTarget(50, 100)
+    assert eligible_end(late, below, NOW) == (50, None)
+    assert plan_stream(cursor=0, in_flight=0, chunk_size=10, max_inflight=2, mode=late, head=below).ranges == ()
+
+
 def test_cursor_below_from_block_starts_at_from_block() -> None:
-    plan = plan_stream(cursor=0, in_flight=0, chunk_size=10, max_inflight=1, mode=FixedTarget(50, 100))
+    plan = plan_stream(cursor=0, in_flight=0, chunk_size=10, max_inflight=1, mode=FixedTarget(50, 100), head=TIP)
     assert plan.ranges == (BlockRange(50, 60),)
 
 
@@ -97,7 +129,7 @@ def test_bad_inputs_raise() -> None:
     for kwargs in ({"chunk_size": 0}, {"max_inflight": 0}, {"cursor": -1}, {"in_flight": -1}):
         args = {"cursor": 0, "in_flight": 0, "chunk_size": 1, "max_inflight": 1, **kwargs}
         with pytest.raises(ValueError):
-            plan_stream(mode=FixedTarget(0, 10), **args)
+            plan_stream(mode=FixedTarget(0, 10), head=TIP, **args)
     with pytest.raises(ValueError):
         BlockRange(5, 5)
 
@@ -140,8 +172,11 @@ def test_simulated_runs_keep_the_invariants(
             head=head,
             now=NOW,
         )
+        if isinstance(mode, FixedTarget) and cursor < mode.to_block and best_head < 0:
+            assert plan.ranges == () and plan.status is PlanStatus.HEAD_MISSING  # waits for a head
+            continue
         if isinstance(mode, FixedTarget):
-            limit = mode.to_block
+            limit = min(mode.to_block, max(mode.from_block, best_head + 1))  # never beyond the chain
         elif not fresh or best_head < 0:
             assert plan.ranges == () and plan.next_cursor == cursor  # fail closed
             continue
@@ -176,7 +211,9 @@ def test_fixed_target_run_to_completion_covers_the_range_exactly(
     mode = FixedTarget(start, start + length)
     cursor, covered = start, 0
     for _ in range(length + 2):
-        plan = plan_stream(cursor=cursor, in_flight=0, chunk_size=chunk_size, max_inflight=max_inflight, mode=mode)
+        plan = plan_stream(
+            cursor=cursor, in_flight=0, chunk_size=chunk_size, max_inflight=max_inflight, mode=mode, head=TIP
+        )
         if plan.status is PlanStatus.COMPLETE:
             break
         covered += sum(len(r) for r in plan.ranges)

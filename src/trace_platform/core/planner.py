@@ -7,8 +7,13 @@ schedule now and the cursor after scheduling them. The caller records the ranges
 their tasks and the new cursor in one transaction (the ledger's uniqueness makes a
 replay harmless).
 
-follow_head fails closed: with no head observation, or one older than
-``max_head_age_seconds`` (or from the future by as much), nothing is planned.
+Nothing is ever planned beyond the chain: follow_head plans up to the observed head
+minus ``tail_lag`` and fails closed with no head observation, or one older than
+``max_head_age_seconds`` (or from the future by as much). fixed_target plans up to
+``min(to_block, head + 1)`` and, with no head yet, nothing: a ``to_block`` beyond the
+head waits for the chain (CAUGHT_UP) instead of handing Cryo blocks that do not exist,
+which would fail those ranges for good. Any observation will do for fixed_target, however
+old: the chain does not get shorter, so an old head is still a safe bound.
 """
 
 from __future__ import annotations
@@ -22,10 +27,10 @@ from trace_platform.core.chain_sync import FixedTarget, FollowHead, Mode
 class PlanStatus(str, Enum):
     PLANNED = "planned"  # ranges returned
     WINDOW_FULL = "window_full"  # max_inflight ranges already in flight
-    CAUGHT_UP = "caught_up"  # cursor at the eligible end; follow_head waits for the head to move
+    CAUGHT_UP = "caught_up"  # cursor at the eligible end; waits for the head to move
     DRAINING = "draining"  # fixed_target: all scheduled, some still in flight
     COMPLETE = "complete"  # fixed_target: cursor reached to_block, nothing in flight
-    HEAD_MISSING = "head_missing"  # follow_head: no observation (fail closed)
+    HEAD_MISSING = "head_missing"  # no observation (fail closed)
     HEAD_STALE = "head_stale"  # follow_head: observation too old (fail closed)
 
 
@@ -60,10 +65,10 @@ class Plan:
 
 def eligible_end(mode: Mode, head: HeadObservation | None, now: float) -> tuple[int | None, PlanStatus | None]:
     """The exclusive end planning may reach, or ``None`` and why not."""
-    if isinstance(mode, FixedTarget):
-        return mode.to_block, None
     if head is None or head.head_block < 0:
         return None, PlanStatus.HEAD_MISSING
+    if isinstance(mode, FixedTarget):
+        return max(mode.from_block, min(mode.to_block, head.head_block + 1)), None
     if abs(now - head.observed_at) > mode.max_head_age_seconds:
         return None, PlanStatus.HEAD_STALE
     return max(mode.from_block, head.head_block + 1 - mode.tail_lag), None
@@ -85,12 +90,12 @@ def plan_stream(
     if cursor < 0 or in_flight < 0:
         raise ValueError("cursor and in_flight must not be negative")
     start = max(cursor, mode.from_block)  # never backwards; a raised from_block skips ahead
+    if isinstance(mode, FixedTarget) and start >= mode.to_block:  # all planned: no head needed
+        done = PlanStatus.COMPLETE if in_flight == 0 else PlanStatus.DRAINING
+        return Plan((), max(cursor, mode.to_block), done, mode.to_block)
     end, blocked = eligible_end(mode, head, now)
     if end is None:
         return Plan((), cursor, blocked or PlanStatus.HEAD_MISSING, None)
-    if isinstance(mode, FixedTarget) and start >= end:
-        done = PlanStatus.COMPLETE if in_flight == 0 else PlanStatus.DRAINING
-        return Plan((), max(cursor, min(start, end)), done, end)
     ranges: list[BlockRange] = []
     while in_flight + len(ranges) < max_inflight and start < end:
         stop = min(start + chunk_size, end)
