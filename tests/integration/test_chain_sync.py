@@ -92,6 +92,20 @@ async def syncing(settings: Settings, chain: Chain) -> AsyncIterator[RunningPlat
     await running.stop(grace=0.5)
 
 
+@pytest.fixture
+async def platform(settings: Settings, chain: Chain) -> AsyncIterator[RunningPlatform]:
+    """No worker runs; the `local` pool is the module's anvil, so apply accepts it and the
+    head observer sees a chain (fixed_target plans only up to the observed head)."""
+    planning = replace(
+        settings,
+        rpc_pools={"local": chain.node.url},
+        dispatcher=replace(settings.dispatcher, planner_interval_seconds=0.05, head_observer_interval_seconds=0.2),
+    )
+    running = await start_platform(planning, migrate=False)
+    yield running
+    await running.stop(grace=0.5)
+
+
 def _admin(ch: grpc.aio.Channel, settings: Settings) -> ChainSyncClient:
     assert settings.admin_token
     return ChainSyncClient(ch, admin_token=settings.admin_token)

@@ -116,7 +116,7 @@ async def attack(settings: Settings, node: AnvilNode, db: asyncpg.Connection) ->
             assert await victim_count(ch, settings) == [[BLOCKS]]
     finally:
         await syncing.stop(grace=0.5)
-    victim_uuid = derive_dataset_uuid(VICTIM, CHAIN_ID, "blocks")
+    victim_uuid = derive_dataset_uuid(VICTIM, CHAIN_ID, "victim", "blocks")
     version = await db.fetchval("SELECT dataset_version::text FROM dataset_versions ORDER BY range_start LIMIT 1")
     # No worker from here on: the test is the attacker's worker (and its UDF).
     running = await start_platform(fast, migrate=False)
@@ -246,7 +246,7 @@ async def test_own_orgs_dataset_the_task_was_not_created_for_is_refused(
 ) -> None:
     # (b) The attacker org's own transactions stream, published by its blocks task.
     mine = await claim_planned(client, db, "blocks")
-    tx_uuid = derive_dataset_uuid(ATTACKER, CHAIN_ID, "transactions")
+    tx_uuid = derive_dataset_uuid(ATTACKER, CHAIN_ID, "mine", "transactions")
     tx_hash = "cryo_ingest.transactions:v1"
     tx_version = derive_dataset_version(tx_uuid, mine.range_start, mine.range_end, tx_hash)
     other = publication_at_home(
@@ -355,7 +355,7 @@ async def test_the_ledger_marks_a_range_only_with_its_declared_version(attack: A
     await db.execute(
         "INSERT INTO dataset_versions (dataset_uuid, dataset_version, storage_ref, producer_task_id)"
         " VALUES ($1, $2, '{}'::jsonb, $3)",
-        uuid.UUID(derive_dataset_uuid(ATTACKER, CHAIN_ID, "blocks")),
+        uuid.UUID(derive_dataset_uuid(ATTACKER, CHAIN_ID, "mine", "blocks")),
         uuid.uuid4(),
         task_id,
     )

@@ -10,6 +10,7 @@ import pytest
 from trace_platform.core.chain_sync import (
     FixedTarget,
     FollowHead,
+    check_rpc_pools,
     derive_dataset_uuid,
     parse_chain_sync,
     registry_name,
@@ -203,8 +204,25 @@ def test_empty_streams_and_mode_shape() -> None:
 
 def test_helpers() -> None:
     org = str(uuid.uuid4())
-    a = derive_dataset_uuid(org, 1, "blocks")
-    assert a == derive_dataset_uuid(org.upper(), 1, "blocks")
-    assert a != derive_dataset_uuid(org, 1, "logs") != derive_dataset_uuid(org, 2, "blocks")
+    a = derive_dataset_uuid(org, 1, "sync", "blocks")
+    assert a == derive_dataset_uuid(org.upper(), 1, "sync", "blocks")
+    others = {
+        derive_dataset_uuid(org, 1, "sync", "logs"),
+        derive_dataset_uuid(org, 2, "sync", "blocks"),
+        derive_dataset_uuid(org, 1, "other", "blocks"),  # same stream name, another job: another dataset
+        derive_dataset_uuid(str(uuid.uuid4()), 1, "sync", "blocks"),
+    }
+    assert a not in others and len(others) == 4
     assert rpc_pool_env_var("standard") == "TRACE_RPC_POOL_STANDARD_URL"
     assert registry_name("local_bootstrap", "blocks") == "local_bootstrap.blocks"
+
+
+def test_an_unknown_rpc_pool_is_named_with_its_setting() -> None:
+    spec = parse_chain_sync(FIXED)
+    pools = {s.rpc_pool for s in spec.streams}
+    check_rpc_pools(spec, pools)  # all configured: nothing to say
+    missing = sorted(pools)[0]
+    with pytest.raises(InvalidArgument) as exc:
+        check_rpc_pools(spec, pools - {missing})
+    assert exc.value.reason == "RPC_POOL_UNKNOWN" and exc.value.metadata["rpc_pool"] == missing
+    assert rpc_pool_env_var(missing) in exc.value.message and exc.value.metadata["field"].endswith(".rpc_pool")

@@ -82,9 +82,17 @@ def render_status(jobs: list[pb.ChainSyncStatus]) -> str:
             )
             error = f"  last error {s.last_error}" if s.last_error else ""
             lines.append(
-                f"  {s.dataset_name:<32} cursor {s.cursor:>10}  in flight {s.in_flight:>3}  "
-                f"done {s.completed_ranges:>5} ranges / {s.completed_blocks} blocks  {head}{error}"
+                f"  {s.dataset_name:<32} synced to {s.synced_to:>10}  planned to {s.planned_to:>10}  "
+                f"in flight {s.in_flight:>3}  done {s.completed_ranges:>5} ranges / {s.completed_blocks} blocks  "
+                f"{head}{error}"
             )
+            for f in s.failed_ranges[:5]:  # failed for good: resume retries them
+                lines.append(
+                    f"    failed [{f.range_start}, {f.range_end}) {f.reason} after {f.attempts} attempt(s): "
+                    f"`trace resume {job.name}` retries it"
+                )
+            if len(s.failed_ranges) > 5:
+                lines.append(f"    ... {len(s.failed_ranges) - 5} more failed range(s)")
     return "\n".join(lines) if lines else "no chain_sync jobs"
 
 
@@ -95,7 +103,7 @@ def render_status(jobs: list[pb.ChainSyncStatus]) -> str:
 @addr_option
 @data_dir_option
 def status(name: str, as_json: bool, org: str, addr: str, data_dir: Path) -> None:
-    """Per stream: cursor, in flight, completed ranges, last error, head observed."""
+    """Per stream: synced to / planned to (end-exclusive), in flight, done, failed ranges, last error, head."""
     jobs = _with_client(addr, data_dir, lambda c: c.status(org, name))
     if name and not jobs:
         # The RPC answers a filter with the jobs matching it (none); a named job that is

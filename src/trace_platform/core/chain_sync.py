@@ -27,7 +27,7 @@ import hashlib
 import json
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
 
@@ -51,8 +51,9 @@ INVALID_NAME = "INVALID_NAME"
 INVALID_KIND = "INVALID_KIND"
 OUT_OF_RANGE = "OUT_OF_RANGE"
 INVALID_BLOCK_RANGE = "INVALID_BLOCK_RANGE"
+RPC_POOL_UNKNOWN = "RPC_POOL_UNKNOWN"
 
-# UUIDv5 namespace for dataset UUIDs derived from {org_id, chain_id, dataset_key}.
+# UUIDv5 namespace for dataset UUIDs derived from {org_id, chain_id, sync name, dataset_key}.
 DATASET_NAMESPACE = uuid.UUID("8d0a1f5e-3c7b-5e58-9a43-6b1c2f0d7e21")
 
 
@@ -142,10 +143,29 @@ def registry_name(sync_name: str, dataset_key: str) -> str:
     return f"{sync_name}.{dataset_key}"
 
 
-def derive_dataset_uuid(org_id: str, chain_id: int, dataset_key: str) -> str:
-    """Deterministic dataset UUID per ``{org_id, chain_id, dataset_key}`` (never user supplied)."""
+def derive_dataset_uuid(org_id: str, chain_id: int, sync_name: str, dataset_key: str) -> str:
+    """Deterministic dataset UUID per ``{org_id, chain_id, sync name, dataset_key}`` (never user
+    supplied). The sync name is part of it, as it is of the registry name
+    ``<sync name>.<dataset_key>``: two jobs of one org on one chain with the same stream
+    names are two datasets. (Streams created before the name was part of it keep the UUID
+    they were stored with: chain_sync_streams.dataset_uuid is the identity, this only mints it.)
+    ``:`` cannot occur in a slug, so the parts cannot run into each other."""
     org = str(uuid.UUID(org_id))
-    return str(uuid.uuid5(DATASET_NAMESPACE, f"chain_sync:{org}:{chain_id}:{dataset_key}"))
+    return str(uuid.uuid5(DATASET_NAMESPACE, f"chain_sync:{org}:{chain_id}:{sync_name}:{dataset_key}"))
+
+
+def check_rpc_pools(spec: ChainSyncSpec, configured: Collection[str]) -> None:
+    """Every stream's pool must be one the platform has a URL for (``TRACE_RPC_POOL_<POOL>_URL``):
+    refused at apply, not discovered later as ranges that fail. Names the pool, never a URL."""
+    for s in spec.streams:
+        if s.rpc_pool not in configured:
+            path = f"streams.{s.dataset_key}.rpc_pool"
+            raise InvalidArgument(
+                RPC_POOL_UNKNOWN,
+                f"{path}: rpc pool {s.rpc_pool!r} is not configured (set {rpc_pool_env_var(s.rpc_pool)})",
+                field=path,
+                rpc_pool=s.rpc_pool,
+            )
 
 
 # --- parsing -------------------------------------------------------------------------------

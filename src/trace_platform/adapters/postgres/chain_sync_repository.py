@@ -20,7 +20,7 @@ from trace_platform.core.chain_sync import (
     registry_name,
     spec_from_dict,
 )
-from trace_platform.core.errors import FailedPrecondition, NotFound
+from trace_platform.core.errors import AlreadyExists, FailedPrecondition, NotFound
 from trace_platform.core.planner import HeadObservation, Plan
 
 
@@ -58,6 +58,7 @@ class HeadTarget:
     poll_seconds: float
 
 
+FAILED_RANGES_SHOWN = 100  # per stream: enough to act on, bounded whatever the outage
 PlanFn = Callable[[StreamState], tuple[Plan, list[ScheduledRange]]]
 
 
@@ -67,7 +68,15 @@ class ChainSyncRepository:
         self._sql = queries.load("chain_sync")
 
     async def apply(self, org_id: str, spec: ChainSyncSpec) -> tuple[str, str]:
-        """Create or update the job by (org, name). Returns (job_id, created|updated|unchanged)."""
+        """Create or update the job by (org, name). Returns (job_id, created|updated|unchanged).
+        A uniqueness conflict (an apply racing this one, or a dataset identity held by another
+        job) rolls the whole apply back and is the caller's ALREADY_EXISTS, never INTERNAL."""
+        try:
+            return await self._apply(org_id, spec)
+        except asyncpg.UniqueViolationError as exc:
+            raise _apply_conflict(exc.constraint_name or "") from None
+
+    async def _apply(self, org_id: str, spec: ChainSyncSpec) -> tuple[str, str]:
         mode = spec.mode
         follow = mode if isinstance(mode, FollowHead) else None
         mode_args = (
@@ -102,18 +111,21 @@ class ChainSyncRepository:
                 outcome = "updated"
                 await conn.execute(self._sql["update_job"], job_id, *mode_args, canonical, spec.yaml_hash)
             for stream in spec.streams:
-                dataset_uuid = derive_dataset_uuid(org_id, spec.chain_id, stream.dataset_key)
-                await conn.execute(
-                    self._sql["upsert_stream"],
-                    job_id,
-                    stream.dataset_key,
-                    stream.cryo_dataset_name,
-                    stream.rpc_pool,
-                    dataset_uuid,
-                    stream.config_hash,
-                    stream.chunk_size,
-                    stream.max_inflight,
-                    mode.from_block,
+                # An existing stream keeps the UUID it was stored with (its published versions
+                # hang off it); only a new stream gets one minted from its identity.
+                dataset_uuid = str(
+                    await conn.fetchval(
+                        self._sql["upsert_stream"],
+                        job_id,
+                        stream.dataset_key,
+                        stream.cryo_dataset_name,
+                        stream.rpc_pool,
+                        derive_dataset_uuid(org_id, spec.chain_id, spec.name, stream.dataset_key),
+                        stream.config_hash,
+                        stream.chunk_size,
+                        stream.max_inflight,
+                        mode.from_block,
+                    )
                 )
                 registered = await conn.fetchrow(
                     self._sql["register_partitioned_dataset"],
@@ -197,10 +209,30 @@ class ChainSyncRepository:
     async def record_head(self, target: HeadTarget, head_block: int) -> None:
         await self._pool.execute(self._sql["record_head"], target.org_id, target.chain_id, target.rpc_pool, head_block)
 
-    async def status(self, org_id: str, name: str) -> list[tuple[asyncpg.Record, list[asyncpg.Record]]]:
+    async def status(
+        self, org_id: str, name: str
+    ) -> list[tuple[asyncpg.Record, list[asyncpg.Record], list[asyncpg.Record]]]:
+        """Per job: its row, its streams' rows and its ranges that failed for good."""
         jobs = await self._pool.fetch(self._sql["job_status"], org_id, name)
         streams = await self._pool.fetch(self._sql["stream_status"], org_id, name)
-        return [(job, [s for s in streams if s["job_id"] == job["job_id"]]) for job in jobs]
+        failed = await self._pool.fetch(self._sql["failed_ranges"], org_id, name, FAILED_RANGES_SHOWN)
+        return [
+            (
+                job,
+                [s for s in streams if s["job_id"] == job["job_id"]],
+                [f for f in failed if f["job_id"] == job["job_id"]],
+            )
+            for job in jobs
+        ]
+
+
+def _apply_conflict(constraint: str) -> AlreadyExists:
+    """What a unique violation during apply means to the caller (no SQL, no constraint name)."""
+    if constraint.startswith("chain_sync_jobs"):
+        return AlreadyExists("CHAIN_SYNC_APPLY_CONFLICT", "another apply of this job ran at the same time; apply again")
+    return AlreadyExists(
+        "DATASET_ID_TAKEN", "a stream's dataset identity is held by another chain_sync job; nothing was applied"
+    )
 
 
 def _check_compatible(old: ChainSyncSpec, new: ChainSyncSpec) -> None:

@@ -25,5 +25,7 @@ def build_chain_sync(
         Loop("chain_sync_planner", planner.step, d.planner_interval_seconds, 1),
         Loop("chain_head_observer", observer.step, d.head_observer_interval_seconds, 1_000_000),
     ]
-    servicer = ChainSyncServicer(repo, settings.admin_token, loops[0].wakeup.set, wake_outbox)
+    servicer = ChainSyncServicer(
+        repo, settings.admin_token, frozenset(settings.rpc_pools), loops[0].wakeup.set, wake_outbox
+    )
     return chain_sync_binding(servicer), loops

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 from trace_platform.adapters.postgres.chain_sync_repository import ChainSyncRepository
-from trace_platform.core.chain_sync import parse_chain_sync, registry_name
+from trace_platform.core.chain_sync import check_rpc_pools, parse_chain_sync, registry_name
 from trace_platform.core.errors import InvalidArgument
 from trace_platform.core.validation import require_uuid
 from trace_platform.gen.trace.v1 import chain_sync_pb2, chain_sync_pb2_grpc
@@ -34,11 +34,13 @@ class ChainSyncServicer(chain_sync_pb2_grpc.ChainSyncServiceServicer):
         self,
         repo: ChainSyncRepository,
         admin_token: str | None,
+        rpc_pools: Collection[str],
         wake_planner: Callable[[], None] = lambda: None,
         wake_outbox: Callable[[], None] = lambda: None,
     ) -> None:
         self._repo = repo
         self._admin_token = admin_token
+        self._rpc_pools = rpc_pools  # the pools this platform has a URL for (names only)
         self._wake_planner = wake_planner
         self._wake_outbox = wake_outbox
 
@@ -48,6 +50,7 @@ class ChainSyncServicer(chain_sync_pb2_grpc.ChainSyncServiceServicer):
         if len(request.yaml.encode()) > MAX_YAML_BYTES:
             raise InvalidArgument("PAYLOAD_TOO_LARGE", f"yaml exceeds {MAX_YAML_BYTES} bytes", field="yaml")
         spec = parse_chain_sync(request.yaml)
+        check_rpc_pools(spec, self._rpc_pools)  # before anything is written
         job_id, outcome = await self._repo.apply(org_id, spec)
         self._wake_planner()  # plan now, not at the next tick
         return pb.ApplyChainSyncResponse(
@@ -73,7 +76,7 @@ class ChainSyncServicer(chain_sync_pb2_grpc.ChainSyncServiceServicer):
         require_shared_secret(context, ADMIN_TOKEN, self._admin_token)
         org_id = require_uuid("org_id", request.org_id)
         out = pb.GetChainSyncStatusResponse()
-        for job, streams in await self._repo.status(org_id, request.name):
+        for job, streams, failed in await self._repo.status(org_id, request.name):
             status = out.jobs.add(
                 job_id=job["job_id"],
                 name=job["name"],
@@ -91,6 +94,8 @@ class ChainSyncServicer(chain_sync_pb2_grpc.ChainSyncServiceServicer):
                     dataset_key=s["dataset_key"],
                     dataset_name=registry_name(job["name"], s["dataset_key"]),
                     cursor=s["next_block"],
+                    planned_to=s["next_block"],
+                    synced_to=s["synced_to"],
                     in_flight=s["in_flight"],
                     completed_ranges=s["completed_ranges"],
                     completed_blocks=s["completed_blocks"],
@@ -101,6 +106,17 @@ class ChainSyncServicer(chain_sync_pb2_grpc.ChainSyncServiceServicer):
                 if s["head_block"] is not None:
                     stream.head_block = s["head_block"]
                     stream.head_observed_at.FromDatetime(s["observed_at"])
+                for f in failed:
+                    if f["dataset_key"] == s["dataset_key"]:
+                        stream.failed_ranges.add(
+                            range_start=f["range_start"],
+                            range_end=f["range_end"],
+                            reason=f["reason"],
+                            attempts=f["attempts"],
+                        )
+            if status.streams:
+                status.synced_to = min(s.synced_to for s in status.streams)
+                status.planned_to = min(s.planned_to for s in status.streams)
         return out
 
 

@@ -7,7 +7,9 @@ details leaked; the traceback is logged, never the request.
 Before a servicer runs, the request passes ``request_checks`` (no NUL or lone surrogate
 in any string, timestamps in range, decodable at all): the one place that holds for
 every service. A RecursionError (input nested deeper than the code can walk) is the
-caller's input, not a fault of the server: INVALID_ARGUMENT ``INPUT_TOO_DEEP``.
+caller's input, not a fault of the server: INVALID_ARGUMENT ``INPUT_TOO_DEEP``. A
+unique violation no repository translated is still a conflict with what exists, not a
+fault: ALREADY_EXISTS ``ALREADY_EXISTS`` (logged; no constraint or SQL in the answer).
 """
 
 from __future__ import annotations
@@ -16,12 +18,13 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import asyncpg
 import grpc
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from trace_platform.core.errors import ErrorKind, Internal, InvalidArgument, TraceError
+from trace_platform.core.errors import AlreadyExists, ErrorKind, Internal, InvalidArgument, TraceError
 from trace_platform.servers.common.request_checks import check_request, safe_deserializer
 
 log = logging.getLogger(__name__)
@@ -56,6 +59,9 @@ async def _abort(context: grpc.aio.ServicerContext, exc: BaseException, method: 
         err = exc
     elif isinstance(exc, RecursionError):
         err = InvalidArgument("INPUT_TOO_DEEP", "the request is nested too deeply")
+    elif isinstance(exc, asyncpg.UniqueViolationError):
+        log.warning("unique violation reached the boundary", extra={"method": method})
+        err = AlreadyExists("ALREADY_EXISTS", "the request conflicts with a record that already exists")
     else:
         log.exception("unhandled error", extra={"method": method})
         err = Internal("INTERNAL", "internal error")

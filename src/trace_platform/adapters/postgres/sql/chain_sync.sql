@@ -16,13 +16,14 @@ SET mode = $2, from_block = $3, to_block = $4, tail_lag = $5, head_poll_interval
 WHERE id = $1;
 
 -- name: upsert_stream
+-- Returns the stream's dataset UUID: the stored one for an existing stream ($5 only mints a new one).
 INSERT INTO chain_sync_streams (job_id, dataset_key, cryo_dataset_name, rpc_pool, dataset_uuid, config_hash,
                                 chunk_size, max_inflight, next_block)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
 ON CONFLICT (job_id, dataset_key) DO UPDATE
 SET rpc_pool = EXCLUDED.rpc_pool, chunk_size = EXCLUDED.chunk_size, max_inflight = EXCLUDED.max_inflight,
     updated_at = now()
-RETURNING cryo_dataset_name, config_hash;
+RETURNING dataset_uuid;
 
 -- name: stream_keys
 SELECT dataset_key FROM chain_sync_streams WHERE job_id = $1;
@@ -60,14 +61,18 @@ SELECT count(*) FROM requeued;
 
 -- name: plannable_streams
 -- Streams with room in their window and something left to plan (an idle pass reads, never
--- writes), one per group of streams that plan together (see lock_group).
+-- writes), one per group of streams that plan together (see lock_group). A fixed_target
+-- stream has something left only below both its target and the observed chain (beyond
+-- the head it waits, see core/planner.py).
 SELECT job_id, dataset_key FROM (
     SELECT DISTINCT ON (s.job_id, s.rpc_pool, s.chunk_size, s.max_inflight, s.next_block)
            s.job_id, s.dataset_key, s.updated_at
     FROM chain_sync_streams s
     JOIN chain_sync_jobs j ON j.id = s.job_id
+    LEFT JOIN chain_head_observations h
+        ON h.org_id = j.org_id AND h.chain_id = j.chain_id AND h.rpc_pool = s.rpc_pool
     WHERE j.enabled AND j.completed_at IS NULL
-      AND (j.mode = 'follow_head' OR s.next_block < j.to_block)
+      AND (j.mode = 'follow_head' OR (h.head_block IS NOT NULL AND s.next_block < least(j.to_block, h.head_block + 1)))
       AND (SELECT count(*) FROM chain_sync_ranges r
            WHERE r.job_id = s.job_id AND r.dataset_key = s.dataset_key AND r.status = 'scheduled') < s.max_inflight
     ORDER BY s.job_id, s.rpc_pool, s.chunk_size, s.max_inflight, s.next_block, s.dataset_key
@@ -152,10 +157,20 @@ WHERE j.org_id = $1 AND ($2 = '' OR j.name = $2)
 ORDER BY j.name;
 
 -- name: stream_status
-SELECT s.job_id::text AS job_id, s.dataset_key, s.rpc_pool, s.next_block, coalesce(s.last_error, '') AS last_error,
-       count(*) FILTER (WHERE r.status = 'scheduled') AS in_flight,
-       count(*) FILTER (WHERE r.status = 'completed') AS completed_ranges,
+-- synced_to: the exclusive end of the published prefix. Ranges are contiguous from
+-- from_block to the cursor, so it is where the first unpublished range starts (the cursor
+-- when every range is published). last_error only while it holds: some range of the
+-- stream that failed (its task failed, or runs a later attempt) is not published yet; once
+-- it is, the error is history and not shown.
+SELECT s.job_id::text AS job_id, s.dataset_key, s.rpc_pool, s.next_block,
+       CASE WHEN EXISTS (SELECT 1 FROM chain_sync_ranges fr JOIN tasks t ON t.id = fr.task_id
+                         WHERE fr.job_id = s.job_id AND fr.dataset_key = s.dataset_key
+                           AND fr.status = 'scheduled' AND (t.status = 'failed' OR t.attempt > 1))
+            THEN coalesce(s.last_error, '') ELSE '' END AS last_error,
+       count(r.range_start) FILTER (WHERE r.status = 'scheduled') AS in_flight,
+       count(r.range_start) FILTER (WHERE r.status = 'completed') AS completed_ranges,
        coalesce(sum(r.range_end - r.range_start) FILTER (WHERE r.status = 'completed'), 0)::bigint AS completed_blocks,
+       coalesce(min(r.range_start) FILTER (WHERE r.status = 'scheduled'), s.next_block) AS synced_to,
        h.head_block, h.observed_at
 FROM chain_sync_streams s
 JOIN chain_sync_jobs j ON j.id = s.job_id
@@ -164,3 +179,21 @@ LEFT JOIN chain_head_observations h ON h.org_id = j.org_id AND h.chain_id = j.ch
 WHERE j.org_id = $1 AND ($2 = '' OR j.name = $2)
 GROUP BY s.job_id, s.dataset_key, s.rpc_pool, s.next_block, s.last_error, h.head_block, h.observed_at
 ORDER BY s.dataset_key;
+
+-- name: failed_ranges
+-- Unpublished ranges whose task failed for good (no retry scheduled), lowest first, at
+-- most $3 per stream; the reason is the error's `<category>/<REASON>` prefix only (the
+-- rest may quote the node or Cryo).
+SELECT job_id, dataset_key, range_start, range_end, reason, attempts FROM (
+    SELECT r.job_id::text AS job_id, r.dataset_key, r.range_start, r.range_end,
+           coalesce(substring(t.error_message FROM '^[a-z]+/[A-Z_]+'), 'task/TASK_FAILED') AS reason,
+           t.attempt AS attempts,
+           row_number() OVER (PARTITION BY r.job_id, r.dataset_key ORDER BY r.range_start) AS n
+    FROM chain_sync_ranges r
+    JOIN chain_sync_jobs j ON j.id = r.job_id
+    JOIN tasks t ON t.id = r.task_id
+    WHERE j.org_id = $1 AND ($2 = '' OR j.name = $2)
+      AND r.status = 'scheduled' AND t.status = 'failed' AND t.next_retry_at IS NULL
+) failed
+WHERE n <= $3
+ORDER BY dataset_key, range_start;

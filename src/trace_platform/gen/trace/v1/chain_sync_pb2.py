@@ -25,15 +25,15 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19trace/v1/chain_sync.proto\x12\x08trace.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"5\n\x15\x41pplyChainSyncRequest\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12\x0c\n\x04yaml\x18\x02 \x01(\t\"r\n\x16\x41pplyChainSyncResponse\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x11\n\tyaml_hash\x18\x03 \x01(\t\x12\'\n\x07outcome\x18\x04 \x01(\x0e\x32\x16.trace.v1.ApplyOutcome\"5\n\x15PauseChainSyncRequest\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"\x18\n\x16PauseChainSyncResponse\"6\n\x16ResumeChainSyncRequest\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"\x19\n\x17ResumeChainSyncResponse\"9\n\x19GetChainSyncStatusRequest\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"\xba\x02\n\x15\x43hainSyncStreamStatus\x12\x13\n\x0b\x64\x61taset_key\x18\x01 \x01(\t\x12\x14\n\x0c\x64\x61taset_name\x18\x02 \x01(\t\x12\x0e\n\x06\x63ursor\x18\x03 \x01(\x03\x12\x11\n\tin_flight\x18\x04 \x01(\x03\x12\x18\n\x10\x63ompleted_ranges\x18\x05 \x01(\x03\x12\x18\n\x10\x63ompleted_blocks\x18\x06 \x01(\x03\x12\x12\n\nlast_error\x18\x07 \x01(\t\x12\x1b\n\x13last_error_category\x18\x08 \x01(\t\x12\x17\n\nhead_block\x18\t \x01(\x03H\x00\x88\x01\x01\x12\x34\n\x10head_observed_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08rpc_pool\x18\x0b \x01(\tB\r\n\x0b_head_block\"\xef\x01\n\x0f\x43hainSyncStatus\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x10\n\x08\x63hain_id\x18\x03 \x01(\x03\x12\x0c\n\x04mode\x18\x04 \x01(\t\x12\x12\n\nfrom_block\x18\x05 \x01(\x03\x12\x15\n\x08to_block\x18\x06 \x01(\x03H\x00\x88\x01\x01\x12\x0e\n\x06paused\x18\x07 \x01(\x08\x12\x11\n\tcompleted\x18\x08 \x01(\x08\x12\x11\n\tyaml_hash\x18\t \x01(\t\x12\x30\n\x07streams\x18\n \x03(\x0b\x32\x1f.trace.v1.ChainSyncStreamStatusB\x0b\n\t_to_block\"E\n\x1aGetChainSyncStatusResponse\x12\'\n\x04jobs\x18\x01 \x03(\x0b\x32\x19.trace.v1.ChainSyncStatus*\x80\x01\n\x0c\x41pplyOutcome\x12\x1d\n\x19\x41PPLY_OUTCOME_UNSPECIFIED\x10\x00\x12\x19\n\x15\x41PPLY_OUTCOME_CREATED\x10\x01\x12\x19\n\x15\x41PPLY_OUTCOME_UPDATED\x10\x02\x12\x1b\n\x17\x41PPLY_OUTCOME_UNCHANGED\x10\x03\x32\xf5\x02\n\x10\x43hainSyncService\x12S\n\x0e\x41pplyChainSync\x12\x1f.trace.v1.ApplyChainSyncRequest\x1a .trace.v1.ApplyChainSyncResponse\x12S\n\x0ePauseChainSync\x12\x1f.trace.v1.PauseChainSyncRequest\x1a .trace.v1.PauseChainSyncResponse\x12V\n\x0fResumeChainSync\x12 .trace.v1.ResumeChainSyncRequest\x1a!.trace.v1.ResumeChainSyncResponse\x12_\n\x12GetChainSyncStatus\x12#.trace.v1.GetChainSyncStatusRequest\x1a$.trace.v1.GetChainSyncStatusResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19trace/v1/chain_sync.proto\x12\x08trace.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"5\n\x15\x41pplyChainSyncRequest\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12\x0c\n\x04yaml\x18\x02 \x01(\t\"r\n\x16\x41pplyChainSyncResponse\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x11\n\tyaml_hash\x18\x03 \x01(\t\x12\'\n\x07outcome\x18\x04 \x01(\x0e\x32\x16.trace.v1.ApplyOutcome\"5\n\x15PauseChainSyncRequest\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"\x18\n\x16PauseChainSyncResponse\"6\n\x16ResumeChainSyncRequest\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"\x19\n\x17ResumeChainSyncResponse\"9\n\x19GetChainSyncStatusRequest\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"`\n\x14\x43hainSyncFailedRange\x12\x13\n\x0brange_start\x18\x01 \x01(\x03\x12\x11\n\trange_end\x18\x02 \x01(\x03\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x04 \x01(\x03\"\x98\x03\n\x15\x43hainSyncStreamStatus\x12\x13\n\x0b\x64\x61taset_key\x18\x01 \x01(\t\x12\x14\n\x0c\x64\x61taset_name\x18\x02 \x01(\t\x12\x0e\n\x06\x63ursor\x18\x03 \x01(\x03\x12\x11\n\tin_flight\x18\x04 \x01(\x03\x12\x18\n\x10\x63ompleted_ranges\x18\x05 \x01(\x03\x12\x18\n\x10\x63ompleted_blocks\x18\x06 \x01(\x03\x12\x12\n\nlast_error\x18\x07 \x01(\t\x12\x1b\n\x13last_error_category\x18\x08 \x01(\t\x12\x17\n\nhead_block\x18\t \x01(\x03H\x00\x88\x01\x01\x12\x34\n\x10head_observed_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08rpc_pool\x18\x0b \x01(\t\x12\x11\n\tsynced_to\x18\x0c \x01(\x03\x12\x12\n\nplanned_to\x18\r \x01(\x03\x12\x35\n\rfailed_ranges\x18\x0e \x03(\x0b\x32\x1e.trace.v1.ChainSyncFailedRangeB\r\n\x0b_head_block\"\x96\x02\n\x0f\x43hainSyncStatus\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x10\n\x08\x63hain_id\x18\x03 \x01(\x03\x12\x0c\n\x04mode\x18\x04 \x01(\t\x12\x12\n\nfrom_block\x18\x05 \x01(\x03\x12\x15\n\x08to_block\x18\x06 \x01(\x03H\x00\x88\x01\x01\x12\x0e\n\x06paused\x18\x07 \x01(\x08\x12\x11\n\tcompleted\x18\x08 \x01(\x08\x12\x11\n\tyaml_hash\x18\t \x01(\t\x12\x30\n\x07streams\x18\n \x03(\x0b\x32\x1f.trace.v1.ChainSyncStreamStatus\x12\x11\n\tsynced_to\x18\x0b \x01(\x03\x12\x12\n\nplanned_to\x18\x0c \x01(\x03\x42\x0b\n\t_to_block\"E\n\x1aGetChainSyncStatusResponse\x12\'\n\x04jobs\x18\x01 \x03(\x0b\x32\x19.trace.v1.ChainSyncStatus*\x80\x01\n\x0c\x41pplyOutcome\x12\x1d\n\x19\x41PPLY_OUTCOME_UNSPECIFIED\x10\x00\x12\x19\n\x15\x41PPLY_OUTCOME_CREATED\x10\x01\x12\x19\n\x15\x41PPLY_OUTCOME_UPDATED\x10\x02\x12\x1b\n\x17\x41PPLY_OUTCOME_UNCHANGED\x10\x03\x32\xf5\x02\n\x10\x43hainSyncService\x12S\n\x0e\x41pplyChainSync\x12\x1f.trace.v1.ApplyChainSyncRequest\x1a .trace.v1.ApplyChainSyncResponse\x12S\n\x0ePauseChainSync\x12\x1f.trace.v1.PauseChainSyncRequest\x1a .trace.v1.PauseChainSyncResponse\x12V\n\x0fResumeChainSync\x12 .trace.v1.ResumeChainSyncRequest\x1a!.trace.v1.ResumeChainSyncResponse\x12_\n\x12GetChainSyncStatus\x12#.trace.v1.GetChainSyncStatusRequest\x1a$.trace.v1.GetChainSyncStatusResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'trace.v1.chain_sync_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_APPLYOUTCOME']._serialized_start=1097
-  _globals['_APPLYOUTCOME']._serialized_end=1225
+  _globals['_APPLYOUTCOME']._serialized_start=1328
+  _globals['_APPLYOUTCOME']._serialized_end=1456
   _globals['_APPLYCHAINSYNCREQUEST']._serialized_start=72
   _globals['_APPLYCHAINSYNCREQUEST']._serialized_end=125
   _globals['_APPLYCHAINSYNCRESPONSE']._serialized_start=127
@@ -48,12 +48,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RESUMECHAINSYNCRESPONSE']._serialized_end=405
   _globals['_GETCHAINSYNCSTATUSREQUEST']._serialized_start=407
   _globals['_GETCHAINSYNCSTATUSREQUEST']._serialized_end=464
-  _globals['_CHAINSYNCSTREAMSTATUS']._serialized_start=467
-  _globals['_CHAINSYNCSTREAMSTATUS']._serialized_end=781
-  _globals['_CHAINSYNCSTATUS']._serialized_start=784
-  _globals['_CHAINSYNCSTATUS']._serialized_end=1023
-  _globals['_GETCHAINSYNCSTATUSRESPONSE']._serialized_start=1025
-  _globals['_GETCHAINSYNCSTATUSRESPONSE']._serialized_end=1094
-  _globals['_CHAINSYNCSERVICE']._serialized_start=1228
-  _globals['_CHAINSYNCSERVICE']._serialized_end=1601
+  _globals['_CHAINSYNCFAILEDRANGE']._serialized_start=466
+  _globals['_CHAINSYNCFAILEDRANGE']._serialized_end=562
+  _globals['_CHAINSYNCSTREAMSTATUS']._serialized_start=565
+  _globals['_CHAINSYNCSTREAMSTATUS']._serialized_end=973
+  _globals['_CHAINSYNCSTATUS']._serialized_start=976
+  _globals['_CHAINSYNCSTATUS']._serialized_end=1254
+  _globals['_GETCHAINSYNCSTATUSRESPONSE']._serialized_start=1256
+  _globals['_GETCHAINSYNCSTATUSRESPONSE']._serialized_end=1325
+  _globals['_CHAINSYNCSERVICE']._serialized_start=1459
+  _globals['_CHAINSYNCSERVICE']._serialized_end=1832
 # @@protoc_insertion_point(module_scope)

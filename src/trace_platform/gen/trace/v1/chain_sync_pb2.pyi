@@ -188,6 +188,40 @@ class GetChainSyncStatusRequest(_message.Message):
 Global___GetChainSyncStatusRequest: _TypeAlias = GetChainSyncStatusRequest  # noqa: Y015
 
 @_typing.final
+class ChainSyncFailedRange(_message.Message):
+    """A range whose extraction failed for good (no automatic retry left); `trace resume`
+    gives it another attempt.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RANGE_START_FIELD_NUMBER: _builtins.int
+    RANGE_END_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    ATTEMPTS_FIELD_NUMBER: _builtins.int
+    range_start: _builtins.int
+    """End-exclusive: [range_start, range_end)."""
+    range_end: _builtins.int
+    reason: _builtins.str
+    """`<category>/<REASON>` of its last attempt: a reason code, never a URL or the node's text."""
+    attempts: _builtins.int
+    def __init__(
+        self,
+        *,
+        range_start: _builtins.int = ...,
+        range_end: _builtins.int = ...,
+        reason: _builtins.str = ...,
+        attempts: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "range_end", b"range_end", "range_start", b"range_start", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ChainSyncFailedRange: _TypeAlias = ChainSyncFailedRange  # noqa: Y015
+
+@_typing.final
 class ChainSyncStreamStatus(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -202,21 +236,36 @@ class ChainSyncStreamStatus(_message.Message):
     HEAD_BLOCK_FIELD_NUMBER: _builtins.int
     HEAD_OBSERVED_AT_FIELD_NUMBER: _builtins.int
     RPC_POOL_FIELD_NUMBER: _builtins.int
+    SYNCED_TO_FIELD_NUMBER: _builtins.int
+    PLANNED_TO_FIELD_NUMBER: _builtins.int
+    FAILED_RANGES_FIELD_NUMBER: _builtins.int
     dataset_key: _builtins.str
     dataset_name: _builtins.str
     """The registry name users query: `<sync name>.<dataset_key>`."""
     cursor: _builtins.int
-    """Exclusive end of what has been scheduled."""
+    """Exclusive end of what has been scheduled (the same as `planned_to`)."""
     in_flight: _builtins.int
     completed_ranges: _builtins.int
     completed_blocks: _builtins.int
     last_error: _builtins.str
-    """`<category>/<REASON>` of the latest failed attempt, empty if none."""
+    """`<category>/<REASON>` of the latest failed attempt while it still holds (a range that
+    failed is not published yet); empty otherwise.
+    """
     last_error_category: _builtins.str
     head_block: _builtins.int
     rpc_pool: _builtins.str
+    synced_to: _builtins.int
+    """Exclusive end of the published prefix: every block in [from_block, synced_to) is
+    published and queryable; from_block when none is.
+    """
+    planned_to: _builtins.int
+    """Exclusive end of what has been planned: ranges up to it exist, published or not."""
     @_builtins.property
     def head_observed_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def failed_ranges(self) -> _containers.RepeatedCompositeFieldContainer[Global___ChainSyncFailedRange]:
+        """At most 100 per stream, lowest first."""
+
     def __init__(
         self,
         *,
@@ -231,10 +280,13 @@ class ChainSyncStreamStatus(_message.Message):
         head_block: _builtins.int | None = ...,
         head_observed_at: _timestamp_pb2.Timestamp | None = ...,
         rpc_pool: _builtins.str = ...,
+        synced_to: _builtins.int = ...,
+        planned_to: _builtins.int = ...,
+        failed_ranges: _abc.Iterable[Global___ChainSyncFailedRange] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_head_block", b"_head_block", "head_block", b"head_block", "head_observed_at", b"head_observed_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_head_block", b"_head_block", "completed_blocks", b"completed_blocks", "completed_ranges", b"completed_ranges", "cursor", b"cursor", "dataset_key", b"dataset_key", "dataset_name", b"dataset_name", "head_block", b"head_block", "head_observed_at", b"head_observed_at", "in_flight", b"in_flight", "last_error", b"last_error", "last_error_category", b"last_error_category", "rpc_pool", b"rpc_pool"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_head_block", b"_head_block", "completed_blocks", b"completed_blocks", "completed_ranges", b"completed_ranges", "cursor", b"cursor", "dataset_key", b"dataset_key", "dataset_name", b"dataset_name", "failed_ranges", b"failed_ranges", "head_block", b"head_block", "head_observed_at", b"head_observed_at", "in_flight", b"in_flight", "last_error", b"last_error", "last_error_category", b"last_error_category", "planned_to", b"planned_to", "rpc_pool", b"rpc_pool", "synced_to", b"synced_to"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__head_block: _TypeAlias = _typing.Literal["head_block"]  # noqa: Y015
     _WhichOneofArgType__head_block: _TypeAlias = _typing.Literal["_head_block", b"_head_block"]  # noqa: Y015
@@ -256,6 +308,8 @@ class ChainSyncStatus(_message.Message):
     COMPLETED_FIELD_NUMBER: _builtins.int
     YAML_HASH_FIELD_NUMBER: _builtins.int
     STREAMS_FIELD_NUMBER: _builtins.int
+    SYNCED_TO_FIELD_NUMBER: _builtins.int
+    PLANNED_TO_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     name: _builtins.str
     chain_id: _builtins.int
@@ -265,6 +319,9 @@ class ChainSyncStatus(_message.Message):
     paused: _builtins.bool
     completed: _builtins.bool
     yaml_hash: _builtins.str
+    synced_to: _builtins.int
+    """The least `synced_to` and `planned_to` over the job's streams."""
+    planned_to: _builtins.int
     @_builtins.property
     def streams(self) -> _containers.RepeatedCompositeFieldContainer[Global___ChainSyncStreamStatus]: ...
     def __init__(
@@ -280,10 +337,12 @@ class ChainSyncStatus(_message.Message):
         completed: _builtins.bool = ...,
         yaml_hash: _builtins.str = ...,
         streams: _abc.Iterable[Global___ChainSyncStreamStatus] | None = ...,
+        synced_to: _builtins.int = ...,
+        planned_to: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_to_block", b"_to_block", "to_block", b"to_block"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_to_block", b"_to_block", "chain_id", b"chain_id", "completed", b"completed", "from_block", b"from_block", "job_id", b"job_id", "mode", b"mode", "name", b"name", "paused", b"paused", "streams", b"streams", "to_block", b"to_block", "yaml_hash", b"yaml_hash"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_to_block", b"_to_block", "chain_id", b"chain_id", "completed", b"completed", "from_block", b"from_block", "job_id", b"job_id", "mode", b"mode", "name", b"name", "paused", b"paused", "planned_to", b"planned_to", "streams", b"streams", "synced_to", b"synced_to", "to_block", b"to_block", "yaml_hash", b"yaml_hash"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__to_block: _TypeAlias = _typing.Literal["to_block"]  # noqa: Y015
     _WhichOneofArgType__to_block: _TypeAlias = _typing.Literal["_to_block", b"_to_block"]  # noqa: Y015

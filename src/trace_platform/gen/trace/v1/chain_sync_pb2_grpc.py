@@ -78,7 +78,7 @@ class ChainSyncServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ResumeChainSync(self, request, context):
-        """Continues planning; ranges whose task failed for good get one more attempt.
+        """Continues planning; ranges whose task failed for good (`failed_ranges`) get one more attempt.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -40,7 +40,7 @@ class ChainSyncServiceStub:
     PauseChainSync: _grpc.UnaryUnaryMultiCallable[_chain_sync_pb2.PauseChainSyncRequest, _chain_sync_pb2.PauseChainSyncResponse]
     """Stops planning new ranges; ranges in flight finish."""
     ResumeChainSync: _grpc.UnaryUnaryMultiCallable[_chain_sync_pb2.ResumeChainSyncRequest, _chain_sync_pb2.ResumeChainSyncResponse]
-    """Continues planning; ranges whose task failed for good get one more attempt."""
+    """Continues planning; ranges whose task failed for good (`failed_ranges`) get one more attempt."""
     GetChainSyncStatus: _grpc.UnaryUnaryMultiCallable[_chain_sync_pb2.GetChainSyncStatusRequest, _chain_sync_pb2.GetChainSyncStatusResponse]
 
 @_typing.type_check_only
@@ -55,7 +55,7 @@ class ChainSyncServiceAsyncStub(ChainSyncServiceStub):
     PauseChainSync: _aio.UnaryUnaryMultiCallable[_chain_sync_pb2.PauseChainSyncRequest, _chain_sync_pb2.PauseChainSyncResponse]  # type: ignore[assignment]
     """Stops planning new ranges; ranges in flight finish."""
     ResumeChainSync: _aio.UnaryUnaryMultiCallable[_chain_sync_pb2.ResumeChainSyncRequest, _chain_sync_pb2.ResumeChainSyncResponse]  # type: ignore[assignment]
-    """Continues planning; ranges whose task failed for good get one more attempt."""
+    """Continues planning; ranges whose task failed for good (`failed_ranges`) get one more attempt."""
     GetChainSyncStatus: _aio.UnaryUnaryMultiCallable[_chain_sync_pb2.GetChainSyncStatusRequest, _chain_sync_pb2.GetChainSyncStatusResponse]  # type: ignore[assignment]
 
 class ChainSyncServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -85,7 +85,7 @@ class ChainSyncServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _chain_sync_pb2.ResumeChainSyncRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_chain_sync_pb2.ResumeChainSyncResponse, _abc.Awaitable[_chain_sync_pb2.ResumeChainSyncResponse]]:
-        """Continues planning; ranges whose task failed for good get one more attempt."""
+        """Continues planning; ranges whose task failed for good (`failed_ranges`) get one more attempt."""
 
     @_abc_1.abstractmethod
     def GetChainSyncStatus(
