@@ -196,6 +196,18 @@ def test_query_formats_hex_and_streaming(lite: Lite, tmp_path: Path) -> None:
     ]
     assert got == want
 
+    # A reader that leaves early (| head) is no error of ours: no traceback.
+    piped = subprocess.run(
+        f"{sys.executable} -m trace_platform query --dataset {DATASET} --format csv '{sql_all}' | head -2",
+        shell=True,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert piped.stdout.splitlines() == as_csv.stdout.splitlines()[:2]
+    assert "Traceback" not in piped.stderr and "Error" not in piped.stderr, piped.stderr
+
     limited = tmp_path / "first.csv"
     part = trace(
         "query", "--dataset", DATASET, "--format", "csv", "--limit", "15000", "-o", str(limited), sql_all, env=env
