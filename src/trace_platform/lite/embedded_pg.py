@@ -123,20 +123,39 @@ def _import_pgserver() -> Any:
     """Import ``pgserver`` without the XDG_RUNTIME_DIR warning it causes on a plain start.
 
     ``pgserver`` asks platformdirs for a user runtime directory when it is imported (its
-    cross-process lock lives there). Without ``XDG_RUNTIME_DIR`` (root, containers, ssh
-    without a login session) platformdirs warns and falls back to ``<tmp>/runtime-<uid>``.
-    We name that same fallback directory explicitly (0700, ours) for the import only, so the
-    lock stays where it always was and no child process inherits the variable.
+    cross-process lock lives there). Without a usable ``XDG_RUNTIME_DIR`` (root, containers,
+    ssh without a login session) platformdirs warns on every start and falls back to a
+    shared temp directory. We give it one of ours for the import only: ``<tmp>/trace-
+    pgserver-<uid>``, 0700 and owned by us (else a fresh private one), so no child process
+    inherits the variable and no mode of a directory we did not create is changed.
     """
-    if "pgserver" in sys.modules or os.environ.get("XDG_RUNTIME_DIR"):
+    if "pgserver" in sys.modules or _private_dir(os.environ.get("XDG_RUNTIME_DIR", "")):
         import pgserver
 
         return pgserver
-    runtime = Path(tempfile.gettempdir()) / f"runtime-{os.getuid()}"
-    runtime.mkdir(mode=0o700, exist_ok=True)
+    runtime = Path(tempfile.gettempdir()) / f"trace-pgserver-{os.getuid()}"
+    with suppress(FileExistsError):
+        os.mkdir(runtime, 0o700)
+    if not _private_dir(str(runtime)):
+        runtime = Path(tempfile.mkdtemp(prefix="trace-pgserver-"))
+    saved = os.environ.get("XDG_RUNTIME_DIR")
     os.environ["XDG_RUNTIME_DIR"] = str(runtime)
     try:
         import pgserver
     finally:
-        del os.environ["XDG_RUNTIME_DIR"]
+        if saved is None:
+            del os.environ["XDG_RUNTIME_DIR"]
+        else:
+            os.environ["XDG_RUNTIME_DIR"] = saved
     return pgserver
+
+
+def _private_dir(path: str) -> bool:
+    """What platformdirs accepts as a runtime dir: a real directory, ours, mode 0700."""
+    if not path:
+        return False
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    return stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid() and stat.S_IMODE(st.st_mode) == 0o700
