@@ -45,9 +45,13 @@ def _filled(message: Message, depth: int = 0) -> Message:
         if field.is_repeated:
             if field.type in (3, 4, 6, 16, 18):
                 getattr(message, field.name).extend([2**53 - 1, 1])
+            elif field.type == 12:
+                getattr(message, field.name).extend([b"\xab\xcd", b""])
             continue
         if field.type in (3, 4, 6, 16, 18):
             setattr(message, field.name, 2**53 - 1)
+        elif field.type == 12:
+            setattr(message, field.name, b"\xab\xcd")
         elif field.type == 11 and depth < 3 and not field.message_type.full_name.startswith("google.protobuf."):
             _filled(getattr(message, field.name), depth + 1)
     return message
@@ -62,6 +66,9 @@ def _strings_where_ints_belong(descriptor: Any, doc: dict[str, Any], path: str =
         if field.type in (3, 4, 6, 16, 18):
             values = value if isinstance(value, list) else [value]
             bad += [f"{path}{field.name}" for v in values if not isinstance(v, int)]
+        elif field.type == 12:  # bytes: 0x hex, not base64
+            values = value if isinstance(value, list) else [value]
+            bad += [f"{path}{field.name}" for v in values if v not in ("0xabcd", "0x")]
         elif field.type == 11 and not field.message_type.full_name.startswith("google.protobuf."):
             if field.message_type.GetOptions().map_entry:
                 continue
@@ -82,7 +89,7 @@ def _all_messages() -> list[type[Message]]:
 
 
 @pytest.mark.parametrize("cls", _all_messages(), ids=lambda c: c.DESCRIPTOR.full_name)
-def test_int64_fields_are_json_numbers_in_every_message(cls: type[Message]) -> None:
+def test_int64_are_json_numbers_and_bytes_0x_hex_in_every_message(cls: type[Message]) -> None:
     message = _filled(cls())
     doc = message_dict(message)
     assert not _strings_where_ints_belong(cls.DESCRIPTOR, doc)

@@ -2,7 +2,8 @@
 
 - Binary values (hashes, addresses) are ``0x``-prefixed lowercase hex, in tables, JSON
   and CSV alike; Parquet keeps them binary.
-- JSON keeps protobuf int64 fields as numbers (``MessageToDict`` makes them strings).
+- JSON keeps protobuf int64 fields as numbers (``MessageToDict`` makes them strings)
+  and bytes fields as 0x hex (``MessageToDict`` makes them base64).
 - CSV and Parquet are written one record batch at a time: memory stays at one batch
   whatever the size of the result.
 """
@@ -49,19 +50,27 @@ def dumps(doc: Any, **kwargs: Any) -> str:
 # FieldDescriptor.TYPE_INT64, TYPE_UINT64, TYPE_FIXED64, TYPE_SFIXED64, TYPE_SINT64
 _INT64_TYPES = frozenset({3, 4, 6, 16, 18})
 _TYPE_MESSAGE = 11
+_TYPE_BYTES = 12
 
 
 def message_dict(message: Message, *, all_fields: bool = True) -> dict[str, Any]:
-    """A protobuf message as a JSON-ready dict: proto field names, enums by name, and
-    64-bit integers as numbers (they fit JSON numbers in every parser we target)."""
+    """A protobuf message as a JSON-ready dict: proto field names, enums by name,
+    64-bit integers as numbers (they fit JSON numbers in every parser we target) and
+    bytes as 0x hex (MessageToDict gives strings and base64)."""
     from google.protobuf.json_format import MessageToDict
 
     doc = MessageToDict(message, preserving_proto_field_name=True, always_print_fields_with_no_presence=all_fields)
-    _int64_as_numbers(message.DESCRIPTOR, doc)
+    _field_conventions(message.DESCRIPTOR, doc)
     return doc
 
 
-def _int64_as_numbers(descriptor: Any, doc: dict[str, Any]) -> None:
+def _b64_to_hex(value: str) -> str:
+    import base64
+
+    return hex0x(base64.b64decode(value))
+
+
+def _field_conventions(descriptor: Any, doc: dict[str, Any]) -> None:
     for field in descriptor.fields:
         if field.name not in doc:
             continue
@@ -69,6 +78,9 @@ def _int64_as_numbers(descriptor: Any, doc: dict[str, Any]) -> None:
         repeated = isinstance(value, list)
         if field.type in _INT64_TYPES:
             doc[field.name] = [int(v) for v in value] if repeated else int(value)
+            continue
+        if field.type == _TYPE_BYTES:
+            doc[field.name] = [_b64_to_hex(v) for v in value] if repeated else _b64_to_hex(value)
             continue
         sub = field.message_type
         # Well-known types (Timestamp, Duration, Struct...) have their own JSON forms.
@@ -80,10 +92,10 @@ def _int64_as_numbers(descriptor: Any, doc: dict[str, Any]) -> None:
                 doc[field.name] = {k: int(v) for k, v in value.items()}
             elif value_field.type == _TYPE_MESSAGE and value_field.message_type is not None:
                 for v in value.values():
-                    _int64_as_numbers(value_field.message_type, v)
+                    _field_conventions(value_field.message_type, v)
             continue
         for item in value if repeated else [value]:
-            _int64_as_numbers(sub, item)
+            _field_conventions(sub, item)
 
 
 def _text_column(array: pa.Array) -> pa.Array:
