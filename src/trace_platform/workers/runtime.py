@@ -35,6 +35,7 @@ from trace_platform.core.errors import (
 )
 from trace_platform.core.models import TaskRef
 from trace_platform.gen.trace.v1 import common_pb2, dispatcher_pb2
+from trace_platform.servers.common.logs import task_log_context
 
 log = logging.getLogger(__name__)
 TASK_QUEUE = "tasks"
@@ -164,6 +165,12 @@ class WorkerRuntime:
         await self._ack(message)
 
     async def _execute(self, claimed: dispatcher_pb2.Claimed, message: Message) -> None:
+        # Every line logged for this attempt (here, by the operator, in the tasks it starts)
+        # names it: the context is copied into the asyncio tasks created inside.
+        with task_log_context(claimed.task.task_id, claimed.attempt):
+            await self._execute_attempt(claimed, message)
+
+    async def _execute_attempt(self, claimed: dispatcher_pb2.Claimed, message: Message) -> None:
         ref = TaskRef(claimed.task.task_id, claimed.attempt, claimed.lease_token)
         cap = TaskCredential(claimed.capability_token)
         ctx = OperatorContext(claimed.task, _config(claimed.task), ref, cap, self.dispatcher)

@@ -67,6 +67,17 @@ class Completion:
     next_retry_at: datetime | None = None
 
 
+@dataclass(frozen=True)
+class ReapedLease:
+    """An attempt the lease reaper failed; ``next_retry_at`` None: the task failed for good."""
+
+    task_id: str
+    attempt: int
+    operator: str
+    config_json: str
+    next_retry_at: datetime | None
+
+
 def _task_row(r: asyncpg.Record, status: str = "running") -> TaskRow:
     return TaskRow(
         task_id=str(r["id"]),
@@ -297,9 +308,11 @@ class TaskRepository:
             await conn.execute(self._sql["enqueue_buffer"], json.dumps(message))
             return str(publish_id), False
 
-    async def reap_expired_leases(self, limit: int, retry_base: float, retry_cap: float) -> int:
+    async def reap_expired_leases(self, limit: int, retry_base: float, retry_cap: float) -> list[ReapedLease]:
         rows = await self._pool.fetch(self._sql["reap_expired_leases"], limit, retry_base, retry_cap)
-        return len(rows)
+        return [
+            ReapedLease(str(r["task_id"]), r["attempt"], r["operator"], r["config"], r["next_retry_at"]) for r in rows
+        ]
 
     async def requeue_due_retries(self, limit: int) -> int:
         rows = await self._pool.fetch(self._sql["requeue_due_retries"], limit)

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 from trace_platform.adapters.postgres.delivery_repository import DeliveryRepository, DueDelivery
 from trace_platform.adapters.webhook import WebhookSender
 from trace_platform.core.config import DeliverySettings
+from trace_platform.servers.common import failure_log
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ class DeliveryService:
         s = self._settings
         extra = {"delivery_id": d.delivery_id, "attempt": d.attempt}
         if d.url is None or not d.channel.startswith("webhook:"):
-            await self._repo.mark_attempt_failed(
+            gone = await self._repo.mark_attempt_failed(
                 d,
                 self.owner,
                 None,
@@ -61,7 +62,8 @@ class DeliveryService:
                 s.retry_max_seconds,
                 give_up=True,
             )
-            log.warning("delivery failed: channel no longer configured", extra=extra)
+            if gone == "failed":  # None: the lease was lost, the new owner decides and logs
+                failure_log.delivery_gave_up(d.delivery_id, d.attempt, d.channel, "CHANNEL_NOT_FOUND", org_id=d.org_id)
             return
         extra["host"] = _host(d.url)
         body = json.dumps(d.event, separators=(",", ":")).encode()
@@ -81,7 +83,19 @@ class DeliveryService:
             s.retry_max_seconds,
             give_up=result.permanent,
         )
-        log.warning("delivery attempt failed", extra={**extra, "error": result.error, "now": status or "lease lost"})
+        reason = failure_log.reason_code(result.error)
+        if status == "failed":
+            failure_log.delivery_gave_up(
+                d.delivery_id,
+                d.attempt,
+                d.channel,
+                reason,
+                org_id=d.org_id,
+                host=extra["host"],
+                http_status=result.status,
+            )
+        else:  # retrying (or the lease was lost): not yet an operator's problem
+            log.info("delivery attempt failed", extra={**extra, "reason": reason, "now": status or "lease lost"})
 
     async def close(self) -> None:
         await self._sender.close()

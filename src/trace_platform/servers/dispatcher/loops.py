@@ -9,6 +9,7 @@ from trace_platform.adapters.postgres.outbox_repository import OutboxRepository,
 from trace_platform.adapters.postgres.task_repository import TaskRepository
 from trace_platform.adapters.queue.base import Queue
 from trace_platform.core.config import DispatcherSettings
+from trace_platform.servers.common import failure_log
 from trace_platform.servers.common.loop import Loop
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,12 @@ def dispatcher_loops(
     outbox_loop = Loop("outbox", relay.step, settings.outbox_interval_seconds, settings.outbox_batch)
 
     async def reap() -> int:
-        return await tasks.reap_expired_leases(BATCH, settings.retry_base_seconds, settings.retry_max_seconds)
+        expired = await tasks.reap_expired_leases(BATCH, settings.retry_base_seconds, settings.retry_max_seconds)
+        for r in expired:
+            failure_log.task_attempt_failed(
+                r.task_id, r.attempt, r.operator, "lease expired", r.next_retry_at, r.config_json
+            )
+        return len(expired)
 
     async def retry() -> int:
         requeued = await tasks.requeue_due_retries(BATCH)

@@ -29,6 +29,7 @@ from trace_platform.core.models import (
 from trace_platform.core.publication import output_prefixes
 from trace_platform.core.storage_paths import attempt_prefix, is_under
 from trace_platform.core.tokens import CapabilityClaims, TokenIssuer
+from trace_platform.servers.common import failure_log
 
 BUFFER_CONTENT_TYPES = ("application/jsonl", "application/x-ndjson")
 MAX_BATCH_BYTES = 1 << 30
@@ -186,6 +187,16 @@ class DispatcherService:
         )
         if events:
             self._on_outbox_write()
+        if status is TaskStatus.FAILED and not result.duplicate:
+            task = await self._repo.get(ref.task_id)  # only on failure: the operator and range to name
+            failure_log.task_attempt_failed(
+                ref.task_id,
+                ref.attempt,
+                task.operator if task else "",
+                error_message,
+                result.next_retry_at,
+                task.config_json if task else None,
+            )
         if publications and not result.duplicate:
             self.on_datasets_published()
         return result

@@ -25,6 +25,7 @@ from trace_platform.adapters.queue.base import Message, Queue
 from trace_platform.core.alert_rows import BatchRejected, parse_batch
 from trace_platform.core.config import SinkSettings
 from trace_platform.core.errors import FailedPrecondition, NotFound, PermissionDenied
+from trace_platform.servers.common import failure_log
 from trace_platform.servers.common.loop import Loop
 
 log = logging.getLogger(__name__)
@@ -77,7 +78,7 @@ class SinkProcessor:
         try:
             created = await self.repo.apply_batch(publish, rows, from_status)
         except PERMANENT_DB_ERRORS as exc:
-            log.warning(
+            log.info(  # the dead-letter line that follows is the one an operator acts on
                 "database refused a validated batch",
                 extra={"publish_id": publish.publish_id, "error": type(exc).__name__},
             )
@@ -143,10 +144,7 @@ class SinkConsumer:
             applied = await self._processor.apply(publish, "pending")
         except BatchRejected as rejected:
             await self._repo.dead_letter(publish, rejected.reason, rejected.row_number)
-            log.warning(
-                "batch dead-lettered",
-                extra={"publish_id": publish_id, "reason": rejected.reason, "row_number": rejected.row_number},
-            )
+            failure_log.batch_dead_lettered(publish_id, publish.task_id, rejected.reason, rejected.row_number)
             return True
         if applied is not None:
             log.info(

@@ -200,11 +200,11 @@ WITH expired AS (
     SET status = 'failed', error_message = 'lease expired', lease_expires_at = NULL, finished_at = now(),
         next_retry_at = trace_next_retry_at(t.attempt, t.max_attempts, $2, $3), updated_at = now()
     FROM expired WHERE t.id = expired.id
-    RETURNING t.id, t.attempt
+    RETURNING t.id, t.attempt, t.operator, t.config, t.next_retry_at
 )
 UPDATE task_attempts a SET outcome = 'lease_expired', finished_at = now(), error_message = 'lease expired'
 FROM failed WHERE a.task_id = failed.id AND a.attempt = failed.attempt
-RETURNING a.task_id;
+RETURNING a.task_id, a.attempt, failed.operator, failed.config, failed.next_retry_at;
 
 -- name: requeue_due_retries
 WITH due AS (
