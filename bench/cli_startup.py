@@ -5,8 +5,9 @@ interpreter), N times, interleaved with the others so that machine load hits the
 the median is reported, in seconds and as a multiple of the median of `python -c pass`.
 `trace status` runs against a real `trace dispatcher serve` (which serves chain_sync) on a
 throwaway database, and once more against a port nobody listens on (its error path).
-Two reference lines show the floor the imports set: `import sqlglot` (what the SQL gate
-needs) and `import grpc` with the chain_sync client (what `trace status` needs).
+Reference lines show the floor the imports set: sqlglot alone, with its DuckDB dialect,
+and the SQL gate module (what `trace sql check` needs), and grpc with the chain_sync
+client (what `trace status` needs).
 
 The target (issue 14): `trace --help`, `trace sql check` and `trace status` at most 0.3 s.
 
@@ -55,6 +56,11 @@ def commands(addr: str) -> dict[str, tuple[list[str], bool]]:
         "trace status (server up)": ([*trace, "status", "--addr", addr], True),
         "trace status (no server)": ([*trace, "status", "--addr", f"127.0.0.1:{closed_port()}"], True),
         "ref: python -c 'import sqlglot'": ([sys.executable, "-c", "import sqlglot"], False),
+        "ref: sqlglot + its DuckDB dialect": (
+            [sys.executable, "-c", "from sqlglot.dialects.dialect import Dialect; Dialect.get_or_raise('duckdb')"],
+            False,
+        ),
+        "ref: python -c 'import core.sql_gate'": ([sys.executable, "-c", "import trace_platform.core.sql_gate"], False),
         "ref: python -c 'import grpc + client'": (
             [sys.executable, "-c", "import grpc, asyncio, trace_platform.clients.chain_sync"],
             False,
