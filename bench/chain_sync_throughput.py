@@ -55,7 +55,7 @@ import grpc
 import pyarrow.parquet as pq
 from bench_support import drop_db, dsn_for, fresh_db
 
-from trace_platform.adapters.postgres.chain_sync_repository import ChainSyncRepository
+from trace_platform.adapters.postgres.chain_sync_repository import ChainSyncRepository, HeadTarget
 from trace_platform.adapters.postgres.pool import create_pool
 from trace_platform.clients.chain_sync import ChainSyncClient
 from trace_platform.clients.query import QueryClient
@@ -440,9 +440,12 @@ async def planner_bench(pool: asyncpg.Pool, blocks: int, chunk_size: int, max_in
     repo = ChainSyncRepository(pool)
     cfg = Config(chunk_size, max_inflight, 1)
     spec = parse_chain_sync(job_yaml(f"planner_{chunk_size}_{max_inflight}", blocks, cfg))
-    # Its own org: stream dataset UUIDs derive from (org, chain, dataset key), unique per stream.
+    # Its own org: stream dataset UUIDs derive from (org, chain, job name, dataset key).
     org = str(uuid.uuid4())
     job_id, _ = await repo.apply(org, spec)
+    # fixed_target plans only up to the observed head: a chain beyond the target, as the
+    # head observer would have recorded it.
+    await repo.record_head(HeadTarget(org, spec.chain_id, POOL, 0.0, 0.0), blocks)
 
     def plan(state: Any) -> Any:
         return plan_ranges(state, time.time())
