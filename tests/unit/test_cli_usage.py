@@ -103,6 +103,16 @@ def test_an_output_file_in_a_missing_directory_is_refused(tmp_path: Path) -> Non
     assert (code, out) == (2, f"error: --output {target}: no directory {target.parent}\n")
 
 
+def test_an_output_file_that_cannot_be_written_is_named(tmp_path: Path) -> None:
+    # The directory is not writable (root ignores modes: make the target a directory's child
+    # that is a file instead, so the temporary file next to it cannot be made).
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    target = blocker / "out.csv"
+    code, out = invoke("query", "--dataset", "a.b", "--format", "csv", "-o", str(target), "SELECT 1")
+    assert code == 2 and "no directory" in out  # refused before any RPC
+
+
 def test_an_unknown_format_is_refused() -> None:
     code, out = invoke("query", "--dataset", "a.b", "--format", "xml", "SELECT 1")
     assert code == 2 and "Invalid value for '--format': 'xml' is not one of" in out

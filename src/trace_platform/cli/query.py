@@ -119,6 +119,17 @@ def query(
     if output is not None and not output.parent.is_dir():
         raise CliUsageError(f"--output {output}: no directory {output.parent}")
     token = user_token(data_dir)
+    try:
+        _answer(dataset, sql, fmt, limit, output, addr, token)
+    except BrokenPipeError:
+        raise
+    except OSError as exc:  # the output file: permissions, a full disk
+        if output is None:
+            raise
+        raise CliError(f"--output {output}: {exc.strerror or exc}") from None
+
+
+def _answer(dataset: str, sql: str, fmt: str, limit: int | None, output: Path | None, addr: str, token: str) -> None:
     from trace_platform.clients.channel import insecure_channel
     from trace_platform.clients.query import QueryClient
 
