@@ -139,7 +139,8 @@ def test_lite_up_shows_sync_progress_and_trace_query_answers_from_synced_data(
         applied = trace("apply", "-f", str(spec), env=env)
         assert applied.returncode == 0 and "mini: created" in applied.stdout, applied.stderr
         # The live view in the foreground shows the stream reaching its target.
-        wait_for_line(lite, r"mini\.blocks\s+cursor\s+40 .*done\s+4 ranges / 40 blocks", timeout=60, stream="stdout")
+        view = r"mini\.blocks\s+synced to\s+40\s+planned to\s+40 .*done\s+4 ranges / 40 blocks"
+        wait_for_line(lite, view, timeout=60, stream="stdout")
         status = json.loads(trace("status", "mini", "--json", env=env).stdout)
         stream = status["jobs"][0]["streams"][0]
         assert (stream["cursor"], stream["completed_blocks"], status["jobs"][0]["completed"]) == (40, 40, True)
