@@ -104,13 +104,11 @@ def test_an_output_file_in_a_missing_directory_is_refused(tmp_path: Path) -> Non
 
 
 def test_an_output_file_that_cannot_be_written_is_named(tmp_path: Path) -> None:
-    # The directory is not writable (root ignores modes: make the target a directory's child
-    # that is a file instead, so the temporary file next to it cannot be made).
-    blocker = tmp_path / "file"
-    blocker.write_text("x")
-    target = blocker / "out.csv"
-    code, out = invoke("query", "--dataset", "a.b", "--format", "csv", "-o", str(target), "SELECT 1")
-    assert code == 2 and "no directory" in out  # refused before any RPC
+    # A name the file system refuses (too long): the file is made before the first RPC.
+    target = tmp_path / ("x" * 300 + ".csv")
+    env = {"TRACE_USER_TOKEN": "t", "TRACE_ADDR": "127.0.0.1:9"}
+    code, out = invoke("query", "--dataset", "a.b", "--format", "csv", "-o", str(target), "SELECT 1", env=env)
+    assert (code, out) == (1, f"error: --output {target}: File name too long\n")
 
 
 def test_an_unknown_format_is_refused() -> None:
