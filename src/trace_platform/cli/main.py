@@ -10,8 +10,6 @@ measures it.
 from __future__ import annotations
 
 import importlib
-import os
-import sys
 
 import click
 
@@ -70,10 +68,5 @@ def cli(log_level: str) -> None:
 
 
 def main() -> None:
-    try:
-        cli(prog_name="trace")
-    except BrokenPipeError:
-        # `trace query --format csv | head`: the reader is gone, which is not an error of
-        # ours. Point stdout at /dev/null so the interpreter's final flush stays quiet.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        sys.exit(1)
+    # click itself ends quietly when stdout's reader leaves (`trace query --format csv | head`).
+    cli(prog_name="trace")

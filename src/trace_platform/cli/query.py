@@ -121,11 +121,9 @@ def query(
     token = user_token(data_dir)
     try:
         _answer(dataset, sql, fmt, limit, output, addr, token)
-    except BrokenPipeError:
-        raise
     except OSError as exc:  # the output file: permissions, a full disk
         if output is None:
-            raise
+            raise  # stdout's reader left: click ends quietly
         raise CliError(f"--output {output}: {exc.strerror or exc}") from None
 
 
