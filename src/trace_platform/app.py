@@ -27,6 +27,7 @@ from trace_platform.clients.batching import BatchingDispatcherClient
 from trace_platform.core.config import Settings
 from trace_platform.core.cryo_task import OPERATOR as OPERATOR_CRYO
 from trace_platform.servers.chain_sync.app import build_chain_sync
+from trace_platform.servers.common.metrics import MetricsEndpoint, process_registry
 from trace_platform.servers.common.server import GrpcServer, start_server
 from trace_platform.servers.dispatcher.app import Dispatcher, build_dispatcher, load_key_ring
 from trace_platform.servers.invoker.app import RuntimeInvokerApp, build_invoker_app, build_runtime_invoker
@@ -54,6 +55,7 @@ class RunningPlatform:
     worker: WorkerRuntime | None = None
     worker_channel: grpc.aio.Channel | None = None
     worker_task: asyncio.Task[None] | None = None
+    metrics: MetricsEndpoint | None = None
 
     @property
     def addr(self) -> str:
@@ -77,6 +79,8 @@ class RunningPlatform:
             await self.sink.stop()
         await self.queue.close()
         await self.pool.close()
+        if self.metrics is not None:
+            self.metrics.close()
 
 
 def with_task_endpoint(settings: Settings, addr: str) -> Settings:
@@ -128,21 +132,25 @@ async def start_platform(
     pool = await create_pool(settings.database_url, settings.db_pool_min, settings.db_pool_max)
     queue = PostgresQueue(pool)
     ring = load_key_ring(settings)
-    dispatcher = build_dispatcher(pool, queue, settings, ring)
-    chain_sync_binding, chain_sync_loops = build_chain_sync(pool, settings, dispatcher.loops[0].wakeup.set)
+    # One registry for every service of this process, served on one endpoint.
+    registry = process_registry()
+    dispatcher = build_dispatcher(pool, queue, settings, ring, registry)
+    chain_sync_binding, chain_sync_loops = build_chain_sync(pool, settings, dispatcher.loops[0].wakeup.set, registry)
     dispatcher.loops.extend(chain_sync_loops)
     dispatcher.service.on_datasets_published = chain_sync_loops[0].wakeup.set
 
     async def local_jwks() -> dict[str, Any]:
         return ring.jwks() if ring is not None else {"keys": []}
 
-    query = build_query_server(pool, settings, local_jwks, stores)
-    await query.start(settings.query.metrics_listen)
-    invoker = build_invoker_app(settings)
-    sink = build_sink(pool, queue, settings, sink_stores)
+    query = build_query_server(pool, settings, local_jwks, stores, registry)
+    await query.start()
+    invoker = build_invoker_app(settings, registry=registry)
+    sink = build_sink(pool, queue, settings, sink_stores, registry)
     bindings = [dispatcher.binding, chain_sync_binding, query.binding, invoker.binding, sink.binding]
     server = await start_server(bindings, settings.listen)
     platform = RunningPlatform(settings, pool, queue, dispatcher, server, query, invoker, sink)
+    if settings.metrics_listen:
+        platform.metrics = MetricsEndpoint(registry, settings.metrics_listen)
     point_invoker_at(invoker.invoker, platform.addr)
     if run_loops:
         dispatcher.start_loops()
@@ -150,7 +158,7 @@ async def start_platform(
     if run_worker:
         channel = grpc.aio.insecure_channel(platform.addr)
         client = BatchingDispatcherClient(channel, worker_token=settings.worker_token)
-        shared = invoker.invoker
+        shared = invoker.metered
         all_operators = {**platform_operators(settings, platform.addr, lambda: shared), **operators}
         platform.worker = WorkerRuntime(queue, client, all_operators, settings.worker)
         platform.worker_channel = channel

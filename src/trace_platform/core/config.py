@@ -83,8 +83,6 @@ class QuerySettings:
     arrow_batch_rows: int = 65_536
     # Local directories a ``file`` storage ref may point into (empty: <data dir>/objects).
     file_roots: tuple[Path, ...] = ()
-    # Prometheus exposition (host:port); empty disables it.
-    metrics_listen: str = ""
 
 
 @dataclass(frozen=True)
@@ -219,6 +217,8 @@ class Settings:
     invoker: InvokerSettings = field(default_factory=InvokerSettings)
     sink: SinkSettings = field(default_factory=SinkSettings)
     delivery: DeliverySettings = field(default_factory=DeliverySettings)
+    # The process's Prometheus endpoint (host:port, every service's metrics); empty: off.
+    metrics_listen: str = ""
 
     def with_overrides(self, **changes: object) -> Settings:
         return replace(self, **changes)  # type: ignore[arg-type]
@@ -251,6 +251,15 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         return int(raw) if raw else default
     except ValueError:
         raise SettingsError(name, f"not an integer: {raw!r}") from None
+
+
+def _listen(env: Mapping[str, str], name: str) -> str:
+    """host:port (port 0-65535, ASCII digits), or empty."""
+    raw = env.get(name, "")
+    host, _, port = raw.rpartition(":")
+    if raw and not (host and port.isascii() and port.isdigit() and int(port) <= 65535):
+        raise SettingsError(name, f"not host:port: {raw!r}")
+    return raw
 
 
 def _networks(env: Mapping[str, str], name: str) -> tuple[str, ...]:
@@ -301,7 +310,6 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
         temp_limit=env.get("TRACE_QUERY_TEMP_LIMIT", "4GB"),
         allow_writable_versions=env.get("TRACE_QUERY_ALLOW_WRITABLE_VERSIONS", "") in ("1", "true"),
         file_roots=tuple(Path(p) for p in env.get("TRACE_QUERY_FILE_ROOTS", "").split(os.pathsep) if p),
-        metrics_listen=env.get("TRACE_METRICS_LISTEN", ""),
     )
     object_store = ObjectStoreSettings(
         s3_endpoint_url=env.get("TRACE_S3_ENDPOINT_URL") or None,
@@ -365,4 +373,5 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
         invoker=invoker,
         sink=sink,
         delivery=delivery,
+        metrics_listen=_listen(env, "TRACE_METRICS_LISTEN"),
     )

@@ -5,9 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import asyncpg
+from prometheus_client import CollectorRegistry
 
 from trace_platform.adapters.postgres.chain_sync_repository import ChainSyncRepository
+from trace_platform.adapters.postgres.metrics_repository import MetricsRepository
 from trace_platform.core.config import Settings
+from trace_platform.servers.chain_sync.metrics import ChainSyncMetrics
 from trace_platform.servers.chain_sync.planner import HeadObserver, RangePlanner
 from trace_platform.servers.chain_sync.servicer import ChainSyncServicer, chain_sync_binding
 from trace_platform.servers.common.loop import Loop
@@ -15,12 +18,16 @@ from trace_platform.servers.common.server import ServiceBinding
 
 
 def build_chain_sync(
-    pool: asyncpg.Pool, settings: Settings, wake_outbox: Callable[[], None]
+    pool: asyncpg.Pool,
+    settings: Settings,
+    wake_outbox: Callable[[], None],
+    registry: CollectorRegistry | None = None,
 ) -> tuple[ServiceBinding, list[Loop]]:
     repo = ChainSyncRepository(pool)
+    metrics = ChainSyncMetrics(registry or CollectorRegistry(), MetricsRepository(pool).chain_sync_snapshot)
     d = settings.dispatcher
-    planner = RangePlanner(repo, d.default_max_attempts, wake_outbox)
-    observer = HeadObserver(repo, settings.rpc_pools)
+    planner = RangePlanner(repo, d.default_max_attempts, wake_outbox, metrics)
+    observer = HeadObserver(repo, settings.rpc_pools, metrics)
     loops = [
         Loop("chain_sync_planner", planner.step, d.planner_interval_seconds, 1),
         Loop("chain_head_observer", observer.step, d.head_observer_interval_seconds, 1_000_000),

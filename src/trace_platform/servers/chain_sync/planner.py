@@ -24,6 +24,7 @@ from trace_platform.adapters.postgres.chain_sync_repository import (
 from trace_platform.adapters.rpc.jsonrpc import RpcError, json_rpc
 from trace_platform.core.cryo_task import task_config
 from trace_platform.core.planner import BlockRange, Plan, plan_stream
+from trace_platform.servers.chain_sync.metrics import ChainSyncMetrics
 
 log = logging.getLogger(__name__)
 STREAMS_PER_STEP = 500
@@ -55,8 +56,11 @@ def plan_ranges(state: StreamState, now: float) -> tuple[Plan, list[ScheduledRan
 
 
 class RangePlanner:
-    def __init__(self, repo: ChainSyncRepository, max_attempts: int, on_scheduled: Callable[[], None]) -> None:
+    def __init__(
+        self, repo: ChainSyncRepository, max_attempts: int, on_scheduled: Callable[[], None], metrics: ChainSyncMetrics
+    ) -> None:
         self._repo = repo
+        self._metrics = metrics
         self._max_attempts = max_attempts
         self._on_scheduled = on_scheduled
 
@@ -67,6 +71,7 @@ class RangePlanner:
                 job_id, key, lambda state: plan_ranges(state, time.time()), self._max_attempts
             )
         if scheduled:
+            self._metrics.ranges_planned.inc(scheduled)
             self._on_scheduled()
         for name in await self._repo.complete_finished_jobs():
             log.info("chain_sync job complete", extra={"job": name})
@@ -74,8 +79,11 @@ class RangePlanner:
 
 
 class HeadObserver:
-    def __init__(self, repo: ChainSyncRepository, rpc_pools: Mapping[str, str], timeout: float = 5.0) -> None:
+    def __init__(
+        self, repo: ChainSyncRepository, rpc_pools: Mapping[str, str], metrics: ChainSyncMetrics, timeout: float = 5.0
+    ) -> None:
         self._repo = repo
+        self._observations = metrics.head_observations
         self._pools = rpc_pools
         self._timeout = timeout
         self._warned: set[str] = set()
@@ -89,22 +97,24 @@ class HeadObserver:
     async def _observe(self, target: HeadTarget) -> bool:
         url = self._pools.get(target.rpc_pool)
         if not url:
-            self._warn(target.rpc_pool, "no URL configured for rpc pool")
+            self._warn(target.rpc_pool, "no URL configured for rpc pool", "no_url")
             return False
         try:
             chain_id = int(str(await asyncio.to_thread(json_rpc, url, "eth_chainId", None, self._timeout)), 16)
             head = int(str(await asyncio.to_thread(json_rpc, url, "eth_blockNumber", None, self._timeout)), 16)
         except (RpcError, ValueError):
-            self._warn(target.rpc_pool, "rpc pool unreachable")
+            self._warn(target.rpc_pool, "rpc pool unreachable", "unreachable")
             return False
         if chain_id != target.chain_id:
-            self._warn(target.rpc_pool, "rpc pool serves another chain")
+            self._warn(target.rpc_pool, "rpc pool serves another chain", "wrong_chain")
             return False
         self._warned.discard(target.rpc_pool)
+        self._observations.labels("ok").inc()
         await self._repo.record_head(target, head)
         return True
 
-    def _warn(self, pool: str, message: str) -> None:
+    def _warn(self, pool: str, message: str, outcome: str) -> None:
+        self._observations.labels(outcome).inc()
         if pool not in self._warned:  # once per outage, and never the URL (it may hold a key)
             log.warning(message, extra={"rpc_pool": pool})
             self._warned.add(pool)

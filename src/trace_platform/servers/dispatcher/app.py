@@ -6,8 +6,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
+from prometheus_client import CollectorRegistry
 
 from trace_platform.adapters.objectstore.factory import datasets_uri, scratch_uri
+from trace_platform.adapters.postgres.metrics_repository import MetricsRepository
 from trace_platform.adapters.postgres.outbox_repository import OutboxRepository
 from trace_platform.adapters.postgres.task_repository import TaskRepository
 from trace_platform.adapters.queue.base import Queue
@@ -18,6 +20,7 @@ from trace_platform.servers.common.background import BackgroundTasks
 from trace_platform.servers.common.loop import Loop
 from trace_platform.servers.common.server import ServiceBinding
 from trace_platform.servers.dispatcher.loops import dispatcher_loops
+from trace_platform.servers.dispatcher.metrics import DispatcherMetrics
 from trace_platform.servers.dispatcher.service import DispatcherService
 from trace_platform.servers.dispatcher.servicer import DispatcherServicer, dispatcher_binding
 
@@ -43,9 +46,16 @@ class Dispatcher:
         await self._running.stop()
 
 
-def build_dispatcher(pool: asyncpg.Pool, queue: Queue, settings: Settings, ring: KeyRing | None) -> Dispatcher:
+def build_dispatcher(
+    pool: asyncpg.Pool,
+    queue: Queue,
+    settings: Settings,
+    ring: KeyRing | None,
+    registry: CollectorRegistry | None = None,
+) -> Dispatcher:
     tasks = TaskRepository(pool)
-    loops = dispatcher_loops(tasks, OutboxRepository(pool), queue, settings.dispatcher)
+    metrics = DispatcherMetrics(registry or CollectorRegistry(), MetricsRepository(pool).dispatcher_snapshot)
+    loops = dispatcher_loops(tasks, OutboxRepository(pool), queue, settings.dispatcher, metrics)
     outbox_loop = loops[0]
     tok = settings.tokens
     issuer = TokenIssuer(tok.issuer, tok.ttl_seconds, ring, tok.dev_hs256_secret)
@@ -71,6 +81,7 @@ def build_dispatcher(pool: asyncpg.Pool, queue: Queue, settings: Settings, ring:
         outbox_loop.wakeup.set,
         verifier.remember,
         datasets_uri=datasets_uri(settings),
+        metrics=metrics,
     )
     servicer = DispatcherServicer(service, verifier, settings.worker_token, settings.admin_token)
     return Dispatcher(service, dispatcher_binding(servicer), loops)

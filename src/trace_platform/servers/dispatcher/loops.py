@@ -11,6 +11,7 @@ from trace_platform.adapters.queue.base import Queue
 from trace_platform.core.config import DispatcherSettings
 from trace_platform.servers.common import failure_log
 from trace_platform.servers.common.loop import Loop
+from trace_platform.servers.dispatcher.metrics import DispatcherMetrics
 
 log = logging.getLogger(__name__)
 BATCH = 500
@@ -19,13 +20,16 @@ BATCH = 500
 class OutboxRelay:
     """Delivers outbox rows: task and buffer wake-ups to their queues."""
 
-    def __init__(self, outbox: OutboxRepository, queue: Queue, batch: int) -> None:
+    def __init__(self, outbox: OutboxRepository, queue: Queue, batch: int, metrics: DispatcherMetrics) -> None:
         self._outbox = outbox
         self._queue = queue
         self.batch = batch
+        self._metrics = metrics
 
     async def step(self) -> int:
-        return await self._outbox.deliver_batch(self.batch, self._deliver)
+        relayed = await self._outbox.deliver_batch(self.batch, self._deliver)
+        self._metrics.outbox_relayed.inc(relayed)
+        return relayed
 
     async def _deliver(self, rows: list[OutboxRow]) -> None:
         by_queue: defaultdict[str, list[dict[str, object]]] = defaultdict(list)
@@ -38,10 +42,14 @@ class OutboxRelay:
 
 
 def dispatcher_loops(
-    tasks: TaskRepository, outbox: OutboxRepository, queue: Queue, settings: DispatcherSettings
+    tasks: TaskRepository,
+    outbox: OutboxRepository,
+    queue: Queue,
+    settings: DispatcherSettings,
+    metrics: DispatcherMetrics,
 ) -> list[Loop]:
     """The outbox loop comes first; the others wake it when they write outbox rows."""
-    relay = OutboxRelay(outbox, queue, settings.outbox_batch)
+    relay = OutboxRelay(outbox, queue, settings.outbox_batch, metrics)
     outbox_loop = Loop("outbox", relay.step, settings.outbox_interval_seconds, settings.outbox_batch)
 
     async def reap() -> int:
@@ -50,10 +58,12 @@ def dispatcher_loops(
             failure_log.task_attempt_failed(
                 r.task_id, r.attempt, r.operator, "lease expired", r.next_retry_at, r.config_json
             )
+        metrics.lease_expiries.inc(len(expired))
         return len(expired)
 
     async def retry() -> int:
         requeued = await tasks.requeue_due_retries(BATCH)
+        metrics.retries.inc(requeued)
         if requeued:
             outbox_loop.wakeup.set()
         return requeued

@@ -9,6 +9,8 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
+from prometheus_client import CollectorRegistry
+
 from trace_platform.adapters.postgres.task_repository import (
     AttemptRow,
     Completion,
@@ -30,6 +32,7 @@ from trace_platform.core.publication import output_prefixes
 from trace_platform.core.storage_paths import attempt_prefix, is_under
 from trace_platform.core.tokens import CapabilityClaims, TokenIssuer
 from trace_platform.servers.common import failure_log
+from trace_platform.servers.dispatcher.metrics import DispatcherMetrics
 
 BUFFER_CONTENT_TYPES = ("application/jsonl", "application/x-ndjson")
 MAX_BATCH_BYTES = 1 << 30
@@ -67,7 +70,9 @@ class DispatcherService:
         on_outbox_write: Callable[[], None] = lambda: None,
         on_token_issued: Callable[[str, CapabilityClaims], None] = lambda token, claims: None,
         datasets_uri: str = "",
+        metrics: DispatcherMetrics | None = None,
     ) -> None:
+        self.metrics = metrics or DispatcherMetrics(CollectorRegistry())
         self._on_token_issued = on_token_issued
         # Where declared outputs are written (empty: no task may publish, fail closed).
         self._datasets_uri = datasets_uri.rstrip("/")
@@ -99,9 +104,9 @@ class DispatcherService:
     async def claim(self, task_id: str, worker_id: str) -> ClaimedTask | TaskStatus | None:
         """A claimed task, or the status that prevented the claim (None: no such task)."""
         claimed = await self._repo.claim(task_id, worker_id, self.settings.lease_seconds)
-        if claimed is None:
-            return await self._repo.status_of(task_id)
-        return self._issue(*claimed)
+        result = await self._repo.status_of(task_id) if claimed is None else self._issue(*claimed)
+        self._count_claims([result])
+        return result
 
     async def claim_many(self, requests: Sequence[tuple[str, str]]) -> list[ClaimedTask | TaskStatus | None]:
         """``claim`` for many (task_id, worker_id) pairs, in request order."""
@@ -111,7 +116,16 @@ class DispatcherService:
         results: list[ClaimedTask | TaskStatus | None] = []
         for (task_id, _), c in zip(requests, claimed, strict=True):
             results.append(self._issue(*c) if c is not None else await self._repo.status_of(task_id))
+        self._count_claims(results)
         return results
+
+    def _count_claims(self, results: Sequence[ClaimedTask | TaskStatus | None]) -> None:
+        """By operator when claimed; a refusal by the status that prevented it (operator unread)."""
+        for r in results:
+            if isinstance(r, ClaimedTask):
+                self.metrics.claims.labels(r.task.operator, "claimed").inc()
+            else:
+                self.metrics.claims.labels("", r.value if r is not None else "not_found").inc()
 
     def _issue(self, task: TaskRow, lease_token: str) -> ClaimedTask:
         """One capability token per claimed attempt."""
@@ -165,7 +179,9 @@ class DispatcherService:
         ``refs``; False where ``complete`` must decide (fencing, idempotent replay)."""
         if not refs:
             return []
-        return await self._repo.complete_live_many(refs, [json.dumps(list(o)) for o in outputs])
+        done = await self._repo.complete_live_many(refs, [json.dumps(list(o)) for o in outputs])
+        self.metrics.completions.labels(TaskStatus.COMPLETED.value).inc(sum(done))
+        return done
 
     async def complete(
         self,
@@ -197,6 +213,8 @@ class DispatcherService:
                 result.next_retry_at,
                 task.config_json if task else None,
             )
+        if not result.duplicate:
+            self.metrics.completions.labels(result.status.value).inc()
         if publications and not result.duplicate:
             self.on_datasets_published()
         return result

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from prometheus_client import CollectorRegistry
+
 from trace_platform.adapters.invoker.base import RuntimeInvoker
 from trace_platform.core.bundle_manifest import TrustedKeys
 from trace_platform.core.config import Settings
 from trace_platform.core.errors import InvalidArgument
 from trace_platform.servers.common.server import ServiceBinding
+from trace_platform.servers.invoker.metrics import InvokerMetrics, MeteredInvoker
 from trace_platform.servers.invoker.servicer import InvokerServicer, invoker_binding
 
 
@@ -29,13 +32,18 @@ def build_runtime_invoker(settings: Settings) -> RuntimeInvoker:
 
 @dataclass
 class RuntimeInvokerApp:
-    invoker: RuntimeInvoker
+    invoker: RuntimeInvoker  # the configured backend
     binding: ServiceBinding
+    metered: RuntimeInvoker  # the backend with its runs counted: what callers use
 
     async def close(self) -> None:
         await self.invoker.close()
 
 
-def build_invoker_app(settings: Settings, invoker: RuntimeInvoker | None = None) -> RuntimeInvokerApp:
+def build_invoker_app(
+    settings: Settings, invoker: RuntimeInvoker | None = None, registry: CollectorRegistry | None = None
+) -> RuntimeInvokerApp:
     invoker = invoker or build_runtime_invoker(settings)
-    return RuntimeInvokerApp(invoker, invoker_binding(InvokerServicer(invoker, settings.worker_token)))
+    metrics = InvokerMetrics(registry or CollectorRegistry())
+    metered = MeteredInvoker(invoker, metrics, cold_every_run=settings.invoker.backend == "local")
+    return RuntimeInvokerApp(invoker, invoker_binding(InvokerServicer(metered, settings.worker_token)), metered)

@@ -6,6 +6,7 @@ import contextlib
 from dataclasses import dataclass
 
 import asyncpg
+from prometheus_client import CollectorRegistry
 
 from trace_platform.adapters.objectstore.factory import object_stores
 from trace_platform.adapters.objectstore.stores import ObjectStores
@@ -16,7 +17,7 @@ from trace_platform.core.tokens import JwksFetcher, TokenVerifier
 from trace_platform.core.user_tokens import UserTokenVerifier, load_jwks_keys
 from trace_platform.servers.common.server import ServiceBinding
 from trace_platform.servers.query.attach import DatasetAttacher
-from trace_platform.servers.query.metrics import MetricsEndpoint, QueryMetrics
+from trace_platform.servers.query.metrics import QueryMetrics
 from trace_platform.servers.query.service import QueryService
 from trace_platform.servers.query.servicer import QueryServicer, query_binding
 from trace_platform.servers.query.workers import QueryWorkers
@@ -27,23 +28,22 @@ class QueryServer:
     service: QueryService
     binding: ServiceBinding
     workers: QueryWorkers
-    metrics_endpoint: MetricsEndpoint | None = None
 
-    async def start(self, metrics_listen: str) -> None:
+    async def start(self) -> None:
         await self.workers.start()
-        if metrics_listen:
-            self.metrics_endpoint = MetricsEndpoint(self.service.metrics, metrics_listen)
 
     async def stop(self) -> None:
         await self.service.audit.drain(timeout=5.0)
-        if self.metrics_endpoint is not None:
-            self.metrics_endpoint.close()
         with contextlib.suppress(Exception):
             await self.workers.close()
 
 
 def build_query_server(
-    pool: asyncpg.Pool, settings: Settings, fetch_jwks: JwksFetcher, stores: ObjectStores | None = None
+    pool: asyncpg.Pool,
+    settings: Settings,
+    fetch_jwks: JwksFetcher,
+    stores: ObjectStores | None = None,
+    registry: CollectorRegistry | None = None,
 ) -> QueryServer:
     q = settings.query
     tok = settings.tokens
@@ -71,7 +71,7 @@ def build_query_server(
         task_verifier,
         user_verifier,
         q,
-        QueryMetrics(),
+        QueryMetrics(registry or CollectorRegistry()),
         AttemptRepository(pool),
     )
     return QueryServer(service, query_binding(QueryServicer(service)), workers)

@@ -1,12 +1,10 @@
-"""Query Service metrics on a Prometheus endpoint (one registry per service instance)."""
+"""Query Service metrics, on the process registry (servers/common/metrics serves it)."""
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass, field
-from wsgiref.simple_server import WSGIServer
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 
 @dataclass
@@ -30,19 +28,3 @@ class QueryMetrics:
             "trace_query_audit_failures_total", "Audit rows not opened or not closed", ["stage"], registry=r
         )
         self.in_flight = Gauge("trace_query_in_flight", "Queries running now", registry=r)
-
-
-class MetricsEndpoint:
-    def __init__(self, metrics: QueryMetrics, listen: str) -> None:
-        host, port = listen.rsplit(":", 1)
-        self._server: WSGIServer
-        self._thread: threading.Thread
-        self._server, self._thread = start_http_server(int(port), host, metrics.registry)
-
-    @property
-    def port(self) -> int:
-        return int(self._server.server_port)
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()

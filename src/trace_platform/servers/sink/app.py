@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import asyncpg
+from prometheus_client import CollectorRegistry
 
 from trace_platform.adapters.objectstore.factory import artifact_stores
 from trace_platform.adapters.objectstore.stores import ObjectStores
@@ -16,8 +17,10 @@ from trace_platform.core.config import Settings
 from trace_platform.servers.common.background import BackgroundTasks
 from trace_platform.servers.common.loop import Loop
 from trace_platform.servers.common.server import ServiceBinding
+from trace_platform.servers.delivery.metrics import DeliveryMetrics
 from trace_platform.servers.delivery.service import DeliveryService
 from trace_platform.servers.sink.consumer import BatchReader, SinkConsumer, SinkProcessor
+from trace_platform.servers.sink.metrics import SinkMetrics
 from trace_platform.servers.sink.servicer import SinkServicer, sink_binding
 
 
@@ -38,8 +41,13 @@ class SinkComponents:
 
 
 def build_sink(
-    pool: asyncpg.Pool, queue: Queue, settings: Settings, stores: ObjectStores | None = None
+    pool: asyncpg.Pool,
+    queue: Queue,
+    settings: Settings,
+    stores: ObjectStores | None = None,
+    registry: CollectorRegistry | None = None,
 ) -> SinkComponents:
+    registry = registry or CollectorRegistry()
     s = settings.sink
     reader = BatchReader(stores or artifact_stores(settings), s.max_batch_bytes)
     processor = SinkProcessor(AlertRepository(pool), reader, s)
@@ -50,10 +58,10 @@ def build_sink(
         DestinationPolicy.parse(d.allowed_networks),
         allow_http=d.allow_http,
     )
-    delivery = DeliveryService(DeliveryRepository(pool), sender, d)
+    delivery = DeliveryService(DeliveryRepository(pool), sender, d, metrics=DeliveryMetrics(registry))
     return SinkComponents(
         binding=sink_binding(SinkServicer(processor, settings.admin_token)),
-        consumer=SinkConsumer(processor, queue, s),
+        consumer=SinkConsumer(processor, queue, s, SinkMetrics(registry)),
         delivery=delivery,
         delivery_loop=Loop("delivery", delivery.step, d.interval_seconds, d.batch),
     )

@@ -14,10 +14,12 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 import uuid
 from dataclasses import dataclass
 
 import asyncpg
+from prometheus_client import CollectorRegistry
 
 from trace_platform.adapters.objectstore.stores import ObjectStores
 from trace_platform.adapters.postgres.alert_repository import AlertRepository, PublishRecord
@@ -27,6 +29,7 @@ from trace_platform.core.config import SinkSettings
 from trace_platform.core.errors import FailedPrecondition, NotFound, PermissionDenied
 from trace_platform.servers.common import failure_log
 from trace_platform.servers.common.loop import Loop
+from trace_platform.servers.sink.metrics import SinkMetrics
 
 log = logging.getLogger(__name__)
 BUFFER_QUEUE = "buffers"
@@ -87,7 +90,10 @@ class SinkProcessor:
 
 
 class SinkConsumer:
-    def __init__(self, processor: SinkProcessor, queue: Queue, settings: SinkSettings) -> None:
+    def __init__(
+        self, processor: SinkProcessor, queue: Queue, settings: SinkSettings, metrics: SinkMetrics | None = None
+    ) -> None:
+        self.metrics = metrics or SinkMetrics(CollectorRegistry())
         self._processor = processor
         self._repo = processor.repo
         self._queue = queue
@@ -117,6 +123,7 @@ class SinkConsumer:
                 extra={"message_id": message.id, "receives": message.receive_count, "error": type(exc).__name__},
             )
             done = False
+            self.metrics.batches.labels("retry").inc()
         if done:
             await self._queue.ack(BUFFER_QUEUE, [message])
         else:
@@ -133,20 +140,31 @@ class SinkConsumer:
             publish_id = str(uuid.UUID(str(raw)))
         except ValueError:
             log.error("buffer message without a publish id dropped", extra={"message_id": message.id})
+            self.metrics.batches.labels("dropped").inc()
             return True
         publish = await self._repo.get_publish(publish_id)
         if publish is None:
             log.error("buffer message for an unknown publish dropped", extra={"publish_id": publish_id})
+            self.metrics.batches.labels("dropped").inc()
             return True
         if publish.status != "pending":
+            self.metrics.batches.labels("duplicate").inc()
             return True  # a duplicate wake-up: the publish was applied or dead-lettered
+        started = time.perf_counter()
         try:
             applied = await self._processor.apply(publish, "pending")
         except BatchRejected as rejected:
             await self._repo.dead_letter(publish, rejected.reason, rejected.row_number)
+            self.metrics.duration.observe(time.perf_counter() - started)
+            self.metrics.batches.labels("dead_lettered").inc()
+            self.metrics.dead_letters.labels(rejected.reason).inc()
             failure_log.batch_dead_lettered(publish_id, publish.task_id, rejected.reason, rejected.row_number)
             return True
+        self.metrics.duration.observe(time.perf_counter() - started)
+        self.metrics.batches.labels("duplicate" if applied is None else "applied").inc()
         if applied is not None:
+            self.metrics.rows.inc(applied.rows)
+            self.metrics.new_events.inc(applied.new_events)
             log.info(
                 "batch applied",
                 extra={"publish_id": publish_id, "rows": applied.rows, "new_events": applied.new_events},
