@@ -355,6 +355,13 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
         allowed_networks=_networks(env, "TRACE_WEBHOOK_ALLOWED_NETWORKS"),
         allow_http=env.get("TRACE_WEBHOOK_ALLOW_HTTP", "") in ("1", "true"),
     )
+    # A UDF keeps the capability token it started with (heartbeats renew only the
+    # worker's copy once half of its life is spent), so the token must outlive the UDF.
+    if tokens.ttl_seconds < 2 * invoker.limits.timeout_seconds:
+        raise SettingsError(
+            "TRACE_TOKEN_TTL_SECONDS",
+            f"must be at least twice TRACE_INVOKER_TIMEOUT_SECONDS ({invoker.limits.timeout_seconds:g} s)",
+        )
     return Settings(
         database_url=env.get("TRACE_DATABASE_URL") or None,
         listen=env.get("TRACE_LISTEN", DEFAULT_ADDR),
