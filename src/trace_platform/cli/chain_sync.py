@@ -99,20 +99,44 @@ def render_status(jobs: list[pb.ChainSyncStatus]) -> str:
 @click.command("status")
 @click.argument("name", required=False, default="")
 @click.option("--json", "as_json", is_flag=True)
+@click.option(
+    "--watch",
+    "watching",
+    is_flag=True,
+    help="Keep showing it (live on a terminal, with blocks/s and time left) until every job is complete.",
+)
+@click.option("--interval", type=click.FloatRange(min=0.1), default=1.0, show_default=True, help="--watch poll, s.")
 @org_option
 @addr_option
 @data_dir_option
-def status(name: str, as_json: bool, org: str, addr: str, data_dir: Path) -> None:
+def status(name: str, as_json: bool, watching: bool, interval: float, org: str, addr: str, data_dir: Path) -> None:
     """Per stream: synced to / planned to (end-exclusive), in flight, done, failed ranges, last error, head."""
-    jobs = _with_client(addr, data_dir, lambda c: c.status(org, name))
+    if watching and not as_json:
+        try:
+            jobs = _with_client(addr, data_dir, lambda c: _watch(c, org, name, interval))
+        except KeyboardInterrupt:
+            raise SystemExit(130) from None
+    else:
+        jobs = _with_client(addr, data_dir, lambda c: c.status(org, name))
     if name and not jobs:
         # The RPC answers a filter with the jobs matching it (none); a named job that is
         # not there is an error here, as it is for pause and resume.
         raise CliError(f"CHAIN_SYNC_NOT_FOUND: no chain_sync job {name!r} in org {org}")
     if as_json:
         click.echo(dumps({"jobs": [message_dict(j) for j in jobs]}))
-    else:
+    elif not watching:
         click.echo(render_status(jobs))
+
+
+async def _watch(client: ChainSyncClient, org: str, name: str, interval: float) -> list[pb.ChainSyncStatus]:
+    """The live view until every job is complete (or none matches ``name``)."""
+    from trace_platform.cli.live_status import ProgressView, watch
+
+    with ProgressView() as view:
+        jobs = await watch(
+            lambda: client.status(org, name), view, interval, until=lambda jobs: all(j.completed for j in jobs)
+        )
+    return list(jobs)
 
 
 CHAIN_SYNC_COMMANDS = (apply, pause, resume, status)

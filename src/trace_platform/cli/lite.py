@@ -56,13 +56,14 @@ def lite_up(listen: str, data_dir: Path, with_demo: bool) -> None:
 def _lite_up(settings: Settings) -> None:
     import uvloop
 
+    from trace_platform.cli.live_status import ProgressView
     from trace_platform.lite.stack import run_lite
 
     async def main() -> None:
         def on_ready(platform: RunningPlatform) -> None:
             click.echo(f"trace lite is up on {platform.addr} (data: {settings.data_dir}); Ctrl-C stops it")
 
-        await run_lite(settings, on_ready, progress=click.echo)
+        await run_lite(settings, on_ready, progress=ProgressView())
 
     uvloop.run(main())
 

@@ -8,13 +8,13 @@ while the platform syncs with Cryo, and prints query results from the Query Serv
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
 
 import grpc
 
+from trace_platform.cli.live_status import ProgressView, watch
 from trace_platform.cli.query import render_table
-from trace_platform.clients.chain_sync import ChainSyncClient, pb
+from trace_platform.clients.chain_sync import ChainSyncClient
 from trace_platform.clients.query import QueryClient
 from trace_platform.core.config import LITE_ORG_ID
 from trace_platform.lite.anvil import AnvilNode
@@ -54,19 +54,15 @@ async def run_chain_demo(
         query = QueryClient(channel, user_token=user_token)
         applied = await admin.apply(LITE_ORG_ID, demo_yaml(to_block))
         echo(f"applied chain_sync {applied.name!r}: blocks [0, {to_block}) of the local anvil chain")
-        deadline = time.monotonic() + timeout
-        last = ""
-        while True:
-            jobs = await admin.status(LITE_ORG_ID, DEMO_NAME)
-            line = progress_line(jobs[0]) if jobs else ""
-            if line != last:
-                echo(line)
-                last = line
-            if jobs and jobs[0].completed:
-                break
-            if time.monotonic() > deadline:
-                raise TimeoutError("the demo sync did not finish in time")
-            await asyncio.sleep(0.5)
+        # The same live view as `trace lite up` and `trace status --watch`.
+        async with asyncio.timeout(timeout):
+            with ProgressView() as view:
+                await watch(
+                    lambda: admin.status(LITE_ORG_ID, DEMO_NAME),
+                    view,
+                    interval=0.5,
+                    until=lambda jobs: bool(jobs) and jobs[0].completed,
+                )
         for dataset, sql in (
             (
                 f"{DEMO_NAME}.blocks",
@@ -78,8 +74,3 @@ async def run_chain_demo(
             echo(f'\n$ trace query --dataset {dataset} "{sql}"')
             echo(render_table(await query.query(dataset, sql)))
 
-
-def progress_line(job: pb.ChainSyncStatus) -> str:
-    parts = [f"{s.dataset_key} {s.completed_blocks}/{job.to_block - job.from_block}" for s in job.streams]
-    state = "done" if job.completed else "syncing"
-    return f"  {state}: " + ", ".join(parts)

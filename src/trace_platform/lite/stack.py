@@ -13,7 +13,7 @@ import grpc
 
 from trace_platform.adapters.objectstore.stores import make_private_dirs
 from trace_platform.app import RunningPlatform, start_platform
-from trace_platform.cli.chain_sync import render_status
+from trace_platform.cli.live_status import ProgressView, watch
 from trace_platform.clients.chain_sync import ChainSyncClient
 from trace_platform.core.config import LITE_ORG_ID, Settings
 from trace_platform.core.errors import TraceError
@@ -28,9 +28,9 @@ log = logging.getLogger(__name__)
 async def run_lite(
     settings: Settings,
     on_ready: Callable[[RunningPlatform], None] | None = None,
-    progress: Callable[[str], None] | None = None,
+    progress: ProgressView | None = None,
 ) -> None:
-    """Run until SIGINT/SIGTERM. ``progress`` receives the chain_sync status whenever it changes."""
+    """Run until SIGINT/SIGTERM. ``progress`` shows the chain_sync status (live on a terminal)."""
     embedded: EmbeddedPostgres | None = None
     # The data directory (credentials, objects, scratch) is the platform's alone: 0700.
     # Its parents keep their modes.
@@ -86,18 +86,12 @@ async def run_lite(
                 embedded.stop()
 
 
-async def _watch_progress(addr: str, admin_token: str, emit: Callable[[str], None], interval: float = 1.0) -> None:
-    """The live progress view: the chain_sync status table, printed when it changes."""
-    last = ""
+async def _watch_progress(addr: str, admin_token: str, view: ProgressView, interval: float = 1.0) -> None:
+    """The live progress view of every chain_sync job, until cancelled (a failed poll is
+    skipped: the view keeps what it showed)."""
     async with grpc.aio.insecure_channel(addr) as channel:
         client = ChainSyncClient(channel, admin_token=admin_token)
-        while True:
-            try:
-                jobs = await client.status(LITE_ORG_ID)
-                view = render_status(jobs) if jobs else ""
-            except TraceError:
-                view = last
-            if view != last:
-                emit(view)
-                last = view
-            await asyncio.sleep(interval)
+        with view:
+            await watch(
+                lambda: client.status(LITE_ORG_ID), view, interval, on_error=lambda e: isinstance(e, TraceError)
+            )
