@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint proto bench
+.PHONY: install demo test lint proto bench deploy-check
 
 $(STAMP): pyproject.toml package.json package-lock.json
 	python3 -m venv $(VENV)
@@ -27,6 +27,12 @@ lint: install
 ## Lints, then every test (unit, integration against PostgreSQL on 127.0.0.1:5432, end to end).
 test: lint
 	$(VENV)/bin/pytest -q -p no:cacheprovider
+
+## Offline checks of deploy/: hadolint on the Containerfile, the Helm chart rendered for kind
+## and EKS, every object schema-validated, the NetworkPolicy (S1) proofs. `make test` runs them too.
+deploy-check: install
+	$(VENV)/bin/hadolint Containerfile
+	$(VENV)/bin/pytest -q -p no:cacheprovider tests/deploy
 
 proto: install
 	$(PY) scripts/gen_proto.py
