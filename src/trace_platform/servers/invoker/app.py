@@ -30,6 +30,12 @@ def build_runtime_invoker(settings: Settings) -> RuntimeInvoker:
     return LocalInvoker(inv, trusted, bundle_roots=roots, runs_dir=inv.runs_dir)
 
 
+def metered_runtime_invoker(settings: Settings, registry: CollectorRegistry) -> RuntimeInvoker:
+    """The configured invoker with its runs counted on ``registry`` (a worker process's own)."""
+    invoker = build_runtime_invoker(settings)
+    return MeteredInvoker(invoker, InvokerMetrics(registry), cold_every_run=settings.invoker.backend == "local")
+
+
 @dataclass
 class RuntimeInvokerApp:
     invoker: RuntimeInvoker  # the configured backend

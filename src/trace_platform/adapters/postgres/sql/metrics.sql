@@ -6,8 +6,9 @@
 -- One statement, three kinds of rows (kind, a, b, n, age_seconds):
 --   tasks:  (state, operator) counts; age = the oldest queued task's time in the queue.
 --           A failed task with a retry time is 'retry_wait', not 'failed'.
---           This groups the whole tasks table (a sequential scan: about 30 ms per million
---           rows); the rest read only the small partial indexes of pending work.
+--           This groups the whole tasks table: a sequential scan, measured at 0.27 s per
+--           million tasks on a 2-core machine (count(*) alone 0.07 s), once a second at most
+--           however often Prometheus scrapes. The rest read only pending work.
 --   queue:  wake-up messages per queue and the oldest one's age.
 --   outbox: pending rows and the oldest one's age (the relay's lag).
 SELECT 'tasks' AS kind, state AS a, operator AS b, count(*) AS n,
