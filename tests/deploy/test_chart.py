@@ -37,6 +37,17 @@ def test_every_object_validates_against_the_kubernetes_schemas(rendered: Rendere
     assert schema_errors(objects, version) == []
 
 
+def test_optional_parts_validate_too(render_with: Any) -> None:
+    """The api role, metrics with scrapers and the invoker on EKS: off by default, valid when on."""
+    scraper = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+    overrides = {"roles": {"api": {"enabled": True}, "invoker": {"enabled": True}},
+                 "metrics": {"enabled": True, "scrapers": [scraper]}}
+    for name in ("kind", "eks"):
+        _, objects = render_with(name, overrides)
+        assert "trace-api" in of_kind(objects, "Deployment")
+        assert schema_errors(objects, KUBERNETES_VERSIONS[-1]) == []
+
+
 def test_schema_validation_catches_bad_objects(rendered: Rendered) -> None:
     _, objects = rendered
     deployment = copy.deepcopy(next(o for o in objects if o["kind"] == "Deployment"))

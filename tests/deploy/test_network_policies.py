@@ -21,6 +21,7 @@ from tests.deploy.netpol import (
     internet_roles,
     internet_rule_leaks,
     pods,
+    selects,
 )
 
 Objects = list[dict[str, Any]]
@@ -160,3 +161,35 @@ def test_checker_catches_internet_for_sink_and_metadata_leaks(rendered: Rendered
     reaching = internet_roles(objects, allowlist.configured_endpoints(values))
     assert "sink" in reaching and set(reaching) != allowlist.INTERNET_ROLES
     assert internet_rule_leaks(objects)  # 0.0.0.0/0 without excepts admits 169.254.169.254 and 10/8
+
+
+def ingress_peers(objects: Objects, component: str) -> list[tuple[Any, Any]]:
+    """(from peer, ports) of every ingress rule selecting the component's pods."""
+    pod = next(p for p in pods(objects) if p.component == component)
+    out = []
+    for pol in objects:
+        if pol["kind"] != "NetworkPolicy" or not selects(pol["spec"].get("podSelector"), pod.labels):
+            continue
+        for rule in pol["spec"].get("ingress") or []:
+            for peer in rule.get("from") or [None]:
+                out.append((peer, rule.get("ports")))
+    return out
+
+
+def test_ingress_only_from_callers_scrapers_and_configured_clients(render_with: Callable[..., Rendered]) -> None:
+    scraper = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+               "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}}
+    values, objects = render_with("kind", {"metrics": {"enabled": True, "scrapers": [scraper]}})
+    callers = {"invoker": {"worker"}, "query": {"invoker", "worker"}, "delivery": set(), "worker": set()}
+    for component, expected in callers.items():
+        peers = ingress_peers(objects, component)
+        assert all(peer is not None and ports for peer, ports in peers), component  # no open `from`/ports
+        grpc = [p for p, ports in peers if ports == [{"protocol": "TCP", "port": values["grpcPort"]}]]
+        metrics = [p for p, ports in peers if ports == [{"protocol": "TCP", "port": values["metrics"]["port"]}]]
+        assert len(grpc) + len(metrics) == len(peers), component
+        assert metrics == [scraper], component
+        assert {p["podSelector"]["matchLabels"]["app.kubernetes.io/component"] for p in grpc} == expected
+    # The metrics port is where TRACE_METRICS_LISTEN points, and the egress proofs still hold.
+    config = next(o for o in objects if o["kind"] == "ConfigMap")
+    assert config["data"]["TRACE_METRICS_LISTEN"] == f"0.0.0.0:{values['metrics']['port']}"
+    assert query_violations(values, objects) == [] and default_deny_gaps(objects) == []
