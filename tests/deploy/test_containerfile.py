@@ -87,3 +87,35 @@ def test_entrypoint_refuses_unknown_roles(fake_trace: Path) -> None:
     for argv in (["trace-bogus"], ["trace-entrypoint"], ["trace-entrypoint", "shell"]):
         result = run(fake_trace, *argv)
         assert result.returncode == 64 and "unknown role" in result.stderr and result.stdout == "", argv
+
+
+HEALTHCHECK = ROOT / "deploy" / "container" / "healthcheck.py"
+
+
+def run_healthcheck(port: int) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "TRACE_LISTEN": f"0.0.0.0:{port}"}
+    return subprocess.run([sys.executable, str(HEALTHCHECK)], capture_output=True, text=True, env=env, timeout=20)
+
+
+def test_healthcheck_follows_grpc_health() -> None:
+    """The image's HEALTHCHECK against a real gRPC health server: SERVING is healthy,
+    NOT_SERVING and no server are not."""
+    from concurrent import futures
+
+    import grpc
+    from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+        assert run_healthcheck(port).returncode == 0
+        servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
+        assert run_healthcheck(port).returncode == 1
+    finally:
+        server.stop(None)
+    result = run_healthcheck(port)
+    assert result.returncode == 1 and "unhealthy: UNAVAILABLE" in result.stderr
