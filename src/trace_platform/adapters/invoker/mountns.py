@@ -8,11 +8,11 @@ Invariant: inside the sandbox nothing of the host is visible except
   ``/usr`` (a virtualenv, the directories its ``.pth`` files add, its base Python; an
   ``/opt`` Node), each at its own path;
 - from the run directory (at the same paths as on the host, so argv, HOME and the
-  endpoint need no translation): the verified bundle read-only, HOME writable (removed
-  with the run directory), the bridge socket, and this run's ``/etc`` read-only (passwd,
-  group, the loader's cache, the time zone);
+  endpoint need no translation): the verified bundle read-only, the bridge socket, and
+  this run's ``/etc`` read-only (passwd, group, the loader's cache, the time zone);
 - a private ``/proc`` (the pid namespace's), a minimal ``/dev``, and size-bounded
-  private tmpfs mounts on ``/tmp`` and ``/dev/shm`` that vanish with the namespace.
+  private tmpfs mounts on ``/tmp``, ``/dev/shm`` and HOME (at the run directory's
+  ``home`` path, nothing of the host's disk) that vanish with the namespace.
 
 So no host unix socket (``/run``, ``/var/run``, host ``/tmp``), no data directory, no
 home directory, no ``/root``, no ``/work`` unless a configured runtime lives there
@@ -46,7 +46,7 @@ class RunMounts:
     """The parts of one run directory the sandbox sees."""
 
     bundle: Path  # read-only
-    home: Path  # writable
+    home: Path  # where the private HOME tmpfs is mounted (bounded, writable)
     etc: Path  # this run's /etc (write_etc)
     socket: Path | None = None  # the task bridge
 
@@ -184,7 +184,11 @@ def bwrap_argv(
     argv += root
     socket = () if mounts.socket is None else (mounts.socket,)
     argv += _parents(mounts.home, mounts.bundle, *socket)
-    argv += ["--bind", str(mounts.home), str(mounts.home), "--ro-bind", str(mounts.bundle), str(mounts.bundle)]
+    # HOME is a private, size-bounded tmpfs at the run directory's home path, like /tmp: a
+    # bind of the host directory let a UDF fill the host's disk (the file size rlimit caps
+    # one file, not their number). 1777 as /tmp: only this run's uid lives in the namespace.
+    argv += ["--perms", "1777", "--size", str(tmpfs_bytes), "--tmpfs", str(mounts.home)]
+    argv += ["--ro-bind", str(mounts.bundle), str(mounts.bundle)]
     if mounts.socket is not None:
         argv += ["--bind", str(mounts.socket), str(mounts.socket)]
     # bwrap always exports PWD after --chdir; the UDF's environment stays exactly the invoker's.
