@@ -93,6 +93,13 @@ def test_workloads_have_probes_limits_serviceaccount_and_no_root(rendered: Rende
                 assert c["command"] == [f"trace-{w['metadata']['labels']['app.kubernetes.io/component']}"]
 
 
+def test_eks_pods_keep_the_runtime_default_seccomp_profile(rendered_sets: dict[str, Rendered]) -> None:
+    """Only kind loosens seccomp (for bubblewrap); on EKS UDFs run in Lambda."""
+    _, objects = rendered_sets["eks"]
+    for w in (o for o in objects if o["kind"] in ("Deployment", "Job")):
+        assert w["spec"]["template"]["spec"]["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+
+
 def test_autoscalers_for_query_and_worker(rendered: Rendered) -> None:
     _, objects = rendered
     hpas = of_kind(objects, "HorizontalPodAutoscaler")
