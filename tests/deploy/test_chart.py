@@ -100,6 +100,18 @@ def test_eks_pods_keep_the_runtime_default_seccomp_profile(rendered_sets: dict[s
         assert w["spec"]["template"]["spec"]["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
 
 
+def test_role_addresses_only_for_enabled_roles(rendered_sets: dict[str, Rendered]) -> None:
+    """On EKS the invoker is off: the worker must not be pointed at it (it invokes Lambda)."""
+    for name, (values, objects) in rendered_sets.items():
+        data = of_kind(objects, "ConfigMap")["trace-config"]["data"]
+        for role, var in (("dispatcher", "TRACE_DISPATCHER_ADDR"), ("query", "TRACE_QUERY_ADDR"),
+                          ("invoker", "TRACE_INVOKER_ADDR")):
+            if values["roles"][role]["enabled"]:
+                assert data[var] == f"trace-{role}.trace.svc:{values['grpcPort']}", (name, var)
+            else:
+                assert var not in data, (name, var)
+
+
 def test_autoscalers_for_query_and_worker(rendered: Rendered) -> None:
     _, objects = rendered
     hpas = of_kind(objects, "HorizontalPodAutoscaler")
