@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import asyncpg
 from prometheus_client import CollectorRegistry
 
-from trace_platform.adapters.objectstore.factory import artifact_stores
+from trace_platform.adapters.objectstore.factory import artifact_stores, scratch_uri
 from trace_platform.adapters.objectstore.stores import ObjectStores
 from trace_platform.adapters.postgres.alert_repository import AlertRepository
 from trace_platform.adapters.postgres.delivery_repository import DeliveryRepository
@@ -49,7 +49,7 @@ def build_sink(
 ) -> SinkComponents:
     registry = registry or CollectorRegistry()
     s = settings.sink
-    reader = BatchReader(stores or artifact_stores(settings), s.max_batch_bytes)
+    reader = BatchReader(stores or artifact_stores(settings), s.max_batch_bytes, scratch_uri(settings))
     processor = SinkProcessor(AlertRepository(pool), reader, s)
     d = settings.delivery
     sender = WebhookSender(

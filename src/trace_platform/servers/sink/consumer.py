@@ -7,6 +7,12 @@ acknowledged without work. Permanent problems with the batch (a bad row, a missi
 oversized or disallowed artifact) dead-letter the whole batch and write nothing.
 Transient problems (object store or database unreachable) leave the message to
 reappear after a backoff; they never dead-letter.
+
+Second wall: the Dispatcher admits a batch only under its attempt's scratch prefix; the
+Sink checks it again on the record it reads (``<scratch>/<task_id>/<attempt>/``,
+normalised, no traversal) before touching the store, so a record written any other way
+(a bug, a hand-made row) cannot make it read another attempt's, org's or dataset's
+objects. Anything else is dead-lettered as ``BATCH_LOCATION_NOT_ALLOWED``.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from trace_platform.adapters.queue.base import Message, Queue
 from trace_platform.core.alert_rows import BatchRejected, parse_batch
 from trace_platform.core.config import SinkSettings
 from trace_platform.core.errors import FailedPrecondition, NotFound, PermissionDenied
+from trace_platform.core.storage_paths import attempt_prefix, is_under
 from trace_platform.servers.common import failure_log
 from trace_platform.servers.common.loop import Loop
 from trace_platform.servers.sink.metrics import SinkMetrics
@@ -44,14 +51,19 @@ class Applied:
 
 
 class BatchReader:
-    """Reads a batch artifact through the object stores; permanent failures become
+    """Reads a publish's batch artifact through the object stores, only from under that
+    publish's attempt prefix in ``scratch_uri``; permanent failures become
     ``BatchRejected`` (row 0), ``Unavailable`` passes through as transient."""
 
-    def __init__(self, stores: ObjectStores, max_bytes: int) -> None:
+    def __init__(self, stores: ObjectStores, max_bytes: int, scratch_uri: str) -> None:
         self._stores = stores
         self._max_bytes = max_bytes
+        self._scratch = scratch_uri
 
-    async def read(self, uri: str) -> bytes:
+    async def read(self, publish: PublishRecord) -> bytes:
+        uri = publish.batch_uri
+        if not is_under(uri, attempt_prefix(self._scratch, publish.task_id, publish.attempt)):
+            raise BatchRejected("BATCH_LOCATION_NOT_ALLOWED", 0)
         try:
             store = self._stores.for_uri(uri)
             return await asyncio.to_thread(store.get_bytes, uri, self._max_bytes)
@@ -73,7 +85,7 @@ class SinkProcessor:
 
     async def apply(self, publish: PublishRecord, from_status: str) -> Applied | None:
         """None: the publish left ``from_status`` meanwhile. Raises ``BatchRejected``."""
-        data = await self._reader.read(publish.batch_uri)
+        data = await self._reader.read(publish)
         if len(data) > 1 << 20:
             rows = await asyncio.to_thread(parse_batch, data, self._settings.max_batch_rows)
         else:
