@@ -194,6 +194,16 @@ class DeliverySettings:
 
 
 @dataclass(frozen=True)
+class EndpointSettings:
+    """Where the other roles listen (host:port), for a process that does not serve them
+    itself (the cluster profile). Empty: the role is in this process (Lite), or absent."""
+
+    dispatcher: str = ""  # TRACE_DISPATCHER_ADDR: workers, the Query Service's JWKS
+    query: str = ""  # TRACE_QUERY_ADDR: alert_evaluate reads its inputs there
+    invoker: str = ""  # TRACE_INVOKER_ADDR: workers run UDFs there (empty: in-process)
+
+
+@dataclass(frozen=True)
 class Settings:
     database_url: str | None = None
     listen: str = DEFAULT_ADDR
@@ -217,6 +227,7 @@ class Settings:
     invoker: InvokerSettings = field(default_factory=InvokerSettings)
     sink: SinkSettings = field(default_factory=SinkSettings)
     delivery: DeliverySettings = field(default_factory=DeliverySettings)
+    endpoints: EndpointSettings = field(default_factory=EndpointSettings)
     # The process's Prometheus endpoint (host:port, every service's metrics); empty: off.
     metrics_listen: str = ""
 
@@ -380,5 +391,10 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
         invoker=invoker,
         sink=sink,
         delivery=delivery,
+        endpoints=EndpointSettings(
+            dispatcher=_listen(env, "TRACE_DISPATCHER_ADDR"),
+            query=_listen(env, "TRACE_QUERY_ADDR"),
+            invoker=_listen(env, "TRACE_INVOKER_ADDR"),
+        ),
         metrics_listen=_listen(env, "TRACE_METRICS_LISTEN"),
     )

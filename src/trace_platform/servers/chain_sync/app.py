@@ -13,8 +13,11 @@ from trace_platform.core.config import Settings
 from trace_platform.servers.chain_sync.metrics import ChainSyncMetrics
 from trace_platform.servers.chain_sync.planner import HeadObserver, RangePlanner
 from trace_platform.servers.chain_sync.servicer import ChainSyncServicer, chain_sync_binding
-from trace_platform.servers.common.loop import Loop
+from trace_platform.servers.common.loop import Loop, Wakeups
 from trace_platform.servers.common.server import ServiceBinding
+
+# The wake-up a completion that published datasets sends the planner.
+PLANNER_WAKEUP = "chain_sync_planner"
 
 
 def build_chain_sync(
@@ -22,17 +25,21 @@ def build_chain_sync(
     settings: Settings,
     wake_outbox: Callable[[], None],
     registry: CollectorRegistry | None = None,
+    wakeups: Wakeups | None = None,
 ) -> tuple[ServiceBinding, list[Loop]]:
+    """The ChainSync service and its loops. With ``wakeups`` the planner is woken by name
+    (NOTIFY: an Apply or a completion in another process wakes it); without, in process."""
     repo = ChainSyncRepository(pool)
     metrics = ChainSyncMetrics(registry or CollectorRegistry(), MetricsRepository(pool).chain_sync_snapshot)
     d = settings.dispatcher
     planner = RangePlanner(repo, d.default_max_attempts, wake_outbox, metrics)
     observer = HeadObserver(repo, settings.rpc_pools, metrics)
+    wait = wakeups.waiter(PLANNER_WAKEUP) if wakeups is not None else None
+    planner_loop = Loop("chain_sync_planner", planner.step, d.planner_interval_seconds, 1, wait=wait)
+    wake_planner = wakeups.signal(PLANNER_WAKEUP) if wakeups is not None else planner_loop.wakeup.set
     loops = [
-        Loop("chain_sync_planner", planner.step, d.planner_interval_seconds, 1),
+        planner_loop,
         Loop("chain_head_observer", observer.step, d.head_observer_interval_seconds, 1_000_000),
     ]
-    servicer = ChainSyncServicer(
-        repo, settings.admin_token, frozenset(settings.rpc_pools), loops[0].wakeup.set, wake_outbox
-    )
+    servicer = ChainSyncServicer(repo, settings.admin_token, frozenset(settings.rpc_pools), wake_planner, wake_outbox)
     return chain_sync_binding(servicer), loops

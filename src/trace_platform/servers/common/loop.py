@@ -9,8 +9,17 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 log = logging.getLogger(__name__)
+
+
+class Wakeups(Protocol):
+    """Named wake-ups that may cross processes (adapters.postgres.wakeups: NOTIFY)."""
+
+    def signal(self, name: str) -> Callable[[], None]: ...
+
+    def waiter(self, name: str) -> Callable[[float], Awaitable[None]]: ...
 
 
 class Loop:

@@ -48,7 +48,38 @@ class GrpcServer:
         await self.server.stop(grace)
 
 
-async def start_server(bindings: Iterable[ServiceBinding], listen: str) -> GrpcServer:
+@dataclass
+class BoundServer:
+    """A server listening on its port but not yet serving: a composition root binds first,
+    so its components can be built knowing the address, then ``serve`` registers them.
+    ``close`` releases the port of a server that never started."""
+
+    server: grpc.aio.Server
+    listen: str
+    port: int
+
+    async def serve(self, bindings: Iterable[ServiceBinding]) -> GrpcServer:
+        names = []
+        for binding in bindings:
+            binding.register(self.server)
+            names.append(binding.name)
+        health_servicer = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, self.server)
+        reflection.enable_server_reflection(
+            [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
+            self.server,
+        )
+        await self.server.start()
+        running = GrpcServer(self.server, health_servicer, self.port, names)
+        await running.set_serving(True)
+        log.info("grpc server started", extra={"listen": self.listen, "port": self.port, "services": names})
+        return running
+
+    async def close(self) -> None:
+        await self.server.stop(None)
+
+
+def bind_server(listen: str) -> BoundServer:
     server = grpc.aio.server(
         interceptors=[ErrorMappingInterceptor()],
         options=[
@@ -57,23 +88,19 @@ async def start_server(bindings: Iterable[ServiceBinding], listen: str) -> GrpcS
             ("grpc.so_reuseport", 0),
         ],
     )
-    names = []
-    for binding in bindings:
-        binding.register(server)
-        names.append(binding.name)
-    health_servicer = health.aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server
-    )
     port = server.add_insecure_port(listen)
     if port == 0:
         raise OSError(f"cannot listen on {listen}")
-    await server.start()
-    running = GrpcServer(server, health_servicer, port, names)
-    await running.set_serving(True)
-    log.info("grpc server started", extra={"listen": listen, "port": port, "services": names})
-    return running
+    return BoundServer(server, listen, port)
+
+
+async def start_server(bindings: Iterable[ServiceBinding], listen: str) -> GrpcServer:
+    bound = bind_server(listen)
+    try:
+        return await bound.serve(bindings)
+    except BaseException:
+        await bound.close()
+        raise
 
 
 async def wait_for_shutdown_signal() -> None:

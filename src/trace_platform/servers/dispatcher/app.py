@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +38,7 @@ class Dispatcher:
     service: DispatcherService
     binding: ServiceBinding
     loops: list[Loop]
+    wake_outbox: Callable[[], None]  # for components that write outbox rows (chain_sync)
     _running: BackgroundTasks = field(default_factory=BackgroundTasks)
 
     def start_loops(self) -> None:
@@ -52,6 +54,7 @@ def build_dispatcher(
     settings: Settings,
     ring: KeyRing | None,
     registry: CollectorRegistry | None = None,
+    wake_planner: Callable[[], None] = lambda: None,
 ) -> Dispatcher:
     tasks = TaskRepository(pool)
     metrics = DispatcherMetrics(registry or CollectorRegistry(), MetricsRepository(pool).dispatcher_snapshot)
@@ -82,6 +85,7 @@ def build_dispatcher(
         verifier.remember,
         datasets_uri=datasets_uri(settings),
         metrics=metrics,
+        on_datasets_published=wake_planner,
     )
     servicer = DispatcherServicer(service, verifier, settings.worker_token, settings.admin_token)
-    return Dispatcher(service, dispatcher_binding(servicer), loops)
+    return Dispatcher(service, dispatcher_binding(servicer), loops, outbox_loop.wakeup.set)

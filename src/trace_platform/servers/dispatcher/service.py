@@ -71,6 +71,7 @@ class DispatcherService:
         on_token_issued: Callable[[str, CapabilityClaims], None] = lambda token, claims: None,
         datasets_uri: str = "",
         metrics: DispatcherMetrics | None = None,
+        on_datasets_published: Callable[[], None] = lambda: None,
     ) -> None:
         self.metrics = metrics or DispatcherMetrics(CollectorRegistry())
         self._on_token_issued = on_token_issued
@@ -82,9 +83,9 @@ class DispatcherService:
         self._scratch_uri = scratch_uri.rstrip("/")
         self._ring = key_ring
         self._on_outbox_write = on_outbox_write
-        # Set by the composition root: a completion that published datasets frees planning
-        # room (chain_sync), so the planner is woken instead of waiting for its next tick.
-        self.on_datasets_published: Callable[[], None] = lambda: None
+        # A completion that published datasets frees planning room (chain_sync), so the
+        # planner is woken (through NOTIFY, wherever it runs) instead of waiting for its tick.
+        self._on_datasets_published = on_datasets_published
 
     async def create_tasks(self, tasks: Sequence[NewTask]) -> list[str]:
         if not tasks:
@@ -216,7 +217,7 @@ class DispatcherService:
         if not result.duplicate:
             self.metrics.completions.labels(result.status.value).inc()
         if publications and not result.duplicate:
-            self.on_datasets_published()
+            self._on_datasets_published()
         return result
 
     async def _authorize_publications(

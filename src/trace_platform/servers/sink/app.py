@@ -1,4 +1,4 @@
-"""Composition of the sink (consumer loop + SinkService) and the Delivery Service loop."""
+"""Composition of the sink (consumer loop + SinkService) and, apart, of the Delivery Service loop."""
 
 from __future__ import annotations
 
@@ -26,14 +26,30 @@ from trace_platform.servers.sink.servicer import SinkServicer, sink_binding
 
 @dataclass
 class SinkComponents:
+    """The SinkService and the consumer of the 'buffers' queue (woken by its NOTIFY)."""
+
     binding: ServiceBinding
     consumer: SinkConsumer
-    delivery: DeliveryService
-    delivery_loop: Loop
     _running: BackgroundTasks = field(default_factory=BackgroundTasks)
 
     def start(self) -> None:
-        self._running.start({"sink": self.consumer.run(), "delivery": self.delivery_loop.run()})
+        self._running.start({"sink": self.consumer.run()})
+
+    async def stop(self) -> None:
+        await self._running.stop()
+
+
+@dataclass
+class DeliveryComponents:
+    """The Delivery Service: its loop leases due alert_deliveries from PostgreSQL, so it
+    may run in any process; no gRPC service of its own."""
+
+    delivery: DeliveryService
+    loop: Loop
+    _running: BackgroundTasks = field(default_factory=BackgroundTasks)
+
+    def start(self) -> None:
+        self._running.start({"delivery": self.loop.run()})
 
     async def stop(self) -> None:
         await self._running.stop()
@@ -47,10 +63,18 @@ def build_sink(
     stores: ObjectStores | None = None,
     registry: CollectorRegistry | None = None,
 ) -> SinkComponents:
-    registry = registry or CollectorRegistry()
     s = settings.sink
     reader = BatchReader(stores or artifact_stores(settings), s.max_batch_bytes, scratch_uri(settings))
     processor = SinkProcessor(AlertRepository(pool), reader, s)
+    return SinkComponents(
+        binding=sink_binding(SinkServicer(processor, settings.admin_token)),
+        consumer=SinkConsumer(processor, queue, s, SinkMetrics(registry or CollectorRegistry())),
+    )
+
+
+def build_delivery(
+    pool: asyncpg.Pool, settings: Settings, registry: CollectorRegistry | None = None
+) -> DeliveryComponents:
     d = settings.delivery
     sender = WebhookSender(
         d.timeout_seconds,
@@ -58,10 +82,7 @@ def build_sink(
         DestinationPolicy.parse(d.allowed_networks),
         allow_http=d.allow_http,
     )
-    delivery = DeliveryService(DeliveryRepository(pool), sender, d, metrics=DeliveryMetrics(registry))
-    return SinkComponents(
-        binding=sink_binding(SinkServicer(processor, settings.admin_token)),
-        consumer=SinkConsumer(processor, queue, s, SinkMetrics(registry)),
-        delivery=delivery,
-        delivery_loop=Loop("delivery", delivery.step, d.interval_seconds, d.batch),
+    delivery = DeliveryService(
+        DeliveryRepository(pool), sender, d, metrics=DeliveryMetrics(registry or CollectorRegistry())
     )
+    return DeliveryComponents(delivery, Loop("delivery", delivery.step, d.interval_seconds, d.batch))
