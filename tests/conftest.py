@@ -4,10 +4,13 @@ template, and settings that point the platform at it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
+import shutil
+import signal
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -23,6 +26,7 @@ from trace_platform.core.config import (
     UserAuthSettings,
     WorkerSettings,
 )
+from trace_platform.lite.embedded_pg import ROOT_CLUSTERS
 
 ADMIN_DSN = os.environ.get("TRACE_TEST_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 
@@ -30,6 +34,24 @@ ADMIN_DSN = os.environ.get("TRACE_TEST_ADMIN_DSN", "postgresql://postgres@127.0.
 def dsn_for(database: str) -> str:
     base, _, _ = ADMIN_DSN.rpartition("/")
     return f"{base}/{database}"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_leftover_lite_clusters() -> Iterator[None]:
+    """Lite run as root keeps its embedded cluster under /var/lib/trace-lite (outside the
+    data dir, see lite/embedded_pg.py): stop and remove the clusters this session made,
+    also those a SIGKILLed test process left running, so runs do not pile them up."""
+    before = set(ROOT_CLUSTERS.iterdir()) if ROOT_CLUSTERS.is_dir() else set()
+    yield
+    if not ROOT_CLUSTERS.is_dir():
+        return
+    for cluster in set(ROOT_CLUSTERS.iterdir()) - before:
+        for proc in Path("/proc").glob("[0-9]*"):
+            with contextlib.suppress(OSError):
+                argv = (proc / "cmdline").read_bytes().split(b"\0")
+                if str(cluster).encode() in argv and argv[0].endswith(b"postgres"):
+                    os.kill(int(proc.name), signal.SIGKILL)
+        shutil.rmtree(cluster, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
