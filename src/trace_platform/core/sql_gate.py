@@ -411,10 +411,25 @@ def _check_column(node: exp.Expr) -> None:
     if (
         node.args.get("table") is None
         and isinstance(ident, exp.Identifier)
-        and not ident.quoted
         and ident.name.lower() in rules.KEYWORD_FUNCTION_COLUMNS
+        and not (ident.quoted and ident.name.lower() in _defined_names(node.root()))
     ):
-        raise SqlRejected("DISALLOWED_FUNCTION")  # e.g. bare CURRENT_SCHEMA, USER
+        # e.g. bare CURRENT_SCHEMA, USER. Quoted too: DuckDB binds an unqualified
+        # "current_user" to the function when no column has that name, so a quoted one is
+        # accepted only when the query itself names a column so (AS "user", t("user"));
+        # a dataset's column of that name is reachable qualified (t."user").
+        raise SqlRejected("DISALLOWED_FUNCTION")
+
+
+def _defined_names(root: exp.Expr) -> frozenset[str]:
+    """Column names the query itself defines: output aliases and column lists."""
+    names: set[str] = set()
+    for node in root.walk():
+        if isinstance(node, exp.Alias):
+            names.add(node.alias.lower())
+        elif isinstance(node, exp.TableAlias):
+            names.update(c.name.lower() for c in node.columns)
+    return frozenset(names)
 
 
 def _check_table(node: exp.Expr, scope: frozenset[str], allowed: frozenset[str]) -> None:

@@ -120,7 +120,8 @@ FUNCTION_NAMES: frozenset[str] = AGGREGATE_FUNCTIONS | WINDOW_FUNCTIONS | SCALAR
 # literal naming an allowlisted aggregate, or the call is refused.
 AGGREGATE_BY_NAME: frozenset[str] = _words("list_aggregate array_aggregate list_aggr array_aggr aggregate")
 
-# Unquoted bare words DuckDB evaluates as functions although sqlglot parses them as columns.
+# Bare words DuckDB evaluates as functions although sqlglot parses them as columns, quoted
+# or not, when no column of the query has that name (refused unless qualified).
 KEYWORD_FUNCTION_COLUMNS: frozenset[str] = _words(
     "user current_user session_user current_role current_schema current_catalog"
 )
