@@ -25,6 +25,7 @@ COMMANDS = {
     "pause": "trace_platform.cli.chain_sync:pause",
     "query": "trace_platform.cli.query:query",
     "resume": "trace_platform.cli.chain_sync:resume",
+    "serve": "trace_platform.cli.serve:serve",
     "sql": "trace_platform.cli.query:sql_group",
     "status": "trace_platform.cli.chain_sync:status",
     "task": "trace_platform.cli.tasks:task_group",

@@ -4,7 +4,6 @@ Each command imports the platform inside its function, so listing them costs not
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -39,25 +38,13 @@ def dispatcher() -> None:
 @listen_option
 @click.option("--worker/--no-worker", default=False, help="Also run a worker in this process.")
 def dispatcher_serve(listen: str, worker: bool) -> None:
-    """Serve the Dispatcher (needs TRACE_DATABASE_URL, TRACE_WORKER_TOKEN, TRACE_ADMIN_TOKEN)."""
-    import uvloop
+    """Serve every role but the worker in one process, migrating first (needs
+    TRACE_DATABASE_URL, TRACE_WORKER_TOKEN, TRACE_ADMIN_TOKEN). One role alone:
+    `trace serve dispatcher`."""
+    from trace_platform.cli.serve import ROLE_NAMES, run_roles
 
-    from trace_platform.app import start_platform
-    from trace_platform.servers.common.server import wait_for_shutdown_signal
-
-    settings = replace(load_settings(), listen=listen)
-    if not settings.database_url:
-        raise CliUsageError("TRACE_DATABASE_URL: required")
-
-    async def main() -> None:
-        platform = await start_platform(settings, run_worker=worker)
-        click.echo(f"dispatcher serving on {platform.addr}", err=True)
-        try:
-            await wait_for_shutdown_signal()
-        finally:
-            await platform.stop()
-
-    uvloop.run(main())
+    roles = ROLE_NAMES if worker else tuple(r for r in ROLE_NAMES if r != "worker")
+    run_roles(roles, listen, migrate=True, label="dispatcher")
 
 
 @click.group()

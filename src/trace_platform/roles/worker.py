@@ -43,7 +43,8 @@ async def build_worker_role(
     channel = insecure_channel(ctx.address_of("dispatcher"))
     ctx.stack.push_async_callback(channel.close)
     client = BatchingDispatcherClient(channel, worker_token=s.worker_token)
-    all_operators = {**platform_operators(s, ctx.address_of("query"), _invoker(ctx, invoker), ctx.registry), **operators}
+    query_addr = ctx.address_of("query")
+    all_operators = {**platform_operators(s, query_addr, _invoker(ctx, invoker), ctx.registry), **operators}
     runtime = WorkerRuntime(ctx.queue, client, all_operators, s.worker)
     running = BackgroundTasks()
     # Pushed last, so closed first: the runtime stops before its channel closes.

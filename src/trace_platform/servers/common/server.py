@@ -57,6 +57,7 @@ class BoundServer:
     server: grpc.aio.Server
     listen: str
     port: int
+    _started: bool = False
 
     async def serve(self, bindings: Iterable[ServiceBinding]) -> GrpcServer:
         names = []
@@ -69,6 +70,7 @@ class BoundServer:
             [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
             self.server,
         )
+        self._started = True
         await self.server.start()
         running = GrpcServer(self.server, health_servicer, self.port, names)
         await running.set_serving(True)
@@ -76,6 +78,11 @@ class BoundServer:
         return running
 
     async def close(self) -> None:
+        # grpc.aio releases the port of a server only once it has started: one that never
+        # served is started (no services: every call UNIMPLEMENTED) and stopped at once.
+        if not self._started:
+            self._started = True
+            await self.server.start()
         await self.server.stop(None)
 
 
