@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import socket
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -284,3 +285,14 @@ async def test_a_start_up_failing_part_way_closes_what_it_opened(
         return await connections(db) <= before
 
     await eventually(pool_closed, timeout=5)
+
+
+def test_lite_does_not_import_the_cli() -> None:
+    # Lite composes the roles and shows progress through trace_platform.views; the CLI is
+    # one of its callers, never something it depends on.
+    probe = (
+        "import sys, trace_platform.lite.platform, trace_platform.lite.stack, trace_platform.lite.chain_demo;"
+        "print(sorted(m for m in sys.modules if m == 'trace_platform.cli' or m.startswith('trace_platform.cli.')))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True)
+    assert done.stdout.strip() == "[]"

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 
-from trace_platform.cli.live_status import ProgressView, stream_rows
 from trace_platform.core.sync_progress import (
     RateMeter,
     eta_seconds,
@@ -15,6 +14,7 @@ from trace_platform.core.sync_progress import (
     target_blocks,
 )
 from trace_platform.gen.trace.v1 import chain_sync_pb2 as pb
+from trace_platform.views.live_status import ProgressView, stream_rows
 
 
 def test_rate_needs_two_samples_a_span_apart_and_uses_the_window() -> None:

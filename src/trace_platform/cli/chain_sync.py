@@ -9,8 +9,9 @@ from typing import TYPE_CHECKING, TypeVar
 import click
 
 from trace_platform.cli.common import CliError, addr_option, admin_token, data_dir_option, run
-from trace_platform.cli.output import dumps, message_dict
 from trace_platform.core.defaults import LITE_ORG_ID
+from trace_platform.views.live_status import render_status
+from trace_platform.views.output import dumps, message_dict
 
 if TYPE_CHECKING:  # grpc and the client are imported when a command runs
     from trace_platform.clients.chain_sync import ChainSyncClient, pb
@@ -68,34 +69,6 @@ def resume(name: str, org: str, addr: str, data_dir: Path) -> None:
     click.echo(f"{name}: resumed")
 
 
-def render_status(jobs: list[pb.ChainSyncStatus]) -> str:
-    lines = []
-    for job in jobs:
-        target = f"[{job.from_block}, {job.to_block})" if job.HasField("to_block") else f"[{job.from_block}, head)"
-        state = "complete" if job.completed else "paused" if job.paused else "running"
-        lines.append(f"{job.name}  chain {job.chain_id}  {job.mode} {target}  {state}")
-        for s in job.streams:
-            head = (
-                f"head {s.head_block} @ {s.head_observed_at.ToDatetime():%H:%M:%S}"
-                if s.HasField("head_block")
-                else "head -"
-            )
-            error = f"  last error {s.last_error}" if s.last_error else ""
-            lines.append(
-                f"  {s.dataset_name:<32} synced to {s.synced_to:>10}  planned to {s.planned_to:>10}  "
-                f"in flight {s.in_flight:>3}  done {s.completed_ranges:>5} ranges / {s.completed_blocks} blocks  "
-                f"{head}{error}"
-            )
-            for f in s.failed_ranges[:5]:  # failed for good: resume retries them
-                lines.append(
-                    f"    failed [{f.range_start}, {f.range_end}) {f.reason} after {f.attempts} attempt(s): "
-                    f"`trace resume {job.name}` retries it"
-                )
-            if len(s.failed_ranges) > 5:
-                lines.append(f"    ... {len(s.failed_ranges) - 5} more failed range(s)")
-    return "\n".join(lines) if lines else "no chain_sync jobs"
-
-
 @click.command("status")
 @click.argument("name", required=False, default="")
 @click.option("--json", "as_json", is_flag=True)
@@ -130,7 +103,7 @@ def status(name: str, as_json: bool, watching: bool, interval: float, org: str, 
 
 async def _watch(client: ChainSyncClient, org: str, name: str, interval: float) -> list[pb.ChainSyncStatus]:
     """The live view until every job is complete (or none matches ``name``)."""
-    from trace_platform.cli.live_status import ProgressView, watch
+    from trace_platform.views.live_status import ProgressView, watch
 
     with ProgressView() as view:
         jobs = await watch(

@@ -56,8 +56,8 @@ def lite_up(listen: str, data_dir: Path, with_demo: bool) -> None:
 def _lite_up(settings: Settings) -> None:
     import uvloop
 
-    from trace_platform.cli.live_status import ProgressView
     from trace_platform.lite.stack import run_lite
+    from trace_platform.views.live_status import ProgressView
 
     async def main() -> None:
         def on_ready(platform: RunningPlatform) -> None:

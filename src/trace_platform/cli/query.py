@@ -16,7 +16,7 @@ from typing import IO, TYPE_CHECKING
 import click
 
 from trace_platform.cli.common import CliError, CliUsageError, addr_option, data_dir_option, run
-from trace_platform.cli.output import BatchWriter, cell, dumps
+from trace_platform.views.output import BatchWriter, render_json, render_table
 
 if TYPE_CHECKING:
     from trace_platform.clients.query import QueryClient, QueryRows
@@ -56,27 +56,6 @@ def user_token(data_dir: Path) -> str:
             f"no user token in {data_dir}", hint="start `trace lite up` or set TRACE_USER_TOKEN (or --data-dir)"
         )
     return creds.user_token
-
-
-def render_table(result: QueryRows) -> str:
-    headers = [name for name, _ in result.columns]
-    cells = [[cell(v) for v in row] for row in result.rows]
-    widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
-    line = "-+-".join("-" * w for w in widths)
-    out = [" | ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)), line]
-    out += [" | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in cells]
-    count = f"({len(cells)} row{'s' if len(cells) != 1 else ''}{', truncated' if result.truncated else ''})"
-    return "\n".join([*out, count])
-
-
-def render_json(result: QueryRows) -> str:
-    doc = {
-        "columns": [{"name": n, "type": t} for n, t in result.columns],
-        "rows": result.rows,
-        "truncated": result.truncated,
-        "dataset_version": result.dataset_version,
-    }
-    return dumps(doc)
 
 
 @click.command("query")

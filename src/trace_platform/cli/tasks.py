@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING
 import click
 
 from trace_platform.cli.common import CliError, addr_option, admin_token, data_dir_option, run
-from trace_platform.cli.output import message_dict
 from trace_platform.core.defaults import LITE_ORG_ID
+from trace_platform.views.output import message_dict
 
 if TYPE_CHECKING:  # grpc and the client are imported when a command runs
     from trace_platform.clients.dispatcher import DispatcherClient

@@ -12,12 +12,12 @@ from collections.abc import Callable
 
 import grpc
 
-from trace_platform.cli.live_status import ProgressView, watch
-from trace_platform.cli.query import render_table
 from trace_platform.clients.chain_sync import ChainSyncClient
 from trace_platform.clients.query import QueryClient
 from trace_platform.core.config import LITE_ORG_ID
 from trace_platform.lite.anvil import AnvilNode
+from trace_platform.views.live_status import ProgressView, watch
+from trace_platform.views.output import render_table
 
 DEMO_POOL = "demo"
 DEMO_NAME = "demo"

@@ -13,7 +13,6 @@ import grpc
 
 from trace_platform.adapters.objectstore.stores import make_private_dirs
 from trace_platform.app import RunningPlatform, start_platform
-from trace_platform.cli.live_status import ProgressView, watch
 from trace_platform.clients.chain_sync import ChainSyncClient
 from trace_platform.core.config import LITE_ORG_ID, Settings
 from trace_platform.core.errors import TraceError
@@ -21,6 +20,7 @@ from trace_platform.core.user_tokens import issue_user_token
 from trace_platform.lite import credentials
 from trace_platform.lite.embedded_pg import EmbeddedPostgres
 from trace_platform.servers.common.server import wait_for_shutdown_signal
+from trace_platform.views.live_status import ProgressView, watch
 
 log = logging.getLogger(__name__)
 

@@ -141,9 +141,35 @@ class ProgressView:
     def _status_text(self, jobs: Sequence[pb.ChainSyncStatus]) -> str:
         if self._render_text is not None:
             return self._render_text(jobs)
-        from trace_platform.cli.chain_sync import render_status
-
         return render_status(list(jobs))
+
+
+def render_status(jobs: list[pb.ChainSyncStatus]) -> str:
+    lines = []
+    for job in jobs:
+        target = f"[{job.from_block}, {job.to_block})" if job.HasField("to_block") else f"[{job.from_block}, head)"
+        state = "complete" if job.completed else "paused" if job.paused else "running"
+        lines.append(f"{job.name}  chain {job.chain_id}  {job.mode} {target}  {state}")
+        for s in job.streams:
+            head = (
+                f"head {s.head_block} @ {s.head_observed_at.ToDatetime():%H:%M:%S}"
+                if s.HasField("head_block")
+                else "head -"
+            )
+            error = f"  last error {s.last_error}" if s.last_error else ""
+            lines.append(
+                f"  {s.dataset_name:<32} synced to {s.synced_to:>10}  planned to {s.planned_to:>10}  "
+                f"in flight {s.in_flight:>3}  done {s.completed_ranges:>5} ranges / {s.completed_blocks} blocks  "
+                f"{head}{error}"
+            )
+            for f in s.failed_ranges[:5]:  # failed for good: resume retries them
+                lines.append(
+                    f"    failed [{f.range_start}, {f.range_end}) {f.reason} after {f.attempts} attempt(s): "
+                    f"`trace resume {job.name}` retries it"
+                )
+            if len(s.failed_ranges) > 5:
+                lines.append(f"    ... {len(s.failed_ranges) - 5} more failed range(s)")
+    return "\n".join(lines) if lines else "no chain_sync jobs"
 
 
 async def watch(
