@@ -6,6 +6,7 @@ from __future__ import annotations
 import ipaddress
 import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -83,6 +84,9 @@ class QuerySettings:
     arrow_batch_rows: int = 65_536
     # Local directories a ``file`` storage ref may point into (empty: <data dir>/objects).
     file_roots: tuple[Path, ...] = ()
+    # TRACE_QUERY_EGRESS_ALLOW: CIDRs and host names (``.suffix`` for a domain) its storage
+    # endpoints must lie in, or it does not start (servers/query/egress). Empty: no check.
+    egress_allow: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -284,6 +288,22 @@ def _networks(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     return networks
 
 
+_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?"
+_HOST_NAME = re.compile(rf"\.?{_LABEL}(\.{_LABEL})*")
+
+
+def _hosts_or_networks(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """Comma-separated CIDR networks or host names (``.example.com``: that domain)."""
+    entries = tuple(n.strip() for n in env.get(name, "").split(",") if n.strip())
+    for entry in entries:
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            if not _HOST_NAME.fullmatch(entry):
+                raise SettingsError(name, f"not a network or host name: {entry!r}") from None
+    return entries
+
+
 def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
     """Read ``TRACE_*`` variables. Unset variables keep the embedded defaults; a value
     that cannot be used raises ``SettingsError`` naming its variable."""
@@ -321,6 +341,7 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
         temp_limit=env.get("TRACE_QUERY_TEMP_LIMIT", "4GB"),
         allow_writable_versions=env.get("TRACE_QUERY_ALLOW_WRITABLE_VERSIONS", "") in ("1", "true"),
         file_roots=tuple(Path(p) for p in env.get("TRACE_QUERY_FILE_ROOTS", "").split(os.pathsep) if p),
+        egress_allow=_hosts_or_networks(env, "TRACE_QUERY_EGRESS_ALLOW"),
     )
     object_store = ObjectStoreSettings(
         s3_endpoint_url=env.get("TRACE_S3_ENDPOINT_URL") or None,

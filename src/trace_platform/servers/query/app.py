@@ -17,6 +17,7 @@ from trace_platform.core.tokens import JwksFetcher, TokenVerifier
 from trace_platform.core.user_tokens import UserTokenVerifier, load_jwks_keys
 from trace_platform.servers.common.server import ServiceBinding
 from trace_platform.servers.query.attach import DatasetAttacher
+from trace_platform.servers.query.egress import check_query_egress
 from trace_platform.servers.query.metrics import QueryMetrics
 from trace_platform.servers.query.service import QueryService
 from trace_platform.servers.query.servicer import QueryServicer, query_binding
@@ -45,6 +46,7 @@ def build_query_server(
     stores: ObjectStores | None = None,
     registry: CollectorRegistry | None = None,
 ) -> QueryServer:
+    check_query_egress(settings)  # before anything is built: a refused start opens nothing here
     q = settings.query
     tok = settings.tokens
     task_verifier = TokenVerifier(
