@@ -176,6 +176,12 @@ async def test_a_query_role_verifies_a_token_minted_by_a_dispatcher_in_another_p
         with pytest.raises(Unauthenticated) as exc:
             await query.task_query(token, ref.task_id, ref.attempt, ds.dataset_uuid, sql)
         assert exc.value.reason == "CAPABILITY_TOKEN_UNKNOWN_KEY"
+        # The keys are cached: with the Dispatcher gone, a token it signed still verifies.
+        dispatcher = next(p for p in procs if "dispatcher" in p.args)
+        dispatcher.terminate()
+        assert dispatcher.wait(timeout=15) == 0
+        rows = await query.task_query(cap, ref.task_id, ref.attempt, ds.dataset_uuid, sql)
+        assert [r[0] for r in rows.rows] == FIXTURE_ROWS["dedupe_key"]
     assert not (tmp_path / "query-keys").exists()
 
 
