@@ -110,8 +110,20 @@ _REQUIRED_CLAIMS = ["exp", "iat", "iss", "aud", "sub"]
 CLOCK_SKEW_SECONDS = 60.0
 
 
+# The longest token any verifier parses. PyJWT checks every character of a token in a
+# Python loop (~0.1 us each) before any signature check, so an unauthenticated caller's
+# 16 MiB "token" (a CompleteTasks/HeartbeatTasks item carries it in the message body)
+# held the event loop for ~2 s. gRPC carries metadata up to 16 KiB, so no token a server
+# receives as metadata is longer; an issued token is far below (~1 KiB + ~0.3 KiB a grant).
+MAX_TOKEN_CHARS = 16 * 1024
+
+
 def read_header(token: str, reason_prefix: str) -> dict[str, Any]:
-    """The unverified JOSE header (to pick the key); ``<prefix>_INVALID`` if malformed."""
+    """The unverified JOSE header (to pick the key); ``<prefix>_INVALID`` if malformed or
+    longer than ``MAX_TOKEN_CHARS`` (refused before any parsing). Every verifier reads the
+    header first."""
+    if len(token) > MAX_TOKEN_CHARS:
+        raise Unauthenticated(f"{reason_prefix}_INVALID", "token too large")
     try:
         return dict(jwt.get_unverified_header(token))
     except jwt.PyJWTError:
@@ -131,6 +143,8 @@ def decode_token(
     """Signature, algorithm, audience, issuer and the required claims, checked by PyJWT;
     then the time claims by ``check_times`` (PyJWT coerces ``"123"`` or ``1.5e300`` with
     ``int()``, so its own time checks are not relied on). Failures are UNAUTHENTICATED."""
+    if len(token) > MAX_TOKEN_CHARS:
+        raise Unauthenticated(f"{reason_prefix}_INVALID", "token too large")
     try:
         payload: dict[str, Any] = jwt.decode(
             token,
