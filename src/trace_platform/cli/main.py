@@ -29,6 +29,7 @@ COMMANDS = {
     "sql": "trace_platform.cli.query:sql_group",
     "status": "trace_platform.cli.chain_sync:status",
     "task": "trace_platform.cli.tasks:task_group",
+    "verify": "trace_platform.cli.verify:verify",
     "worker": "trace_platform.cli.services:worker",
 }
 

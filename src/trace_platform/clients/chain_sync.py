@@ -30,3 +30,13 @@ class ChainSyncClient:
     async def status(self, org_id: str, name: str = "") -> list[pb.ChainSyncStatus]:
         req = pb.GetChainSyncStatusRequest(org_id=org_id, name=name)
         return list((await call(self._stub.GetChainSyncStatus(req, metadata=self._md))).jobs)
+
+    async def verify(
+        self, org_id: str, name: str, from_block: int | None = None, to_block: int | None = None
+    ) -> pb.VerifyChainSyncResponse:
+        req = pb.VerifyChainSyncRequest(org_id=org_id, name=name)
+        if from_block is not None:
+            req.from_block = from_block
+        if to_block is not None:
+            req.to_block = to_block
+        return await call(self._stub.VerifyChainSync(req, metadata=self._md, timeout=300))

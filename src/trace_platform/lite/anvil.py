@@ -85,10 +85,12 @@ class AnvilNode:
         return f"http://127.0.0.1:{self.port}"
 
     @staticmethod
-    def start(*extra: str, binary: Path | None = None, timeout: float = 15.0) -> AnvilNode:
+    def start(*extra: str, binary: Path | None = None, timeout: float = 15.0, prune_history: bool = True) -> AnvilNode:
+        """``prune_history=False`` keeps every state (``anvil_reorg`` needs the fork point's)."""
         port = free_port()
+        prune = ["--prune-history"] if prune_history else []
         proc = subprocess.Popen(
-            [str(binary or find_anvil()), "--port", str(port), "--silent", "--prune-history", *extra],
+            [str(binary or find_anvil()), "--port", str(port), "--silent", *prune, *extra],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

@@ -140,6 +140,13 @@ class ChainSyncRepository:
                     )
             return job_id, outcome
 
+    async def job_spec(self, org_id: str, name: str) -> ChainSyncSpec:
+        """The job's stored spec (the canonical form apply wrote), org scoped."""
+        raw = await self._pool.fetchval(self._sql["job_spec"], org_id, name)
+        if raw is None:
+            raise NotFound("CHAIN_SYNC_NOT_FOUND", "no chain_sync job of that name")
+        return spec_from_dict(json.loads(raw))
+
     async def set_enabled(self, org_id: str, name: str, enabled: bool) -> int:
         """Pause or resume; resuming also retries ranges whose task failed for good.
         Returns how many ranges' tasks were requeued."""

@@ -19,6 +19,8 @@ from trace_platform.core.sql_columns import ColumnRefs
 class ResolvedDataset:
     dataset_uuid: str
     versions: tuple[tuple[str, StorageRef], ...]  # (dataset_version, storage_ref), pinned for one query
+    # Each version's block range [start, end) (None for a versioned dataset), in the same order.
+    ranges: tuple[tuple[int | None, int | None], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,7 @@ class DatasetRepository:
                 for r in rows
                 if r["dataset_version"] is not None
             ),
+            ranges=tuple((r["range_start"], r["range_end"]) for r in rows if r["dataset_version"] is not None),
         )
 
     async def publish(self, org_id: str, name: str, pub: DatasetPublication, pii_columns: Sequence[str] = ()) -> None:

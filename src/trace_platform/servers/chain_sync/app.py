@@ -7,14 +7,19 @@ from collections.abc import Callable
 import asyncpg
 from prometheus_client import CollectorRegistry
 
+from trace_platform.adapters.objectstore.factory import object_stores
+from trace_platform.adapters.objectstore.stores import ObjectStores
 from trace_platform.adapters.postgres.chain_sync_repository import ChainSyncRepository
+from trace_platform.adapters.postgres.dataset_repository import DatasetRepository
 from trace_platform.adapters.postgres.metrics_repository import MetricsRepository
 from trace_platform.core.config import Settings
 from trace_platform.servers.chain_sync.metrics import ChainSyncMetrics
 from trace_platform.servers.chain_sync.planner import HeadObserver, RangePlanner
 from trace_platform.servers.chain_sync.servicer import ChainSyncServicer, chain_sync_binding
+from trace_platform.servers.chain_sync.verify import ChainVerifier
 from trace_platform.servers.common.loop import Loop, Wakeups
 from trace_platform.servers.common.server import ServiceBinding
+from trace_platform.servers.query.attach import DatasetAttacher
 
 # The wake-up a completion that published datasets sends the planner.
 PLANNER_WAKEUP = "chain_sync_planner"
@@ -26,6 +31,7 @@ def build_chain_sync(
     wake_outbox: Callable[[], None],
     registry: CollectorRegistry | None = None,
     wakeups: Wakeups | None = None,
+    stores: ObjectStores | None = None,
 ) -> tuple[ServiceBinding, list[Loop]]:
     """The ChainSync service and its loops. With ``wakeups`` the planner is woken by name
     (NOTIFY: an Apply or a completion in another process wakes it); without, in process."""
@@ -41,5 +47,11 @@ def build_chain_sync(
         planner_loop,
         Loop("chain_head_observer", observer.step, d.head_observer_interval_seconds, 1_000_000),
     ]
-    servicer = ChainSyncServicer(repo, settings.admin_token, frozenset(settings.rpc_pools), wake_planner, wake_outbox)
+    # VerifyChainSync reads published versions as the Query Service does (same attacher).
+    verifier = ChainVerifier(
+        repo, DatasetRepository(pool), DatasetAttacher(stores or object_stores(settings)), settings.rpc_pools
+    )
+    servicer = ChainSyncServicer(
+        repo, settings.admin_token, frozenset(settings.rpc_pools), wake_planner, wake_outbox, verifier
+    )
     return chain_sync_binding(servicer), loops

@@ -7,9 +7,11 @@ from typing import Any
 
 from trace_platform.adapters.postgres.chain_sync_repository import ChainSyncRepository
 from trace_platform.core.chain_sync import check_rpc_pools, parse_chain_sync, registry_name
-from trace_platform.core.errors import InvalidArgument
+from trace_platform.core.chain_verify import MAX_DIFFERENCES_SHOWN
+from trace_platform.core.errors import FailedPrecondition, InvalidArgument
 from trace_platform.core.validation import require_uuid
 from trace_platform.gen.trace.v1 import chain_sync_pb2, chain_sync_pb2_grpc
+from trace_platform.servers.chain_sync.verify import ChainVerifier
 from trace_platform.servers.common.auth import ADMIN_TOKEN, require_shared_secret
 from trace_platform.servers.common.server import ServiceBinding
 
@@ -37,12 +39,14 @@ class ChainSyncServicer(chain_sync_pb2_grpc.ChainSyncServiceServicer):
         rpc_pools: Collection[str],
         wake_planner: Callable[[], None] = lambda: None,
         wake_outbox: Callable[[], None] = lambda: None,
+        verifier: ChainVerifier | None = None,
     ) -> None:
         self._repo = repo
         self._admin_token = admin_token
         self._rpc_pools = rpc_pools  # the pools this platform has a URL for (names only)
         self._wake_planner = wake_planner
         self._wake_outbox = wake_outbox
+        self._verifier = verifier
 
     async def ApplyChainSync(self, request: pb.ApplyChainSyncRequest, context: Ctx) -> pb.ApplyChainSyncResponse:
         require_shared_secret(context, ADMIN_TOKEN, self._admin_token)
@@ -117,6 +121,34 @@ class ChainSyncServicer(chain_sync_pb2_grpc.ChainSyncServiceServicer):
             if status.streams:
                 status.synced_to = min(s.synced_to for s in status.streams)
                 status.planned_to = min(s.planned_to for s in status.streams)
+        return out
+
+    async def VerifyChainSync(self, request: pb.VerifyChainSyncRequest, context: Ctx) -> pb.VerifyChainSyncResponse:
+        require_shared_secret(context, ADMIN_TOKEN, self._admin_token)
+        org_id = require_uuid("org_id", request.org_id)
+        name = _name(request.name)
+        if self._verifier is None:
+            raise FailedPrecondition("VERIFY_NOT_CONFIGURED", "this server cannot read published data")
+        result = await self._verifier.verify(
+            org_id,
+            name,
+            request.from_block if request.HasField("from_block") else None,
+            request.to_block if request.HasField("to_block") else None,
+        )
+        out = pb.VerifyChainSyncResponse(
+            from_block=result.from_block,
+            to_block=result.to_block,
+            difference_count=len(result.differences),
+            blocks_checked=result.to_block - result.from_block,
+        )
+        for d in result.differences[:MAX_DIFFERENCES_SHOWN]:
+            out.differences.add(
+                block_number=d.block_number,
+                dataset_key=d.dataset_key,
+                field=d.field,
+                published=d.published,
+                node=d.node,
+            )
         return out
 
 

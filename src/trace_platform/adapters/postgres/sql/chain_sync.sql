@@ -35,6 +35,9 @@ VALUES ($1, $2, $3, 'partitioned', $4, true)
 ON CONFLICT (org_id, name) DO UPDATE SET updated_at = now()
 RETURNING id, kind;
 
+-- name: job_spec
+SELECT spec::text AS spec FROM chain_sync_jobs WHERE org_id = $1 AND name = $2;
+
 -- name: set_enabled
 UPDATE chain_sync_jobs SET enabled = $3, updated_at = now() WHERE org_id = $1 AND name = $2 RETURNING id;
 

@@ -4,7 +4,8 @@
 -- its own stream's completed ranges produced (the planned task, stream and version).
 -- Never a value a task sent: a version row's config_hash joins nothing.
 SELECT d.id::text AS dataset_uuid,
-       v.dataset_version::text AS dataset_version, v.storage_ref::text AS storage_ref
+       v.dataset_version::text AS dataset_version, v.storage_ref::text AS storage_ref,
+       v.range_start, v.range_end
 FROM datasets d
 LEFT JOIN dataset_versions v ON v.dataset_uuid = d.id
     AND ((d.kind = 'versioned' AND v.dataset_version = d.current_version)

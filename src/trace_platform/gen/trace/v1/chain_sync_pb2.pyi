@@ -369,3 +369,113 @@ class GetChainSyncStatusResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetChainSyncStatusResponse: _TypeAlias = GetChainSyncStatusResponse  # noqa: Y015
+
+@_typing.final
+class VerifyChainSyncRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORG_ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    FROM_BLOCK_FIELD_NUMBER: _builtins.int
+    TO_BLOCK_FIELD_NUMBER: _builtins.int
+    org_id: _builtins.str
+    name: _builtins.str
+    from_block: _builtins.int
+    """End-exclusive [from_block, to_block). Unset: the last 10,000 blocks of the published
+    prefix (to_block = the job's synced_to).
+    """
+    to_block: _builtins.int
+    def __init__(
+        self,
+        *,
+        org_id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        from_block: _builtins.int | None = ...,
+        to_block: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_from_block", b"_from_block", "_to_block", b"_to_block", "from_block", b"from_block", "to_block", b"to_block"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_from_block", b"_from_block", "_to_block", b"_to_block", "from_block", b"from_block", "name", b"name", "org_id", b"org_id", "to_block", b"to_block"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__from_block: _TypeAlias = _typing.Literal["from_block"]  # noqa: Y015
+    _WhichOneofArgType__from_block: _TypeAlias = _typing.Literal["_from_block", b"_from_block"]  # noqa: Y015
+    _WhichOneofReturnType__to_block: _TypeAlias = _typing.Literal["to_block"]  # noqa: Y015
+    _WhichOneofArgType__to_block: _TypeAlias = _typing.Literal["_to_block", b"_to_block"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__from_block) -> _WhichOneofReturnType__from_block | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__to_block) -> _WhichOneofReturnType__to_block | None: ...
+
+Global___VerifyChainSyncRequest: _TypeAlias = VerifyChainSyncRequest  # noqa: Y015
+
+@_typing.final
+class ChainSyncDifference(_message.Message):
+    """One difference between what is published and what the node serves."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BLOCK_NUMBER_FIELD_NUMBER: _builtins.int
+    DATASET_KEY_FIELD_NUMBER: _builtins.int
+    FIELD_FIELD_NUMBER: _builtins.int
+    PUBLISHED_FIELD_NUMBER: _builtins.int
+    NODE_FIELD_NUMBER: _builtins.int
+    block_number: _builtins.int
+    dataset_key: _builtins.str
+    """The stream whose published data differs (its dataset_key)."""
+    field: _builtins.str
+    """block_hash, parent_hash, parent_link, transaction_count, log_count, missing,
+    duplicate, or not_on_node.
+    """
+    published: _builtins.str
+    """Hashes as 0x lowercase hex, counts in decimal; empty when there is no value."""
+    node: _builtins.str
+    def __init__(
+        self,
+        *,
+        block_number: _builtins.int = ...,
+        dataset_key: _builtins.str = ...,
+        field: _builtins.str = ...,
+        published: _builtins.str = ...,
+        node: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["block_number", b"block_number", "dataset_key", b"dataset_key", "field", b"field", "node", b"node", "published", b"published"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ChainSyncDifference: _TypeAlias = ChainSyncDifference  # noqa: Y015
+
+@_typing.final
+class VerifyChainSyncResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FROM_BLOCK_FIELD_NUMBER: _builtins.int
+    TO_BLOCK_FIELD_NUMBER: _builtins.int
+    DIFFERENCES_FIELD_NUMBER: _builtins.int
+    DIFFERENCE_COUNT_FIELD_NUMBER: _builtins.int
+    BLOCKS_CHECKED_FIELD_NUMBER: _builtins.int
+    from_block: _builtins.int
+    to_block: _builtins.int
+    difference_count: _builtins.int
+    blocks_checked: _builtins.int
+    @_builtins.property
+    def differences(self) -> _containers.RepeatedCompositeFieldContainer[Global___ChainSyncDifference]:
+        """At most 1,000, lowest block first; difference_count counts them all."""
+
+    def __init__(
+        self,
+        *,
+        from_block: _builtins.int = ...,
+        to_block: _builtins.int = ...,
+        differences: _abc.Iterable[Global___ChainSyncDifference] | None = ...,
+        difference_count: _builtins.int = ...,
+        blocks_checked: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["blocks_checked", b"blocks_checked", "difference_count", b"difference_count", "differences", b"differences", "from_block", b"from_block", "to_block", b"to_block"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VerifyChainSyncResponse: _TypeAlias = VerifyChainSyncResponse  # noqa: Y015

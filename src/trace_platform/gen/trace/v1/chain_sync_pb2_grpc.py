@@ -56,6 +56,11 @@ class ChainSyncServiceStub:
                 request_serializer=trace_dot_v1_dot_chain__sync__pb2.GetChainSyncStatusRequest.SerializeToString,
                 response_deserializer=trace_dot_v1_dot_chain__sync__pb2.GetChainSyncStatusResponse.FromString,
                 _registered_method=True)
+        self.VerifyChainSync = channel.unary_unary(
+                '/trace.v1.ChainSyncService/VerifyChainSync',
+                request_serializer=trace_dot_v1_dot_chain__sync__pb2.VerifyChainSyncRequest.SerializeToString,
+                response_deserializer=trace_dot_v1_dot_chain__sync__pb2.VerifyChainSyncResponse.FromString,
+                _registered_method=True)
 
 
 class ChainSyncServiceServicer:
@@ -90,6 +95,15 @@ class ChainSyncServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def VerifyChainSync(self, request, context):
+        """Compares the published data of a job (the versions a query would read) with its RPC
+        pool's node over [from_block, to_block): block hashes, parent links, transaction and
+        log counts per block, every block present exactly once. At most 10,000 blocks per call.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ChainSyncServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -112,6 +126,11 @@ def add_ChainSyncServiceServicer_to_server(servicer, server):
                     servicer.GetChainSyncStatus,
                     request_deserializer=trace_dot_v1_dot_chain__sync__pb2.GetChainSyncStatusRequest.FromString,
                     response_serializer=trace_dot_v1_dot_chain__sync__pb2.GetChainSyncStatusResponse.SerializeToString,
+            ),
+            'VerifyChainSync': grpc.unary_unary_rpc_method_handler(
+                    servicer.VerifyChainSync,
+                    request_deserializer=trace_dot_v1_dot_chain__sync__pb2.VerifyChainSyncRequest.FromString,
+                    response_serializer=trace_dot_v1_dot_chain__sync__pb2.VerifyChainSyncResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -224,6 +243,33 @@ class ChainSyncService:
             '/trace.v1.ChainSyncService/GetChainSyncStatus',
             trace_dot_v1_dot_chain__sync__pb2.GetChainSyncStatusRequest.SerializeToString,
             trace_dot_v1_dot_chain__sync__pb2.GetChainSyncStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def VerifyChainSync(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/trace.v1.ChainSyncService/VerifyChainSync',
+            trace_dot_v1_dot_chain__sync__pb2.VerifyChainSyncRequest.SerializeToString,
+            trace_dot_v1_dot_chain__sync__pb2.VerifyChainSyncResponse.FromString,
             options,
             channel_credentials,
             insecure,

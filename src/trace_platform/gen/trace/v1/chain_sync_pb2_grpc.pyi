@@ -42,6 +42,11 @@ class ChainSyncServiceStub:
     ResumeChainSync: _grpc.UnaryUnaryMultiCallable[_chain_sync_pb2.ResumeChainSyncRequest, _chain_sync_pb2.ResumeChainSyncResponse]
     """Continues planning; ranges whose task failed for good (`failed_ranges`) get one more attempt."""
     GetChainSyncStatus: _grpc.UnaryUnaryMultiCallable[_chain_sync_pb2.GetChainSyncStatusRequest, _chain_sync_pb2.GetChainSyncStatusResponse]
+    VerifyChainSync: _grpc.UnaryUnaryMultiCallable[_chain_sync_pb2.VerifyChainSyncRequest, _chain_sync_pb2.VerifyChainSyncResponse]
+    """Compares the published data of a job (the versions a query would read) with its RPC
+    pool's node over [from_block, to_block): block hashes, parent links, transaction and
+    log counts per block, every block present exactly once. At most 10,000 blocks per call.
+    """
 
 @_typing.type_check_only
 class ChainSyncServiceAsyncStub(ChainSyncServiceStub):
@@ -57,6 +62,11 @@ class ChainSyncServiceAsyncStub(ChainSyncServiceStub):
     ResumeChainSync: _aio.UnaryUnaryMultiCallable[_chain_sync_pb2.ResumeChainSyncRequest, _chain_sync_pb2.ResumeChainSyncResponse]  # type: ignore[assignment]
     """Continues planning; ranges whose task failed for good (`failed_ranges`) get one more attempt."""
     GetChainSyncStatus: _aio.UnaryUnaryMultiCallable[_chain_sync_pb2.GetChainSyncStatusRequest, _chain_sync_pb2.GetChainSyncStatusResponse]  # type: ignore[assignment]
+    VerifyChainSync: _aio.UnaryUnaryMultiCallable[_chain_sync_pb2.VerifyChainSyncRequest, _chain_sync_pb2.VerifyChainSyncResponse]  # type: ignore[assignment]
+    """Compares the published data of a job (the versions a query would read) with its RPC
+    pool's node over [from_block, to_block): block hashes, parent links, transaction and
+    log counts per block, every block present exactly once. At most 10,000 blocks per call.
+    """
 
 class ChainSyncServiceServicer(metaclass=_abc_1.ABCMeta):
     """Admin RPCs for chain_sync jobs (metadata `x-trace-admin-token`). A job syncs a chain
@@ -93,5 +103,16 @@ class ChainSyncServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _chain_sync_pb2.GetChainSyncStatusRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_chain_sync_pb2.GetChainSyncStatusResponse, _abc.Awaitable[_chain_sync_pb2.GetChainSyncStatusResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def VerifyChainSync(
+        self,
+        request: _chain_sync_pb2.VerifyChainSyncRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_chain_sync_pb2.VerifyChainSyncResponse, _abc.Awaitable[_chain_sync_pb2.VerifyChainSyncResponse]]:
+        """Compares the published data of a job (the versions a query would read) with its RPC
+        pool's node over [from_block, to_block): block hashes, parent links, transaction and
+        log counts per block, every block present exactly once. At most 10,000 blocks per call.
+        """
 
 def add_ChainSyncServiceServicer_to_server(servicer: ChainSyncServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
