@@ -19,17 +19,22 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
+import grpc
 import pytest
 
-from tests.integration.conftest import ORG
+from tests.integration.conftest import ORG, claim_new
 from trace_platform.adapters.objectstore.factory import scratch_uri
 from trace_platform.adapters.objectstore.stores import LocalObjectStore, ObjectStores
 from trace_platform.adapters.postgres.alert_repository import PublishRecord
 from trace_platform.adapters.postgres.pool import create_pool
 from trace_platform.adapters.queue.postgres import PostgresQueue
+from trace_platform.app import start_platform
+from trace_platform.clients.dispatcher import DispatcherClient
 from trace_platform.core.alert_rows import BatchRejected
 from trace_platform.core.config import Settings
+from trace_platform.core.errors import InvalidArgument
 from trace_platform.core.storage_paths import attempt_prefix
+from trace_platform.servers.dispatcher.service import MAX_BATCH_URI_CHARS
 from trace_platform.servers.sink.app import build_sink
 from trace_platform.servers.sink.consumer import SinkProcessor
 
@@ -121,3 +126,32 @@ def test_the_reader_cannot_be_made_without_its_scratch_prefix() -> None:
 
     with pytest.raises(TypeError):
         BatchReader(ObjectStores([]), 1)  # type: ignore[call-arg]
+
+
+@pytest.fixture
+async def served(settings: Settings) -> AsyncIterator[grpc.aio.Channel]:
+    running = await start_platform(settings, migrate=False)
+    try:
+        async with grpc.aio.insecure_channel(running.addr) as channel:
+            yield channel
+    finally:
+        await running.stop(grace=0.5)
+
+
+async def test_an_overlong_batch_uri_is_invalid_argument_and_writes_nothing(
+    served: grpc.aio.Channel, settings: Settings, db: asyncpg.Connection
+) -> None:
+    """Under the attempt's own prefix but megabytes long: it reached the unique index and
+    came back INTERNAL. Now INVALID_BATCH_URI before anything is written; a long but
+    storable one still works."""
+    client = DispatcherClient(served, worker_token=settings.worker_token, admin_token=settings.admin_token)
+    ref, cap = await claim_new(client)
+    own = attempt_prefix(scratch_uri(settings), ref.task_id, ref.attempt)
+    for length in (MAX_BATCH_URI_CHARS + 1, 3_000_000):
+        uri = own + "a" * (length - len(own))
+        with pytest.raises(InvalidArgument) as refused:
+            await client.buffer_publish(ref, cap, uri, 1)
+        assert refused.value.reason == "INVALID_BATCH_URI", length
+    assert await db.fetchval("SELECT count(*) FROM buffered_publishes") == 0
+    longest = own + "b" * (MAX_BATCH_URI_CHARS - len(own))
+    assert (await client.buffer_publish(ref, cap, longest, 1)).publish_id

@@ -36,6 +36,9 @@ from trace_platform.servers.dispatcher.metrics import DispatcherMetrics
 
 BUFFER_CONTENT_TYPES = ("application/jsonl", "application/x-ndjson")
 MAX_BATCH_BYTES = 1 << 30
+# Longest batch_uri accepted: the (task, attempt, batch_uri) unique index cannot hold a
+# key of more than ~2.7 kB, and a longer one made PostgreSQL fail (INTERNAL).
+MAX_BATCH_URI_CHARS = 2048
 
 
 @dataclass(frozen=True)
@@ -250,7 +253,12 @@ class DispatcherService:
             raise InvalidArgument("INVALID_CONTENT_TYPE", "batch must be JSON lines", field="content_type")
         if not 0 <= size <= MAX_BATCH_BYTES:
             raise InvalidArgument("INVALID_BATCH_SIZE", "batch_size_bytes out of range", field="batch_size_bytes")
-        if not batch_uri or ".." in batch_uri or not batch_uri.startswith(("s3://", "file://")):
+        if (
+            not batch_uri
+            or len(batch_uri) > MAX_BATCH_URI_CHARS
+            or ".." in batch_uri
+            or not batch_uri.startswith(("s3://", "file://"))
+        ):
             raise InvalidArgument("INVALID_BATCH_URI", "batch_uri must be an s3:// or file:// URI", field="batch_uri")
         # A batch is an artifact of this attempt: under its scratch prefix (normalized, so no
         # path trick), never under a dataset version prefix the token also carries.
