@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint proto bench deploy-check
+.PHONY: install demo test lint proto bench deploy-check s1-check
 
 $(STAMP): pyproject.toml package.json package-lock.json
 	python3 -m venv $(VENV)
@@ -33,6 +33,12 @@ test: lint
 deploy-check: install
 	$(VENV)/bin/hadolint Containerfile
 	$(VENV)/bin/pytest -q -p no:cacheprovider tests/deploy
+
+## S1 at run time (root): the Query Service in its own network namespace under nftables
+## generated from the rendered NetworkPolicy. Fails, rather than skips, without root, ip or nft.
+s1-check: install
+	TRACE_S1_REQUIRED=1 $(VENV)/bin/pytest -q -p no:cacheprovider tests/unit/test_nft_translation.py \
+		tests/unit/test_query_egress.py tests/deploy/test_s1_netns.py
 
 proto: install
 	$(PY) scripts/gen_proto.py
