@@ -61,7 +61,7 @@ def worker_run(addr: str) -> None:
     import uvloop
 
     from trace_platform.adapters.postgres.pool import create_pool
-    from trace_platform.adapters.queue.postgres import PostgresQueue
+    from trace_platform.adapters.queue.factory import open_queue
     from trace_platform.app import platform_operators
     from trace_platform.clients.batching import BatchingDispatcherClient
     from trace_platform.clients.channel import insecure_channel
@@ -75,7 +75,7 @@ def worker_run(addr: str) -> None:
 
     async def main() -> None:
         pool = await create_pool(settings.database_url or "", 1, 4)
-        queue = PostgresQueue(pool)
+        queue = await open_queue(settings, pool)
         async with insecure_channel(addr) as channel:
             client = BatchingDispatcherClient(channel, worker_token=settings.worker_token)
             operators = {**BUILTIN_OPERATORS, **platform_operators(settings, addr)}

@@ -207,6 +207,23 @@ class EndpointSettings:
     invoker: str = ""  # TRACE_INVOKER_ADDR: workers run UDFs there (empty: in-process)
 
 
+QUEUE_BACKENDS = ("postgres", "sqs")
+
+
+@dataclass(frozen=True)
+class QueueSettings:
+    """The wake-up queue (the tasks and their state stay in PostgreSQL either way).
+
+    ``sqs``: each logical queue is the SQS queue ``<sqs_queue_url>-<name>`` (``-tasks``,
+    ``-buffers``), reached with the object store's region and credentials."""
+
+    backend: str = "postgres"  # TRACE_QUEUE_BACKEND
+    sqs_queue_url: str = ""  # TRACE_SQS_QUEUE_URL: the queues' common URL prefix
+    sqs_endpoint_url: str | None = None  # TRACE_SQS_ENDPOINT_URL (empty: AWS's own)
+    # Long polling: a receive waits up to this long for a message (SQS allows 0-20 s).
+    sqs_wait_seconds: int = 10  # TRACE_SQS_WAIT_SECONDS
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str | None = None
@@ -234,6 +251,7 @@ class Settings:
     endpoints: EndpointSettings = field(default_factory=EndpointSettings)
     # The process's Prometheus endpoint (host:port, every service's metrics); empty: off.
     metrics_listen: str = ""
+    queue: QueueSettings = field(default_factory=QueueSettings)
 
     def with_overrides(self, **changes: object) -> Settings:
         return replace(self, **changes)  # type: ignore[arg-type]
@@ -418,4 +436,18 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
             invoker=_listen(env, "TRACE_INVOKER_ADDR"),
         ),
         metrics_listen=_listen(env, "TRACE_METRICS_LISTEN"),
+        queue=_queue(env),
     )
+
+
+def _queue(env: Mapping[str, str]) -> QueueSettings:
+    backend = env.get("TRACE_QUEUE_BACKEND") or "postgres"
+    if backend not in QUEUE_BACKENDS:
+        raise SettingsError("TRACE_QUEUE_BACKEND", f"not one of {', '.join(QUEUE_BACKENDS)}: {backend!r}")
+    url = env.get("TRACE_SQS_QUEUE_URL", "")
+    if backend == "sqs" and not url.startswith(("https://", "http://")):
+        raise SettingsError("TRACE_SQS_QUEUE_URL", "required (an http(s) queue URL) when TRACE_QUEUE_BACKEND=sqs")
+    wait = _int(env, "TRACE_SQS_WAIT_SECONDS", 10)
+    if not 0 <= wait <= 20:
+        raise SettingsError("TRACE_SQS_WAIT_SECONDS", f"must be 0-20 (SQS long polling): {wait}")
+    return QueueSettings(backend, url, env.get("TRACE_SQS_ENDPOINT_URL") or None, wait)

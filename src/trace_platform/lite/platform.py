@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from trace_platform.adapters.objectstore.stores import ObjectStores
-from trace_platform.adapters.queue.postgres import PostgresQueue
+from trace_platform.adapters.queue.base import Queue
 from trace_platform.core.config import Settings
 from trace_platform.roles.context import RoleContext, RoleParts
 from trace_platform.roles.delivery import build_delivery_role
@@ -45,7 +45,7 @@ class RunningPlatform:
         return self.roles.pool
 
     @property
-    def queue(self) -> PostgresQueue:
+    def queue(self) -> Queue:
         return self.roles.queue
 
     @property

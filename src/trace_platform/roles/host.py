@@ -18,7 +18,8 @@ import asyncpg
 from trace_platform.adapters.postgres.migrations import migrate_dsn
 from trace_platform.adapters.postgres.pool import create_pool
 from trace_platform.adapters.postgres.wakeups import PostgresWakeups
-from trace_platform.adapters.queue.postgres import PostgresQueue
+from trace_platform.adapters.queue.base import Queue
+from trace_platform.adapters.queue.factory import open_queue
 from trace_platform.core.config import Settings
 from trace_platform.core.errors import FailedPrecondition, InvalidArgument
 from trace_platform.roles.context import RoleBuilder, RoleContext, RoleParts
@@ -47,7 +48,7 @@ ROLES: dict[str, RoleBuilder] = {
 class RunningRoles:
     settings: Settings
     pool: asyncpg.Pool
-    queue: PostgresQueue
+    queue: Queue
     server: GrpcServer
     roles: frozenset[str]
     _stack: contextlib.AsyncExitStack
@@ -91,7 +92,7 @@ async def host_roles(
             await migrate_dsn(settings.database_url)
         pool = await create_pool(settings.database_url, settings.db_pool_min, settings.db_pool_max)
         stack.push_async_callback(pool.close)
-        queue = PostgresQueue(pool)
+        queue = await open_queue(settings, pool)  # TRACE_QUEUE_BACKEND: postgres or sqs
         stack.push_async_callback(queue.close)
         wakeups = PostgresWakeups(pool)
         stack.push_async_callback(wakeups.close)

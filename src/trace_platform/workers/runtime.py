@@ -110,7 +110,14 @@ class WorkerRuntime:
 
     async def run(self) -> None:
         while True:
-            await self.run_once()
+            try:
+                await self.run_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # The queue unreachable (SQS, the pool): running tasks go on; receive again.
+                log.warning("receive failed; retrying", exc_info=True)
+                await asyncio.sleep(self.settings.poll_interval_seconds)
 
     async def run_once(self) -> int:
         """Receive up to a batch of wake-ups and start handling them; waits when idle."""
@@ -161,21 +168,40 @@ class WorkerRuntime:
             # Duplicate or late wake-up: somebody else has it, or it is done.
             await self._ack(message)
             return
-        await self._execute(resp.claimed, message)
+        keeper = asyncio.create_task(self._keep_visible(message))
+        try:
+            await self._execute(resp.claimed)
+        finally:
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
         await self._ack(message)
 
-    async def _execute(self, claimed: dispatcher_pb2.Claimed, message: Message) -> None:
+    async def _keep_visible(self, message: Message) -> None:
+        """While the attempt runs, keep its wake-up hidden: extended at a third of the
+        visibility timeout, independent of the lease's heartbeat (whose interval follows
+        the lease, and may be longer than the timeout). A failed extension is logged, not
+        fatal: a wake-up that reappears meets a refused claim."""
+        seconds = self.settings.visibility_seconds
+        while True:
+            await asyncio.sleep(max(0.05, seconds / 3))
+            try:
+                await self.queue.change_visibility(self.queue_name, [message], seconds)
+            except Exception:
+                log.warning("could not extend the wake-up's visibility", exc_info=True)
+
+    async def _execute(self, claimed: dispatcher_pb2.Claimed) -> None:
         # Every line logged for this attempt (here, by the operator, in the tasks it starts)
         # names it: the context is copied into the asyncio tasks created inside.
         with task_log_context(claimed.task.task_id, claimed.attempt):
-            await self._execute_attempt(claimed, message)
+            await self._execute_attempt(claimed)
 
-    async def _execute_attempt(self, claimed: dispatcher_pb2.Claimed, message: Message) -> None:
+    async def _execute_attempt(self, claimed: dispatcher_pb2.Claimed) -> None:
         ref = TaskRef(claimed.task.task_id, claimed.attempt, claimed.lease_token)
         cap = TaskCredential(claimed.capability_token)
         ctx = OperatorContext(claimed.task, _config(claimed.task), ref, cap, self.dispatcher)
         operator = self.operators.get(claimed.task.operator)
-        heartbeat = asyncio.create_task(self._heartbeat(ref, cap, claimed.lease_expires_at.ToDatetime(UTC), message))
+        heartbeat = asyncio.create_task(self._heartbeat(ref, cap, claimed.lease_expires_at.ToDatetime(UTC)))
         try:
             if operator is None:
                 raise ValueError(f"unknown operator {claimed.task.operator!r}")
@@ -224,7 +250,7 @@ class WorkerRuntime:
                 delay = min(delay * 2, 2.0)
         log.warning("completion not delivered; the lease reaper will retry the task", extra={"task_id": ref.task_id})
 
-    async def _heartbeat(self, ref: TaskRef, cap: TaskCredential, expires: datetime, message: Message) -> None:
+    async def _heartbeat(self, ref: TaskRef, cap: TaskCredential, expires: datetime) -> None:
         """Returns only when the lease is lost; cancelled when the work ends."""
         interval = max(0.05, (expires - datetime.now(UTC)).total_seconds() / 3)
         while True:
@@ -237,7 +263,6 @@ class WorkerRuntime:
                 continue  # transient: try again; the lease outlives a few misses
             if answer.capability_token:
                 cap.token = answer.capability_token
-            await self.queue.change_visibility(self.queue_name, [message], self.settings.visibility_seconds)
 
 
 def failure_message(exc: Exception) -> str:

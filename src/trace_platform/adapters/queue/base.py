@@ -8,7 +8,7 @@ is hidden for a visibility timeout and reappears unless acknowledged.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 
@@ -17,6 +17,9 @@ class Message:
     id: str
     payload: dict[str, Any]
     receive_count: int
+    # What acknowledges this delivery (SQS's receipt handle; empty for PostgreSQL, whose
+    # ``id`` does). Opaque, and not logged.
+    receipt: str = field(default="", repr=False)
 
 
 class Queue(Protocol):

@@ -1,0 +1,1 @@
+"""AWS adapters through aiobotocore: the SQS wake-up queue's client and STS scoped credentials."""
