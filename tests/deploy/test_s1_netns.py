@@ -4,8 +4,9 @@ NetworkPolicy, translated by tests/deploy/nft.py, for values that name the far e
 namespace's veth as the object store and PostgreSQL. A query over an S3 dataset (moto on
 the host end, reached through a forwarder, as is PostgreSQL on 127.0.0.1) works; any other
 connection from inside fails closed: another address on this machine, an allowed address
-on another port. Each forbidden destination is shown reachable before the ruleset is
-loaded, so a drop is the ruleset's doing, not a missing listener.
+on another port or protocol, the same host over IPv6. Each forbidden destination is shown
+reachable before the ruleset is loaded, so a drop is the ruleset's doing, not a missing
+listener.
 
 Every address is one this test configures (10.199.0.0/24 on a veth and the host end of a second veth),
 and the namespace routes only that /24: nothing it sends can leave the machine.
@@ -50,15 +51,27 @@ HOST_IF, NS_IF = f"ts1h{TAG}", f"ts1n{TAG}"
 OTHER_NS, OTHER_IF, OTHER_PEER = f"trace-s1x-{TAG}", f"ts1x{TAG}", f"ts1y{TAG}"
 SUBNET = "10.199.0.0/24"
 HOST, INSIDE, FORBIDDEN = "10.199.0.1", "10.199.0.2", "10.199.0.5"  # FORBIDDEN: the other veth's host end
+# IPv6 too (the table is `inet`): a random ULA /64 of this test's own, never the host's fd00::/64.
+HOST6, INSIDE6 = "fdc7:5e1a:199::1", "fdc7:5e1a:199::2"
 PG = ("127.0.0.1", 5432)
 PROBE_TIMEOUT = 1.0
+BLOCKED = {"timeout", "PermissionError:1"}
 
-# Run inside the namespace: connect to each (host, port) at once, print one outcome each.
+# Run inside the namespace: try each (protocol, host, port) at once, print one outcome
+# each ("connected": a TCP connection, or a UDP datagram echoed back).
 PROBE = """
 import concurrent.futures, json, socket, sys
 def one(target):
+    proto, host, port = target
     try:
-        socket.create_connection(tuple(target), timeout=float(sys.argv[2])).close()
+        if proto == "udp":
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            with socket.socket(family, socket.SOCK_DGRAM) as s:
+                s.settimeout(float(sys.argv[2]))
+                s.sendto(b"ping", (host, port))
+                s.recv(16)
+        else:
+            socket.create_connection((host, port), timeout=float(sys.argv[2])).close()
         return "connected"
     except socket.timeout:
         return "timeout"
@@ -127,17 +140,35 @@ class _Server(socketserver.ThreadingTCPServer):
     target: tuple[str, int] = ("", 0)
 
 
-def listen(stack: ExitStack, addr: tuple[str, int], target: tuple[str, int] | None = None) -> int:
-    server = _Server(addr, _Forward if target else _Hold)
+class _Server6(_Server):
+    address_family = socket.AF_INET6
+
+
+class _Echo(socketserver.BaseRequestHandler):
+    def handle(self) -> None:
+        data, sock = self.request
+        sock.sendto(data, self.client_address)
+
+
+def listen(stack: ExitStack, addr: tuple[str, int], target: tuple[str, int] | None = None, udp: bool = False) -> int:
+    server: socketserver.BaseServer
+    if udp:
+        server = socketserver.ThreadingUDPServer(addr, _Echo)
+    else:
+        server = (_Server6 if ":" in addr[0] else _Server)(addr, _Forward if target else _Hold)
     if target:
+        assert isinstance(server, _Server)
         server.target = target
     threading.Thread(target=server.serve_forever, daemon=True).start()
     stack.callback(server.server_close)
     stack.callback(server.shutdown)
-    return int(server.server_address[1])
+    return int(server.server_address[1])  # type: ignore[index]
 
 
-def probe(targets: list[tuple[str, int]]) -> list[str]:
+Target = tuple[str, str, int]  # protocol, address, port
+
+
+def probe(targets: list[Target]) -> list[str]:
     out = sh("ip", "netns", "exec", NS, sys.executable, "-c", PROBE, json.dumps(targets), str(PROBE_TIMEOUT))
     return list(json.loads(out))
 
@@ -149,8 +180,8 @@ class S1:
     dispatcher_port: int  # a listener standing in for the Dispatcher on HOST
     moto: str  # moto's loopback endpoint, for the host side to write datasets
     translation: Translation
-    allowed: list[tuple[str, int]] = field(default_factory=list)
-    forbidden: list[tuple[str, int]] = field(default_factory=list)
+    allowed: list[Target] = field(default_factory=list)
+    forbidden: list[Target] = field(default_factory=list)
     before: list[str] = field(default_factory=list)  # outcomes before the ruleset was loaded
 
 
@@ -169,6 +200,8 @@ def network(stack: ExitStack) -> None:
     sh("ip", "-n", NS, "link", "set", "lo", "up")
     # Only this test's /24: no default route, so nothing can head for a real network.
     sh("ip", "-n", NS, "route", "add", SUBNET, "via", HOST)
+    sh("ip", "addr", "add", f"{HOST6}/64", "dev", HOST_IF, "nodad")
+    sh("ip", "-n", NS, "addr", "add", f"{INSIDE6}/64", "dev", NS_IF, "nodad")
     sh("ip", "netns", "add", OTHER_NS)
     sh("ip", "link", "add", OTHER_IF, "type", "veth", "peer", "name", OTHER_PEER)
     sh("ip", "link", "set", OTHER_PEER, "netns", OTHER_NS)
@@ -208,12 +241,19 @@ def s1() -> Iterator[S1]:
         other_port = listen(stack, (HOST, 0))
         for port in (s3_port, pg_port, other_port):
             listen(stack, (FORBIDDEN, port))
+        listen(stack, (HOST6, s3_port))
+        listen(stack, (HOST, s3_port), udp=True)  # the object store's port, another protocol
         objects = render(query_policy_values(s3_port, pg_port, dispatcher_port))
         pod = next(p for p in pods(objects) if p.component == "query")
         translation = translate(objects, pod, [Resolved(role_labels("dispatcher"), (HOST,))])
         env = S1(s3_port, pg_port, dispatcher_port, moto, translation)
-        env.allowed = [(HOST, s3_port), (HOST, pg_port), (HOST, dispatcher_port)]
-        env.forbidden = [(HOST, other_port), (FORBIDDEN, s3_port), (FORBIDDEN, pg_port), (FORBIDDEN, other_port)]
+        env.allowed = [("tcp", HOST, p) for p in (s3_port, pg_port, dispatcher_port)]
+        env.forbidden = [
+            ("tcp", HOST, other_port),  # an allowed address, another port
+            ("udp", HOST, s3_port),  # an allowed address and port, another protocol
+            *(("tcp", FORBIDDEN, p) for p in (s3_port, pg_port, other_port)),  # another address
+            ("tcp", HOST6, s3_port),  # the same host over IPv6, which the policy does not name
+        ]
         env.before = probe(env.allowed + env.forbidden)
         sh("ip", "netns", "exec", NS, "nft", "-f", "-", stdin=translation.ruleset)
         yield env
@@ -240,8 +280,10 @@ def test_from_inside_only_the_allowed_destinations_connect(s1: S1) -> None:
     assert s1.before == ["connected"] * (len(s1.allowed) + len(s1.forbidden)), s1.before
     after = probe(s1.allowed + s1.forbidden)
     assert after[: len(s1.allowed)] == ["connected"] * len(s1.allowed), after
-    # Dropped, not refused: output's policy is drop, and nothing answers for the ruleset.
-    assert after[len(s1.allowed) :] == ["timeout"] * len(s1.forbidden), list(zip(s1.forbidden, after[3:], strict=True))
+    # Dropped, not refused by a peer: a TCP SYN goes unanswered (timeout); a UDP datagram
+    # dropped by the output hook fails its sendto with EPERM at once.
+    outcomes = list(zip(s1.forbidden, after[len(s1.allowed) :], strict=True))
+    assert all(out in BLOCKED for _, out in outcomes), outcomes
 
 
 def _query_env(settings: Settings, s1: S1, **extra: str) -> dict[str, str]:
