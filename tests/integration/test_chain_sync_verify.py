@@ -22,10 +22,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.anvil import AnvilNode
+from tests.conftest import eventually
 from tests.integration.conftest import ORG
 from tests.integration.test_chain_sync import _wait_complete, sync_yaml
 from trace_platform.app import RunningPlatform, start_platform
 from trace_platform.clients.chain_sync import ChainSyncClient, pb
+from trace_platform.core.chain_sync import VerifySchedule, parse_chain_sync, spec_from_dict
 from trace_platform.core.config import Settings
 from trace_platform.core.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from trace_platform.core.manifest import MANIFEST_NAME
@@ -88,7 +90,7 @@ def _diffs(resp: pb.VerifyChainSyncResponse) -> list[tuple[int, str, str, str, s
     return [(d.block_number, d.dataset_key, d.field, d.published, d.node) for d in resp.differences]
 
 
-async def _cli(running: RunningPlatform, settings: Settings, *args: str) -> tuple[int, str]:
+async def _cli(running: RunningPlatform, settings: Settings, *args: str, command: str = "verify") -> tuple[int, str]:
     """The real `trace` CLI in a subprocess (the server runs on this loop: never block it)."""
     assert settings.admin_token
     env = {**os.environ, "TRACE_ADMIN_TOKEN": settings.admin_token}
@@ -96,7 +98,7 @@ async def _cli(running: RunningPlatform, settings: Settings, *args: str) -> tupl
         sys.executable,
         "-m",
         "trace_platform",
-        "verify",
+        command,
         *args,
         "--addr",
         running.addr,
@@ -244,6 +246,71 @@ async def test_bad_requests_get_their_status_and_reason(settings: Settings, node
             assert code == 1 and "CHAIN_SYNC_NOT_FOUND" in text, text
     finally:
         await running.stop(grace=0.5)
+
+
+async def test_scheduled_check_records_its_latest_result_shown_by_status(
+    settings: Settings, node: AnvilNode, db: asyncpg.Connection
+) -> None:
+    running = await _start(settings, node.url)
+    try:
+        async with grpc.aio.insecure_channel(running.addr) as ch:
+            assert settings.admin_token
+            admin = ChainSyncClient(ch, admin_token=settings.admin_token)
+            await admin.apply(ORG, sync_yaml("v") + "verify: {every_seconds: 1, last_blocks: 30}\n")
+            await _wait_complete(admin, "v")
+
+            async def checked(want_differences: int) -> pb.ChainSyncVerification | None:
+                v = (await admin.status(ORG, "v"))[0].last_verification
+                done = (v.from_block, v.to_block, v.difference_count, v.error) == (30, BLOCKS, want_differences, "")
+                return v if done else None
+
+            clean = await eventually(lambda: checked(0), timeout=30, interval=0.2)
+            assert not clean.differences
+            code, text = await _cli(running, settings, "v", command="status")
+            assert code == 0 and f"verify: [30, {BLOCKS}) matches the node" in text, text
+
+            real = node.rpc("eth_getBlockByNumber", hex(45), False)["hash"]
+            forged = "0x" + "cd" * 32
+            # A fresh platform reads the rewritten object (a running one caches a version's manifest).
+            await running.stop(grace=0.5)
+            _rewrite_block_hash(await _version_dir(db, "blocks", 45), 45, bytes.fromhex(forged[2:]))
+            running = await _start(settings, node.url)
+        async with grpc.aio.insecure_channel(running.addr) as ch:
+            admin = ChainSyncClient(ch, admin_token=settings.admin_token)
+            found = await eventually(lambda: checked(2), timeout=30, interval=0.2)
+            assert [(d.block_number, d.field, d.published, d.node) for d in found.differences] == [
+                (45, "block_hash", forged, real),
+                (46, "parent_link", forged, real),
+            ]
+            code, text = await _cli(running, settings, "v", command="status")
+            assert "2 difference(s)" in text and "block 45 blocks block_hash" in text, text
+    finally:
+        await running.stop(grace=0.5)
+
+
+@pytest.mark.parametrize(
+    ("section", "field"),
+    [
+        ("verify: {every_seconds: 0, last_blocks: 10}", "verify.every_seconds"),
+        ("verify: {every_seconds: 60, last_blocks: 10001}", "verify.last_blocks"),
+        ("verify: {every_seconds: 60, last_blocks: 10, colour: red}", "verify.colour"),
+        ("verify: {every_seconds: 60}", "verify.last_blocks"),
+        ("verify: 600", "verify"),
+    ],
+)
+def test_verify_section_is_strict(section: str, field: str) -> None:
+    with pytest.raises(InvalidArgument) as bad:
+        parse_chain_sync(sync_yaml("v") + section + "\n")
+    assert bad.value.metadata.get("field") == field
+
+
+def test_verify_section_is_in_the_hash_only_when_present() -> None:
+    plain = parse_chain_sync(sync_yaml("v"))
+    scheduled = parse_chain_sync(sync_yaml("v") + "verify: {every_seconds: 600, last_blocks: 1000}\n")
+    assert plain.verify is None and "verify" not in plain.canonical()
+    assert scheduled.verify == VerifySchedule(every_seconds=600, last_blocks=1000)
+    assert scheduled.yaml_hash != plain.yaml_hash
+    assert spec_from_dict(scheduled.canonical()) == scheduled  # what apply stores reads back the same
 
 
 # --- tampering, honestly: rewrite the published file and its manifest entry ------------------

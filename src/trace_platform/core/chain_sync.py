@@ -16,6 +16,9 @@ Shape (the shorthand form; see docs/chain_sync.md)::
         rpc_pool: standard        # a pool name; its URL comes from TRACE_RPC_POOL_STANDARD_URL
         chunk_size: 2000
         max_inflight: 40
+    verify:                       # optional: the integrity check as a scheduled job
+      every_seconds: 600          # how often
+      last_blocks: 1000           # the published blocks it checks, ending at synced_to
 
 Every problem raises ``InvalidArgument`` whose ``field`` metadata (and message)
 names the path of the offending node, e.g. ``streams.blocks.chunk_size``.
@@ -78,6 +81,15 @@ class FollowHead:
 
 
 Mode = FixedTarget | FollowHead
+MAX_VERIFY_LAST_BLOCKS = 10_000  # what one VerifyChainSync call may check
+
+
+@dataclass(frozen=True)
+class VerifySchedule:
+    """Run the integrity check every ``every_seconds`` over the last ``last_blocks`` published."""
+
+    every_seconds: int
+    last_blocks: int
 
 
 @dataclass(frozen=True)
@@ -100,6 +112,7 @@ class ChainSyncSpec:
     chain_id: int
     mode: Mode
     streams: tuple[StreamSpec, ...]  # sorted by dataset_key
+    verify: VerifySchedule | None = None
 
     def stream(self, dataset_key: str) -> StreamSpec:
         for s in self.streams:
@@ -110,7 +123,10 @@ class ChainSyncSpec:
     def canonical(self) -> dict[str, Any]:
         """The document's meaning as plain data: key order, comments and layout gone."""
         mode: dict[str, Any] = {"kind": self.mode.kind, **asdict(self.mode)}
+        # ``verify`` only when set: the hash of a document without it is what it always was.
+        extra = {"verify": asdict(self.verify)} if self.verify is not None else {}
         return {
+            **extra,
             "kind": KIND,
             "name": self.name,
             "chain_id": self.chain_id,
@@ -180,7 +196,7 @@ def parse_chain_sync(text: str) -> ChainSyncSpec:
 
 def spec_from_dict(doc: Any) -> ChainSyncSpec:
     top = _mapping(doc, "")
-    _only(top, "", required=("kind", "name", "chain_id", "mode", "streams"))
+    _only(top, "", required=("kind", "name", "chain_id", "mode", "streams"), optional=("verify",))
     if top["kind"] != KIND:
         raise InvalidArgument(INVALID_KIND, f"kind must be {KIND!r}", field="kind")
     name = _slug(top["name"], "name")
@@ -198,7 +214,17 @@ def spec_from_dict(doc: Any) -> ChainSyncSpec:
                 INVALID_NAME, f"stream key {key!r} under streams must match {SLUG_RE.pattern}", field="streams"
             )
         streams.append(_stream(key, raw_streams[key]))
-    return ChainSyncSpec(name=name, chain_id=chain_id, mode=mode, streams=tuple(streams))
+    verify = _verify(top["verify"]) if "verify" in top else None
+    return ChainSyncSpec(name=name, chain_id=chain_id, mode=mode, streams=tuple(streams), verify=verify)
+
+
+def _verify(raw: Any) -> VerifySchedule:
+    m = _mapping(raw, "verify")
+    _only(m, "verify", required=("every_seconds", "last_blocks"))
+    return VerifySchedule(
+        every_seconds=_int(m["every_seconds"], "verify.every_seconds", low=1, high=MAX_SECONDS),
+        last_blocks=_int(m["last_blocks"], "verify.last_blocks", low=1, high=MAX_VERIFY_LAST_BLOCKS),
+    )
 
 
 def _mode(raw: Any) -> Mode:
@@ -260,9 +286,9 @@ def _mapping(raw: Any, path: str) -> Mapping[Any, Any]:
     return raw
 
 
-def _only(m: Mapping[Any, Any], path: str, required: tuple[str, ...]) -> None:
+def _only(m: Mapping[Any, Any], path: str, required: tuple[str, ...], optional: tuple[str, ...] = ()) -> None:
     for key in m:
-        if key not in required:
+        if key not in required and key not in optional:
             shown = join_path(path, key) if isinstance(key, str) and len(key) <= 64 else join_path(path, "<key>")
             raise InvalidArgument(UNKNOWN_KEY, f"unknown key {shown}", field=shown)
     for key in required:

@@ -12,8 +12,11 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-MAX_VERIFY_BLOCKS = 10_000
+from trace_platform.core.chain_sync import MAX_VERIFY_LAST_BLOCKS
+
+MAX_VERIFY_BLOCKS = MAX_VERIFY_LAST_BLOCKS  # per call, whether asked for or scheduled
 MAX_DIFFERENCES_SHOWN = 1_000
+MAX_DIFFERENCES_RECORDED = 20  # per scheduled check, in chain_sync_verifications
 VERIFIED_DATASETS = ("blocks", "transactions", "logs")  # the cryo datasets the check reads
 
 # What differs (ChainSyncDifference.field).

@@ -144,12 +144,25 @@ class ProgressView:
         return render_status(list(jobs))
 
 
+def _render_verification(v: pb.ChainSyncVerification) -> str:
+    """The latest scheduled integrity check (`verify:` in the job's YAML)."""
+    when = f"{v.checked_at.ToDatetime():%Y-%m-%d %H:%M:%S}Z"
+    if v.error:
+        return f"verify: could not run at {when}: {v.error}"
+    if not v.difference_count:
+        return f"verify: [{v.from_block}, {v.to_block}) matches the node at {when}"
+    first = ", ".join(f"block {d.block_number} {d.dataset_key} {d.field}" for d in v.differences[:3])
+    return f"verify: [{v.from_block}, {v.to_block}) {v.difference_count} difference(s) at {when}: {first}"
+
+
 def render_status(jobs: list[pb.ChainSyncStatus]) -> str:
     lines = []
     for job in jobs:
         target = f"[{job.from_block}, {job.to_block})" if job.HasField("to_block") else f"[{job.from_block}, head)"
         state = "complete" if job.completed else "paused" if job.paused else "running"
         lines.append(f"{job.name}  chain {job.chain_id}  {job.mode} {target}  {state}")
+        if job.HasField("last_verification"):
+            lines.append("  " + _render_verification(job.last_verification))
         for s in job.streams:
             head = (
                 f"head {s.head_block} @ {s.head_observed_at.ToDatetime():%H:%M:%S}"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
@@ -56,6 +56,25 @@ class HeadTarget:
     rpc_pool: str
     observed_at: float
     poll_seconds: float
+
+
+@dataclass(frozen=True)
+class VerifyDue:
+    job_id: str
+    org_id: str
+    name: str
+    last_blocks: int
+
+
+@dataclass(frozen=True)
+class VerificationRecord:
+    """One scheduled check's outcome: the first differences (plain dicts), or its reason code."""
+
+    from_block: int
+    to_block: int
+    difference_count: int = 0
+    differences: list[dict[str, Any]] = field(default_factory=list)
+    error: str | None = None
 
 
 FAILED_RANGES_SHOWN = 100  # per stream: enough to act on, bounded whatever the outage
@@ -231,6 +250,28 @@ class ChainSyncRepository:
             )
             for job in jobs
         ]
+
+    # --- scheduled integrity checks (the `verify:` section) --------------------------------
+
+    async def verify_due(self, limit: int) -> list[VerifyDue]:
+        rows = await self._pool.fetch(self._sql["verify_due"], limit)
+        return [VerifyDue(r["job_id"], r["org_id"], r["name"], int(r["last_blocks"])) for r in rows]
+
+    async def record_verification(self, job_id: str, result: VerificationRecord) -> None:
+        await self._pool.execute(
+            self._sql["record_verification"],
+            job_id,
+            result.from_block,
+            result.to_block,
+            result.difference_count,
+            json.dumps(result.differences),
+            result.error,
+        )
+
+    async def latest_verifications(self, org_id: str, name: str) -> dict[str, asyncpg.Record]:
+        """job_id -> its latest scheduled check."""
+        rows = await self._pool.fetch(self._sql["latest_verifications"], org_id, name)
+        return {r["job_id"]: r for r in rows}
 
 
 def _apply_conflict(constraint: str) -> AlreadyExists:

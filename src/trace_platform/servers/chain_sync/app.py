@@ -16,7 +16,7 @@ from trace_platform.core.config import Settings
 from trace_platform.servers.chain_sync.metrics import ChainSyncMetrics
 from trace_platform.servers.chain_sync.planner import HeadObserver, RangePlanner
 from trace_platform.servers.chain_sync.servicer import ChainSyncServicer, chain_sync_binding
-from trace_platform.servers.chain_sync.verify import ChainVerifier
+from trace_platform.servers.chain_sync.verify import ChainVerifier, VerifyScheduler
 from trace_platform.servers.common.loop import Loop, Wakeups
 from trace_platform.servers.common.server import ServiceBinding
 from trace_platform.servers.query.attach import DatasetAttacher
@@ -43,14 +43,17 @@ def build_chain_sync(
     wait = wakeups.waiter(PLANNER_WAKEUP) if wakeups is not None else None
     planner_loop = Loop("chain_sync_planner", planner.step, d.planner_interval_seconds, 1, wait=wait)
     wake_planner = wakeups.signal(PLANNER_WAKEUP) if wakeups is not None else planner_loop.wakeup.set
-    loops = [
-        planner_loop,
-        Loop("chain_head_observer", observer.step, d.head_observer_interval_seconds, 1_000_000),
-    ]
     # VerifyChainSync reads published versions as the Query Service does (same attacher).
     verifier = ChainVerifier(
         repo, DatasetRepository(pool), DatasetAttacher(stores or object_stores(settings)), settings.rpc_pools
     )
+    loops = [
+        planner_loop,
+        Loop("chain_head_observer", observer.step, d.head_observer_interval_seconds, 1_000_000),
+        # Due checks are looked for as often as heads are observed; each job's own
+        # verify.every_seconds decides when it runs.
+        Loop("chain_sync_verify", VerifyScheduler(repo, verifier).step, d.head_observer_interval_seconds, 10),
+    ]
     servicer = ChainSyncServicer(
         repo, settings.admin_token, frozenset(settings.rpc_pools), wake_planner, wake_outbox, verifier
     )

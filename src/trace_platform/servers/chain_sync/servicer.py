@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+import json
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 from trace_platform.adapters.postgres.chain_sync_repository import ChainSyncRepository
@@ -80,6 +81,7 @@ class ChainSyncServicer(chain_sync_pb2_grpc.ChainSyncServiceServicer):
         require_shared_secret(context, ADMIN_TOKEN, self._admin_token)
         org_id = require_uuid("org_id", request.org_id)
         out = pb.GetChainSyncStatusResponse()
+        checks = await self._repo.latest_verifications(org_id, request.name)
         for job, streams, failed in await self._repo.status(org_id, request.name):
             status = out.jobs.add(
                 job_id=job["job_id"],
@@ -118,6 +120,8 @@ class ChainSyncServicer(chain_sync_pb2_grpc.ChainSyncServiceServicer):
                             reason=f["reason"],
                             attempts=f["attempts"],
                         )
+            if (check := checks.get(job["job_id"])) is not None:
+                _verification(status.last_verification, check)
             if status.streams:
                 status.synced_to = min(s.synced_to for s in status.streams)
                 status.planned_to = min(s.planned_to for s in status.streams)
@@ -150,6 +154,16 @@ class ChainSyncServicer(chain_sync_pb2_grpc.ChainSyncServiceServicer):
                 node=d.node,
             )
         return out
+
+
+def _verification(out: pb.ChainSyncVerification, check: Mapping[str, Any]) -> None:
+    out.checked_at.FromDatetime(check["checked_at"])
+    out.from_block = check["from_block"]
+    out.to_block = check["to_block"]
+    out.difference_count = check["difference_count"]
+    out.error = check["error"] or ""
+    for d in json.loads(check["differences"]):
+        out.differences.add(**d)
 
 
 def chain_sync_binding(servicer: ChainSyncServicer) -> ServiceBinding:

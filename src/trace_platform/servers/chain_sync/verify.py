@@ -11,20 +11,22 @@ The work per call is bounded: at most ``MAX_VERIFY_BLOCKS`` blocks.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from trace_platform.adapters.duckdb.granted_fs import GrantedObject
-from trace_platform.adapters.postgres.chain_sync_repository import ChainSyncRepository
+from trace_platform.adapters.postgres.chain_sync_repository import ChainSyncRepository, VerificationRecord
 from trace_platform.adapters.postgres.dataset_repository import DatasetRepository
 from trace_platform.adapters.rpc.jsonrpc import RpcError, json_rpc, json_rpc_batch
 from trace_platform.core.chain_sync import ChainSyncSpec, StreamSpec, registry_name
 from trace_platform.core.chain_verify import (
+    MAX_DIFFERENCES_RECORDED,
     MAX_VERIFY_BLOCKS,
     VERIFIED_DATASETS,
     Difference,
@@ -33,10 +35,12 @@ from trace_platform.core.chain_verify import (
     PublishedStream,
     compare,
 )
-from trace_platform.core.errors import FailedPrecondition, InvalidArgument, Unavailable
+from trace_platform.core.errors import FailedPrecondition, InvalidArgument, TraceError, Unavailable
 from trace_platform.servers.query.attach import DatasetAttacher
 
+log = logging.getLogger(__name__)
 BATCH = 100  # blocks per JSON-RPC batch
+JOBS_PER_STEP = 10  # scheduled checks per pass of the loop
 CONCURRENCY = 4  # batches in flight per call
 
 
@@ -62,7 +66,10 @@ class ChainVerifier:
         self._pools = rpc_pools
         self._timeout = timeout
 
-    async def verify(self, org_id: str, name: str, lo: int | None, hi: int | None) -> VerifyResult:
+    async def verify(
+        self, org_id: str, name: str, lo: int | None, hi: int | None, last_blocks: int = MAX_VERIFY_BLOCKS
+    ) -> VerifyResult:
+        """``[lo, hi)``; unset ends: the last ``last_blocks`` of the published prefix."""
         spec = await self._jobs.job_spec(org_id, name)  # NOT_FOUND CHAIN_SYNC_NOT_FOUND
         checked = [s for s in spec.streams if s.cryo_dataset_name in VERIFIED_DATASETS]
         blocks = next((s for s in checked if s.cryo_dataset_name == "blocks"), None)
@@ -70,7 +77,7 @@ class ChainVerifier:
             raise FailedPrecondition(
                 "CHAIN_SYNC_NO_BLOCKS_STREAM", "verify needs a stream of the cryo dataset 'blocks' to compare hashes"
             )
-        lo, hi = await self._range(org_id, spec, lo, hi)
+        lo, hi = await self._range(org_id, spec, lo, hi, last_blocks)
         url = self._pools.get(blocks.rpc_pool)
         if not url:
             raise FailedPrecondition("RPC_POOL_UNKNOWN", f"rpc pool {blocks.rpc_pool!r} is not configured")
@@ -79,13 +86,17 @@ class ChainVerifier:
         node, logs = await self._node(url, spec.chain_id, lo, hi, any(s.cryo_dataset_name == "logs" for s in checked))
         return VerifyResult(lo, hi, compare(lo, hi, published, node, logs, previous))
 
-    async def _range(self, org_id: str, spec: ChainSyncSpec, lo: int | None, hi: int | None) -> tuple[int, int]:
+    async def _range(
+        self, org_id: str, spec: ChainSyncSpec, lo: int | None, hi: int | None, last_blocks: int
+    ) -> tuple[int, int]:
         if hi is None:
             status = await self._jobs.status(org_id, spec.name)
             streams = [s for _, rows, _ in status for s in rows] if status else []
             hi = min((int(s["synced_to"]) for s in streams), default=spec.mode.from_block)
+            if lo is None and hi <= spec.mode.from_block:
+                raise FailedPrecondition("NOTHING_PUBLISHED", "no block of the job is published yet")
         if lo is None:
-            lo = max(spec.mode.from_block, hi - MAX_VERIFY_BLOCKS)
+            lo = max(spec.mode.from_block, hi - last_blocks)
         if lo < 0 or hi <= lo:
             raise InvalidArgument(
                 "INVALID_BLOCK_RANGE",
@@ -203,3 +214,33 @@ def _read(obj: GrantedObject, blocks: bool, lo: int, hi: int) -> pa.Table:
     numbers = table.column("block_number").cast(pa.int64())
     mask = pc.and_(pc.greater_equal(numbers, lo), pc.less(numbers, hi))
     return table.filter(mask)
+
+
+class VerifyScheduler:
+    """The `verify:` section as a Dispatcher loop: each due job is checked over its last
+    ``last_blocks`` published blocks, and the outcome (or its reason code) replaces the
+    job's latest check, which `trace status` shows."""
+
+    def __init__(self, jobs: ChainSyncRepository, verifier: ChainVerifier) -> None:
+        self._jobs = jobs
+        self._verifier = verifier
+
+    async def step(self) -> int:
+        due = await self._jobs.verify_due(JOBS_PER_STEP)
+        for job in due:
+            try:
+                result = await self._verifier.verify(job.org_id, job.name, None, None, job.last_blocks)
+            except TraceError as exc:
+                record = VerificationRecord(0, 0, error=exc.reason)
+            except Exception:
+                log.exception("scheduled chain_sync verify failed", extra={"job": job.name})
+                record = VerificationRecord(0, 0, error="INTERNAL")
+            else:
+                record = VerificationRecord(
+                    result.from_block,
+                    result.to_block,
+                    len(result.differences),
+                    [asdict(d) for d in result.differences[:MAX_DIFFERENCES_RECORDED]],
+                )
+            await self._jobs.record_verification(job.job_id, record)
+        return len(due)

@@ -200,3 +200,30 @@ SELECT job_id, dataset_key, range_start, range_end, reason, attempts FROM (
 ) failed
 WHERE n <= $3
 ORDER BY dataset_key, range_start;
+
+-- name: verify_due
+-- Jobs whose `verify:` section asks for a scheduled integrity check and whose latest one
+-- is older than its interval (or missing); paused jobs are not checked. At most $1.
+SELECT j.id::text AS job_id, j.org_id::text AS org_id, j.name,
+       (j.spec -> 'verify' ->> 'last_blocks')::bigint AS last_blocks
+FROM chain_sync_jobs j
+LEFT JOIN chain_sync_verifications v ON v.job_id = j.id
+WHERE j.enabled AND j.spec ? 'verify'
+  AND (v.checked_at IS NULL
+       OR v.checked_at < now() - make_interval(secs => (j.spec -> 'verify' ->> 'every_seconds')::double precision))
+ORDER BY v.checked_at NULLS FIRST
+LIMIT $1;
+
+-- name: record_verification
+INSERT INTO chain_sync_verifications (job_id, checked_at, from_block, to_block, difference_count, differences, error)
+VALUES ($1, now(), $2, $3, $4, $5::jsonb, $6)
+ON CONFLICT (job_id) DO UPDATE
+SET checked_at = now(), from_block = EXCLUDED.from_block, to_block = EXCLUDED.to_block,
+    difference_count = EXCLUDED.difference_count, differences = EXCLUDED.differences, error = EXCLUDED.error;
+
+-- name: latest_verifications
+SELECT v.job_id::text AS job_id, v.checked_at, v.from_block, v.to_block, v.difference_count,
+       v.differences::text AS differences, v.error
+FROM chain_sync_verifications v
+JOIN chain_sync_jobs j ON j.id = v.job_id
+WHERE j.org_id = $1 AND ($2 = '' OR j.name = $2);

@@ -310,6 +310,7 @@ class ChainSyncStatus(_message.Message):
     STREAMS_FIELD_NUMBER: _builtins.int
     SYNCED_TO_FIELD_NUMBER: _builtins.int
     PLANNED_TO_FIELD_NUMBER: _builtins.int
+    LAST_VERIFICATION_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     name: _builtins.str
     chain_id: _builtins.int
@@ -324,6 +325,10 @@ class ChainSyncStatus(_message.Message):
     planned_to: _builtins.int
     @_builtins.property
     def streams(self) -> _containers.RepeatedCompositeFieldContainer[Global___ChainSyncStreamStatus]: ...
+    @_builtins.property
+    def last_verification(self) -> Global___ChainSyncVerification:
+        """The latest scheduled integrity check (the YAML's `verify:` section); unset before the first."""
+
     def __init__(
         self,
         *,
@@ -339,16 +344,56 @@ class ChainSyncStatus(_message.Message):
         streams: _abc.Iterable[Global___ChainSyncStreamStatus] | None = ...,
         synced_to: _builtins.int = ...,
         planned_to: _builtins.int = ...,
+        last_verification: Global___ChainSyncVerification | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_to_block", b"_to_block", "to_block", b"to_block"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_to_block", b"_to_block", "last_verification", b"last_verification", "to_block", b"to_block"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_to_block", b"_to_block", "chain_id", b"chain_id", "completed", b"completed", "from_block", b"from_block", "job_id", b"job_id", "mode", b"mode", "name", b"name", "paused", b"paused", "planned_to", b"planned_to", "streams", b"streams", "synced_to", b"synced_to", "to_block", b"to_block", "yaml_hash", b"yaml_hash"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_to_block", b"_to_block", "chain_id", b"chain_id", "completed", b"completed", "from_block", b"from_block", "job_id", b"job_id", "last_verification", b"last_verification", "mode", b"mode", "name", b"name", "paused", b"paused", "planned_to", b"planned_to", "streams", b"streams", "synced_to", b"synced_to", "to_block", b"to_block", "yaml_hash", b"yaml_hash"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__to_block: _TypeAlias = _typing.Literal["to_block"]  # noqa: Y015
     _WhichOneofArgType__to_block: _TypeAlias = _typing.Literal["_to_block", b"_to_block"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType__to_block) -> _WhichOneofReturnType__to_block | None: ...
 
 Global___ChainSyncStatus: _TypeAlias = ChainSyncStatus  # noqa: Y015
+
+@_typing.final
+class ChainSyncVerification(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHECKED_AT_FIELD_NUMBER: _builtins.int
+    FROM_BLOCK_FIELD_NUMBER: _builtins.int
+    TO_BLOCK_FIELD_NUMBER: _builtins.int
+    DIFFERENCE_COUNT_FIELD_NUMBER: _builtins.int
+    DIFFERENCES_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    from_block: _builtins.int
+    to_block: _builtins.int
+    difference_count: _builtins.int
+    error: _builtins.str
+    """The reason code the check could not run with (e.g. RPC_POOL_UNAVAILABLE); empty when it ran."""
+    @_builtins.property
+    def checked_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def differences(self) -> _containers.RepeatedCompositeFieldContainer[Global___ChainSyncDifference]:
+        """The first few (at most 20)."""
+
+    def __init__(
+        self,
+        *,
+        checked_at: _timestamp_pb2.Timestamp | None = ...,
+        from_block: _builtins.int = ...,
+        to_block: _builtins.int = ...,
+        difference_count: _builtins.int = ...,
+        differences: _abc.Iterable[Global___ChainSyncDifference] | None = ...,
+        error: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["checked_at", b"checked_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checked_at", b"checked_at", "difference_count", b"difference_count", "differences", b"differences", "error", b"error", "from_block", b"from_block", "to_block", b"to_block"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ChainSyncVerification: _TypeAlias = ChainSyncVerification  # noqa: Y015
 
 @_typing.final
 class GetChainSyncStatusResponse(_message.Message):
