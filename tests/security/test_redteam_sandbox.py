@@ -5,6 +5,8 @@ sandboxed run (the real LocalInvoker, bubblewrap namespaces, the per-invocation 
   size rlimit caps one file, not their number, so a UDF could fill the host's disk for as
   long as it ran. HOME must be bounded like the private /tmp.
 - No descriptor of the invoker reaches the UDF: only stdin, stdout and stderr are open.
+- The memory limit was RLIMIT_AS, per process: a UDF forking children multiplied it by
+  up to ``max_processes``. The run's own memory cgroup holds every process to one limit.
 """
 
 from __future__ import annotations
@@ -12,11 +14,13 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from tests.udf_fixtures import UdfLab, invocation, shared_tmp_dir
+from trace_platform.adapters.invoker import cgroups
 from trace_platform.adapters.invoker.base import InvocationResult
 
 
@@ -84,3 +88,60 @@ async def test_only_the_standard_descriptors_reach_the_udf(lab: UdfLab) -> None:
     assert not any(v.startswith(("socket:", "anon_inode:")) for v in fds.values()), got
     assert all(f <= 3 and v.startswith("pipe:") for f, v in fds.items()), got
     assert len(set(fds.values())) == 3, got  # stdin, stdout, stderr: nothing else
+
+
+FORK_AND_FILL = (
+    "import os, time\n"
+    "def main(event):\n"
+    "    kids = []\n"
+    "    for i in range(6):\n"
+    "        r, w = os.pipe()\n"
+    "        pid = os.fork()\n"
+    "        if pid == 0:\n"
+    "            os.close(r)\n"
+    "            b = bytearray(200 * 1024 * 1024)\n"
+    "            for j in range(0, len(b), 4096):\n"
+    "                b[j] = 1\n"
+    "            os.write(w, b'ok')\n"
+    "            time.sleep(2)\n"
+    "            os._exit(0)\n"
+    "        os.close(w)\n"
+    "        kids.append((pid, r))\n"
+    "    got = [os.read(r, 2) for _, r in kids]\n"
+    "    for pid, _ in kids:\n"
+    "        os.waitpid(pid, 0)\n"
+    "    return {'filled': sum(g == b'ok' for g in got)}\n"
+)
+
+
+async def test_the_memory_limit_holds_for_the_whole_run_not_each_process(
+    lab: UdfLab, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """RLIMIT_AS is per process: six children of 200 MB each all ran under a 256 MB
+    limit (1.2 GB resident). The run's cgroup holds all of them to the one limit, and
+    is removed with the run."""
+    made: list[Path] = []
+    create = cgroups.MemoryCgroups.create
+
+    def spy(self: cgroups.MemoryCgroups, name: str, limit_bytes: int) -> cgroups.RunCgroup:
+        run = create(self, name, limit_bytes)
+        made.append(run.path)
+        return run
+
+    monkeypatch.setattr(cgroups.MemoryCgroups, "create", spy)
+    limit = 256 * 1024 * 1024
+    res = await lab.invoker(memory_bytes=limit).invoke(invocation(lab.python(FORK_AND_FILL)))
+    if res.ok:
+        assert json.loads(res.result_json)["filled"] * 200 * 1024 * 1024 <= limit, res.result_json
+    else:
+        assert res.error_reason == "UDF_KILLED", res
+    assert len(made) == 1 and not _exists(made[0])
+
+
+def _exists(path: Path) -> bool:
+    return path.exists()
+
+
+async def test_a_run_within_its_memory_limit_still_forks(lab: UdfLab) -> None:
+    res = await lab.invoker(memory_bytes=2 * 1024 * 1024 * 1024).invoke(invocation(lab.python(FORK_AND_FILL)))
+    assert _result(res)["filled"] == 6

@@ -10,7 +10,8 @@ Per invocation::
         task.sock                 the bridge to the task endpoint
 
 Only the bundle, home and the socket are bound into the sandbox, at the same paths, and
-etc/ as its /etc. The UDF's environment is exactly PATH, HOME, LANG,
+etc/ as its /etc; as root the run is in its own memory cgroup (``cgroups``: one limit
+for all its processes). The UDF's environment is exactly PATH, HOME, LANG,
 TRACE_TASK_CAPABILITY and TRACE_TASK_ENDPOINT. Everything is removed afterwards.
 Without a sandbox nothing runs (``SANDBOX_UNAVAILABLE``) unless the development setting
 ``allow_unsandboxed`` says otherwise.
@@ -29,7 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from trace_platform.adapters.invoker import base
+from trace_platform.adapters.invoker import base, cgroups
 from trace_platform.adapters.invoker.base import Invocation, InvocationResult
 from trace_platform.adapters.invoker.bridge import TaskEndpointBridge
 from trace_platform.adapters.invoker.mountns import RunMounts, write_etc
@@ -130,8 +131,13 @@ class LocalInvoker:
         self._bundle_limits = bundle_limits or BundleLimits()
         self._exes = Executables(python=settings.python, node=settings.node)
         self._uids = UidPool(settings.sandbox_uid_base, settings.sandbox_uid_count)
+        # One memory limit for the whole run, not per process (cgroups); rlimits only where
+        # this machine cannot make cgroups (then said in the log line below).
+        found = cgroups.available() if self.plan.isolated else "no sandbox"
+        self._cgroups = found if isinstance(found, cgroups.MemoryCgroups) else None
+        memory = "per-run memory cgroup" if self._cgroups else f"no per-run memory cgroup ({found})"
         if self.plan.isolated:
-            log.info("lite invoker sandbox", extra={"sandbox": self.plan.describe()})
+            log.info("lite invoker sandbox", extra={"sandbox": f"{self.plan.describe()}, {memory}"})
         elif settings.allow_unsandboxed:
             log.warning("lite invoker runs UDFs UNSANDBOXED", extra={"sandbox": self.plan.describe()})
         else:
@@ -150,7 +156,10 @@ class LocalInvoker:
         run_dir = Path(tempfile.mkdtemp(prefix="udf-", dir=self._runs_dir))
         uid = self._uids.acquire() if self.plan.switch_uid else None
         bridge: TaskEndpointBridge | None = None
+        cgroup: cgroups.RunCgroup | None = None
         try:
+            if self._cgroups is not None:
+                cgroup = await asyncio.to_thread(self._cgroups.create, run_dir.name, self.limits.memory_bytes)
             archive = await asyncio.to_thread(
                 fetch_file_bundle,
                 invocation.bundle_url,
@@ -183,7 +192,8 @@ class LocalInvoker:
                 socket = bridge.socket_path if bridge is not None else None
                 mounts = RunMounts(extracted.root, home, run_dir / "etc", socket)
             m = extracted.manifest
-            argv = wrapper_argv(self.plan, self.limits, uid, mounts) + runtime_argv(
+            join = cgroup.join_argv() if cgroup is not None else []
+            argv = join + wrapper_argv(self.plan, self.limits, uid, mounts) + runtime_argv(
                 m.runtime, m.entrypoint, extracted.root, self._exes
             )
             stdin = json.dumps(invocation.event(time.time() + timeout)).encode()
@@ -195,6 +205,8 @@ class LocalInvoker:
             if uid is not None:
                 await kill_uid(self.plan.setpriv, uid)
                 self._uids.release(uid)
+            if cgroup is not None:
+                await asyncio.to_thread(cgroup.remove)
             await asyncio.to_thread(remove_tree, run_dir)
 
     async def close(self) -> None:
