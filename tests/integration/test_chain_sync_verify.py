@@ -86,6 +86,11 @@ async def synced(settings: Settings, node: AnvilNode) -> AsyncIterator[tuple[Run
         await running.stop(grace=0.5)
 
 
+def admin_token(settings: Settings) -> str:
+    assert settings.admin_token
+    return settings.admin_token
+
+
 def _diffs(resp: pb.VerifyChainSyncResponse) -> list[tuple[int, str, str, str, str]]:
     return [(d.block_number, d.dataset_key, d.field, d.published, d.node) for d in resp.differences]
 
@@ -159,6 +164,24 @@ async def test_tampered_block_hash_is_reported(
     }
     code, text = await _cli(running, settings, "v", "--from", "20", "--to", "26")
     assert code == 1 and "block 25  blocks  block_hash" in text and forged in text and real in text, text
+
+    # The last block of a version ([20, 40)): the link is checked across the version boundary,
+    # and across the start of a call that begins right after it.
+    real39 = node.rpc("eth_getBlockByNumber", hex(39), False)["hash"]
+    forged39 = "0x" + "ee" * 32
+    _rewrite_block_hash(await _version_dir(db, "blocks", 39), 39, bytes.fromhex(forged39[2:]))
+    await running.stop(grace=0.5)  # a running server caches the version's checked manifest
+    restarted = await _start(settings, node.url)
+    try:
+        async with grpc.aio.insecure_channel(restarted.addr) as ch:
+            again = ChainSyncClient(ch, admin_token=admin_token(settings))
+            assert [d for d in _diffs(await again.verify(ORG, "v")) if d[0] in (39, 40)] == [
+                (39, "blocks", "block_hash", forged39, real39),
+                (40, "blocks", "parent_link", forged39, real39),
+            ]
+            assert _diffs(await again.verify(ORG, "v", 40, 50)) == [(40, "blocks", "parent_link", forged39, real39)]
+    finally:
+        await restarted.stop(grace=0.5)
 
 
 async def test_unpublished_range_is_reported_as_missing_blocks(
