@@ -14,6 +14,7 @@ import urllib.request
 import zipfile
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import boto3
 import pytest
@@ -172,3 +173,26 @@ async def test_function_error_and_timeout_are_reported(scripted: ScriptedLambdaE
     assert not failed.timed_out and failed.error_reason == base.UDF_FUNCTION_ERROR
     assert "Traceback: ValueError" in failed.stderr_tail and "bad row" in failed.stderr_tail
     assert len(scripted.requests) == 2
+
+
+async def test_lambda_backend_is_chosen_by_settings(moto_lambda: str, tmp_path: Path) -> None:
+    """TRACE_INVOKER_BACKEND=lambda (as values-eks.yaml sets it) builds this invoker, on
+    the object store's region and credentials, and it answers through moto."""
+    from trace_platform.core.config import settings_from_env
+    from trace_platform.servers.invoker.app import build_runtime_invoker
+
+    env = {
+        "TRACE_DATA_DIR": str(tmp_path),
+        "TRACE_INVOKER_BACKEND": "lambda",
+        "TRACE_INVOKER_LAMBDA_FUNCTION": FUNCTION,
+        "TRACE_INVOKER_LAMBDA_ENDPOINT_URL": moto_lambda,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+    }
+    lam = build_runtime_invoker(settings_from_env(env))
+    assert isinstance(lam, LambdaInvoker) and lam.function_name == FUNCTION
+    try:
+        res = await lam.invoke(invocation("https://bundles.example/presigned?sig=y"))
+    finally:
+        await lam.close()
+    assert res.ok and res.runtime == "lambda"

@@ -22,9 +22,17 @@ def scratch_uri(settings: Settings) -> str:
     return (settings.scratch_uri or f"file://{settings.data_dir / 'scratch'}").rstrip("/")
 
 
+def s3_configured(settings: Settings) -> bool:
+    """An endpoint, static keys, or s3:// datasets or scratch. The last is EKS with IRSA:
+    no keys in the environment, credentials from the default chain (web identity)."""
+    store = settings.object_store
+    uris = (settings.datasets_uri or "", settings.scratch_uri or "")
+    return bool(store.s3_endpoint_url or store.s3_access_key_id or any(u.startswith("s3://") for u in uris))
+
+
 def _stores(settings: Settings, roots: tuple[Path, ...]) -> ObjectStores:
     stores: list[ArrowObjectStore] = [LocalObjectStore(roots)]
-    if settings.object_store.s3_endpoint_url or settings.object_store.s3_access_key_id:
+    if s3_configured(settings):
         stores.append(S3ObjectStore(settings.object_store))
     return ObjectStores(stores)
 
