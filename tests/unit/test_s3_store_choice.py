@@ -29,3 +29,17 @@ def test_eks_with_irsa_gets_the_s3_store(tmp_path: Path) -> None:
 def test_an_endpoint_or_keys_still_choose_s3(tmp_path: Path) -> None:
     for env in ({"TRACE_S3_ENDPOINT_URL": "http://127.0.0.1:9000"}, {"AWS_ACCESS_KEY_ID": "k"}):
         assert s3_configured(settings_from_env({"TRACE_DATA_DIR": str(tmp_path), **env}))
+
+
+def test_the_query_egress_check_sees_the_irsa_store(tmp_path: Path) -> None:
+    """The store built without keys is checked too: it talks to AWS's regional endpoint."""
+    import pytest
+
+    from trace_platform.core.errors import FailedPrecondition
+    from trace_platform.servers.query.egress import check_query_egress, storage_endpoints
+
+    env = {"TRACE_DATA_DIR": str(tmp_path), "TRACE_DATASETS_URI": "s3://example-trace-data/datasets"}
+    settings = settings_from_env({**env, "AWS_REGION": "eu-west-1"})
+    assert storage_endpoints(settings) == [("AWS_REGION", "https://s3.eu-west-1.amazonaws.com")]
+    with pytest.raises(FailedPrecondition):
+        check_query_egress(settings_from_env({**env, "TRACE_QUERY_EGRESS_ALLOW": "10.0.0.0/8"}))

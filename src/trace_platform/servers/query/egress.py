@@ -13,6 +13,7 @@ from __future__ import annotations
 import ipaddress
 from urllib.parse import urlsplit
 
+from trace_platform.adapters.objectstore.factory import s3_configured
 from trace_platform.core.config import Settings
 from trace_platform.core.errors import FailedPrecondition
 
@@ -24,7 +25,9 @@ def storage_endpoints(settings: Settings) -> list[tuple[str, str]]:
     store = settings.object_store
     if store.s3_endpoint_url:
         return [("TRACE_S3_ENDPOINT_URL", store.s3_endpoint_url)]
-    if store.s3_access_key_id:  # an S3 store without an endpoint talks to AWS's regional one
+    # An S3 store without an endpoint (keys, or IRSA's s3:// URIs) talks to AWS's regional
+    # one: the same rule that builds the store, so no store escapes the check.
+    if s3_configured(settings):
         return [("AWS_REGION", f"https://s3.{store.s3_region}.amazonaws.com")]
     return []
 
