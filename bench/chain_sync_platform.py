@@ -15,7 +15,7 @@ import os
 import time
 from typing import Any
 
-import trace_platform.app as app
+import trace_platform.roles.operators as platform_ops
 from trace_platform.adapters.extract.cryo_runner import CryoRequest, CryoRunner, StagedOutput
 from trace_platform.adapters.postgres.chain_sync_repository import ChainSyncRepository
 from trace_platform.cli.main import main
@@ -78,8 +78,8 @@ async def _timed_plan_stream(self: ChainSyncRepository, *args: Any, **kwargs: An
 
 
 CryoRunner.run = _timed_run  # type: ignore[method-assign]
-# platform_operators looks the factory up in trace_platform.app at call time
-app.cryo_ingest_operator = _timed_operator_factory  # type: ignore[attr-defined]
+# platform_operators looks the factory up in trace_platform.roles.operators at call time
+platform_ops.cryo_ingest_operator = _timed_operator_factory
 RangePlanner.step = _timed_step  # type: ignore[method-assign]
 ChainSyncRepository.plan_stream = _timed_plan_stream  # type: ignore[method-assign]
 
