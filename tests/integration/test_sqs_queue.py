@@ -275,3 +275,27 @@ async def test_sqs_queue_batches_and_visibility(sqs_settings: Settings, sqs: Any
         assert odd.payload == {}  # consumers drop (ack) an empty payload
     finally:
         await queue.close()
+
+
+async def test_buffer_wakeups_reach_the_sink_through_sqs_once(
+    sqs_platform: RunningPlatform, worker_client: DispatcherClient, sqs: Any, db: asyncpg.Connection
+) -> None:
+    """The other logical queue: a publish's wake-up goes Dispatcher -> <prefix>-buffers ->
+    sink; sent again twice, the batch still lands once."""
+    from tests.integration.conftest import claim_new
+    from tests.integration.test_sink_delivery import jsonl, publish, rows_for, settled
+
+    assert isinstance(sqs_platform.queue, SqsQueue)
+    url = sqs_platform.queue.url("buffers")
+    ref, cap = await claim_new(worker_client)
+    publish_id, _, _ = await publish(worker_client, ref, cap, jsonl(rows_for(None, 3)))
+    await eventually(lambda: settled(db, publish_id), timeout=20)
+    assert await db.fetchval("SELECT status FROM buffered_publishes WHERE id = $1", uuid.UUID(publish_id)) == "applied"
+    await sqs_platform.queue.publish("buffers", [{"publish_id": publish_id}] * 2)
+
+    async def drained() -> bool:
+        return in_queue(sqs, url) == 0
+
+    await eventually(drained, timeout=20)
+    assert await db.fetchval("SELECT count(*) FROM alert_events") == 3
+    assert await db.fetchval("SELECT count(*) FROM queue_messages") == 0  # PostgreSQL's queue unused
