@@ -299,3 +299,19 @@ async def test_buffer_wakeups_reach_the_sink_through_sqs_once(
     await eventually(drained, timeout=20)
     assert await db.fetchval("SELECT count(*) FROM alert_events") == 3
     assert await db.fetchval("SELECT count(*) FROM queue_messages") == 0  # PostgreSQL's queue unused
+
+
+async def test_worker_survives_a_failing_receive(sqs_settings: Settings, worker_client: DispatcherClient) -> None:
+    """SQS refusing (here: a queue that does not exist) is logged and retried; the
+    worker's loop does not die with it."""
+    missing = replace(sqs_settings.queue, sqs_queue_url=sqs_settings.queue.sqs_queue_url + "-absent")
+    queue = await SqsQueue.open(replace(sqs_settings, queue=missing))
+    worker = WorkerRuntime(queue, worker_client, {}, replace(sqs_settings.worker, poll_interval_seconds=0.05))
+    loop = asyncio.create_task(worker.run())
+    try:
+        await asyncio.sleep(0.5)
+        assert not loop.done()
+    finally:
+        loop.cancel()
+        await worker.stop()
+        await queue.close()
