@@ -32,8 +32,9 @@ from trace_platform.app import start_platform
 from trace_platform.clients.dispatcher import DispatcherClient
 from trace_platform.core.alert_rows import BatchRejected
 from trace_platform.core.config import Settings
-from trace_platform.core.errors import InvalidArgument
+from trace_platform.core.errors import InvalidArgument, PermissionDenied
 from trace_platform.core.storage_paths import attempt_prefix
+from trace_platform.gen.trace.v1 import common_pb2
 from trace_platform.servers.dispatcher.service import MAX_BATCH_URI_CHARS
 from trace_platform.servers.sink.app import build_sink
 from trace_platform.servers.sink.consumer import SinkProcessor
@@ -155,3 +156,34 @@ async def test_an_overlong_batch_uri_is_invalid_argument_and_writes_nothing(
     assert await db.fetchval("SELECT count(*) FROM buffered_publishes") == 0
     longest = own + "b" * (MAX_BATCH_URI_CHARS - len(own))
     assert (await client.buffer_publish(ref, cap, longest, 1)).publish_id
+
+
+OTHER_ORG = "00000000-0000-0000-0000-0000000000bb"
+
+
+async def test_events_may_not_name_another_orgs_dataset(
+    served: grpc.aio.Channel, settings: Settings, db: asyncpg.Connection
+) -> None:
+    """EmitEvents and CompleteTask events were recorded for any dataset UUID: a task of
+    one org wrote lineage records about another org's dataset. Refused (nothing written,
+    the attempt still running); the task's own org's datasets and unknown ones are not."""
+    client = DispatcherClient(served, worker_token=settings.worker_token, admin_token=settings.admin_token)
+    theirs, ours = uuid.uuid4(), uuid.uuid4()
+    for ds, org in ((theirs, OTHER_ORG), (ours, ORG)):
+        await db.execute("INSERT INTO datasets (id, org_id, name) VALUES ($1, $2, $3)", ds, org, f"n{ds.hex[:6]}")
+    ref, cap = await claim_new(client)
+
+    def event(ds: uuid.UUID) -> common_pb2.DatasetEvent:
+        return common_pb2.DatasetEvent(dataset_uuid=str(ds), dataset_version=str(uuid.uuid4()), cursor=1)
+
+    with pytest.raises(PermissionDenied) as emitted:
+        await client.emit_events(ref, cap, [event(ours), event(theirs)])
+    assert emitted.value.reason == "EVENT_NOT_ALLOWED"
+    with pytest.raises(PermissionDenied) as completed:
+        await client.complete(ref, cap, events=[event(theirs)])
+    assert completed.value.reason == "EVENT_NOT_ALLOWED"
+    assert await db.fetchval("SELECT count(*) FROM task_events") == 0
+    assert await db.fetchval("SELECT status FROM tasks WHERE id = $1", uuid.UUID(ref.task_id)) == "running"
+    assert await client.emit_events(ref, cap, [event(ours), event(uuid.uuid4())]) == 2
+    await client.complete(ref, cap, events=[event(ours)])
+    assert await db.fetchval("SELECT count(*) FROM task_events") == 3

@@ -14,7 +14,7 @@ import asyncpg
 
 from trace_platform.adapters.postgres import queries
 from trace_platform.adapters.postgres.dataset_repository import register_version
-from trace_platform.core.errors import FailedPrecondition
+from trace_platform.core.errors import FailedPrecondition, PermissionDenied
 from trace_platform.core.fencing import Fence, FenceState, check_fence
 from trace_platform.core.models import (
     DatasetEvent,
@@ -261,6 +261,11 @@ class TaskRepository:
             return await self._insert_events(conn, ref, events)
 
     async def _insert_events(self, conn: asyncpg.Connection, ref: TaskRef, events: Sequence[DatasetEvent]) -> int:
+        """Inside the caller's transaction. An event may not name a dataset of another
+        org than the task's (``EVENT_NOT_ALLOWED``; the transaction writes nothing)."""
+        uuids = [e.dataset_uuid for e in events]
+        if await conn.fetchval(self._sql["foreign_event_datasets"], ref.task_id, uuids):
+            raise PermissionDenied("EVENT_NOT_ALLOWED", "an event names a dataset of another org")
         rows = await conn.fetch(
             self._sql["insert_events"],
             ref.task_id,

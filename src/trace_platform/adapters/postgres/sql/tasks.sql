@@ -160,6 +160,13 @@ RETURNING next_retry_at;
 UPDATE task_attempts SET outcome = $3, finished_at = now(), error_message = $4
 WHERE task_id = $1 AND attempt = $2;
 
+-- name: foreign_event_datasets
+-- Whether any of the datasets events name belongs to another org than the task's.
+SELECT EXISTS (
+    SELECT 1 FROM datasets d JOIN tasks t ON t.id = $1
+    WHERE d.id = ANY($2::uuid[]) AND d.org_id <> t.org_id
+);
+
 -- name: insert_events
 -- Duplicate events (same task, dataset version, cursor and partition) are dropped,
 -- and only new ones get a route_event outbox row.
