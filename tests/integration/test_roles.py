@@ -302,3 +302,19 @@ def test_lite_does_not_import_the_cli() -> None:
     )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True)
     assert done.stdout.strip() == "[]"
+
+
+async def test_a_wait_cancelled_while_it_starts_listening_leaks_no_connection(settings: Settings) -> None:
+    # Loops are cancelled at stop wherever they are, also between taking the listening
+    # connection and LISTEN; the connection must go back, or the pool's close hangs.
+    assert settings.database_url
+    for delay in [i * 0.0005 for i in range(40)]:
+        pool = await create_pool(settings.database_url, 1, 2)
+        wakeups = PostgresWakeups(pool)
+        waiting = asyncio.create_task(wakeups.waiter("x")(10.0))
+        await asyncio.sleep(delay)
+        waiting.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await waiting
+        await wakeups.close()
+        await asyncio.wait_for(pool.close(), 5)

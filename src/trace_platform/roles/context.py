@@ -17,7 +17,11 @@ from trace_platform.servers.common.loop import Wakeups
 from trace_platform.servers.common.server import ServiceBinding
 
 # Each role whose address another role may need, and the variable that configures it.
-ENDPOINT_VARIABLES = {"dispatcher": "TRACE_DISPATCHER_ADDR", "query": "TRACE_QUERY_ADDR"}
+ENDPOINT_VARIABLES = {
+    "dispatcher": "TRACE_DISPATCHER_ADDR",
+    "query": "TRACE_QUERY_ADDR",
+    "invoker": "TRACE_INVOKER_ADDR",
+}
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ class NotifyListener:
         self._events: defaultdict[str, asyncio.Event] = defaultdict(asyncio.Event)
         self._conn: asyncpg.Connection | None = None
         self._lock = asyncio.Lock()
+        self._closed = False
 
     def set(self, payload: str) -> None:
         """Wake this process's waiters for ``payload`` at once (no round trip)."""
@@ -44,18 +45,34 @@ class NotifyListener:
         async with self._lock:
             if self._conn is not None and not self._conn.is_closed():
                 return
+            if self._closed:
+                return
             try:
                 conn = await self._pool.acquire()
-                await conn.add_listener(self.channel, self._on_notify)
-                self._conn = conn
             except (OSError, asyncpg.PostgresError) as exc:
                 # Polling still works; we try to listen again on the next wait.
                 log.warning("listen failed, polling", extra={"channel": self.channel, "error": type(exc).__name__})
+                return
+            if self._closed:  # closed while we waited for the connection
+                await self._pool.release(conn)
+                return
+            try:
+                await conn.add_listener(self.channel, self._on_notify)
+            except BaseException as exc:
+                # Cancelled (a loop stopping) or refused: the connection goes back either
+                # way, or the pool's close would wait for it forever.
+                await self._pool.release(conn)
+                if not isinstance(exc, OSError | asyncpg.PostgresError):
+                    raise
+                log.warning("listen failed, polling", extra={"channel": self.channel, "error": type(exc).__name__})
+                return
+            self._conn = conn
 
     def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
         self._events[payload].set()
 
     async def close(self) -> None:
+        self._closed = True  # a wait still under way polls from now on; none listens again
         if self._conn is not None:
             conn, self._conn = self._conn, None
             with contextlib.suppress(Exception):
