@@ -10,7 +10,7 @@ import secrets
 import shutil
 import signal
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -36,16 +36,26 @@ def dsn_for(database: str) -> str:
     return f"{base}/{database}"
 
 
-@pytest.fixture(scope="session", autouse=True)
-def no_leftover_lite_clusters() -> Iterator[None]:
+_CLUSTERS_BEFORE: set[Path] = set()
+
+
+def _is_xdist_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if not _is_xdist_worker(session.config) and ROOT_CLUSTERS.is_dir():
+        _CLUSTERS_BEFORE.update(ROOT_CLUSTERS.iterdir())
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
     """Lite run as root keeps its embedded cluster under /var/lib/trace-lite (outside the
-    data dir, see lite/embedded_pg.py): stop and remove the clusters this session made,
-    also those a SIGKILLed test process left running, so runs do not pile them up."""
-    before = set(ROOT_CLUSTERS.iterdir()) if ROOT_CLUSTERS.is_dir() else set()
-    yield
-    if not ROOT_CLUSTERS.is_dir():
+    data dir, see lite/embedded_pg.py): stop and remove the clusters this run made, also
+    those a SIGKILLed test process left running, so runs do not pile them up. Only the
+    controlling process does it, after every worker has finished."""
+    if _is_xdist_worker(session.config) or not ROOT_CLUSTERS.is_dir():
         return
-    for cluster in set(ROOT_CLUSTERS.iterdir()) - before:
+    for cluster in set(ROOT_CLUSTERS.iterdir()) - _CLUSTERS_BEFORE:
         for proc in Path("/proc").glob("[0-9]*"):
             with contextlib.suppress(OSError):
                 argv = (proc / "cmdline").read_bytes().split(b"\0")
