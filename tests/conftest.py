@@ -26,7 +26,7 @@ from trace_platform.core.config import (
     UserAuthSettings,
     WorkerSettings,
 )
-from trace_platform.lite.embedded_pg import ROOT_CLUSTERS
+from trace_platform.lite.embedded_pg import ROOT_CLUSTERS, cluster_dir
 
 ADMIN_DSN = os.environ.get("TRACE_TEST_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 
@@ -36,32 +36,37 @@ def dsn_for(database: str) -> str:
     return f"{base}/{database}"
 
 
-_CLUSTERS_BEFORE: set[Path] = set()
-
-
 def _is_xdist_worker(config: pytest.Config) -> bool:
     return hasattr(config, "workerinput")
 
 
-def pytest_sessionstart(session: pytest.Session) -> None:
-    if not _is_xdist_worker(session.config) and ROOT_CLUSTERS.is_dir():
-        _CLUSTERS_BEFORE.update(ROOT_CLUSTERS.iterdir())
-
-
 def pytest_sessionfinish(session: pytest.Session) -> None:
     """Lite run as root keeps its embedded cluster under /var/lib/trace-lite (outside the
-    data dir, see lite/embedded_pg.py): stop and remove the clusters this run made, also
-    those a SIGKILLed test process left running, so runs do not pile them up. Only the
-    controlling process does it, after every worker has finished."""
-    if _is_xdist_worker(session.config) or not ROOT_CLUSTERS.is_dir():
+    data dir, see lite/embedded_pg.py): stop and remove the clusters of this run's own
+    data directories (under its basetemp), also those a SIGKILLed test process left
+    running, so runs do not pile them up. Clusters of other runs are never touched; only
+    the controlling process does it, after every worker has finished."""
+    if _is_xdist_worker(session.config) or not ROOT_CLUSTERS.is_dir() or os.geteuid() != 0:
         return
-    for cluster in set(ROOT_CLUSTERS.iterdir()) - _CLUSTERS_BEFORE:
+    basetemp = session.config._tmp_path_factory.getbasetemp()  # type: ignore[attr-defined]
+    ours = {cluster_dir(d) for d in _dirs(basetemp, depth=4)}
+    for cluster in ours & set(ROOT_CLUSTERS.iterdir()):
         for proc in Path("/proc").glob("[0-9]*"):
             with contextlib.suppress(OSError):
                 argv = (proc / "cmdline").read_bytes().split(b"\0")
                 if str(cluster).encode() in argv and argv[0].endswith(b"postgres"):
                     os.kill(int(proc.name), signal.SIGKILL)
         shutil.rmtree(cluster, ignore_errors=True)
+
+
+def _dirs(root: Path, depth: int) -> list[Path]:
+    found = [root]
+    if depth > 0:
+        with contextlib.suppress(OSError):
+            for child in root.iterdir():
+                if child.is_dir() and not child.is_symlink():
+                    found += _dirs(child, depth - 1)
+    return found
 
 
 @pytest.fixture(scope="session")
