@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 import asyncpg
@@ -16,7 +17,7 @@ from trace_platform.app import RunningPlatform, start_platform
 from trace_platform.clients.batching import BatchingDispatcherClient
 from trace_platform.clients.dispatcher import DispatcherClient
 from trace_platform.clients.query import QueryClient
-from trace_platform.core.config import Settings
+from trace_platform.core.config import DeliverySettings, Settings, SinkSettings
 from trace_platform.core.models import TaskRef
 from trace_platform.core.publication import output_prefix
 from trace_platform.core.user_tokens import issue_user_token
@@ -123,4 +124,22 @@ async def refuse_audit_writes(db: asyncpg.Connection, event: str, when: str = "T
     await db.execute(
         "CREATE OR REPLACE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'no'; END $$;"
         f"CREATE TRIGGER refuse BEFORE {event} ON query_audit FOR EACH ROW WHEN ({when}) EXECUTE FUNCTION refuse()"
+    )
+
+
+def fast_alert_settings(settings: Settings) -> Settings:
+    """Sink and delivery loops fast enough for tests, delivering to a loopback receiver
+    that speaks plain http (outside tests both are refused by default)."""
+    return replace(
+        settings,
+        sink=SinkSettings(poll_interval_seconds=0.2, retry_base_seconds=0.05, retry_max_seconds=0.2),
+        delivery=DeliverySettings(
+            interval_seconds=0.05,
+            retry_base_seconds=0.05,
+            retry_max_seconds=0.2,
+            max_attempts=3,
+            timeout_seconds=2,
+            allowed_networks=("127.0.0.0/8",),
+            allow_http=True,
+        ),
     )

@@ -20,14 +20,14 @@ import pytest
 
 from tests.anvil import AnvilNode
 from tests.conftest import eventually
-from tests.integration.conftest import ORG, claim_new
+from tests.integration.conftest import ORG, claim_new, fast_alert_settings
 from tests.integration.test_sink_delivery import jsonl, publish, publish_status, rows_for, settled
 from tests.webhook_receiver import webhook_receiver
 from trace_platform.adapters.postgres.alert_repository import AlertRepository
 from trace_platform.app import RunningPlatform, start_platform
 from trace_platform.clients.chain_sync import ChainSyncClient
 from trace_platform.clients.dispatcher import DispatcherClient
-from trace_platform.core.config import DeliverySettings, Settings, SinkSettings
+from trace_platform.core.config import Settings
 from trace_platform.core.errors import Unavailable
 from trace_platform.gen.trace.v1 import common_pb2, dispatcher_pb2
 from trace_platform.servers.common.failure_log import reason_code, task_failure_reason
@@ -87,19 +87,7 @@ async def chatty(ctx: OperatorContext) -> OperatorResult:
 
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
-    return replace(
-        settings,
-        sink=SinkSettings(poll_interval_seconds=0.2, retry_base_seconds=0.05, retry_max_seconds=0.2),
-        delivery=DeliverySettings(
-            interval_seconds=0.05,
-            retry_base_seconds=0.05,
-            retry_max_seconds=0.2,
-            max_attempts=3,
-            timeout_seconds=2,
-            allowed_networks=("127.0.0.0/8",),
-            allow_http=True,
-        ),
-    )
+    return fast_alert_settings(settings)
 
 
 @pytest.fixture

@@ -19,14 +19,14 @@ import jwt
 import pytest
 
 from tests.conftest import eventually
-from tests.integration.conftest import ORG, claim_new
+from tests.integration.conftest import ORG, claim_new, fast_alert_settings
 from tests.webhook_receiver import webhook_receiver
 from trace_platform.adapters.objectstore.stores import LocalObjectStore, ObjectStores
 from trace_platform.adapters.postgres.alert_repository import AlertRepository
 from trace_platform.app import RunningPlatform, start_platform
 from trace_platform.clients.dispatcher import DispatcherClient
 from trace_platform.clients.sink import SinkClient
-from trace_platform.core.config import DeliverySettings, Settings, SinkSettings
+from trace_platform.core.config import Settings
 from trace_platform.core.errors import FailedPrecondition, InvalidArgument, Unavailable
 from trace_platform.core.models import TaskRef
 from trace_platform.gen.trace.v1 import dispatcher_pb2
@@ -38,19 +38,7 @@ HASH = "0x" + "cd" * 32
 
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
-    return replace(
-        settings,
-        sink=SinkSettings(poll_interval_seconds=0.2, retry_base_seconds=0.05, retry_max_seconds=0.2),
-        delivery=DeliverySettings(
-            interval_seconds=0.05,
-            retry_base_seconds=0.05,
-            retry_max_seconds=0.2,
-            max_attempts=3,
-            timeout_seconds=2,
-            allowed_networks=("127.0.0.0/8",),  # the receiver runs on loopback
-            allow_http=True,  # and speaks plain http
-        ),
-    )
+    return fast_alert_settings(settings)
 
 
 @pytest.fixture

@@ -28,7 +28,6 @@ from trace_platform.adapters.objectstore.stores import LocalObjectStore, ObjectS
 from trace_platform.adapters.postgres.alert_repository import PublishRecord
 from trace_platform.adapters.postgres.pool import create_pool
 from trace_platform.adapters.queue.postgres import PostgresQueue
-from trace_platform.app import start_platform
 from trace_platform.clients.dispatcher import DispatcherClient
 from trace_platform.core.alert_rows import BatchRejected
 from trace_platform.core.config import Settings
@@ -127,16 +126,6 @@ def test_the_reader_cannot_be_made_without_its_scratch_prefix() -> None:
 
     with pytest.raises(TypeError):
         BatchReader(ObjectStores([]), 1)  # type: ignore[call-arg]
-
-
-@pytest.fixture
-async def served(settings: Settings) -> AsyncIterator[grpc.aio.Channel]:
-    running = await start_platform(settings, migrate=False)
-    try:
-        async with grpc.aio.insecure_channel(running.addr) as channel:
-            yield channel
-    finally:
-        await running.stop(grace=0.5)
 
 
 async def test_an_overlong_batch_uri_is_invalid_argument_and_writes_nothing(

@@ -17,7 +17,6 @@ import hashlib
 import hmac
 import json
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -26,7 +25,6 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from tests.integration.conftest import claim_new
-from trace_platform.app import start_platform
 from trace_platform.clients.dispatcher import DispatcherClient
 from trace_platform.core.config import Settings
 from trace_platform.core.errors import Unauthenticated
@@ -119,16 +117,6 @@ async def test_a_token_at_the_cap_is_still_verified() -> None:
     good = _good()
     assert len(good) < MAX_TOKEN_CHARS // 4  # issued tokens sit far below the cap
     assert (await _verifier().verify(good)).attempt == 1
-
-
-@pytest.fixture
-async def served(settings: Settings) -> AsyncIterator[grpc.aio.Channel]:
-    running = await start_platform(settings, migrate=False)
-    try:
-        async with grpc.aio.insecure_channel(running.addr) as channel:
-            yield channel
-    finally:
-        await running.stop(grace=0.5)
 
 
 @pytest.mark.integration
