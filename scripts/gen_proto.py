@@ -3,7 +3,7 @@
     python scripts/gen_proto.py          # rewrite src/trace_platform/gen
     python scripts/gen_proto.py --check  # exit 1 when the checked-in code is stale
 
-protoc emits ``from trace.v1 import ...``, which would resolve to the standard
+protoc emits ``from trace.v1 import ...`` (and ``trace.api.v1``), which would resolve to the standard
 library's ``trace`` module; the imports are rewritten to live under
 ``trace_platform.gen``.
 """
@@ -24,7 +24,7 @@ from grpc_tools import protoc
 ROOT = Path(__file__).resolve().parent.parent
 PROTO_DIR = ROOT / "proto"
 OUT_DIR = ROOT / "src" / "trace_platform" / "gen"
-IMPORT_RE = re.compile(r"^(from|import) trace\.v1", re.MULTILINE)
+IMPORT_RE = re.compile(r"^(from|import) trace\.", re.MULTILINE)
 
 
 def generate(out: Path) -> None:
@@ -48,7 +48,7 @@ def generate(out: Path) -> None:
         raise SystemExit("protoc failed")
     for path in out.rglob("*.py*"):
         text = path.read_text()
-        fixed = IMPORT_RE.sub(lambda m: f"{m.group(1)} trace_platform.gen.trace.v1", text)
+        fixed = IMPORT_RE.sub(lambda m: f"{m.group(1)} trace_platform.gen.trace.", text)
         if fixed != text:
             path.write_text(fixed)
     for pkg in [out, *(d for d in out.rglob("*") if d.is_dir())]:

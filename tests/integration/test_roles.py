@@ -63,6 +63,8 @@ SERVICES = {
     "invoker": {invoker_pb2.DESCRIPTOR.services_by_name["RuntimeInvokerService"]},
     "sink": {sink_pb2.DESCRIPTOR.services_by_name["SinkService"]},
     "delivery": set(),
+    # The public API's services (trace.api.v1) are added here as each one lands.
+    "api": set(),
     "worker": set(),
 }
 EVERY_SERVICE = {s for services in SERVICES.values() for s in services}

@@ -14,7 +14,7 @@ from trace_platform.cli.lite import listen_option
 
 # Kept equal to trace_platform.roles.host.ROLES (tests/integration/test_roles checks), so
 # listing them here does not import the servers.
-ROLE_NAMES = ("dispatcher", "query", "invoker", "sink", "delivery", "worker")
+ROLE_NAMES = ("dispatcher", "query", "invoker", "sink", "delivery", "api", "worker")
 
 
 @click.command()

@@ -15,6 +15,7 @@ import asyncpg
 from trace_platform.adapters.objectstore.stores import ObjectStores
 from trace_platform.adapters.queue.base import Queue
 from trace_platform.core.config import Settings
+from trace_platform.roles.api import build_api_role
 from trace_platform.roles.context import RoleContext, RoleParts
 from trace_platform.roles.delivery import build_delivery_role
 from trace_platform.roles.dispatcher import build_dispatcher_role
@@ -79,6 +80,7 @@ async def start_platform(
         shared.query = await start_query_server(ctx, stores)
         shared.invoker = start_invoker_app(ctx)
         with_loops += [await build_sink_role(ctx, sink_stores), await build_delivery_role(ctx)]
+        with_loops.append(await build_api_role(ctx, stores))
         parts = with_loops if run_loops else [RoleParts(p.bindings) for p in with_loops]
         parts += [RoleParts([shared.query.binding]), RoleParts([shared.invoker.binding])]
         if run_worker:

@@ -12,6 +12,7 @@ from dataclasses import replace
 import grpc
 
 from trace_platform.adapters.objectstore.stores import make_private_dirs
+from trace_platform.adapters.postgres.identity_repository import IdentityRepository
 from trace_platform.app import RunningPlatform, start_platform
 from trace_platform.clients.chain_sync import ChainSyncClient
 from trace_platform.core.config import LITE_ORG_ID, Settings
@@ -23,6 +24,8 @@ from trace_platform.servers.common.server import wait_for_shutdown_signal
 from trace_platform.views.live_status import ProgressView, watch
 
 log = logging.getLogger(__name__)
+LITE_ORG_NAME = "lite"
+LITE_USER = "lite-user"
 
 
 async def run_lite(
@@ -55,10 +58,12 @@ async def run_lite(
     try:
         platform = await start_platform(settings, run_worker=True)
         assert settings.admin_token and settings.worker_token
+        # The Lite org and its admin user: the user token left in the data directory is theirs.
+        await IdentityRepository(platform.pool).ensure_member(LITE_ORG_ID, LITE_ORG_NAME, LITE_USER, "admin")
         user_token = ""
         if user_auth.hs256_secret:
             user_token = issue_user_token(
-                user_auth.hs256_secret, issuer=user_auth.issuer, subject="lite-user", org_id=LITE_ORG_ID
+                user_auth.hs256_secret, issuer=user_auth.issuer, subject=LITE_USER, org_id=LITE_ORG_ID
             )
         credentials.save(
             settings.data_dir,

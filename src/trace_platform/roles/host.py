@@ -22,6 +22,7 @@ from trace_platform.adapters.queue.base import Queue
 from trace_platform.adapters.queue.factory import open_queue
 from trace_platform.core.config import Settings
 from trace_platform.core.errors import FailedPrecondition, InvalidArgument
+from trace_platform.roles.api import build_api_role
 from trace_platform.roles.context import RoleBuilder, RoleContext, RoleParts
 from trace_platform.roles.delivery import build_delivery_role
 from trace_platform.roles.dispatcher import build_dispatcher_role
@@ -40,6 +41,7 @@ ROLES: dict[str, RoleBuilder] = {
     "invoker": build_invoker_role,
     "sink": build_sink_role,
     "delivery": build_delivery_role,
+    "api": build_api_role,
     "worker": build_worker_role,
 }
 

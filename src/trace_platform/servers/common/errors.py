@@ -109,4 +109,40 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             return grpc.unary_stream_rpc_method_handler(
                 stream, safe_deserializer(handler.request_deserializer), handler.response_serializer
             )
+        if handler.stream_unary is not None:
+            inner_client_stream = handler.stream_unary
+
+            async def client_stream(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> Any:
+                try:
+                    return await inner_client_stream(_checked(requests), context)
+                except grpc.aio.AbortError:
+                    raise
+                except Exception as exc:
+                    await _abort(context, exc, method)
+
+            return grpc.stream_unary_rpc_method_handler(
+                client_stream, safe_deserializer(handler.request_deserializer), handler.response_serializer
+            )
+        if handler.stream_stream is not None:
+            inner_bidi = handler.stream_stream
+
+            async def bidi(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+                try:
+                    async for item in inner_bidi(_checked(requests), context):
+                        yield item
+                except grpc.aio.AbortError:
+                    raise
+                except Exception as exc:
+                    await _abort(context, exc, method)
+
+            return grpc.stream_stream_rpc_method_handler(
+                bidi, safe_deserializer(handler.request_deserializer), handler.response_serializer
+            )
         return handler
+
+
+async def _checked(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    """A client stream's messages, each passing the same checks as a unary request."""
+    async for request in requests:
+        check_request(request)
+        yield request
