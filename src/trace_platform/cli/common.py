@@ -70,27 +70,43 @@ def parse_addr(value: str, *, listen: bool = False) -> str:
     return value
 
 
-def _addr(ctx: click.Context, param: click.Parameter, value: str) -> str:
+def _addr(ctx: click.Context, param: click.Parameter, value: str | None) -> str:
+    """The --addr/TRACE_ADDR given, else where the `trace lite up` of the data directory
+    listens (its credentials file), else the default address."""
+    if value is None:
+        return lite_addr(ctx.params.get("data_dir") or default_data_dir())
     try:
         return parse_addr(value)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
 
 
+def lite_addr(data_dir: Path) -> str:
+    from trace_platform.lite import credentials
+
+    try:
+        creds = credentials.load(data_dir)
+    except (OSError, ValueError, TypeError):  # unreadable or not ours: the default, and the call says why
+        creds = None
+    return creds.addr if creds is not None and creds.addr else DEFAULT_ADDR
+
+
 addr_option = click.option(
     "--addr",
     envvar="TRACE_ADDR",
-    default=DEFAULT_ADDR,
-    show_default=True,
+    default=None,
+    show_default=f"the running `trace lite up`, else {DEFAULT_ADDR}",
     callback=_addr,
     help="Server address host:port (TRACE_ADDR).",
 )
+# Eager, so --addr (which reads the data directory's credentials) sees it whatever the order.
 data_dir_option = click.option(
     "--data-dir",
     envvar="TRACE_DATA_DIR",
     type=click.Path(path_type=Path),
     default=default_data_dir,
     show_default="~/.trace/lite",
+    is_eager=True,
     help="Lite data directory (TRACE_DATA_DIR).",
 )
 
@@ -107,17 +123,25 @@ def load_settings() -> Settings:
 
 def admin_token(data_dir: Path) -> str:
     """TRACE_ADMIN_TOKEN, else the token `trace lite up` left in the data directory."""
-    token = os.environ.get("TRACE_ADMIN_TOKEN")
+    return _token("TRACE_ADMIN_TOKEN", "admin_token", data_dir)
+
+
+def user_token(data_dir: Path) -> str:
+    """TRACE_USER_TOKEN, else the Lite admin user's token `trace lite up` left in the data directory."""
+    return _token("TRACE_USER_TOKEN", "user_token", data_dir)
+
+
+def _token(variable: str, field: str, data_dir: Path) -> str:
+    token = os.environ.get(variable)
     if token:
         return token
     from trace_platform.lite import credentials
 
     creds = credentials.load(data_dir)
-    if creds is None:
-        raise CliError(
-            f"no credentials in {data_dir}", hint="start `trace lite up` or set TRACE_ADMIN_TOKEN (or --data-dir)"
-        )
-    return creds.admin_token
+    value = getattr(creds, field, "") if creds is not None else ""
+    if not value:
+        raise CliError(f"no credentials in {data_dir}", hint=f"start `trace lite up` or set {variable} (or --data-dir)")
+    return str(value)
 
 
 def rpc_error(exc: TraceError, addr: str) -> CliError:
