@@ -9,8 +9,9 @@ import os
 import secrets
 import shutil
 import signal
+import subprocess
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -147,6 +148,21 @@ def _settings(database_url: str, tmp_path: Path) -> Settings:
         query=QuerySettings(slots=2, memory_limit="512MB", threads=1),
         user_auth=UserAuthSettings(issuer="trace-test", hs256_secret=secrets.token_urlsafe(32)),
     )
+
+
+@pytest.fixture
+def procs() -> Iterator[list[subprocess.Popen[str]]]:
+    """Subprocesses a test starts (append them): terminated, then killed, when it ends."""
+    started: list[subprocess.Popen[str]] = []
+    yield started
+    for p in started:
+        if p.poll() is None:
+            p.terminate()
+            try:
+                p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(timeout=10)
 
 
 async def eventually(predicate, timeout: float = 10.0, interval: float = 0.05):  # type: ignore[no-untyped-def]

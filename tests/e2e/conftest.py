@@ -8,11 +8,8 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
-
-import pytest
 
 from trace_platform.core.config import Settings
 
@@ -97,13 +94,3 @@ def all_output(proc: subprocess.Popen[str], stream: str = "stderr") -> list[str]
     reader = _reader(pipe)
     reader.thread.join(timeout=5)
     return reader.everything
-
-
-@pytest.fixture
-def procs() -> Iterator[list[subprocess.Popen[str]]]:
-    started: list[subprocess.Popen[str]] = []
-    yield started
-    for p in started:
-        if p.poll() is None:
-            p.kill()
-        p.wait(timeout=10)

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -31,8 +31,9 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from tests.anvil import free_port
 from tests.conftest import eventually
 from tests.datasets import FIXTURE_ROWS, write_dataset
-from tests.e2e.conftest import all_output, spawn, trace_env, wait_for_line
+from tests.e2e.conftest import all_output, spawn, trace_env
 from tests.integration.conftest import ORG, claim_with_grants
+from tests.processes import serve
 from trace_platform.adapters.objectstore.stores import LocalObjectStore
 from trace_platform.adapters.postgres.pool import create_pool
 from trace_platform.adapters.postgres.wakeups import PostgresWakeups
@@ -112,31 +113,6 @@ async def test_a_role_alone_serves_only_its_own_services_with_health_and_reflect
                 assert exc.value.code() == grpc.StatusCode.UNIMPLEMENTED, method
     finally:
         await running.stop()
-
-
-@pytest.fixture
-def procs() -> Iterator[list[subprocess.Popen[str]]]:
-    started: list[subprocess.Popen[str]] = []
-    yield started
-    for p in started:
-        if p.poll() is None:
-            p.terminate()
-            try:
-                p.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(timeout=10)
-
-
-def serve(
-    procs: list[subprocess.Popen[str]], settings: Settings, roles: list[str], **env: str
-) -> tuple[subprocess.Popen[str], str]:
-    proc = spawn(
-        ["serve", *roles, "--listen", "127.0.0.1:0"],
-        trace_env(settings, TRACE_QUERY_SLOTS="1", TRACE_QUERY_THREADS="1", **env),
-    )
-    procs.append(proc)
-    return proc, wait_for_line(proc, rf"{' '.join(roles)} serving on (\S+)", timeout=60)
 
 
 @pytest.fixture

@@ -172,10 +172,3 @@ def test_a_stream_cut_short_is_an_error_not_a_short_result() -> None:
         decoder.feed(data[:cut])
         with pytest.raises(Internal, match="end-of-stream marker"):
             decoder.finish()
-
-
-def test_client_channels_accept_the_largest_message_the_servers_send() -> None:
-    from trace_platform.clients.channel import MAX_MESSAGE_BYTES
-    from trace_platform.servers.common import server
-
-    assert MAX_MESSAGE_BYTES == server.MAX_MESSAGE_BYTES

@@ -15,6 +15,7 @@ from pathlib import Path
 from trace_platform.core.defaults import DEFAULT_ADDR as DEFAULT_ADDR
 from trace_platform.core.defaults import LITE_ORG_ID as LITE_ORG_ID
 from trace_platform.core.defaults import default_data_dir as default_data_dir
+from trace_platform.core.rpc_pools import RpcPool, rpc_pools_from_env
 
 
 @dataclass(frozen=True)
@@ -163,6 +164,46 @@ class InvokerSettings:
 
 
 @dataclass(frozen=True)
+class BundleSettings:
+    """UDF bundles uploaded through the user API (BundleService)."""
+
+    # Where bundles are stored: file:///dir (default <data dir>/bundles, the Lite
+    # invoker's default bundle root) or s3://bucket/prefix (uploads by pre-signed PUT).
+    uri: str | None = None
+    # The largest archive accepted (the invoker's own cap is the same by default).
+    max_upload_bytes: int = 64 * 1024 * 1024
+    # How long a pre-signed PUT URL stays valid.
+    upload_url_seconds: int = 900
+
+
+@dataclass(frozen=True)
+class TlsSettings:
+    """gRPC transport security for the cluster profile (Lite stays plaintext on loopback).
+
+    A server with ``cert_file`` and ``key_file`` serves TLS only; with ``client_ca_file``
+    too it requires a client certificate signed by that CA (mutual TLS between platform
+    services). ``ca_file``, ``client_cert_file`` and ``client_key_file`` are what this
+    process presents and trusts when it dials another platform service."""
+
+    cert_file: Path | None = None  # TRACE_TLS_CERT_FILE (PEM chain)
+    key_file: Path | None = None  # TRACE_TLS_KEY_FILE
+    client_ca_file: Path | None = None  # TRACE_TLS_CLIENT_CA_FILE: require client certificates
+    ca_file: Path | None = None  # TRACE_TLS_CA_FILE: the CA of the services this process dials
+    client_cert_file: Path | None = None  # TRACE_TLS_CLIENT_CERT_FILE
+    client_key_file: Path | None = None  # TRACE_TLS_CLIENT_KEY_FILE
+    # TRACE_TLS_ALLOW_PLAINTEXT: serve without TLS on an address other than loopback.
+    allow_plaintext: bool = False
+
+    @property
+    def serves_tls(self) -> bool:
+        return self.cert_file is not None
+
+    @property
+    def dials_tls(self) -> bool:
+        return self.ca_file is not None or self.client_cert_file is not None
+
+
+@dataclass(frozen=True)
 class SinkSettings:
     """The buffer sink: consumes queue 'buffers', validates batches, upserts alert_events."""
 
@@ -241,8 +282,9 @@ class Settings:
     query: QuerySettings = field(default_factory=QuerySettings)
     object_store: ObjectStoreSettings = field(default_factory=ObjectStoreSettings)
     user_auth: UserAuthSettings = field(default_factory=UserAuthSettings)
-    # chain_sync RPC pools by name (TRACE_RPC_POOL_<POOL>_URL); URLs may hold keys: never logged.
-    rpc_pools: Mapping[str, str] = field(default_factory=dict, repr=False)
+    # chain_sync RPC pools by name: a bare URL (TRACE_RPC_POOL_<POOL>_URL) or a pool of
+    # endpoints with limits (core/rpc_pools.py); URLs may hold keys: never logged.
+    rpc_pools: Mapping[str, str | RpcPool] = field(default_factory=dict, repr=False)
     # Where dataset versions are written: file:///dir (Lite default <data dir>/objects) or s3://bucket/prefix.
     datasets_uri: str | None = None
     invoker: InvokerSettings = field(default_factory=InvokerSettings)
@@ -252,6 +294,8 @@ class Settings:
     # The process's Prometheus endpoint (host:port, every service's metrics); empty: off.
     metrics_listen: str = ""
     queue: QueueSettings = field(default_factory=QueueSettings)
+    tls: TlsSettings = field(default_factory=TlsSettings)
+    bundles: BundleSettings = field(default_factory=BundleSettings)
 
     def with_overrides(self, **changes: object) -> Settings:
         return replace(self, **changes)  # type: ignore[arg-type]
@@ -373,11 +417,7 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
         jwks_path=Path(env["TRACE_USER_JWKS_PATH"]) if env.get("TRACE_USER_JWKS_PATH") else None,
         max_lifetime_seconds=_int(env, "TRACE_USER_JWT_MAX_LIFETIME_SECONDS", 86_400),
     )
-    rpc_pools = {
-        name[len("TRACE_RPC_POOL_") : -len("_URL")].lower(): url
-        for name, url in env.items()
-        if name.startswith("TRACE_RPC_POOL_") and name.endswith("_URL") and url
-    }
+    rpc_pools = rpc_pools_from_env(env)
     invoker = InvokerSettings(
         backend=env.get("TRACE_INVOKER_BACKEND", "local"),
         bundle_roots=tuple(Path(p) for p in env.get("TRACE_INVOKER_BUNDLE_ROOTS", "").split(os.pathsep) if p),
@@ -437,7 +477,46 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
         ),
         metrics_listen=_listen(env, "TRACE_METRICS_LISTEN"),
         queue=_queue(env),
+        tls=_tls(env),
+        bundles=BundleSettings(
+            uri=env.get("TRACE_BUNDLES_URI") or None,
+            max_upload_bytes=_int(env, "TRACE_BUNDLES_MAX_UPLOAD_BYTES", 64 * 1024 * 1024),
+            upload_url_seconds=_int(env, "TRACE_BUNDLES_UPLOAD_URL_SECONDS", 900),
+        ),
     )
+
+
+def _tls(env: Mapping[str, str]) -> TlsSettings:
+    def path(name: str) -> Path | None:
+        raw = env.get(name, "")
+        if not raw:
+            return None
+        if not Path(raw).is_file():
+            raise SettingsError(name, f"not a readable file: {raw!r}")
+        return Path(raw)
+
+    tls = TlsSettings(
+        cert_file=path("TRACE_TLS_CERT_FILE"),
+        key_file=path("TRACE_TLS_KEY_FILE"),
+        client_ca_file=path("TRACE_TLS_CLIENT_CA_FILE"),
+        ca_file=path("TRACE_TLS_CA_FILE"),
+        client_cert_file=path("TRACE_TLS_CLIENT_CERT_FILE"),
+        client_key_file=path("TRACE_TLS_CLIENT_KEY_FILE"),
+        allow_plaintext=env.get("TRACE_TLS_ALLOW_PLAINTEXT", "") in ("1", "true"),
+    )
+    for cert, key in (
+        ("TRACE_TLS_CERT_FILE", "TRACE_TLS_KEY_FILE"),
+        ("TRACE_TLS_CLIENT_CERT_FILE", "TRACE_TLS_CLIENT_KEY_FILE"),
+    ):
+        if bool(env.get(cert)) != bool(env.get(key)):
+            raise SettingsError(
+                key if env.get(cert) else cert, f"required together with {cert if env.get(cert) else key}"
+            )
+    if tls.client_ca_file and not tls.cert_file:
+        raise SettingsError(
+            "TRACE_TLS_CLIENT_CA_FILE", "needs TRACE_TLS_CERT_FILE and TRACE_TLS_KEY_FILE (mutual TLS is TLS first)"
+        )
+    return tls
 
 
 def _queue(env: Mapping[str, str]) -> QueueSettings:

@@ -7,10 +7,12 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 import asyncpg
+import grpc
 from prometheus_client import CollectorRegistry
 
 from trace_platform.adapters.queue.base import Queue
-from trace_platform.core.config import Settings
+from trace_platform.clients.channel import ClientTls, open_channel
+from trace_platform.core.config import Settings, TlsSettings
 from trace_platform.core.errors import FailedPrecondition
 from trace_platform.core.keys import KeyRing
 from trace_platform.servers.common.loop import Wakeups
@@ -22,6 +24,12 @@ ENDPOINT_VARIABLES = {
     "query": "TRACE_QUERY_ADDR",
     "invoker": "TRACE_INVOKER_ADDR",
 }
+
+
+def client_tls(tls: TlsSettings) -> ClientTls | None:
+    if not tls.dials_tls:
+        return None
+    return ClientTls(tls.ca_file, tls.client_cert_file, tls.client_key_file)
 
 
 @dataclass(frozen=True)
@@ -40,6 +48,13 @@ class RoleContext:
     # The Dispatcher's signing keys, loaded once when the dispatcher role is here (None:
     # dev HS256 secret, or the Dispatcher runs elsewhere).
     key_ring: KeyRing | None = None
+
+    def channel(self, addr: str) -> grpc.aio.Channel:
+        """A channel to another platform service, closed with this context: TLS (and the
+        client certificate, for mutual TLS) when the settings say so."""
+        channel = open_channel(addr, client_tls(self.settings.tls))
+        self.stack.push_async_callback(channel.close)
+        return channel
 
     def address_of(self, role: str) -> str:
         """This process when it runs ``role``, else the configured endpoint (required)."""

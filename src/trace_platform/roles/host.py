@@ -102,7 +102,8 @@ async def host_roles(
         registry = process_registry()
         if settings.metrics_listen:
             stack.callback(MetricsEndpoint(registry, settings.metrics_listen).close)
-        bound = bind_server(settings.listen)
+        check_plaintext(settings)
+        bound = bind_server(settings.listen, settings.tls)
         stack.push_async_callback(bound.close)
         addr = f"{settings.listen.rsplit(':', 1)[0]}:{bound.port}"
         ring = load_key_ring(settings) if "dispatcher" in chosen else None
@@ -115,6 +116,20 @@ async def host_roles(
         await stack.aclose()
         raise
     return RunningRoles(settings, pool, queue, server, chosen, stack)
+
+
+def check_plaintext(settings: Settings) -> None:
+    """Deny by default: plaintext gRPC only on loopback (Lite, tests) unless allowed."""
+    tls = settings.tls
+    if tls.serves_tls or tls.allow_plaintext:
+        return
+    host = settings.listen.rsplit(":", 1)[0].strip("[]")
+    if host not in ("127.0.0.1", "::1", "localhost"):
+        raise FailedPrecondition(
+            "TLS_REQUIRED",
+            f"listening on {settings.listen} needs TRACE_TLS_CERT_FILE and TRACE_TLS_KEY_FILE"
+            " (or TRACE_TLS_ALLOW_PLAINTEXT=1 behind a mesh that encrypts)",
+        )
 
 
 async def _each_role(ctx: RoleContext) -> list[RoleParts]:

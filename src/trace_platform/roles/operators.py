@@ -11,6 +11,7 @@ from trace_platform.adapters.invoker.base import RuntimeInvoker
 from trace_platform.adapters.objectstore.factory import artifact_stores, datasets_uri, object_stores, scratch_uri
 from trace_platform.core.config import Settings
 from trace_platform.core.cryo_task import OPERATOR as OPERATOR_CRYO
+from trace_platform.roles.context import client_tls
 from trace_platform.servers.invoker.app import build_runtime_invoker, metered_runtime_invoker
 from trace_platform.workers.alert_evaluate import OPERATOR as OPERATOR_ALERT
 from trace_platform.workers.alert_evaluate import alert_evaluate_operator
@@ -51,5 +52,6 @@ def platform_operators(
             artifact_stores(settings),
             scratch_uri(settings),
             settings.invoker.limits.timeout_seconds,
+            client_tls(settings.tls),
         ),
     }

@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Any
 
 from trace_platform.adapters.objectstore.stores import ObjectStores
-from trace_platform.clients.channel import insecure_channel
 from trace_platform.clients.dispatcher import DispatcherClient
 from trace_platform.core.tokens import JwksFetcher
 from trace_platform.roles.context import RoleContext, RoleParts
@@ -26,8 +25,7 @@ def jwks_source(ctx: RoleContext) -> JwksFetcher:
             return ring.jwks() if ring is not None else {"keys": []}
 
         return local_jwks
-    channel = insecure_channel(ctx.address_of("dispatcher"))
-    ctx.stack.push_async_callback(channel.close)
+    channel = ctx.channel(ctx.address_of("dispatcher"))
     return DispatcherClient(channel).jwks
 
 
@@ -40,4 +38,4 @@ async def start_query_server(ctx: RoleContext, stores: ObjectStores | None = Non
 
 async def build_query_role(ctx: RoleContext) -> RoleParts:
     query = await start_query_server(ctx)
-    return RoleParts([query.binding])
+    return RoleParts(query.bindings)

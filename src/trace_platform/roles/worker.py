@@ -14,7 +14,6 @@ from collections.abc import Callable, Mapping
 from trace_platform.adapters.invoker.base import RuntimeInvoker
 from trace_platform.adapters.invoker.remote import RemoteInvoker
 from trace_platform.clients.batching import BatchingDispatcherClient
-from trace_platform.clients.channel import insecure_channel
 from trace_platform.roles.context import RoleContext, RoleParts
 from trace_platform.roles.operators import platform_operators
 from trace_platform.servers.common.background import BackgroundTasks
@@ -27,8 +26,7 @@ def _invoker(ctx: RoleContext, given: RuntimeInvoker | None) -> Callable[[], Run
         return lambda: given
     s = ctx.settings
     if s.endpoints.invoker:
-        channel = insecure_channel(s.endpoints.invoker)
-        ctx.stack.push_async_callback(channel.close)
+        channel = ctx.channel(s.endpoints.invoker)
         remote = RemoteInvoker(channel, s.worker_token, s.invoker.limits.timeout_seconds)
         return lambda: remote
     return None  # the operator builds the configured backend per task
@@ -40,8 +38,7 @@ async def build_worker_role(
     invoker: RuntimeInvoker | None = None,
 ) -> RoleParts:
     s = ctx.settings
-    channel = insecure_channel(ctx.address_of("dispatcher"))
-    ctx.stack.push_async_callback(channel.close)
+    channel = ctx.channel(ctx.address_of("dispatcher"))
     client = BatchingDispatcherClient(channel, worker_token=s.worker_token)
     query_addr = ctx.address_of("query")
     all_operators = {**platform_operators(s, query_addr, _invoker(ctx, invoker), ctx.registry), **operators}

@@ -18,10 +18,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import grpc
-
 from trace_platform.adapters.invoker.base import Invocation, RuntimeInvoker
 from trace_platform.adapters.objectstore.stores import ObjectStores
+from trace_platform.clients.channel import ClientTls, open_channel
 from trace_platform.clients.query import QueryClient
 from trace_platform.core.errors import FailedPrecondition, InvalidArgument, Unavailable
 from trace_platform.core.storage_paths import attempt_prefix
@@ -48,6 +47,7 @@ def alert_evaluate_operator(
     stores: ObjectStores,
     scratch_uri: str,
     udf_timeout: float,
+    query_tls: ClientTls | None = None,
 ) -> Operator:
     """``make_invoker`` runs on first use (it probes the machine's sandboxing once)."""
     invokers: list[RuntimeInvoker] = []
@@ -58,7 +58,7 @@ def alert_evaluate_operator(
         invoker = invokers[0]
         bundle_url, sha, dataset_uuid, sql, limit = _config(ctx.config)
         ref = ctx.ref  # the token is read at each call: heartbeats renew it
-        async with grpc.aio.insecure_channel(query_addr) as channel:
+        async with open_channel(query_addr, query_tls) as channel:
             rows = await QueryClient(channel).task_query(
                 ctx.capability_token, ref.task_id, ref.attempt, dataset_uuid, sql, limit
             )

@@ -14,6 +14,10 @@ UDF is handed the attempt's *current* token when it starts (``OperatorContext.
 capability_token``). That token has about half the TTL or more left (~150 s by default)
 against a UDF timeout of 60 s; TokenSettings.ttl_seconds must stay above twice the UDF
 timeout. The token stops working as soon as the attempt ends, whatever its expiry.
+
+When the task endpoint serves TLS (the cluster profile), the bridge dials it with TLS
+(ALPN h2, the invoker's trust and client certificate): the UDF's plaintext HTTP/2 is
+carried inside it unchanged, and the UDF never holds a key.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import ssl
 from pathlib import Path
 
 MAX_CONNECTIONS = 16
@@ -32,6 +37,15 @@ def split_host_port(endpoint: str) -> tuple[str, int]:
     if not host or not port.isdigit():
         raise ValueError(f"task endpoint must be host:port, got {endpoint!r}")
     return host.strip("[]"), int(port)
+
+
+def task_endpoint_tls(ca_file: Path | None, cert_file: Path | None, key_file: Path | None) -> ssl.SSLContext:
+    """TLS to the task endpoint as gRPC speaks it: HTTP/2 by ALPN, the server checked."""
+    context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+    if cert_file is not None and key_file is not None:
+        context.load_cert_chain(str(cert_file), str(key_file))
+    context.set_alpn_protocols(["h2"])
+    return context
 
 
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -47,10 +61,13 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
 
 
 class TaskEndpointBridge:
-    def __init__(self, socket_path: Path, endpoint: str, owner_uid: int | None = None) -> None:
+    def __init__(
+        self, socket_path: Path, endpoint: str, owner_uid: int | None = None, tls: ssl.SSLContext | None = None
+    ) -> None:
         self.socket_path = socket_path
         self._host, self._port = split_host_port(endpoint)
         self._owner_uid = owner_uid
+        self._tls = tls
         self._server: asyncio.base_events.Server | None = None
         self._active: set[asyncio.Task[None]] = set()
 
@@ -71,7 +88,9 @@ class TaskEndpointBridge:
             return
         self._active.add(task)
         try:
-            up_reader, up_writer = await asyncio.wait_for(asyncio.open_connection(self._host, self._port), 5.0)
+            up_reader, up_writer = await asyncio.wait_for(
+                asyncio.open_connection(self._host, self._port, ssl=self._tls), 5.0
+            )
         except (OSError, TimeoutError):
             writer.close()
             self._active.discard(task)

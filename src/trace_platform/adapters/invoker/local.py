@@ -24,6 +24,7 @@ import hashlib
 import json
 import logging
 import os
+import ssl
 import tempfile
 import time
 from datetime import UTC, datetime
@@ -121,8 +122,10 @@ class LocalInvoker:
         runs_dir: Path | None = None,
         plan: SandboxPlan | None = None,
         bundle_limits: BundleLimits | None = None,
+        task_tls: ssl.SSLContext | None = None,
     ) -> None:
         self.settings = settings
+        self._task_tls = task_tls  # how the bridge dials a TLS task endpoint (None: plaintext)
         self.plan = plan or probe(settings.bwrap, (settings.python, settings.node), SANDBOX_PATH)
         self.limits = settings.limits
         self._trusted = trusted
@@ -181,7 +184,7 @@ class LocalInvoker:
             env[CAPABILITY_ENV] = invocation.capability_token
             if self.settings.task_endpoint:
                 if self.plan.isolated:
-                    bridge = TaskEndpointBridge(run_dir / "task.sock", self.settings.task_endpoint, uid)
+                    bridge = TaskEndpointBridge(run_dir / "task.sock", self.settings.task_endpoint, uid, self._task_tls)
                     await bridge.start()
                     env[ENDPOINT_ENV] = bridge.target
                 else:
@@ -193,8 +196,10 @@ class LocalInvoker:
                 mounts = RunMounts(extracted.root, home, run_dir / "etc", socket)
             m = extracted.manifest
             join = cgroup.join_argv() if cgroup is not None else []
-            argv = join + wrapper_argv(self.plan, self.limits, uid, mounts) + runtime_argv(
-                m.runtime, m.entrypoint, extracted.root, self._exes
+            argv = (
+                join
+                + wrapper_argv(self.plan, self.limits, uid, mounts)
+                + runtime_argv(m.runtime, m.entrypoint, extracted.root, self._exes)
             )
             stdin = json.dumps(invocation.event(time.time() + timeout)).encode()
             outcome = await run_bounded(argv, stdin, env, extracted.root, self.limits, timeout)

@@ -14,10 +14,11 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from trace_platform.core.config import TlsSettings
+from trace_platform.core.defaults import MAX_MESSAGE_BYTES
 from trace_platform.servers.common.errors import ErrorMappingInterceptor
 
 log = logging.getLogger(__name__)
-MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
 Register = Callable[[grpc.aio.Server], None]
 
@@ -86,7 +87,9 @@ class BoundServer:
         await self.server.stop(None)
 
 
-def bind_server(listen: str) -> BoundServer:
+def bind_server(listen: str, tls: TlsSettings | None = None) -> BoundServer:
+    """Listen on ``listen``: TLS only when ``tls`` carries a certificate (and mutual TLS
+    when it names a client CA), else plaintext."""
     server = grpc.aio.server(
         interceptors=[ErrorMappingInterceptor()],
         options=[
@@ -95,10 +98,23 @@ def bind_server(listen: str) -> BoundServer:
             ("grpc.so_reuseport", 0),
         ],
     )
-    port = server.add_insecure_port(listen)
+    if tls is not None and tls.serves_tls:
+        port = server.add_secure_port(listen, server_credentials(tls))
+    else:
+        port = server.add_insecure_port(listen)
     if port == 0:
         raise OSError(f"cannot listen on {listen}")
     return BoundServer(server, listen, port)
+
+
+def server_credentials(tls: TlsSettings) -> grpc.ServerCredentials:
+    assert tls.cert_file is not None and tls.key_file is not None
+    client_ca = tls.client_ca_file.read_bytes() if tls.client_ca_file else None
+    return grpc.ssl_server_credentials(
+        [(tls.key_file.read_bytes(), tls.cert_file.read_bytes())],
+        root_certificates=client_ca,
+        require_client_auth=client_ca is not None,
+    )
 
 
 async def start_server(bindings: Iterable[ServiceBinding], listen: str) -> GrpcServer:

@@ -27,7 +27,13 @@ def build_runtime_invoker(settings: Settings) -> RuntimeInvoker:
 
     trusted = TrustedKeys.from_dir(inv.trusted_keys_dir or settings.data_dir / "bundle_keys")
     roots = inv.bundle_roots or (settings.data_dir / "bundles",)
-    return LocalInvoker(inv, trusted, bundle_roots=roots, runs_dir=inv.runs_dir)
+    tls = settings.tls
+    task_tls = None
+    if tls.dials_tls:
+        from trace_platform.adapters.invoker.bridge import task_endpoint_tls
+
+        task_tls = task_endpoint_tls(tls.ca_file, tls.client_cert_file, tls.client_key_file)
+    return LocalInvoker(inv, trusted, bundle_roots=roots, runs_dir=inv.runs_dir, task_tls=task_tls)
 
 
 def metered_runtime_invoker(settings: Settings, registry: CollectorRegistry) -> RuntimeInvoker:
