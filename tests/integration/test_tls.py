@@ -14,6 +14,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from tests.anvil import free_port
 from tests.conftest import eventually
 from tests.e2e.conftest import all_output, spawn, trace_env
 from tests.integration.conftest import ORG
@@ -155,3 +156,23 @@ async def test_the_udf_bridge_carries_plaintext_grpc_inside_tls_to_the_task_endp
     finally:
         await bridge.close()
         await running.stop()
+
+
+async def test_a_plaintext_health_listener_answers_probes_beside_a_tls_one(settings: Settings, pki: Pki) -> None:
+    health_port = free_port()
+    tls_settings = replace(settings, tls=server_tls(pki, mutual=True), health_listen=f"127.0.0.1:{health_port}")
+    running = await host_roles(tls_settings, ["sink"])
+    probe = f"127.0.0.1:{health_port}"
+    try:
+        async with open_channel(probe) as channel:
+            assert await healthy(channel)
+            # It serves health only: the sink's own service is not there.
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await channel.unary_unary("/trace.v1.SinkService/ListDeadLetters")(b"", timeout=5)
+            assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    finally:
+        await running.stop()
+    # Stopping says NOT_SERVING first, then both listeners close.
+    async with open_channel(probe) as channel:
+        with pytest.raises(grpc.aio.AioRpcError):
+            await healthy(channel)

@@ -293,6 +293,9 @@ class Settings:
     endpoints: EndpointSettings = field(default_factory=EndpointSettings)
     # The process's Prometheus endpoint (host:port, every service's metrics); empty: off.
     metrics_listen: str = ""
+    # A plaintext listener serving grpc.health.v1 only (host:port), for probes that speak
+    # no TLS (Kubernetes' gRPC probes); empty: off.
+    health_listen: str = ""
     queue: QueueSettings = field(default_factory=QueueSettings)
     tls: TlsSettings = field(default_factory=TlsSettings)
     bundles: BundleSettings = field(default_factory=BundleSettings)
@@ -476,6 +479,7 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
             invoker=_listen(env, "TRACE_INVOKER_ADDR"),
         ),
         metrics_listen=_listen(env, "TRACE_METRICS_LISTEN"),
+        health_listen=_listen(env, "TRACE_HEALTH_LISTEN"),
         queue=_queue(env),
         tls=_tls(env),
         bundles=BundleSettings(

@@ -103,7 +103,7 @@ async def host_roles(
         if settings.metrics_listen:
             stack.callback(MetricsEndpoint(registry, settings.metrics_listen).close)
         check_plaintext(settings)
-        bound = bind_server(settings.listen, settings.tls)
+        bound = bind_server(settings.listen, settings.tls, settings.health_listen)
         stack.push_async_callback(bound.close)
         addr = f"{settings.listen.rsplit(':', 1)[0]}:{bound.port}"
         ring = load_key_ring(settings) if "dispatcher" in chosen else None

@@ -37,6 +37,10 @@ class GrpcServer:
     health: health.aio.HealthServicer
     port: int
     services: list[str] = field(default_factory=list)
+    # The plaintext health-only listener beside a TLS one (Kubernetes' gRPC probes speak
+    # no TLS); None when not configured.
+    health_server: grpc.aio.Server | None = None
+    health_port: int = 0
 
     async def set_serving(self, serving: bool) -> None:
         status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
@@ -47,6 +51,8 @@ class GrpcServer:
         # Stage 1: tell load balancers to go away; stage 2: finish in-flight calls.
         await self.set_serving(False)
         await self.server.stop(grace)
+        if self.health_server is not None:
+            await self.health_server.stop(None)
 
 
 @dataclass
@@ -58,6 +64,8 @@ class BoundServer:
     server: grpc.aio.Server
     listen: str
     port: int
+    health_server: grpc.aio.Server | None = None
+    health_port: int = 0
     _started: bool = False
 
     async def serve(self, bindings: Iterable[ServiceBinding]) -> GrpcServer:
@@ -73,7 +81,11 @@ class BoundServer:
         )
         self._started = True
         await self.server.start()
-        running = GrpcServer(self.server, health_servicer, self.port, names)
+        if self.health_server is not None:
+            # The same servicer: both listeners always say the same thing.
+            health_pb2_grpc.add_HealthServicer_to_server(health_servicer, self.health_server)
+            await self.health_server.start()
+        running = GrpcServer(self.server, health_servicer, self.port, names, self.health_server, self.health_port)
         await running.set_serving(True)
         log.info("grpc server started", extra={"listen": self.listen, "port": self.port, "services": names})
         return running
@@ -84,12 +96,17 @@ class BoundServer:
         if not self._started:
             self._started = True
             await self.server.start()
+            if self.health_server is not None:
+                await self.health_server.start()
         await self.server.stop(None)
+        if self.health_server is not None:
+            await self.health_server.stop(None)
 
 
-def bind_server(listen: str, tls: TlsSettings | None = None) -> BoundServer:
+def bind_server(listen: str, tls: TlsSettings | None = None, health_listen: str = "") -> BoundServer:
     """Listen on ``listen``: TLS only when ``tls`` carries a certificate (and mutual TLS
-    when it names a client CA), else plaintext."""
+    when it names a client CA), else plaintext. ``health_listen`` adds a plaintext
+    listener that serves grpc.health.v1 only (for probes that cannot speak TLS)."""
     server = grpc.aio.server(
         interceptors=[ErrorMappingInterceptor()],
         options=[
@@ -104,7 +121,13 @@ def bind_server(listen: str, tls: TlsSettings | None = None) -> BoundServer:
         port = server.add_insecure_port(listen)
     if port == 0:
         raise OSError(f"cannot listen on {listen}")
-    return BoundServer(server, listen, port)
+    if not health_listen:
+        return BoundServer(server, listen, port)
+    health_only = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    health_port = health_only.add_insecure_port(health_listen)
+    if health_port == 0:
+        raise OSError(f"cannot listen on {health_listen}")
+    return BoundServer(server, listen, port, health_only, health_port)
 
 
 def server_credentials(tls: TlsSettings) -> grpc.ServerCredentials:
