@@ -1,7 +1,8 @@
 -- name: resolve_published
--- The versions users read, org scoped: a versioned dataset's current version, or the
--- range versions of a partitioned one (chain_sync streams) that the trusted ledger says
--- its own stream's completed ranges produced (the planned task, stream and version).
+-- The versions users read, org scoped, by registry name or published name (an alias,
+-- dataset_aliases): a versioned dataset's current version, or the range versions of a
+-- partitioned one (chain_sync streams) that the trusted ledger says its own stream's
+-- completed ranges produced (the planned task, stream and version).
 -- Never a value a task sent: a version row's config_hash joins nothing.
 SELECT d.id::text AS dataset_uuid,
        v.dataset_version::text AS dataset_version, v.storage_ref::text AS storage_ref,
@@ -15,7 +16,8 @@ LEFT JOIN dataset_versions v ON v.dataset_uuid = d.id
              JOIN chain_sync_jobs j ON j.id = r.job_id
              WHERE r.task_id = v.producer_task_id AND r.status = 'completed'
                AND r.dataset_version = v.dataset_version AND s.dataset_uuid = d.id AND j.org_id = d.org_id)))
-WHERE d.org_id = $1 AND d.name = $2 AND d.published
+WHERE d.org_id = $1 AND d.published
+  AND (d.name = $2 OR d.id = (SELECT a.dataset_uuid FROM dataset_aliases a WHERE a.org_id = $1 AND a.name = $2))
 ORDER BY v.range_start NULLS FIRST, v.dataset_version;
 
 -- name: open_query_audit

@@ -1,0 +1,199 @@
+"""DatasetService on a served platform against real PostgreSQL: list (keyset pages),
+get with the Parquet columns of the current version, publish a chain_sync stream under
+a name; the auth matrix and org scoping of each RPC."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import asyncpg
+import grpc
+import pyarrow as pa
+import pytest
+
+from tests.api_matrix import assert_bad_credentials_refused, assert_role_refused, refused
+from tests.api_support import ApiUser, make_user
+from tests.datasets import FIXTURE_ROWS, write_dataset
+from trace_platform.adapters.objectstore.stores import LocalObjectStore
+from trace_platform.adapters.postgres.chain_sync_repository import ChainSyncRepository
+from trace_platform.adapters.postgres.dataset_repository import DatasetRepository
+from trace_platform.app import RunningPlatform
+from trace_platform.clients.api.datasets import ChainSyncStreamSource, DagOutputSource, DatasetsClient
+from trace_platform.core.chain_sync import parse_chain_sync
+from trace_platform.core.config import Settings
+from trace_platform.core.errors import AlreadyExists, InvalidArgument, NotFound
+from trace_platform.gen.trace.api.v1 import datasets_pb2 as pb
+from trace_platform.gen.trace.api.v1 import datasets_pb2_grpc
+
+
+def sync_yaml(name: str) -> str:
+    return f"""
+kind: chain_sync
+name: {name}
+chain_id: 31337
+mode:
+  kind: fixed_target
+  from_block: 0
+  to_block: 10
+streams:
+  blocks:
+    cryo_dataset_name: blocks
+    rpc_pool: local
+    chunk_size: 10
+    max_inflight: 1
+  logs:
+    cryo_dataset_name: logs
+    rpc_pool: local
+    chunk_size: 10
+    max_inflight: 1
+"""
+
+
+@pytest.fixture
+async def stub(channel: grpc.aio.Channel) -> datasets_pb2_grpc.DatasetServiceStub:
+    return datasets_pb2_grpc.DatasetServiceStub(channel)
+
+
+@pytest.fixture
+async def editor(platform: RunningPlatform, settings: Settings) -> ApiUser:
+    return await make_user(platform.pool, settings, "editor")
+
+
+@pytest.fixture
+async def client(channel: grpc.aio.Channel, editor: ApiUser) -> AsyncIterator[DatasetsClient]:
+    yield DatasetsClient(channel, token=editor.token)
+
+
+async def _aliases(db: asyncpg.Connection) -> int:
+    return int(await db.fetchval("SELECT count(*) FROM dataset_aliases"))
+
+
+async def test_get_shows_columns_version_and_pii_and_publish_names_a_stream(
+    platform: RunningPlatform,
+    client: DatasetsClient,
+    editor: ApiUser,
+    local_store: LocalObjectStore,
+    objects_uri: str,
+    db: asyncpg.Connection,
+) -> None:
+    ds = write_dataset(local_store, objects_uri, [pa.table(FIXTURE_ROWS)])
+    await DatasetRepository(platform.pool).publish(editor.org_id, "fixture", ds.publication, ["email"])
+    await ChainSyncRepository(platform.pool).apply(editor.org_id, parse_chain_sync(sync_yaml("mainnet")))
+
+    got = await client.get("fixture")
+    assert (got.dataset_id, got.current_version, got.kind) == (ds.dataset_uuid, ds.dataset_version, "versioned")
+    assert got.published and got.version_count == 1 and got.pii_columns == ("email",)
+    assert [(c.name, c.type, c.pii) for c in got.columns] == [
+        ("dedupe_key", "string", False),
+        ("block_number", "int64", False),
+        ("email", "string", True),
+    ]
+
+    stream = await client.get("mainnet.blocks")
+    assert stream.kind == "partitioned" and stream.current_version is None and stream.columns == ()
+    assert stream.chain_sync_stream == ChainSyncStreamSource("mainnet", "blocks")
+
+    first = await client.publish("eth_blocks", ChainSyncStreamSource("mainnet", "blocks"))
+    assert first.created and first.dataset.dataset_id == stream.dataset_id
+    assert first.dataset.name == "mainnet.blocks" and first.dataset.published_names == ("eth_blocks",)
+    assert (await client.get("eth_blocks")).dataset_id == stream.dataset_id
+    again = await client.publish("eth_blocks", ChainSyncStreamSource("mainnet", "blocks"))
+    assert not again.created and await _aliases(db) == 1
+    # The query path resolves the published name to the same dataset.
+    resolved = await DatasetRepository(platform.pool).resolve_published(editor.org_id, "eth_blocks")
+    assert resolved is not None and resolved.dataset_uuid == stream.dataset_id
+
+    # A name another dataset holds (an alias or a registry name), an unknown source, a bad name.
+    for name in ("eth_blocks", "fixture"):
+        with pytest.raises(AlreadyExists) as taken:
+            await client.publish(name, ChainSyncStreamSource("mainnet", "logs"))
+        assert taken.value.reason == "DATASET_NAME_TAKEN"
+    for source in (
+        ChainSyncStreamSource("mainnet", "traces"),
+        ChainSyncStreamSource("nosuch", "blocks"),
+        DagOutputSource("dag", "job", 0),
+    ):
+        with pytest.raises(NotFound) as unknown:
+            await client.publish("other", source)
+        assert unknown.value.reason == "SOURCE_NOT_FOUND"
+    for bad in ("Eth", "1eth", "eth-blocks", "a" * 129, "eth.blocks", ""):
+        with pytest.raises(InvalidArgument) as invalid:
+            await client.publish(bad, ChainSyncStreamSource("mainnet", "logs"))
+        assert invalid.value.reason == "INVALID_DATASET_NAME"
+    assert await _aliases(db) == 1
+    with pytest.raises(NotFound) as missing:
+        await client.get("nosuch")
+    assert missing.value.reason == "DATASET_NOT_FOUND"
+    names = {d.name: d.published_names async for d in client.iterate()}
+    assert names == {"fixture": (), "mainnet.blocks": ("eth_blocks",), "mainnet.logs": ()}
+
+
+async def test_list_pages_are_stable_complete_and_org_scoped(
+    platform: RunningPlatform, client: DatasetsClient, editor: ApiUser, settings: Settings, channel: grpc.aio.Channel
+) -> None:
+    repo = ChainSyncRepository(platform.pool)
+    for name in ("one", "two", "three", "four"):
+        await repo.apply(editor.org_id, parse_chain_sync(sync_yaml(name)))  # 2 datasets each
+    other = await make_user(platform.pool, settings, "admin")
+    await repo.apply(other.org_id, parse_chain_sync(sync_yaml("theirs")))
+
+    pages, token = [], ""
+    while True:
+        page = await client.list(page_size=3, page_token=token)
+        pages.append([d.name for d in page.datasets])
+        token = page.next_page_token
+        if not token:
+            break
+    assert [len(p) for p in pages] == [3, 3, 2]
+    flat = [n for p in pages for n in p]
+    assert len(set(flat)) == 8 and not any(n.startswith("theirs.") for n in flat)
+    # Stable: the same pages again, and rows added meanwhile only ever come at the end.
+    await repo.apply(editor.org_id, parse_chain_sync(sync_yaml("five")))
+    assert [d.name for d in (await client.list(page_size=8)).datasets] == flat
+    assert [d.name async for d in client.iterate(page_size=3)][:8] == flat
+    theirs = DatasetsClient(channel, token=other.token)
+    assert {d.name for d in (await theirs.list()).datasets} == {"theirs.blocks", "theirs.logs"}
+    for token in ("garbage!", "eyJ0IjoxfQ", "e30"):
+        with pytest.raises(InvalidArgument) as bad:
+            await client.list(page_token=token)
+        assert bad.value.reason == "PAGE_TOKEN_INVALID"
+
+
+async def test_auth_matrix_and_another_org_is_not_found(
+    platform: RunningPlatform,
+    stub: datasets_pb2_grpc.DatasetServiceStub,
+    editor: ApiUser,
+    settings: Settings,
+    db: asyncpg.Connection,
+) -> None:
+    await ChainSyncRepository(platform.pool).apply(editor.org_id, parse_chain_sync(sync_yaml("mine")))
+    publish = pb.PublishDatasetRequest(
+        name="mine_blocks", chain_sync_stream=pb.ChainSyncStreamSource(sync_name="mine", dataset_key="blocks")
+    )
+    calls = {
+        "ListDatasets": lambda md: stub.ListDatasets(pb.ListDatasetsRequest(), metadata=md),
+        "GetDataset": lambda md: stub.GetDataset(pb.GetDatasetRequest(name="mine.blocks"), metadata=md),
+        "PublishDataset": lambda md: stub.PublishDataset(publish, metadata=md),
+    }
+    await assert_bad_credentials_refused(settings, editor, calls)
+    viewer = await make_user(platform.pool, settings, "viewer", org_id=editor.org_id)
+    await assert_role_refused(viewer, {"PublishDataset": calls["PublishDataset"]})
+    assert await _aliases(db) == 0
+    # A viewer reads.
+    assert (await stub.GetDataset(pb.GetDatasetRequest(name="mine.blocks"), metadata=viewer.metadata)).dataset.name
+
+    # Another org: its dataset and its stream are exactly as absent as missing ones.
+    stranger = await make_user(platform.pool, settings, "admin")
+    foreign = await refused(calls["GetDataset"], stranger.metadata)
+    missing = await refused(
+        lambda md: stub.GetDataset(pb.GetDatasetRequest(name="nosuch.blocks"), metadata=md), stranger.metadata
+    )
+    assert foreign == missing and foreign[:2] == (grpc.StatusCode.NOT_FOUND, "DATASET_NOT_FOUND")
+    code, reason, _ = await refused(calls["PublishDataset"], stranger.metadata)
+    assert (code, reason) == (grpc.StatusCode.NOT_FOUND, "SOURCE_NOT_FOUND")
+    listed = await stub.ListDatasets(pb.ListDatasetsRequest(), metadata=stranger.metadata)
+    assert list(listed.datasets) == []
+    assert await _aliases(db) == 0
+    # The owner publishes; the server is still serving after every refusal.
+    done = await stub.PublishDataset(publish, metadata=editor.metadata)
+    assert done.created and list(done.dataset.published_names) == ["mine_blocks"]
