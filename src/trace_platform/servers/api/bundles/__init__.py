@@ -1,0 +1,1 @@
+"""BundleService of the user API: upload, finalize, list and get signed UDF bundles."""
