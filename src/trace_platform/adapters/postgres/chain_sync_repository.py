@@ -96,6 +96,12 @@ class ChainSyncRepository:
             raise _apply_conflict(exc.constraint_name or "") from None
 
     async def _apply(self, org_id: str, spec: ChainSyncSpec) -> tuple[str, str]:
+        async with self._pool.acquire() as conn, conn.transaction():
+            return await self.apply_in(conn, org_id, spec)
+
+    async def apply_in(self, conn: asyncpg.Connection, org_id: str, spec: ChainSyncSpec) -> tuple[str, str]:
+        """``apply`` inside the caller's transaction (a DAG activation applies its chain_sync
+        jobs and moves its active pointer together). Unique violations propagate as is."""
         mode = spec.mode
         follow = mode if isinstance(mode, FollowHead) else None
         mode_args = (
@@ -107,57 +113,56 @@ class ChainSyncRepository:
             follow.max_head_age_seconds if follow else None,
         )
         canonical = json.dumps(spec.canonical(), sort_keys=True)
-        async with self._pool.acquire() as conn, conn.transaction():
-            row = await conn.fetchrow(self._sql["get_job_for_update"], org_id, spec.name)
-            if row is None:
-                job_id, outcome = str(uuid.uuid4()), "created"
-                await conn.execute(
-                    self._sql["insert_job"],
+        row = await conn.fetchrow(self._sql["get_job_for_update"], org_id, spec.name)
+        if row is None:
+            job_id, outcome = str(uuid.uuid4()), "created"
+            await conn.execute(
+                self._sql["insert_job"],
+                job_id,
+                org_id,
+                spec.name,
+                spec.chain_id,
+                *mode_args,
+                canonical,
+                spec.yaml_hash,
+            )
+        else:
+            job_id = str(row["id"])
+            if row["yaml_hash"] == spec.yaml_hash:
+                return job_id, "unchanged"
+            old = spec_from_dict(json.loads(row["spec"]))
+            _check_compatible(old, spec)
+            outcome = "updated"
+            await conn.execute(self._sql["update_job"], job_id, *mode_args, canonical, spec.yaml_hash)
+        for stream in spec.streams:
+            # An existing stream keeps the UUID it was stored with (its published versions
+            # hang off it); only a new stream gets one minted from its identity.
+            dataset_uuid = str(
+                await conn.fetchval(
+                    self._sql["upsert_stream"],
                     job_id,
-                    org_id,
-                    spec.name,
-                    spec.chain_id,
-                    *mode_args,
-                    canonical,
-                    spec.yaml_hash,
-                )
-            else:
-                job_id = str(row["id"])
-                if row["yaml_hash"] == spec.yaml_hash:
-                    return job_id, "unchanged"
-                old = spec_from_dict(json.loads(row["spec"]))
-                _check_compatible(old, spec)
-                outcome = "updated"
-                await conn.execute(self._sql["update_job"], job_id, *mode_args, canonical, spec.yaml_hash)
-            for stream in spec.streams:
-                # An existing stream keeps the UUID it was stored with (its published versions
-                # hang off it); only a new stream gets one minted from its identity.
-                dataset_uuid = str(
-                    await conn.fetchval(
-                        self._sql["upsert_stream"],
-                        job_id,
-                        stream.dataset_key,
-                        stream.cryo_dataset_name,
-                        stream.rpc_pool,
-                        derive_dataset_uuid(org_id, spec.chain_id, spec.name, stream.dataset_key),
-                        stream.config_hash,
-                        stream.chunk_size,
-                        stream.max_inflight,
-                        mode.from_block,
-                    )
-                )
-                registered = await conn.fetchrow(
-                    self._sql["register_partitioned_dataset"],
-                    dataset_uuid,
-                    org_id,
-                    registry_name(spec.name, stream.dataset_key),
+                    stream.dataset_key,
+                    stream.cryo_dataset_name,
+                    stream.rpc_pool,
+                    derive_dataset_uuid(org_id, spec.chain_id, spec.name, stream.dataset_key),
                     stream.config_hash,
+                    stream.chunk_size,
+                    stream.max_inflight,
+                    mode.from_block,
                 )
-                if str(registered["id"]) != dataset_uuid or registered["kind"] != "partitioned":
-                    raise FailedPrecondition(
-                        "DATASET_NAME_TAKEN", "a stream's dataset name is bound to another dataset"
-                    )
-            return job_id, outcome
+            )
+            registered = await conn.fetchrow(
+                self._sql["register_partitioned_dataset"],
+                dataset_uuid,
+                org_id,
+                registry_name(spec.name, stream.dataset_key),
+                stream.config_hash,
+            )
+            if str(registered["id"]) != dataset_uuid or registered["kind"] != "partitioned":
+                raise FailedPrecondition(
+                    "DATASET_NAME_TAKEN", "a stream's dataset name is bound to another dataset"
+                )
+        return job_id, outcome
 
     async def job_spec(self, org_id: str, name: str) -> ChainSyncSpec:
         """The job's stored spec (the canonical form apply wrote), org scoped."""

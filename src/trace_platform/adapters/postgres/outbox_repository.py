@@ -22,6 +22,10 @@ class OutboxRow:
 
 
 Deliver = Callable[[list[OutboxRow]], Awaitable[None]]
+# Runs on the claiming connection, inside the transaction that marks the rows done: what
+# it writes (DAG routing's tasks) commits with them or not at all. Returns the ids of rows
+# it could not handle: they stay pending, with backoff, and the rest of the batch goes on.
+Route = Callable[[asyncpg.Connection, list[OutboxRow]], Awaitable[set[int]]]
 
 
 class OutboxRepository:
@@ -29,7 +33,7 @@ class OutboxRepository:
         self._pool = pool
         self._sql = queries.load("outbox")
 
-    async def deliver_batch(self, limit: int, deliver: Deliver) -> int:
+    async def deliver_batch(self, limit: int, deliver: Deliver, route: Route | None = None) -> int:
         async with self._pool.acquire() as conn, conn.transaction():
             rows = await conn.fetch(self._sql["claim_pending"], limit)
             if not rows:
@@ -37,11 +41,14 @@ class OutboxRepository:
             batch = [OutboxRow(r["id"], r["kind"], r["queue"], json.loads(r["payload"])) for r in rows]
             ids = [r.id for r in batch]
             try:
+                held = await route(conn, batch) if route is not None else set()
                 await deliver(batch)
             except Exception as exc:
                 await conn.execute(self._sql["mark_failed"], ids, type(exc).__name__)
                 raise
-            await conn.execute(self._sql["mark_done"], ids)
+            if held:
+                await conn.execute(self._sql["mark_failed"], sorted(held), "RoutingFailed")
+            await conn.execute(self._sql["mark_done"], [i for i in ids if i not in held])
             return len(batch)
 
     async def pending(self) -> int:

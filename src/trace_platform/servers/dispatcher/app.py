@@ -10,6 +10,7 @@ import asyncpg
 from prometheus_client import CollectorRegistry
 
 from trace_platform.adapters.objectstore.factory import datasets_uri, scratch_uri
+from trace_platform.adapters.postgres.dag_repository import DagRepository
 from trace_platform.adapters.postgres.metrics_repository import MetricsRepository
 from trace_platform.adapters.postgres.outbox_repository import OutboxRepository
 from trace_platform.adapters.postgres.task_repository import TaskRepository
@@ -58,7 +59,7 @@ def build_dispatcher(
 ) -> Dispatcher:
     tasks = TaskRepository(pool)
     metrics = DispatcherMetrics(registry or CollectorRegistry(), MetricsRepository(pool).dispatcher_snapshot)
-    loops = dispatcher_loops(tasks, OutboxRepository(pool), queue, settings.dispatcher, metrics)
+    loops = dispatcher_loops(tasks, OutboxRepository(pool), queue, settings.dispatcher, metrics, DagRepository(pool))
     outbox_loop = loops[0]
     tok = settings.tokens
     issuer = TokenIssuer(tok.issuer, tok.ttl_seconds, ring, tok.dev_hs256_secret)
