@@ -38,7 +38,7 @@ def test_every_object_validates_against_the_kubernetes_schemas(rendered: Rendere
 
 
 def test_optional_parts_validate_too(render_with: Any) -> None:
-    """The api role, metrics with scrapers and the invoker on EKS: off by default, valid when on."""
+    """Metrics with scrapers and the invoker on EKS: off by default, valid when on (the api role too)."""
     scraper = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
     overrides = {"roles": {"api": {"enabled": True}, "invoker": {"enabled": True}},
                  "metrics": {"enabled": True, "scrapers": [scraper]}}
@@ -89,7 +89,8 @@ def test_workloads_have_probes_limits_serviceaccount_and_no_root(rendered: Rende
             assert c["securityContext"]["readOnlyRootFilesystem"] is True, name
             if w["kind"] == "Deployment":
                 for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-                    assert c[probe]["grpc"]["port"] == values["grpcPort"], (name, probe)
+                    # The plaintext health-only port: Kubernetes' gRPC probes speak no TLS.
+                    assert c[probe]["grpc"]["port"] == values["healthPort"], (name, probe)
                 assert c["command"] == [f"trace-{w['metadata']['labels']['app.kubernetes.io/component']}"]
 
 
@@ -163,3 +164,53 @@ def test_helm_lint_is_clean(rendered: Rendered) -> None:
     report = helm_python.lint(CHART, values, strict=True, kube_version=f"v{KUBERNETES_VERSIONS[0]}")
     problems = [m for m in report["messages"] if m["severity"] >= 2]
     assert report["errors"] == [] and problems == [], report
+
+
+def _env(deployment: dict[str, Any]) -> dict[str, str]:
+    return {e["name"]: e.get("value", "") for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+
+
+def test_every_role_serves_and_dials_mutual_tls_from_the_mounted_secret(rendered_sets: dict[str, Rendered]) -> None:
+    for name, (values, objects) in rendered_sets.items():
+        data = of_kind(objects, "ConfigMap")["trace-config"]["data"]
+        mounted = "/var/run/trace/tls"
+        for var in ("TRACE_TLS_CERT_FILE", "TRACE_TLS_KEY_FILE", "TRACE_TLS_CA_FILE", "TRACE_TLS_CLIENT_CA_FILE",
+                    "TRACE_TLS_CLIENT_CERT_FILE", "TRACE_TLS_CLIENT_KEY_FILE"):
+            assert data[var].startswith(mounted + "/"), (name, var)
+        assert "TRACE_TLS_ALLOW_PLAINTEXT" not in data
+        assert data["TRACE_HEALTH_LISTEN"] == f"0.0.0.0:{values['healthPort']}"
+        for deployment in of_kind(objects, "Deployment").values():
+            pod = deployment["spec"]["template"]["spec"]
+            volume = next(v for v in pod["volumes"] if v["name"] == "tls")
+            assert volume["secret"]["secretName"] == values["tls"]["existingSecret"]
+            mounts = {m["name"]: m for m in pod["containers"][0]["volumeMounts"]}
+            assert mounts["tls"]["mountPath"] == mounted and mounts["tls"]["readOnly"] is True
+
+
+def test_plaintext_is_an_explicit_choice(render_with: Any) -> None:
+    _, objects = render_with("kind", {"tls": {"enabled": False}})
+    data = of_kind(objects, "ConfigMap")["trace-config"]["data"]
+    assert data["TRACE_TLS_ALLOW_PLAINTEXT"] == "1"
+    assert not any(k.startswith("TRACE_TLS_") and k != "TRACE_TLS_ALLOW_PLAINTEXT" for k in data)
+    for deployment in of_kind(objects, "Deployment").values():
+        assert all(v["name"] != "tls" for v in deployment["spec"]["template"]["spec"]["volumes"])
+
+
+def test_the_query_service_checks_its_storage_endpoint_against_the_policy_allowlist(
+    rendered_sets: dict[str, Rendered],
+) -> None:
+    """TRACE_QUERY_EGRESS_ALLOW is the object store allowlist of the NetworkPolicy, set on the
+    query role only, and the configured storage endpoint passes it (else the pod would not start)."""
+    from urllib.parse import urlsplit
+
+    from trace_platform.servers.query.egress import allowed
+
+    for name, (values, objects) in rendered_sets.items():
+        store = values["network"]["objectStore"]
+        deployments = of_kind(objects, "Deployment")
+        allow = tuple(_env(deployments["trace-query"])["TRACE_QUERY_EGRESS_ALLOW"].split(","))
+        assert set(allow) == {*store["cidrs"], *store["hosts"]}, name
+        for other, deployment in deployments.items():
+            assert other == "trace-query" or "TRACE_QUERY_EGRESS_ALLOW" not in _env(deployment), other
+        endpoint = values["config"].get("TRACE_S3_ENDPOINT_URL") or f"https://s3.{values['config']['AWS_REGION']}.amazonaws.com"
+        assert allowed(urlsplit(endpoint).hostname or "", allow), name
