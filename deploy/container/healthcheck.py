@@ -1,4 +1,6 @@
-"""Container HEALTHCHECK: exit 0 only when grpc.health.v1 on TRACE_LISTEN's port says SERVING.
+"""Container HEALTHCHECK: exit 0 only when grpc.health.v1 says SERVING, asked on the
+plaintext health-only port (TRACE_HEALTH_LISTEN) when there is one (the main port may
+serve TLS only), else on TRACE_LISTEN's port.
 
 Uses the grpcio the image already has, so no probe binary is added to the image."""
 
@@ -12,7 +14,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 
 def main() -> int:
-    port = os.environ.get("TRACE_LISTEN", "0.0.0.0:50051").rsplit(":", 1)[1]
+    listen = os.environ.get("TRACE_HEALTH_LISTEN") or os.environ.get("TRACE_LISTEN", "0.0.0.0:50051")
+    port = listen.rsplit(":", 1)[1]
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
         try:
             reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=3)

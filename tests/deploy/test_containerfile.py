@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.anvil import free_port
 from tests.deploy.chart import ROOT
 
 CONTAINERFILE = ROOT / "Containerfile"
@@ -92,8 +93,11 @@ def test_entrypoint_refuses_unknown_roles(fake_trace: Path) -> None:
 HEALTHCHECK = ROOT / "deploy" / "container" / "healthcheck.py"
 
 
-def run_healthcheck(port: int) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "TRACE_LISTEN": f"0.0.0.0:{port}"}
+def run_healthcheck(port: int, health_port: int | None = None) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRACE_")}
+    env["TRACE_LISTEN"] = f"0.0.0.0:{port}"
+    if health_port is not None:
+        env["TRACE_HEALTH_LISTEN"] = f"0.0.0.0:{health_port}"
     return subprocess.run([sys.executable, str(HEALTHCHECK)], capture_output=True, text=True, env=env, timeout=20)
 
 
@@ -113,6 +117,10 @@ def test_healthcheck_follows_grpc_health() -> None:
     try:
         servicer.set("", health_pb2.HealthCheckResponse.SERVING)
         assert run_healthcheck(port).returncode == 0
+        # With a health-only port configured, that is the port asked (the main one may be
+        # TLS only): a main port with nothing on it does not matter.
+        assert run_healthcheck(free_port(), health_port=port).returncode == 0
+        assert run_healthcheck(port, health_port=free_port()).returncode == 1
         servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
         assert run_healthcheck(port).returncode == 1
     finally:
