@@ -4,6 +4,7 @@ and what the repository hands out is what the invoker runs."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -68,8 +69,8 @@ async def pool(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
 
 
 class Api:
-    def __init__(self, channel: grpc.aio.Channel, pool: asyncpg.Pool, settings: Settings) -> None:
-        self.channel, self.pool, self.settings = channel, pool, settings
+    def __init__(self, channel: grpc.aio.Channel, pool: asyncpg.Pool, settings: Settings, port: int) -> None:
+        self.channel, self.pool, self.settings, self.port = channel, pool, settings, port
         self.stub = bundles_pb2_grpc.BundleServiceStub(channel)
 
     async def user(self, role: str = "editor", org_id: str | None = None) -> tuple[ApiUser, BundlesClient]:
@@ -82,7 +83,7 @@ async def _serve(settings: Settings, pool: asyncpg.Pool) -> AsyncIterator[Api]:
     server = await start_server([build_bundle_binding(pool, settings, auth)], "127.0.0.1:0")
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as ch:
-            yield Api(ch, pool, settings)
+            yield Api(ch, pool, settings, server.port)
     finally:
         await server.stop(0.5)
 
@@ -453,3 +454,30 @@ async def test_bundle_ids_never_change_content(
     )
     assert s3.get_object(Bucket=bucket, Key=published)["Body"].read() == archive.read_bytes()
     assert [x.id for x in (await client.list()).bundles] == [a.id]
+
+
+# --- the CLI -------------------------------------------------------------------------------
+
+
+async def test_cli_bundle_upload(api: Api, key: Ed25519PrivateKey, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from trace_platform.cli.main import cli
+
+    user, client = await api.user("editor")
+    archive = python_bundle(tmp_path / "cli.zip", key)
+    _, sha = file_digest(archive)
+    env = {"TRACE_ADDR": f"127.0.0.1:{api.port}", "TRACE_USER_TOKEN": user.token, "TRACE_DATA_DIR": str(tmp_path)}
+    runner = CliRunner()
+    out = await asyncio.to_thread(runner.invoke, cli, ["bundle", "upload", str(archive), "--json"], env=env)
+    assert out.exit_code == 0, out.output
+    shown = json.loads(out.output)
+    assert shown["sha256"] == sha and shown["state"] == "ready" and shown["runtime"] == "python"
+    assert (await client.get(shown["id"])).sha256 == sha
+    plain = await asyncio.to_thread(runner.invoke, cli, ["bundle", "upload", str(archive)], env=env)
+    assert plain.exit_code == 0 and f"bundle {shown['id']} sha256 {sha}" in plain.output  # idempotent
+
+    bad = tmp_path / "evil.zip"
+    python_bundle(bad, Ed25519PrivateKey.generate())
+    refused = await asyncio.to_thread(runner.invoke, cli, ["bundle", "upload", str(bad)], env=env)
+    assert refused.exit_code != 0 and "BUNDLE_KEY_UNTRUSTED" in refused.output

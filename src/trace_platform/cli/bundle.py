@@ -1,4 +1,4 @@
-"""`trace bundle`: create signing keys, build and verify signed UDF bundles."""
+"""`trace bundle`: create signing keys, build, verify and upload signed UDF bundles."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from trace_platform.cli.common import CliError
+from trace_platform.cli.common import CliError, addr_option, data_dir_option, run, user_token
 from trace_platform.core.errors import TraceError
 
 # cryptography and the bundle modules are imported by the commands that use them:
@@ -118,3 +118,32 @@ def verify(archive: Path, trusted_paths: tuple[Path, ...]) -> None:
         remove_tree(extracted.root)
     m = extracted.manifest
     click.echo(f"ok: runtime {m.runtime}, entrypoint {m.entrypoint or 'bootstrap'}, {len(m.files)} file(s)")
+
+
+@bundle_group.command("upload")
+@click.argument("archive", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--name", default=None, help="A name for the bundle (default: the file name).")
+@click.option("--runtime", type=RuntimeName(), default=None, help="Refuse the upload unless the manifest says this.")
+@click.option("--json", "as_json", is_flag=True, help="Print the bundle as JSON.")
+@addr_option
+@data_dir_option
+def upload(archive: Path, name: str | None, runtime: str | None, as_json: bool, addr: str, data_dir: Path) -> None:
+    """Upload a signed bundle (streamed, or by pre-signed PUT when bundles live on S3);
+    prints its id and sha256 once the platform has verified it."""
+    import json
+
+    from trace_platform.clients.api.bundles import Bundle, BundlesClient
+    from trace_platform.clients.channel import insecure_channel
+
+    token = user_token(data_dir)
+
+    async def go() -> Bundle:
+        async with insecure_channel(addr) as channel:
+            return await BundlesClient(channel, token=token).upload(archive, name=name, runtime=runtime or "")
+
+    bundle = run(go(), addr)
+    if as_json:
+        fields = ("id", "name", "sha256", "size_bytes", "runtime", "entrypoint", "state")
+        click.echo(json.dumps({f: getattr(bundle, f) for f in fields}))
+    else:
+        click.echo(f"bundle {bundle.id} sha256 {bundle.sha256} ({bundle.runtime}, {bundle.size_bytes} bytes)")
