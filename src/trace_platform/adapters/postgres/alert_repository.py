@@ -11,9 +11,16 @@ from datetime import datetime
 import asyncpg
 
 from trace_platform.adapters.postgres import queries
-from trace_platform.core.alert_definitions import validate_definition
+from trace_platform.core.alert_api import (
+    AlertDeliveryInfo,
+    AlertEventInfo,
+    AlertInfo,
+    WebhookView,
+    webhook_display,
+)
+from trace_platform.core.alert_definitions import WebhookChannel, validate_definition
 from trace_platform.core.alert_rows import AlertRow, BatchRejected
-from trace_platform.core.errors import AlreadyExists
+from trace_platform.core.errors import AlreadyExists, InvalidArgument
 
 
 @dataclass(frozen=True)
@@ -154,3 +161,142 @@ class AlertRepository:
         """(publish_id, replayed_at) of a dead letter."""
         r = await self._pool.fetchrow(self._sql["get_dead_letter"], uuid.UUID(dead_letter_id))
         return None if r is None else (str(r["publish_id"]), r["replayed_at"])
+
+
+Page = tuple[datetime, str] | None  # keyset position: (created_at, id) of the last row seen
+
+
+def _page_args(after: Page) -> tuple[datetime | None, uuid.UUID | None]:
+    return (after[0], uuid.UUID(after[1])) if after else (None, None)
+
+
+def _channels_json(channels: Sequence[WebhookChannel]) -> str:
+    return json.dumps([c.as_json() for c in channels])
+
+
+def _alert_info(r: asyncpg.Record) -> AlertInfo:
+    # The stored URLs are read here and only their display form leaves.
+    hooks = tuple(WebhookView(ch["key"], webhook_display(ch.get("url", ""))) for ch in json.loads(r["channels"]))
+    return AlertInfo(
+        r["id"], r["name"], r["description"], r["severity"], r["enabled"], hooks, r["created_at"], r["updated_at"]
+    )
+
+
+class AlertApiRepository:
+    """Alert definitions, events and deliveries for the user API; every query org scoped."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+        self._sql = queries.load("alerts")
+
+    async def create(
+        self,
+        org_id: str,
+        name: str,
+        channels: Sequence[WebhookChannel],
+        *,
+        enabled: bool,
+        description: str,
+        severity: str | None,
+    ) -> AlertInfo:
+        try:
+            row = await self._pool.fetchrow(
+                self._sql["api_insert_definition"],
+                uuid.UUID(org_id),
+                name,
+                _channels_json(channels),
+                enabled,
+                description,
+                severity,
+            )
+        except asyncpg.UniqueViolationError:
+            raise AlreadyExists("ALERT_DEFINITION_EXISTS", "an alert definition with this name exists") from None
+        except asyncpg.CheckViolationError:
+            raise InvalidArgument("INVALID_ALERT", "the alert definition is not valid") from None
+        assert row is not None
+        return _alert_info(row)
+
+    async def page(self, org_id: str, after: Page, limit: int) -> list[AlertInfo]:
+        rows = await self._pool.fetch(self._sql["api_definitions"], uuid.UUID(org_id), None, *_page_args(after), limit)
+        return [_alert_info(r) for r in rows]
+
+    async def get(self, org_id: str, alert_id: str) -> AlertInfo | None:
+        rows = await self._pool.fetch(
+            self._sql["api_definitions"], uuid.UUID(org_id), uuid.UUID(alert_id), None, None, 1
+        )
+        return _alert_info(rows[0]) if rows else None
+
+    async def update(
+        self,
+        org_id: str,
+        alert_id: str,
+        *,
+        channels: Sequence[WebhookChannel] | None,
+        enabled: bool | None,
+        description: str | None,
+        severity: str | None,
+    ) -> AlertInfo | None:
+        row = await self._pool.fetchrow(
+            self._sql["api_update_definition"],
+            uuid.UUID(org_id),
+            uuid.UUID(alert_id),
+            None if channels is None else _channels_json(channels),
+            enabled,
+            description,
+            severity,
+        )
+        return None if row is None else _alert_info(row)
+
+    async def events(self, org_id: str, alert_id: str, after: Page, limit: int) -> list[AlertEventInfo]:
+        rows = await self._pool.fetch(
+            self._sql["api_events"], uuid.UUID(org_id), uuid.UUID(alert_id), *_page_args(after), limit
+        )
+        return [
+            AlertEventInfo(
+                r["id"],
+                r["alert_id"],
+                r["severity"],
+                r["chain_id"],
+                r["block_number"],
+                r["block_hash"],
+                r["tx_hash"],
+                r["dedupe_key"],
+                r["payload"],
+                r["event_time"],
+                r["created_at"],
+            )
+            for r in rows
+        ]
+
+    async def event_exists(self, org_id: str, event_id: str) -> bool:
+        found = await self._pool.fetchval(self._sql["api_event_exists"], uuid.UUID(org_id), uuid.UUID(event_id))
+        return found is not None
+
+    async def deliveries(
+        self, org_id: str, *, alert_id: str | None, event_id: str | None, after: Page, limit: int
+    ) -> list[AlertDeliveryInfo]:
+        rows = await self._pool.fetch(
+            self._sql["api_deliveries"],
+            uuid.UUID(org_id),
+            uuid.UUID(alert_id) if alert_id else None,
+            uuid.UUID(event_id) if event_id else None,
+            *_page_args(after),
+            limit,
+        )
+        return [
+            AlertDeliveryInfo(
+                r["id"],
+                r["event_id"],
+                r["alert_id"],
+                WebhookView(r["channel"], webhook_display(r["url"]) if r["url"] else "(removed)"),
+                r["status"],
+                r["attempt"],
+                r["response_code"],
+                r["error_message"],
+                r["last_attempt_at"],
+                r["next_attempt_at"] if r["status"] in ("pending", "retrying") else None,
+                r["delivered_at"],
+                r["created_at"],
+            )
+            for r in rows
+        ]

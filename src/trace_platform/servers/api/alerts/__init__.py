@@ -1,0 +1,1 @@
+"""AlertService (trace.api.v1): alert definitions, their events and deliveries."""
