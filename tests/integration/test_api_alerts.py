@@ -124,9 +124,7 @@ async def test_create_get_update_disable_and_urls_never_come_back(
         assert b"s3cr3t" not in wire and b"/services" not in wire
 
 
-async def test_webhook_wall_at_create_and_update(
-    client: AlertsClient, db: asyncpg.Connection
-) -> None:
+async def test_webhook_wall_at_create_and_update(client: AlertsClient, db: asyncpg.Connection) -> None:
     """The default platform: https only, no private or loopback address, hosts in their final form."""
     forbidden = [
         "http://hooks.example.com/plain",
@@ -198,9 +196,7 @@ async def test_lists_page_in_three_stable_pages_without_duplicates(
         {"i": 0},
     )
 
-    got_deliveries = await pages(
-        lambda t: client.deliveries(alert_id=alerts[0].alert_id, page_size=3, page_token=t)
-    )
+    got_deliveries = await pages(lambda t: client.deliveries(alert_id=alerts[0].alert_id, page_size=3, page_token=t))
     flat = [d for p in got_deliveries for d in p]
     assert [len(p) for p in got_deliveries] == [3, 3, 2]
     assert sorted(d.event_id for d in flat) == sorted(events) and len({d.delivery_id for d in flat}) == 8

@@ -15,11 +15,14 @@ import click
 
 # name -> "module:attribute"; --help lists them in this order's sorted form.
 COMMANDS = {
+    "alerts": "trace_platform.cli.alerts:alerts_group",
     "apply": "trace_platform.cli.chain_sync:apply",
     "bundle": "trace_platform.cli.bundle:bundle_group",
+    "datasets": "trace_platform.cli.datasets:datasets_group",
     "db": "trace_platform.cli.services:db",
     "demo": "trace_platform.cli.tasks:demo",
     "dispatcher": "trace_platform.cli.services:dispatcher",
+    "dlq": "trace_platform.cli.dlq:dlq_group",
     "keys": "trace_platform.cli.services:keys",
     "lite": "trace_platform.cli.lite:lite",
     "pause": "trace_platform.cli.chain_sync:pause",

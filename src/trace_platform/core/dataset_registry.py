@@ -19,9 +19,7 @@ PUBLISHED_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,127}$")
 
 def require_published_name(value: str) -> str:
     if not PUBLISHED_NAME_RE.fullmatch(value or ""):
-        raise InvalidArgument(
-            "INVALID_DATASET_NAME", f"name must match {PUBLISHED_NAME_RE.pattern}", field="name"
-        )
+        raise InvalidArgument("INVALID_DATASET_NAME", f"name must match {PUBLISHED_NAME_RE.pattern}", field="name")
     return value
 
 

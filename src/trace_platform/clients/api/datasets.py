@@ -98,4 +98,3 @@ class DatasetsClient:
             req.dag_output.output_index = source.output_index
         resp = await call(self._stub.PublishDataset(req, metadata=self._md))
         return PublishResult(_dataset(resp.dataset), resp.created)
-
