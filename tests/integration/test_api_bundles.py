@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
+import aiohttp
 import asyncpg
 import grpc
 import pytest
@@ -280,6 +281,35 @@ async def test_another_org_and_a_weak_role(api: Api, key: Ed25519PrivateKey, tmp
     assert [b.id for b in (await client.list()).bundles] == [bundle.id]
 
 
+async def test_uploads_are_bounded_in_number_and_idle_time(
+    settings: Settings, pool: asyncpg.Pool, key: Ed25519PrivateKey, tmp_path: Path
+) -> None:
+    one = replace(settings, bundles=BundleSettings(max_concurrent=1, idle_seconds=1.0))
+    _trust(one, key)
+    archive = python_bundle(tmp_path / "a.zip", key)
+    size, sha = file_digest(archive)
+    never = asyncio.Event()
+    async for api in _serve(one, pool):
+        user, client = await api.user("editor")
+
+        async def stalls() -> AsyncIterator[pb.UploadBundleRequest]:
+            yield pb.UploadBundleRequest(header=pb.BundleUploadHeader(size_bytes=size, sha256=sha))
+            yield pb.UploadBundleRequest(chunk=archive.read_bytes()[:10])
+            await never.wait()
+
+        stalled = asyncio.ensure_future(api.stub.UploadBundle(stalls(), metadata=user.metadata))
+        await asyncio.sleep(0.3)
+        with pytest.raises(ResourceExhausted) as busy:
+            await client.upload_stream(archive)
+        assert busy.value.reason == "BUNDLE_UPLOADS_BUSY"
+        with pytest.raises(grpc.aio.AioRpcError) as idle:
+            await stalled
+        assert idle.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED and _reason(idle.value) == "UPLOAD_STALLED"
+        assert stored_objects(one) == [] and (await client.list()).bundles == []
+        assert (await client.upload_stream(archive)).ready  # the slot was given back
+    never.set()
+
+
 # --- the uploaded bundle runs ------------------------------------------------------------
 
 
@@ -370,6 +400,13 @@ async def test_presigned_put_then_finalize(
     assert record is not None and record.finalized
     assert record.url == f"s3://{bucket}/trace/bundles/{user.org_id}/{sha}.zip"
     assert _keys(moto, bucket) == [f"trace/bundles/{user.org_id}/{sha}.zip"]  # staging removed
+
+    # What a runner without store credentials gets: a pre-signed GET of the same bytes.
+    from trace_platform.adapters.objectstore.bundle_objects import S3BundleObjects
+
+    get_url = S3BundleObjects(api.settings.object_store).presign_get(record.url, 60)
+    async with aiohttp.ClientSession() as http, http.get(get_url) as resp:
+        assert resp.status == 200 and await resp.read() == archive.read_bytes()
 
     # The same bytes again: the existing bundle, no URL to PUT to.
     again = await client.upload(archive)

@@ -174,6 +174,11 @@ class BundleSettings:
     max_upload_bytes: int = 64 * 1024 * 1024
     # How long a pre-signed PUT URL stays valid.
     upload_url_seconds: int = 900
+    # Uploads and Finalizes checked at once by one process (each holds up to
+    # max_upload_bytes of temporary disk); more are refused with RESOURCE_EXHAUSTED.
+    max_concurrent: int = 4
+    # A streamed upload that sends nothing for this long is abandoned (it holds a slot).
+    idle_seconds: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -486,6 +491,8 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
             uri=env.get("TRACE_BUNDLES_URI") or None,
             max_upload_bytes=_int(env, "TRACE_BUNDLES_MAX_UPLOAD_BYTES", 64 * 1024 * 1024),
             upload_url_seconds=_int(env, "TRACE_BUNDLES_UPLOAD_URL_SECONDS", 900),
+            max_concurrent=_int(env, "TRACE_BUNDLES_MAX_CONCURRENT", 4),
+            idle_seconds=_float(env, "TRACE_BUNDLES_IDLE_SECONDS", 30.0),
         ),
     )
 

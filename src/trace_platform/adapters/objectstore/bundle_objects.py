@@ -150,6 +150,14 @@ class S3BundleObjects:
         )
         return url
 
+    def presign_get(self, uri: str, expires_seconds: int) -> str:
+        """A URL a runner with no store credentials can fetch a bundle by (Lambda)."""
+        bucket, key = self._split(uri)
+        url: str = self._client.generate_presigned_url(
+            "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=expires_seconds
+        )
+        return url
+
     def fetch(self, uri: str, dest: Path, max_bytes: int) -> int:
         bucket, key = self._split(uri)
         try:

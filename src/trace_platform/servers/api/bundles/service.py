@@ -15,11 +15,12 @@ second copy and never ALREADY_EXISTS. A bundle's id always names the same bytes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import shutil
 import tempfile
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -31,6 +32,7 @@ from trace_platform.core.bundle_paths import SHA256_RE, final_uri, staging_uri
 from trace_platform.core.bundles import BundleLimits, extract_bundle, remove_tree
 from trace_platform.core.config import BundleSettings
 from trace_platform.core.errors import (
+    DeadlineExceeded,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
@@ -86,6 +88,7 @@ class BundleService:
         self._trusted = trusted
         self._settings = settings
         self._temp_dir = temp_dir
+        self._busy = 0
         # The invoker's cap unless uploads are capped lower: a bundle it would refuse
         # is refused here already.
         self._limits = BundleLimits(max_archive_bytes=min(settings.max_upload_bytes, BundleLimits().max_archive_bytes))
@@ -108,8 +111,23 @@ class BundleService:
 
     # --- streamed upload -----------------------------------------------------------
 
+    @contextlib.contextmanager
+    def _slot(self) -> Iterator[None]:
+        """Bound the temporary disk and CPU the checks take: refuse, never queue."""
+        if self._busy >= self._settings.max_concurrent:
+            raise ResourceExhausted("BUNDLE_UPLOADS_BUSY", "too many bundle uploads at once; retry shortly")
+        self._busy += 1
+        try:
+            yield
+        finally:
+            self._busy -= 1
+
     async def upload(self, who: Principal, header: UploadHeader, chunks: AsyncIterator[bytes]) -> BundleRecord:
         header = self.check_header(header)
+        with self._slot():
+            return await self._upload(who, header, chunks)
+
+    async def _upload(self, who: Principal, header: UploadHeader, chunks: AsyncIterator[bytes]) -> BundleRecord:
         work = Path(tempfile.mkdtemp(prefix="bundle-upload-", dir=self._temp_dir))
         try:
             archive = work / "bundle.zip"
@@ -138,8 +156,16 @@ class BundleService:
 
     async def _receive(self, chunks: AsyncIterator[bytes], dest: Path, declared: int) -> None:
         received = 0
+        stream = aiter(chunks)
         with dest.open("xb") as out:
-            async for chunk in chunks:
+            while True:
+                try:
+                    async with asyncio.timeout(self._settings.idle_seconds):
+                        chunk = await anext(stream)
+                except StopAsyncIteration:
+                    break
+                except TimeoutError:
+                    raise DeadlineExceeded("UPLOAD_STALLED", "the upload sent nothing for too long") from None
                 if len(chunk) > MAX_CHUNK_BYTES:
                     raise InvalidArgument("CHUNK_TOO_LARGE", f"chunks are limited to {MAX_CHUNK_BYTES} bytes")
                 received += len(chunk)
@@ -185,6 +211,10 @@ class BundleService:
             return record
         if record.state == "failed":
             raise FailedPrecondition("BUNDLE_FAILED", f"this bundle was refused ({record.failure}); upload it again")
+        with self._slot():
+            return await self._finalize(who, record)
+
+    async def _finalize(self, who: Principal, record: BundleRecord) -> BundleRecord:
         claimed = await self._repo.claim(who.org_id, record.id)
         if claimed is None:
             raise FailedPrecondition("BUNDLE_FINALIZE_IN_PROGRESS", "another Finalize of this bundle is running")
