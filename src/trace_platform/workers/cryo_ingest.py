@@ -18,9 +18,11 @@ from pathlib import Path
 
 from trace_platform.adapters.extract.cryo_runner import CryoRequest, CryoRunner, StagedFile, remove_stale_staging
 from trace_platform.adapters.objectstore.stores import ObjectStores
+from trace_platform.adapters.rpc.pool_proxy import cryo_concurrency, pool_url
 from trace_platform.core.cryo_task import CryoOutput, CryoTaskConfig
 from trace_platform.core.errors import FailedPrecondition
 from trace_platform.core.manifest import MANIFEST_NAME, build_manifest, object_prefix
+from trace_platform.core.rpc_pools import RpcPool, pool_of
 from trace_platform.gen.trace.v1 import common_pb2
 from trace_platform.workers.runtime import Operator, OperatorContext, OperatorResult
 
@@ -36,8 +38,9 @@ def storage_ref_for(prefix_uri: str) -> common_pb2.StorageRef:
 
 
 def cryo_ingest_operator(
-    staging_root: Path, rpc_pools: Mapping[str, str], stores: ObjectStores, datasets_uri: str
+    staging_root: Path, rpc_pools: Mapping[str, str | RpcPool], stores: ObjectStores, datasets_uri: str
 ) -> Operator:
+    pools = {name: pool_of(name, v) for name, v in rpc_pools.items()}
     runner = CryoRunner(staging_root)
     removed = remove_stale_staging(staging_root, STALE_STAGING_SECONDS) if staging_root.exists() else []
     if removed:
@@ -45,9 +48,12 @@ def cryo_ingest_operator(
 
     async def cryo_ingest(ctx: OperatorContext) -> OperatorResult:
         config = CryoTaskConfig.from_dict(ctx.config)
-        url = rpc_pools.get(config.rpc_pool)
-        if not url:
+        pool = pools.get(config.rpc_pool)
+        if pool is None:
             raise FailedPrecondition("RPC_POOL_UNKNOWN", "no URL configured for the rpc pool", category="config")
+        # A pool of several endpoints or with limits: Cryo talks to the process's pool proxy
+        # (it spreads, limits, backs off and fails over; Cryo never sees the real URLs).
+        url = pool_url(pool)
         names = [o.cryo_dataset_name for o in config.outputs]
         staged = await runner.run(
             CryoRequest(
@@ -58,6 +64,7 @@ def cryo_ingest_operator(
                 rpc_url=url,
                 chain_id=config.chain_id,
                 more_datasets=tuple(names[1:]),
+                max_concurrent_requests=cryo_concurrency(pool),
             )
         )
         publications = []

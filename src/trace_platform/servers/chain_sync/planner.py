@@ -22,8 +22,10 @@ from trace_platform.adapters.postgres.chain_sync_repository import (
     StreamState,
 )
 from trace_platform.adapters.rpc.jsonrpc import RpcError, json_rpc
+from trace_platform.adapters.rpc.pool_proxy import PoolUrls
 from trace_platform.core.cryo_task import task_config
 from trace_platform.core.planner import BlockRange, Plan, plan_stream
+from trace_platform.core.rpc_pools import RpcPool
 from trace_platform.servers.chain_sync.metrics import ChainSyncMetrics
 
 log = logging.getLogger(__name__)
@@ -80,11 +82,15 @@ class RangePlanner:
 
 class HeadObserver:
     def __init__(
-        self, repo: ChainSyncRepository, rpc_pools: Mapping[str, str], metrics: ChainSyncMetrics, timeout: float = 5.0
+        self,
+        repo: ChainSyncRepository,
+        rpc_pools: Mapping[str, str | RpcPool],
+        metrics: ChainSyncMetrics,
+        timeout: float = 5.0,
     ) -> None:
         self._repo = repo
         self._observations = metrics.head_observations
-        self._pools = rpc_pools
+        self._pools = PoolUrls(rpc_pools)  # a pool with limits: via the pool proxy
         self._timeout = timeout
         self._warned: set[str] = set()
 

@@ -24,6 +24,7 @@ from trace_platform.adapters.duckdb.granted_fs import GrantedObject
 from trace_platform.adapters.postgres.chain_sync_repository import ChainSyncRepository, VerificationRecord
 from trace_platform.adapters.postgres.dataset_repository import DatasetRepository
 from trace_platform.adapters.rpc.jsonrpc import RpcError, json_rpc, json_rpc_batch
+from trace_platform.adapters.rpc.pool_proxy import PoolUrls
 from trace_platform.core.chain_sync import ChainSyncSpec, StreamSpec, registry_name
 from trace_platform.core.chain_verify import (
     MAX_DIFFERENCES_RECORDED,
@@ -36,6 +37,7 @@ from trace_platform.core.chain_verify import (
     compare,
 )
 from trace_platform.core.errors import FailedPrecondition, InvalidArgument, TraceError, Unavailable
+from trace_platform.core.rpc_pools import RpcPool
 from trace_platform.servers.query.attach import DatasetAttacher
 
 log = logging.getLogger(__name__)
@@ -57,13 +59,13 @@ class ChainVerifier:
         jobs: ChainSyncRepository,
         datasets: DatasetRepository,
         attacher: DatasetAttacher,
-        rpc_pools: Mapping[str, str],
+        rpc_pools: Mapping[str, str | RpcPool],
         timeout: float = 30.0,
     ) -> None:
         self._jobs = jobs
         self._datasets = datasets
         self._attacher = attacher
-        self._pools = rpc_pools
+        self._pools = PoolUrls(rpc_pools)  # a pool with limits: via the pool proxy
         self._timeout = timeout
 
     async def verify(
