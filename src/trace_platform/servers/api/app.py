@@ -10,8 +10,9 @@ from prometheus_client import CollectorRegistry
 
 from trace_platform.adapters.objectstore.stores import ObjectStores
 from trace_platform.core.config import Settings
-from trace_platform.servers.api.bundles.app import build_bundle_binding
 from trace_platform.servers.api.alerts.app import build_alert_binding
+from trace_platform.servers.api.bundles.app import build_bundle_binding
+from trace_platform.servers.api.dags.app import build_dag_binding
 from trace_platform.servers.api.datasets.app import build_dataset_binding
 from trace_platform.servers.api.identity import UserAuthenticator
 from trace_platform.servers.common.server import ServiceBinding
@@ -31,4 +32,5 @@ def build_api_bindings(deps: ApiDeps) -> list[ServiceBinding]:
     bindings.append(build_bundle_binding(deps.pool, deps.settings, deps.authenticator))
     bindings.append(build_dataset_binding(deps.pool, deps.stores, deps.authenticator))
     bindings.append(build_alert_binding(deps.pool, deps.settings, deps.authenticator))
+    bindings.append(build_dag_binding(deps.pool, deps.settings, deps.authenticator))
     return bindings
