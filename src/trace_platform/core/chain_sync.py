@@ -10,6 +10,7 @@ Shape (the shorthand form; see docs/chain_sync.md)::
       from_block: 0
       to_block: 20000000          # end-exclusive; follow_head has tail_lag,
                                   # head_poll_interval_seconds, max_head_age_seconds
+                                  # and optional max_reorg_depth (default 64)
     streams:
       blocks:                     # dataset_key
         cryo_dataset_name: blocks
@@ -44,6 +45,8 @@ MAX_CHUNK_SIZE = 10_000_000
 MAX_INFLIGHT = 10_000
 MAX_STREAMS = 64
 MAX_SECONDS = 86_400
+DEFAULT_MAX_REORG_DEPTH = 64  # follow_head mode.max_reorg_depth when unset
+MAX_REORG_DEPTH = 10_000
 
 # Reason codes (InvalidArgument unless said otherwise).
 NOT_A_MAPPING = "NOT_A_MAPPING"
@@ -78,6 +81,8 @@ class FollowHead:
     tail_lag: int
     head_poll_interval_seconds: int
     max_head_age_seconds: int
+    # Deepest reorg repaired; a deeper one stops the job (REORG_TOO_DEEP). Optional in YAML.
+    max_reorg_depth: int = DEFAULT_MAX_REORG_DEPTH
 
 
 Mode = FixedTarget | FollowHead
@@ -123,6 +128,8 @@ class ChainSyncSpec:
     def canonical(self) -> dict[str, Any]:
         """The document's meaning as plain data: key order, comments and layout gone."""
         mode: dict[str, Any] = {"kind": self.mode.kind, **asdict(self.mode)}
+        if mode.get("max_reorg_depth") == DEFAULT_MAX_REORG_DEPTH:
+            del mode["max_reorg_depth"]  # the default: a document without it hashes as it always did
         # ``verify`` only when set: the hash of a document without it is what it always was.
         extra = {"verify": asdict(self.verify)} if self.verify is not None else {}
         return {
@@ -245,7 +252,7 @@ def _mode(raw: Any) -> Mode:
         return FixedTarget(from_block=start, to_block=end)
     if kind == FollowHead.kind:
         keys = ("kind", "from_block", "tail_lag", "head_poll_interval_seconds", "max_head_age_seconds")
-        _only(m, "mode", required=keys)
+        _only(m, "mode", required=keys, optional=("max_reorg_depth",))
         poll = _int(m["head_poll_interval_seconds"], "mode.head_poll_interval_seconds", low=1, high=MAX_SECONDS)
         max_age = _int(m["max_head_age_seconds"], "mode.max_head_age_seconds", low=1, high=MAX_SECONDS)
         if max_age <= poll:
@@ -260,6 +267,9 @@ def _mode(raw: Any) -> Mode:
             tail_lag=_int(m["tail_lag"], "mode.tail_lag", low=0),
             head_poll_interval_seconds=poll,
             max_head_age_seconds=max_age,
+            max_reorg_depth=_int(
+                m.get("max_reorg_depth", DEFAULT_MAX_REORG_DEPTH), "mode.max_reorg_depth", low=1, high=MAX_REORG_DEPTH
+            ),
         )
     raise InvalidArgument(
         INVALID_KIND, f"mode.kind must be {FixedTarget.kind!r} or {FollowHead.kind!r}", field="mode.kind"

@@ -155,6 +155,19 @@ def _render_verification(v: pb.ChainSyncVerification) -> str:
     return f"verify: [{v.from_block}, {v.to_block}) {v.difference_count} difference(s) at {when}: {first}"
 
 
+def _render_reorgs(r: pb.ChainSyncReorgs) -> str:
+    """Reorgs seen against the node, their depth, and what their repair re-extracted."""
+    text = (
+        f"reorgs: {r.seen} seen, last depth {r.last_depth}, deepest {r.max_depth}, "
+        f"{r.ranges_repaired} range(s) repaired"
+    )
+    if r.repairing:
+        text += ", repairing now"
+    if r.stopped_reason:
+        text += f"; stopped: {r.stopped_reason} (deeper than mode.max_reorg_depth)"
+    return text
+
+
 def render_status(jobs: list[pb.ChainSyncStatus]) -> str:
     lines = []
     for job in jobs:
@@ -163,6 +176,8 @@ def render_status(jobs: list[pb.ChainSyncStatus]) -> str:
         lines.append(f"{job.name}  chain {job.chain_id}  {job.mode} {target}  {state}")
         if job.HasField("last_verification"):
             lines.append("  " + _render_verification(job.last_verification))
+        if job.HasField("reorgs"):
+            lines.append("  " + _render_reorgs(job.reorgs))
         for s in job.streams:
             head = (
                 f"head {s.head_block} @ {s.head_observed_at.ToDatetime():%H:%M:%S}"

@@ -7,6 +7,8 @@ from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 from trace_platform.adapters.postgres.chain_sync_repository import ChainSyncRepository
+from trace_platform.adapters.postgres.reorg_repository import ReorgRepository
+from trace_platform.adapters.rpc.pool_proxy import status_by_name
 from trace_platform.core.chain_sync import check_rpc_pools, parse_chain_sync, registry_name
 from trace_platform.core.chain_verify import MAX_DIFFERENCES_SHOWN
 from trace_platform.core.errors import FailedPrecondition, InvalidArgument
@@ -41,7 +43,9 @@ class ChainSyncServicer(chain_sync_pb2_grpc.ChainSyncServiceServicer):
         wake_planner: Callable[[], None] = lambda: None,
         wake_outbox: Callable[[], None] = lambda: None,
         verifier: ChainVerifier | None = None,
+        reorgs: ReorgRepository | None = None,
     ) -> None:
+        self._reorgs = reorgs
         self._repo = repo
         self._admin_token = admin_token
         self._rpc_pools = rpc_pools  # the pools this platform has a URL for (names only)
@@ -82,6 +86,8 @@ class ChainSyncServicer(chain_sync_pb2_grpc.ChainSyncServiceServicer):
         org_id = require_uuid("org_id", request.org_id)
         out = pb.GetChainSyncStatusResponse()
         checks = await self._repo.latest_verifications(org_id, request.name)
+        reorgs = await self._reorgs.summaries(org_id, request.name) if self._reorgs else {}
+        recent = await self._reorgs.recent(org_id, request.name) if self._reorgs else {}
         for job, streams, failed in await self._repo.status(org_id, request.name):
             status = out.jobs.add(
                 job_id=job["job_id"],
@@ -122,9 +128,12 @@ class ChainSyncServicer(chain_sync_pb2_grpc.ChainSyncServiceServicer):
                         )
             if (check := checks.get(job["job_id"])) is not None:
                 _verification(status.last_verification, check)
+            if (seen := reorgs.get(job["job_id"])) is not None:
+                _reorgs(status.reorgs, seen, recent.get(job["job_id"], []))
             if status.streams:
                 status.synced_to = min(s.synced_to for s in status.streams)
                 status.planned_to = min(s.planned_to for s in status.streams)
+        _rpc_endpoints(out, {s.rpc_pool for j in out.jobs for s in j.streams})
         return out
 
     async def VerifyChainSync(self, request: pb.VerifyChainSyncRequest, context: Ctx) -> pb.VerifyChainSyncResponse:
@@ -166,8 +175,49 @@ def _verification(out: pb.ChainSyncVerification, check: Mapping[str, Any]) -> No
         out.differences.add(**d)
 
 
+def _reorgs(out: pb.ChainSyncReorgs, summary: Mapping[str, Any], recent: list[Mapping[str, Any]]) -> None:
+    out.seen = summary["reorgs_seen"]
+    out.max_depth = summary["max_depth"]
+    out.last_depth = summary["last_depth"]
+    out.ranges_repaired = summary["ranges_repaired"]
+    out.repairing = bool(summary["repairing"])
+    out.stopped_reason = summary["stopped_reason"]
+    for r in recent:
+        item = out.recent.add(
+            fork_block=r["fork_block"],
+            tip_block=r["tip_block"],
+            depth=r["depth"],
+            status=r["status"],
+            ranges=r["ranges"],
+        )
+        item.detected_at.FromDatetime(r["detected_at"])
+        if r["repaired_at"] is not None:
+            item.repaired_at.FromDatetime(r["repaired_at"])
+
+
 def chain_sync_binding(servicer: ChainSyncServicer) -> ServiceBinding:
     return ServiceBinding(
         name=pb.DESCRIPTOR.services_by_name["ChainSyncService"].full_name,
         register=lambda server: chain_sync_pb2_grpc.add_ChainSyncServiceServicer_to_server(servicer, server),
     )
+
+
+def _rpc_endpoints(out: pb.GetChainSyncStatusResponse, pools: set[str]) -> None:
+    """The endpoints of the jobs' pools, by index and host (never a URL), from this process."""
+    for e in status_by_name(pools):
+        item = out.rpc_endpoints.add(
+            rpc_pool=e.rpc_pool,
+            index=e.index,
+            host=e.host,
+            state=e.state,
+            requests=e.requests,
+            errors=e.errors,
+            throttles=e.throttles,
+        )
+        if e.head_block is not None and e.head_observed_at is not None:
+            item.head_block = e.head_block
+            item.head_observed_at.FromSeconds(int(e.head_observed_at))
+        if e.requests_per_second is not None:
+            item.requests_per_second = e.requests_per_second
+        if e.max_concurrent_requests is not None:
+            item.max_concurrent_requests = e.max_concurrent_requests

@@ -311,6 +311,7 @@ class ChainSyncStatus(_message.Message):
     SYNCED_TO_FIELD_NUMBER: _builtins.int
     PLANNED_TO_FIELD_NUMBER: _builtins.int
     LAST_VERIFICATION_FIELD_NUMBER: _builtins.int
+    REORGS_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     name: _builtins.str
     chain_id: _builtins.int
@@ -329,6 +330,10 @@ class ChainSyncStatus(_message.Message):
     def last_verification(self) -> Global___ChainSyncVerification:
         """The latest scheduled integrity check (the YAML's `verify:` section); unset before the first."""
 
+    @_builtins.property
+    def reorgs(self) -> Global___ChainSyncReorgs:
+        """Reorgs seen against the node and their repair; unset while none was seen."""
+
     def __init__(
         self,
         *,
@@ -345,16 +350,102 @@ class ChainSyncStatus(_message.Message):
         synced_to: _builtins.int = ...,
         planned_to: _builtins.int = ...,
         last_verification: Global___ChainSyncVerification | None = ...,
+        reorgs: Global___ChainSyncReorgs | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_to_block", b"_to_block", "last_verification", b"last_verification", "to_block", b"to_block"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_to_block", b"_to_block", "last_verification", b"last_verification", "reorgs", b"reorgs", "to_block", b"to_block"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_to_block", b"_to_block", "chain_id", b"chain_id", "completed", b"completed", "from_block", b"from_block", "job_id", b"job_id", "last_verification", b"last_verification", "mode", b"mode", "name", b"name", "paused", b"paused", "planned_to", b"planned_to", "streams", b"streams", "synced_to", b"synced_to", "to_block", b"to_block", "yaml_hash", b"yaml_hash"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_to_block", b"_to_block", "chain_id", b"chain_id", "completed", b"completed", "from_block", b"from_block", "job_id", b"job_id", "last_verification", b"last_verification", "mode", b"mode", "name", b"name", "paused", b"paused", "planned_to", b"planned_to", "reorgs", b"reorgs", "streams", b"streams", "synced_to", b"synced_to", "to_block", b"to_block", "yaml_hash", b"yaml_hash"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__to_block: _TypeAlias = _typing.Literal["to_block"]  # noqa: Y015
     _WhichOneofArgType__to_block: _TypeAlias = _typing.Literal["_to_block", b"_to_block"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType__to_block) -> _WhichOneofReturnType__to_block | None: ...
 
 Global___ChainSyncStatus: _TypeAlias = ChainSyncStatus  # noqa: Y015
+
+@_typing.final
+class ChainSyncReorgs(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEEN_FIELD_NUMBER: _builtins.int
+    MAX_DEPTH_FIELD_NUMBER: _builtins.int
+    LAST_DEPTH_FIELD_NUMBER: _builtins.int
+    RANGES_REPAIRED_FIELD_NUMBER: _builtins.int
+    REPAIRING_FIELD_NUMBER: _builtins.int
+    STOPPED_REASON_FIELD_NUMBER: _builtins.int
+    RECENT_FIELD_NUMBER: _builtins.int
+    seen: _builtins.int
+    max_depth: _builtins.int
+    """In blocks replaced (from the fork point to the published tip, inclusive)."""
+    last_depth: _builtins.int
+    ranges_repaired: _builtins.int
+    """Ranges (range x stream) re-extracted and cut over by finished repairs."""
+    repairing: _builtins.bool
+    stopped_reason: _builtins.str
+    """REORG_TOO_DEEP when a reorg deeper than mode.max_reorg_depth stopped the job; empty otherwise."""
+    @_builtins.property
+    def recent(self) -> _containers.RepeatedCompositeFieldContainer[Global___ChainSyncReorg]:
+        """Newest first, at most 10."""
+
+    def __init__(
+        self,
+        *,
+        seen: _builtins.int = ...,
+        max_depth: _builtins.int = ...,
+        last_depth: _builtins.int = ...,
+        ranges_repaired: _builtins.int = ...,
+        repairing: _builtins.bool = ...,
+        stopped_reason: _builtins.str = ...,
+        recent: _abc.Iterable[Global___ChainSyncReorg] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["last_depth", b"last_depth", "max_depth", b"max_depth", "ranges_repaired", b"ranges_repaired", "recent", b"recent", "repairing", b"repairing", "seen", b"seen", "stopped_reason", b"stopped_reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ChainSyncReorgs: _TypeAlias = ChainSyncReorgs  # noqa: Y015
+
+@_typing.final
+class ChainSyncReorg(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FORK_BLOCK_FIELD_NUMBER: _builtins.int
+    TIP_BLOCK_FIELD_NUMBER: _builtins.int
+    DEPTH_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    RANGES_FIELD_NUMBER: _builtins.int
+    DETECTED_AT_FIELD_NUMBER: _builtins.int
+    REPAIRED_AT_FIELD_NUMBER: _builtins.int
+    fork_block: _builtins.int
+    """The first published block that was replaced."""
+    tip_block: _builtins.int
+    """The highest published block when the reorg was seen."""
+    depth: _builtins.int
+    status: _builtins.str
+    """repairing, repaired or too_deep."""
+    ranges: _builtins.int
+    @_builtins.property
+    def detected_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def repaired_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        fork_block: _builtins.int = ...,
+        tip_block: _builtins.int = ...,
+        depth: _builtins.int = ...,
+        status: _builtins.str = ...,
+        ranges: _builtins.int = ...,
+        detected_at: _timestamp_pb2.Timestamp | None = ...,
+        repaired_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["detected_at", b"detected_at", "repaired_at", b"repaired_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["depth", b"depth", "detected_at", b"detected_at", "fork_block", b"fork_block", "ranges", b"ranges", "repaired_at", b"repaired_at", "status", b"status", "tip_block", b"tip_block"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ChainSyncReorg: _TypeAlias = ChainSyncReorg  # noqa: Y015
 
 @_typing.final
 class ChainSyncVerification(_message.Message):
@@ -400,20 +491,97 @@ class GetChainSyncStatusResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     JOBS_FIELD_NUMBER: _builtins.int
+    RPC_ENDPOINTS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def jobs(self) -> _containers.RepeatedCompositeFieldContainer[Global___ChainSyncStatus]: ...
+    @_builtins.property
+    def rpc_endpoints(self) -> _containers.RepeatedCompositeFieldContainer[Global___RpcEndpointStatus]:
+        """Per endpoint of the RPC pools the jobs use, as this process's pool proxy counted them
+        (in memory since it started; pools of a single URL without limits are not proxied
+        and not listed).
+        """
+
     def __init__(
         self,
         *,
         jobs: _abc.Iterable[Global___ChainSyncStatus] | None = ...,
+        rpc_endpoints: _abc.Iterable[Global___RpcEndpointStatus] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["jobs", b"jobs"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["jobs", b"jobs", "rpc_endpoints", b"rpc_endpoints"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetChainSyncStatusResponse: _TypeAlias = GetChainSyncStatusResponse  # noqa: Y015
+
+@_typing.final
+class RpcEndpointStatus(_message.Message):
+    """One endpoint of an RPC pool; its URL (it may hold a key) is never sent, only its host."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RPC_POOL_FIELD_NUMBER: _builtins.int
+    INDEX_FIELD_NUMBER: _builtins.int
+    HOST_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    REQUESTS_FIELD_NUMBER: _builtins.int
+    ERRORS_FIELD_NUMBER: _builtins.int
+    THROTTLES_FIELD_NUMBER: _builtins.int
+    HEAD_BLOCK_FIELD_NUMBER: _builtins.int
+    HEAD_OBSERVED_AT_FIELD_NUMBER: _builtins.int
+    REQUESTS_PER_SECOND_FIELD_NUMBER: _builtins.int
+    MAX_CONCURRENT_REQUESTS_FIELD_NUMBER: _builtins.int
+    rpc_pool: _builtins.str
+    index: _builtins.int
+    """Its position in the pool's configured list."""
+    host: _builtins.str
+    state: _builtins.str
+    """healthy, throttled (backing off after a 429), down (failing; probed until it answers)
+    or lagging (its head trails the others' by more than the pool's max_head_lag).
+    """
+    requests: _builtins.int
+    errors: _builtins.int
+    throttles: _builtins.int
+    head_block: _builtins.int
+    requests_per_second: _builtins.float
+    """Its configured limits; unset: none."""
+    max_concurrent_requests: _builtins.int
+    @_builtins.property
+    def head_observed_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        rpc_pool: _builtins.str = ...,
+        index: _builtins.int = ...,
+        host: _builtins.str = ...,
+        state: _builtins.str = ...,
+        requests: _builtins.int = ...,
+        errors: _builtins.int = ...,
+        throttles: _builtins.int = ...,
+        head_block: _builtins.int | None = ...,
+        head_observed_at: _timestamp_pb2.Timestamp | None = ...,
+        requests_per_second: _builtins.float | None = ...,
+        max_concurrent_requests: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_head_block", b"_head_block", "_max_concurrent_requests", b"_max_concurrent_requests", "_requests_per_second", b"_requests_per_second", "head_block", b"head_block", "head_observed_at", b"head_observed_at", "max_concurrent_requests", b"max_concurrent_requests", "requests_per_second", b"requests_per_second"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_head_block", b"_head_block", "_max_concurrent_requests", b"_max_concurrent_requests", "_requests_per_second", b"_requests_per_second", "errors", b"errors", "head_block", b"head_block", "head_observed_at", b"head_observed_at", "host", b"host", "index", b"index", "max_concurrent_requests", b"max_concurrent_requests", "requests", b"requests", "requests_per_second", b"requests_per_second", "rpc_pool", b"rpc_pool", "state", b"state", "throttles", b"throttles"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__head_block: _TypeAlias = _typing.Literal["head_block"]  # noqa: Y015
+    _WhichOneofArgType__head_block: _TypeAlias = _typing.Literal["_head_block", b"_head_block"]  # noqa: Y015
+    _WhichOneofReturnType__max_concurrent_requests: _TypeAlias = _typing.Literal["max_concurrent_requests"]  # noqa: Y015
+    _WhichOneofArgType__max_concurrent_requests: _TypeAlias = _typing.Literal["_max_concurrent_requests", b"_max_concurrent_requests"]  # noqa: Y015
+    _WhichOneofReturnType__requests_per_second: _TypeAlias = _typing.Literal["requests_per_second"]  # noqa: Y015
+    _WhichOneofArgType__requests_per_second: _TypeAlias = _typing.Literal["_requests_per_second", b"_requests_per_second"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__head_block) -> _WhichOneofReturnType__head_block | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max_concurrent_requests) -> _WhichOneofReturnType__max_concurrent_requests | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__requests_per_second) -> _WhichOneofReturnType__requests_per_second | None: ...
+
+Global___RpcEndpointStatus: _TypeAlias = RpcEndpointStatus  # noqa: Y015
 
 @_typing.final
 class VerifyChainSyncRequest(_message.Message):
