@@ -12,9 +12,11 @@ from trace_platform.adapters.objectstore.stores import ObjectStores
 from trace_platform.adapters.postgres.chain_sync_repository import ChainSyncRepository
 from trace_platform.adapters.postgres.dataset_repository import DatasetRepository
 from trace_platform.adapters.postgres.metrics_repository import MetricsRepository
+from trace_platform.adapters.postgres.reorg_repository import ReorgRepository
 from trace_platform.core.config import Settings
 from trace_platform.servers.chain_sync.metrics import ChainSyncMetrics
 from trace_platform.servers.chain_sync.planner import HeadObserver, RangePlanner
+from trace_platform.servers.chain_sync.reorg import ReorgWatcher
 from trace_platform.servers.chain_sync.servicer import ChainSyncServicer, chain_sync_binding
 from trace_platform.servers.chain_sync.verify import ChainVerifier, VerifyScheduler
 from trace_platform.servers.common.loop import Loop, Wakeups
@@ -44,8 +46,18 @@ def build_chain_sync(
     planner_loop = Loop("chain_sync_planner", planner.step, d.planner_interval_seconds, 1, wait=wait)
     wake_planner = wakeups.signal(PLANNER_WAKEUP) if wakeups is not None else planner_loop.wakeup.set
     # VerifyChainSync reads published versions as the Query Service does (same attacher).
-    verifier = ChainVerifier(
-        repo, DatasetRepository(pool), DatasetAttacher(stores or object_stores(settings)), settings.rpc_pools
+    stores = stores or object_stores(settings)
+    verifier = ChainVerifier(repo, DatasetRepository(pool), DatasetAttacher(stores), settings.rpc_pools)
+    reorgs = ReorgRepository(pool)
+    # Its own attacher: the detector reads each new version once (nothing to cache), and a
+    # manifest it checked must not stand in for a later verify call's own check.
+    watcher = ReorgWatcher(
+        reorgs,
+        verifier,
+        DatasetAttacher(stores, cache_size=1),
+        settings.rpc_pools,
+        d.default_max_attempts,
+        wake_outbox,
     )
     loops = [
         planner_loop,
@@ -53,8 +65,11 @@ def build_chain_sync(
         # Due checks are looked for as often as heads are observed; each job's own
         # verify.every_seconds decides when it runs.
         Loop("chain_sync_verify", VerifyScheduler(repo, verifier).step, d.head_observer_interval_seconds, 10),
+        # Continuity with the node is checked as often as heads are observed (every pass
+        # compares the published tip with the node's block at its number).
+        Loop("chain_sync_reorg", watcher.step, d.head_observer_interval_seconds, 1_000_000),
     ]
     servicer = ChainSyncServicer(
-        repo, settings.admin_token, frozenset(settings.rpc_pools), wake_planner, wake_outbox, verifier
+        repo, settings.admin_token, frozenset(settings.rpc_pools), wake_planner, wake_outbox, verifier, reorgs
     )
     return chain_sync_binding(servicer), loops
