@@ -4,6 +4,8 @@ a name; the auth matrix and org scoping of each RPC."""
 
 from __future__ import annotations
 
+import json
+import uuid
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -21,6 +23,7 @@ from trace_platform.app import RunningPlatform
 from trace_platform.clients.api.datasets import ChainSyncStreamSource, DagOutputSource, DatasetsClient
 from trace_platform.core.chain_sync import parse_chain_sync
 from trace_platform.core.config import Settings
+from trace_platform.core.dag_config import udf_dataset_name, udf_dataset_uuid
 from trace_platform.core.errors import AlreadyExists, InvalidArgument, NotFound
 from trace_platform.gen.trace.api.v1 import datasets_pb2 as pb
 from trace_platform.gen.trace.api.v1 import datasets_pb2_grpc
@@ -197,3 +200,59 @@ async def test_auth_matrix_and_another_org_is_not_found(
     # The owner publishes; the server is still serving after every refusal.
     done = await stub.PublishDataset(publish, metadata=editor.metadata)
     assert done.created and list(done.dataset.published_names) == ["mine_blocks"]
+
+
+async def _deploy_udf_rows(pool: asyncpg.Pool, org_id: str, dag: str, job: str, *, activate: bool) -> str:
+    """The rows a DAG deploy and activation leave for a udf job (dags, a version, its job
+    with the resolved output dataset, the registered dataset): the registry's view only."""
+    dag_id, version_id, ds = uuid.uuid4(), uuid.uuid4(), udf_dataset_uuid(org_id, dag, job)
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("INSERT INTO dags (id, org_id, name) VALUES ($1, $2, $3)", dag_id, uuid.UUID(org_id), dag)
+        await conn.execute(
+            "INSERT INTO dag_versions (id, dag_id, org_id, seq, yaml, yaml_sha256) VALUES ($1, $2, $3, 1, 'x', $4)",
+            version_id,
+            dag_id,
+            uuid.UUID(org_id),
+            "0" * 64,
+        )
+        await conn.execute(
+            "INSERT INTO dag_jobs (dag_version_id, name, kind, spec, resolved) VALUES ($1, $2, 'udf', '{}', $3::jsonb)",
+            version_id,
+            job,
+            json.dumps({"output_dataset_uuid": ds}),
+        )
+        await conn.execute(
+            "INSERT INTO datasets (id, org_id, name, kind) VALUES ($1, $2, $3, 'versioned')",
+            uuid.UUID(ds),
+            uuid.UUID(org_id),
+            udf_dataset_name(dag, job),
+        )
+        if activate:
+            await conn.execute("UPDATE dags SET active_version_id = $2 WHERE id = $1", dag_id, version_id)
+    return ds
+
+
+async def test_publish_names_a_dag_udf_output_of_the_org_only(
+    platform: RunningPlatform, client: DatasetsClient, editor: ApiUser, settings: Settings, db: asyncpg.Connection
+) -> None:
+    ds = await _deploy_udf_rows(platform.pool, editor.org_id, "transfers", "flag", activate=True)
+    stranger = await make_user(platform.pool, settings, "admin")
+    await _deploy_udf_rows(platform.pool, stranger.org_id, "theirs", "flag", activate=False)
+
+    unpublished = await client.get("transfers.flag")
+    assert not unpublished.published and unpublished.current_version is None
+    done = await client.publish("big_transfers", DagOutputSource("transfers", "flag", 0))
+    assert done.created and done.dataset.dataset_id == ds and done.dataset.published
+    assert (await client.get("big_transfers")).published_names == ("big_transfers",)
+    for source in (
+        DagOutputSource("transfers", "flag", 1),  # a udf has one output
+        DagOutputSource("transfers", "nosuch", 0),
+        DagOutputSource("theirs", "flag", 0),  # another org's DAG
+    ):
+        with pytest.raises(NotFound) as missing:
+            await client.publish("other_name", source)
+        assert missing.value.reason == "SOURCE_NOT_FOUND"
+    with pytest.raises(InvalidArgument) as bad:
+        await client.publish("other_name", DagOutputSource("Bad DAG", "flag", 0))
+    assert bad.value.reason == "INVALID_SOURCE"
+    assert await _aliases(db) == 1

@@ -47,6 +47,10 @@ class DatasetRegistryRepository:
         found = await self._pool.fetchval(self._sql["api_stream_dataset"], uuid.UUID(org_id), sync_name, dataset_key)
         return None if found is None else str(found)
 
+    async def dag_output_dataset(self, org_id: str, dag_name: str, job_name: str) -> str | None:
+        found = await self._pool.fetchval(self._sql["api_dag_output_dataset"], uuid.UUID(org_id), dag_name, job_name)
+        return None if found is None else str(found)
+
     async def publish_name(self, org_id: str, name: str, dataset_uuid: str, user_id: str) -> bool:
         """Bind ``name`` to the dataset and mark it published. False when the name already
         names it; AlreadyExists (nothing written) when another dataset holds the name."""

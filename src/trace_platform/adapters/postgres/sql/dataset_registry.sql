@@ -53,3 +53,15 @@ INSERT INTO dataset_aliases (org_id, name, dataset_uuid, created_by) VALUES ($1,
 
 -- name: api_mark_published
 UPDATE datasets SET published = true, updated_at = now() WHERE id = $1 AND org_id = $2;
+
+-- name: api_dag_output_dataset
+-- The registry dataset of a DAG's udf job output (its one output, index 0): the job of the
+-- DAG's active version, else of its latest version; only a dataset the org's registry holds.
+SELECT d.id::text
+FROM dags g
+JOIN dag_versions v ON v.dag_id = g.id
+JOIN dag_jobs j ON j.dag_version_id = v.id
+JOIN datasets d ON d.id::text = j.resolved ->> 'output_dataset_uuid' AND d.org_id = g.org_id
+WHERE g.org_id = $1 AND g.name = $2 AND j.name = $3 AND j.kind = 'udf'
+ORDER BY (v.id = g.active_version_id) DESC NULLS LAST, v.seq DESC
+LIMIT 1;

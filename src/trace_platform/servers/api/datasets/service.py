@@ -24,6 +24,12 @@ from trace_platform.servers.api.keyset import page_of, parse_page
 MAX_NAME_CHARS = 256
 
 
+def _slugs(*fields: tuple[str, str]) -> None:
+    for field, value in fields:
+        if not SLUG_RE.fullmatch(value or ""):
+            raise InvalidArgument("INVALID_SOURCE", f"{field} must match {SLUG_RE.pattern}", field=field)
+
+
 def _not_found() -> NotFound:
     # One answer for a dataset that does not exist and one of another org.
     return NotFound("DATASET_NOT_FOUND", "no dataset of this name")
@@ -69,15 +75,19 @@ class DatasetService:
 
     async def _source_dataset(self, who: Principal, source: ChainSyncStreamSource | DagOutputSource | None) -> str:
         if isinstance(source, ChainSyncStreamSource):
-            for field, value in (("sync_name", source.sync_name), ("dataset_key", source.dataset_key)):
-                if not SLUG_RE.fullmatch(value or ""):
-                    raise InvalidArgument("INVALID_SOURCE", f"{field} must match {SLUG_RE.pattern}", field=field)
+            _slugs(("sync_name", source.sync_name), ("dataset_key", source.dataset_key))
             found = await self._repo.stream_dataset(who.org_id, source.sync_name, source.dataset_key)
             if found is None:
                 raise NotFound("SOURCE_NOT_FOUND", "no chain_sync stream of this name")
             return found
         if isinstance(source, DagOutputSource):
-            # DAG outputs are not in the registry yet (no DAG version records its outputs
-            # here): every such source is unknown until they are.
-            raise NotFound("SOURCE_NOT_FOUND", "no DAG output of this name")
+            _slugs(("dag_name", source.dag_name), ("job_name", source.job_name))
+            # A udf job has one output (index 0); chain_sync jobs of a DAG are published
+            # as chain_sync streams, alert_evaluate jobs write the alert_events sink.
+            found = None
+            if source.output_index == 0:
+                found = await self._repo.dag_output_dataset(who.org_id, source.dag_name, source.job_name)
+            if found is None:
+                raise NotFound("SOURCE_NOT_FOUND", "no DAG output of this name")
+            return found
         raise InvalidArgument("MISSING_FIELD", "a source (chain_sync_stream or dag_output) is required", field="source")

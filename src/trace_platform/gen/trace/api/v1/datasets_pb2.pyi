@@ -97,6 +97,10 @@ Global___ChainSyncStreamSource: _TypeAlias = ChainSyncStreamSource  # noqa: Y015
 
 @_typing.final
 class DagOutputSource(_message.Message):
+    """A DAG job's output: a udf job's one output is index 0 (the DAG's active version's
+    job, else its latest version's).
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     DAG_NAME_FIELD_NUMBER: _builtins.int
