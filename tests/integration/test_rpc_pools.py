@@ -22,6 +22,8 @@ from trace_platform.app import RunningPlatform, start_platform
 from trace_platform.clients.chain_sync import ChainSyncClient
 from trace_platform.core.config import Settings
 from trace_platform.core.rpc_pools import RpcEndpoint, RpcPool
+from trace_platform.views.live_status import render_status
+from trace_platform.views.rpc_endpoints import render_endpoints
 
 CHAIN_BLOCKS = 130
 
@@ -127,7 +129,7 @@ async def test_sync_spreads_over_the_endpoints_within_their_limits(
         await _sync(running, settings, "spread", 120)
         async with grpc.aio.insecure_channel(running.addr) as ch:
             assert settings.admin_token
-            raw = (await ChainSyncClient(ch, admin_token=settings.admin_token).status(ORG, "")).__repr__()
+            response = await ChainSyncClient(ch, admin_token=settings.admin_token).status_response(ORG, "")
     finally:
         await running.stop(grace=0.5)
     for p in (a, b):
@@ -140,7 +142,16 @@ async def test_sync_spreads_over_the_endpoints_within_their_limits(
     assert [s.state for s in status] == ["healthy", "healthy"]
     assert all(s.requests >= 20 and s.errors == 0 and s.head_block == CHAIN_BLOCKS for s in status)
     await _no_secret_anywhere(db, caplog_all, a.key, b.key)
-    assert a.key not in raw and b.key not in raw
+    # `trace status` shows each endpoint by index and host, with its counters and head.
+    shown = [(e.rpc_pool, e.index, e.host, e.state) for e in response.rpc_endpoints]
+    assert shown == [("pool", 0, f"127.0.0.1:{a.port}", "healthy"), ("pool", 1, f"127.0.0.1:{b.port}", "healthy")]
+    assert all(
+        e.requests >= 20 and e.head_block == CHAIN_BLOCKS and e.requests_per_second == 15
+        for e in response.rpc_endpoints
+    )
+    text = render_status(list(response.jobs)) + render_endpoints(response.rpc_endpoints)
+    assert "pool #1 127.0.0.1" in text and "throttles" in text
+    assert a.key not in str(response) + text and b.key not in str(response) + text
 
 
 async def test_429s_are_backed_off_and_the_sync_finishes_once(

@@ -12,6 +12,7 @@ from trace_platform.cli.common import CliError, addr_option, admin_token, data_d
 from trace_platform.core.defaults import LITE_ORG_ID
 from trace_platform.views.live_status import render_status
 from trace_platform.views.output import dumps, message_dict
+from trace_platform.views.rpc_endpoints import render_endpoints
 
 if TYPE_CHECKING:  # grpc and the client are imported when a command runs
     from trace_platform.clients.chain_sync import ChainSyncClient, pb
@@ -89,16 +90,20 @@ def status(name: str, as_json: bool, watching: bool, interval: float, org: str, 
             jobs = _with_client(addr, data_dir, lambda c: _watch(c, org, name, interval))
         except KeyboardInterrupt:
             raise SystemExit(130) from None
+        endpoints: list[pb.RpcEndpointStatus] = []
     else:
-        jobs = _with_client(addr, data_dir, lambda c: c.status(org, name))
+        response = _with_client(addr, data_dir, lambda c: c.status_response(org, name))
+        jobs, endpoints = list(response.jobs), list(response.rpc_endpoints)
     if name and not jobs:
         # The RPC answers a filter with the jobs matching it (none); a named job that is
         # not there is an error here, as it is for pause and resume.
         raise CliError(f"CHAIN_SYNC_NOT_FOUND: no chain_sync job {name!r} in org {org}")
     if as_json:
-        click.echo(dumps({"jobs": [message_dict(j) for j in jobs]}))
+        click.echo(
+            dumps({"jobs": [message_dict(j) for j in jobs], "rpc_endpoints": [message_dict(e) for e in endpoints]})
+        )
     elif not watching:
-        click.echo(render_status(jobs))
+        click.echo(render_status(jobs) + render_endpoints(endpoints))
 
 
 async def _watch(client: ChainSyncClient, org: str, name: str, interval: float) -> list[pb.ChainSyncStatus]:

@@ -28,8 +28,12 @@ class ChainSyncClient:
         await call(self._stub.ResumeChainSync(req, metadata=self._md))
 
     async def status(self, org_id: str, name: str = "") -> list[pb.ChainSyncStatus]:
+        return list((await self.status_response(org_id, name)).jobs)
+
+    async def status_response(self, org_id: str, name: str = "") -> pb.GetChainSyncStatusResponse:
+        """The jobs and the endpoints of their RPC pools."""
         req = pb.GetChainSyncStatusRequest(org_id=org_id, name=name)
-        return list((await call(self._stub.GetChainSyncStatus(req, metadata=self._md))).jobs)
+        return await call(self._stub.GetChainSyncStatus(req, metadata=self._md))
 
     async def verify(
         self, org_id: str, name: str, from_block: int | None = None, to_block: int | None = None

@@ -372,6 +372,10 @@ class _Proxy:
         self._pools.append(p)
         self._loop.create_task(p.probe_forever(self._session))
 
+    def latest(self, name: str) -> RpcPool | None:
+        with self._lock:
+            return next((p for p in reversed(list(self._ids)) if p.name == name), None)
+
     def status(self, pool: RpcPool) -> list[EndpointStatus]:
         with self._lock:
             pid = self._ids.get(pool)
@@ -428,5 +432,18 @@ def pool_status(pools: Mapping[str, str | RpcPool], names: set[str] | None = Non
     for name, value in sorted(pools.items()):
         pool = pool_of(name, value)
         if pool.proxied and (names is None or name in names):
+            out.extend(_PROXY.status(pool))
+    return out
+
+
+def status_by_name(names: set[str]) -> list[EndpointStatus]:
+    """Per endpoint of the pools named, as this process's proxy last configured them (what
+    the ChainSync status RPC reports; only proxied pools this process has used)."""
+    if _PROXY is None:
+        return []
+    out: list[EndpointStatus] = []
+    for name in sorted(names):
+        pool = _PROXY.latest(name)
+        if pool is not None:
             out.extend(_PROXY.status(pool))
     return out
