@@ -56,9 +56,10 @@ import pyarrow.parquet as pq
 from bench_support import drop_db, dsn_for, fresh_db
 
 from trace_platform.adapters.postgres.chain_sync_repository import ChainSyncRepository, HeadTarget
+from trace_platform.adapters.postgres.identity_repository import IdentityRepository
 from trace_platform.adapters.postgres.pool import create_pool
+from trace_platform.clients.api.query import ApiQueryClient
 from trace_platform.clients.chain_sync import ChainSyncClient
-from trace_platform.clients.query import QueryClient
 from trace_platform.core.chain_sync import parse_chain_sync
 from trace_platform.core.config import LITE_ORG_ID
 from trace_platform.core.user_tokens import issue_user_token
@@ -308,9 +309,10 @@ async def _full_stack(
         addr = await _serving_addr(proc, log_path)
         name = f"bench_{secrets.token_hex(3)}"
         user_token = issue_user_token(user_secret, issuer="trace-lite", subject="bench", org_id=LITE_ORG_ID)
+        await _bench_member(dsn_for(db))  # the Query Service reads only for members of the org
         async with grpc.aio.insecure_channel(addr) as channel:
             admin = ChainSyncClient(channel, admin_token=admin_token)
-            query = QueryClient(channel, user_token=user_token)
+            query = ApiQueryClient(channel, token=user_token)
             anvil_before, platform_before = proc_cpu(node.proc.pid)[0], proc_cpu(proc.pid)
             t0 = time.time()
             await admin.apply(LITE_ORG_ID, job_yaml(name, fixture.blocks, cfg))
@@ -358,7 +360,15 @@ async def _serving_addr(proc: subprocess.Popen[bytes], log_path: Path) -> str:
     raise RuntimeError(f"platform did not start: {tail}")
 
 
-async def _verify(query: QueryClient, name: str, fixture: anvil_fixture.Fixture) -> None:
+async def _bench_member(dsn: str) -> None:
+    pool = await create_pool(dsn, min_size=1, max_size=1)
+    try:
+        await IdentityRepository(pool).ensure_member(LITE_ORG_ID, "lite", "bench", "viewer")
+    finally:
+        await pool.close()
+
+
+async def _verify(query: ApiQueryClient, name: str, fixture: anvil_fixture.Fixture) -> None:
     """Fail loudly unless the Query Service returns exactly the chain's rows."""
     n = fixture.blocks
     checks = (

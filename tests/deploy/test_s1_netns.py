@@ -337,7 +337,7 @@ async def test_a_query_over_s3_works_from_the_query_service_in_the_namespace(set
         assert addr.startswith(f"{INSIDE}:")
         assert os.stat(f"/proc/{proc.pid}/ns/net").st_ino == os.stat(f"/run/netns/{NS}").st_ino
         async with grpc.aio.insecure_channel(addr) as channel:
-            out = await user_client(channel, settings).query(
+            out = await (await user_client(channel, settings)).query(
                 "chain.blocks", "SELECT count(*), max(block_number) FROM dataset"
             )
         assert out.rows == [[500, 499]]

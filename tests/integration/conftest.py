@@ -13,7 +13,10 @@ import pytest
 from tests.conftest import eventually
 from trace_platform.adapters.objectstore.factory import datasets_uri
 from trace_platform.adapters.objectstore.stores import LocalObjectStore
+from trace_platform.adapters.postgres.identity_repository import IdentityRepository
+from trace_platform.adapters.postgres.pool import create_pool
 from trace_platform.app import RunningPlatform, start_platform
+from trace_platform.clients.api.query import ApiQueryClient
 from trace_platform.clients.batching import BatchingDispatcherClient
 from trace_platform.clients.dispatcher import DispatcherClient
 from trace_platform.clients.query import QueryClient
@@ -96,11 +99,20 @@ def query_client(channel: grpc.aio.Channel) -> QueryClient:
     return QueryClient(channel)
 
 
-def user_client(channel: grpc.aio.Channel, settings: Settings, org_id: str = ORG, subject: str = "ada") -> QueryClient:
+async def user_client(
+    channel: grpc.aio.Channel, settings: Settings, org_id: str = ORG, subject: str = "ada", role: str = "viewer"
+) -> ApiQueryClient:
+    """A public-API query client for ``subject``, made a member of ``org_id`` first (the
+    Query Service serves members only)."""
     secret = settings.user_auth.hs256_secret
-    assert secret is not None
+    assert secret is not None and settings.database_url is not None
+    pool = await create_pool(settings.database_url, min_size=1, max_size=1)
+    try:
+        await IdentityRepository(pool).ensure_member(org_id, f"org-{org_id[:8]}", subject, role)
+    finally:
+        await pool.close()
     token = issue_user_token(secret, issuer=settings.user_auth.issuer, subject=subject, org_id=org_id)
-    return QueryClient(channel, user_token=token)
+    return ApiQueryClient(channel, token=token)
 
 
 async def claim_with_grants(client: DispatcherClient, grants: list[common_pb2.DatasetGrant]) -> tuple[TaskRef, str]:

@@ -138,7 +138,7 @@ async def test_fixed_target_sync_is_queryable_and_matches_the_node(
             assert (stream.cursor, stream.in_flight, stream.completed_blocks) == (BLOCKS, 0, BLOCKS), stream
             assert stream.dataset_name == f"local.{stream.dataset_key}"
 
-        user = user_client(ch, settings)
+        user = await user_client(ch, settings)
         blocks = await user.query(
             "local.blocks", "SELECT block_number, block_hash FROM dataset ORDER BY block_number", limit=10_000
         )
@@ -318,7 +318,7 @@ async def test_streams_with_equal_settings_share_one_cryo_call_per_range(
     async with grpc.aio.insecure_channel(syncing.addr) as ch:
         await _admin(ch, settings).apply(ORG, grouped)
         await _wait_complete(_admin(ch, settings), "grouped")
-        user = user_client(ch, settings)
+        user = await user_client(ch, settings)
         blocks = await user.query("grouped.blocks", "SELECT count(DISTINCT block_number), count(*) FROM dataset")
         assert blocks.rows == [[BLOCKS, BLOCKS]]
         logs = await user.query("grouped.logs", "SELECT count(*) FROM dataset")

@@ -170,7 +170,7 @@ async def _completed(admin: ChainSyncClient, name: str, timeout: float = 90) -> 
 
 
 async def _block_numbers(ch: grpc.aio.Channel, settings: Settings, dataset: str) -> list[int]:
-    rows = await user_client(ch, settings).query(
+    rows = await (await user_client(ch, settings)).query(
         dataset, "SELECT block_number FROM dataset ORDER BY block_number", limit=10_000
     )
     return [int(r[0]) for r in rows.rows]
@@ -299,7 +299,7 @@ async def test_two_jobs_with_the_same_stream_names_sync_and_query_independently(
     await _completed(synced.admin, "beta")
     assert await _block_numbers(synced.channel, settings, "alpha.blocks") == list(range(20))
     assert await _block_numbers(synced.channel, settings, "beta.blocks") == list(range(10, 40))
-    user = user_client(synced.channel, settings)
+    user = await user_client(synced.channel, settings)
     tx_alpha = await user.query("alpha.transactions", "SELECT count(*) FROM dataset")
     tx_beta = await user.query("beta.transactions", "SELECT count(*) FROM dataset")
     assert tx_alpha.rows == [[4]] and tx_beta.rows == [[0]]  # the 4 transactions are in blocks 1..4

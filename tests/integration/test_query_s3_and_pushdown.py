@@ -58,7 +58,8 @@ async def test_task_and_user_queries_over_an_s3_storage_ref(
             cap, ref.task_id, ref.attempt, ds.dataset_uuid, "SELECT count(*), max(block_number) FROM dataset"
         )
         assert rows.rows == [[1000, 999]]
-        out = await user_client(ch, settings).query("chain.blocks", "SELECT miner FROM dataset WHERE block_number = 7")
+        user = await user_client(ch, settings)
+        out = await user.query("chain.blocks", "SELECT miner FROM dataset WHERE block_number = 7")
         assert out.rows == [[f"0x{7:040x}"]]
 
 
@@ -71,7 +72,7 @@ async def test_store_down_is_unavailable_and_retryable(settings: Settings, moto_
         await DatasetRepository(running.pool).publish(ORG, "chain.down", ds.publication)
         async with grpc.aio.insecure_channel(running.addr) as ch:
             with pytest.raises(Unavailable) as exc:
-                await user_client(ch, settings).query("chain.down", "SELECT count(*) FROM dataset")
+                await (await user_client(ch, settings)).query("chain.down", "SELECT count(*) FROM dataset")
             assert exc.value.reason == "OBJECT_STORE_UNAVAILABLE"
     finally:
         await running.stop(grace=0.5)
@@ -177,7 +178,7 @@ async def test_projection_and_predicate_pushdown_read_a_fraction_of_the_bytes(
     try:
         await DatasetRepository(running.pool).publish(ORG, "chain.blocks", ds.publication)
         async with grpc.aio.insecure_channel(running.addr) as ch:
-            user = user_client(ch, settings)
+            user = await user_client(ch, settings)
             await user.query("chain.blocks", "SELECT count(*) FROM dataset")  # attach + footers
             measured = {}
             for label, sql in {

@@ -1,5 +1,5 @@
-"""Query and QueryArrow (user Bearer JWT, datasets by registry name, org scoped), and the
-manifest-only fetch for both principals."""
+"""Query and QueryArrow of the public API (user Bearer JWT of a member of the org,
+datasets by registry name, org scoped), and the manifest-only fetch for both principals."""
 
 from __future__ import annotations
 
@@ -18,10 +18,11 @@ from tests.integration.conftest import ORG, claim_with_grants, closed_audit_rows
 from trace_platform.adapters.objectstore.stores import LocalObjectStore, ObjectStores
 from trace_platform.adapters.postgres.dataset_repository import DatasetRepository
 from trace_platform.app import RunningPlatform, start_platform
+from trace_platform.clients.api.query import ApiQueryClient
 from trace_platform.clients.dispatcher import DispatcherClient
 from trace_platform.clients.query import QueryClient
 from trace_platform.core.config import Settings
-from trace_platform.core.errors import FailedPrecondition, InvalidArgument, NotFound, Unauthenticated
+from trace_platform.core.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied, Unauthenticated
 from trace_platform.core.sql_gate import sql_sha256
 from trace_platform.core.user_tokens import issue_user_token
 
@@ -38,13 +39,13 @@ async def published(platform: RunningPlatform, local_store: LocalObjectStore, ob
 
 
 @pytest.fixture
-def user(channel: grpc.aio.Channel, settings: Settings) -> QueryClient:
-    return user_client(channel, settings)
+async def user(channel: grpc.aio.Channel, settings: Settings) -> ApiQueryClient:
+    return await user_client(channel, settings)
 
 
 async def test_user_auth_required(published: FixtureDataset, channel: grpc.aio.Channel, settings: Settings) -> None:
     with pytest.raises(Unauthenticated) as exc:
-        await QueryClient(channel).query(NAME, SELECT_KEYS)
+        await ApiQueryClient(channel).query(NAME, SELECT_KEYS)
     assert exc.value.reason == "USER_TOKEN_MISSING"
     secret = settings.user_auth.hs256_secret
     assert secret is not None
@@ -66,20 +67,36 @@ async def test_user_auth_required(published: FixtureDataset, channel: grpc.aio.C
     }
     for token, reason in bad_tokens.items():
         with pytest.raises(Unauthenticated) as exc:
-            await QueryClient(channel, user_token=token).query(NAME, SELECT_KEYS)
+            await ApiQueryClient(channel, token=token).query(NAME, SELECT_KEYS)
         assert exc.value.reason == reason
 
 
-async def test_user_query_returns_the_fixture_and_its_version(published: FixtureDataset, user: QueryClient) -> None:
+async def test_a_verified_token_of_a_non_member_is_refused(
+    published: FixtureDataset, channel: grpc.aio.Channel, settings: Settings, db: asyncpg.Connection
+) -> None:
+    """Identity is the membership, not the signature: a good token whose ``sub`` has no
+    membership in the token's org reads nothing, and no audit row says it did."""
+    secret = settings.user_auth.hs256_secret
+    assert secret is not None
+    await user_client(channel, settings, org_id=OTHER_ORG, subject="mallory")  # a member elsewhere
+    for subject in ("mallory", "nobody-at-all"):
+        token = issue_user_token(secret, issuer=settings.user_auth.issuer, subject=subject, org_id=ORG)
+        with pytest.raises(PermissionDenied) as exc:
+            await ApiQueryClient(channel, token=token).query(NAME, SELECT_KEYS)
+        assert exc.value.reason == "NOT_A_MEMBER"
+    assert await db.fetchval("SELECT count(*) FROM query_audit") == 0
+
+
+async def test_user_query_returns_the_fixture_and_its_version(published: FixtureDataset, user: ApiQueryClient) -> None:
     out = await user.query(NAME, SELECT_KEYS)
     assert [r[0] for r in out.rows] == FIXTURE_ROWS["dedupe_key"]
     assert out.dataset_version == published.dataset_version and out.truncated is False
 
 
 async def test_datasets_are_org_scoped_and_unknown_names_not_found(
-    published: FixtureDataset, channel: grpc.aio.Channel, settings: Settings, user: QueryClient
+    published: FixtureDataset, channel: grpc.aio.Channel, settings: Settings, user: ApiQueryClient
 ) -> None:
-    outsider = user_client(channel, settings, org_id=OTHER_ORG)
+    outsider = await user_client(channel, settings, org_id=OTHER_ORG)
     for client, name in ((outsider, NAME), (user, "fixture.nothing")):
         with pytest.raises(NotFound) as exc:
             await client.query(name, SELECT_KEYS)
@@ -92,7 +109,7 @@ async def test_datasets_are_org_scoped_and_unknown_names_not_found(
 async def test_cutover_switches_readers_to_the_new_version(
     platform: RunningPlatform,
     published: FixtureDataset,
-    user: QueryClient,
+    user: ApiQueryClient,
     local_store: LocalObjectStore,
     objects_uri: str,
 ) -> None:
@@ -105,7 +122,7 @@ async def test_cutover_switches_readers_to_the_new_version(
 
 
 async def test_user_gate_rejects_unsafe_sql_and_allows_url_literals(
-    published: FixtureDataset, user: QueryClient
+    published: FixtureDataset, user: ApiQueryClient
 ) -> None:
     for sql, reason in (
         ("SELECT * FROM read_csv('/etc/passwd')", "TABLE_FUNCTION"),
@@ -119,20 +136,23 @@ async def test_user_gate_rejects_unsafe_sql_and_allows_url_literals(
     assert out.rows == [["https://example.com"]]
 
 
-async def test_user_audit_after_success(published: FixtureDataset, user: QueryClient, db: asyncpg.Connection) -> None:
+async def test_user_audit_after_success(
+    published: FixtureDataset, user: ApiQueryClient, db: asyncpg.Connection
+) -> None:
     sql = "SELECT dedupe_key FROM dataset WHERE block_number = 101"
     await user.query(NAME, sql)
     rows = await closed_audit_rows(db)
     assert len(rows) == 1
     row = rows[0]
-    assert (row["user_id"], str(row["org_id"]), row["task_id"], row["rpc"]) == ("ada", ORG, None, "query")
+    ada = await db.fetchval("SELECT id::text FROM users WHERE subject = 'ada'")
+    assert (row["user_id"], str(row["org_id"]), row["task_id"], row["rpc"]) == (ada, ORG, None, "query")
     assert (str(row["dataset_uuid"]), row["row_count"]) == (published.dataset_uuid, 1)
     assert row["sql_sha256"] == sql_sha256(sql)
 
 
 async def test_query_arrow_streams_large_results_unclamped_and_is_audited(
     platform: RunningPlatform,
-    user: QueryClient,
+    user: ApiQueryClient,
     local_store: LocalObjectStore,
     objects_uri: str,
     db: asyncpg.Connection,
@@ -186,13 +206,13 @@ async def test_service_fetches_only_the_manifest_for_task_and_user_queries(
         )
         assert rows.rows == [[200]]
         assert store.reads == [ds.prefix_uri + "_manifest.json"]
-        out = await user_client(ch, settings).query("chain.blocks", "SELECT max(block_number) FROM dataset")
+        out = await (await user_client(ch, settings)).query("chain.blocks", "SELECT max(block_number) FROM dataset")
         assert out.rows == [[199]]
         assert set(store.reads) == {ds.prefix_uri + "_manifest.json"}
 
 
 async def test_dataset_object_missing_is_a_permanent_error(
-    platform: RunningPlatform, user: QueryClient, local_store: LocalObjectStore, objects_uri: str
+    platform: RunningPlatform, user: ApiQueryClient, local_store: LocalObjectStore, objects_uri: str
 ) -> None:
     ds = write_dataset(local_store, objects_uri, [blocks_table(10)])
     await DatasetRepository(platform.pool).publish(ORG, "chain.gone", ds.publication)

@@ -70,7 +70,7 @@ async def test_a_renamed_pii_column_is_audited_for_a_user(
     settings: Settings,
     db: asyncpg.Connection,
 ) -> None:
-    out = await user_client(served[1], settings).query(NAME, sql)
+    out = await (await user_client(served[1], settings)).query(NAME, sql)
     assert out.rows
     assert await _pii_columns_of(db, sql) == [["email"]]
 

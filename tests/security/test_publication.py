@@ -81,7 +81,7 @@ def _admin(ch: grpc.aio.Channel, settings: Settings) -> ChainSyncClient:
 
 
 async def victim_count(ch: grpc.aio.Channel, settings: Settings) -> list[list[Any]]:
-    rows = await user_client(ch, settings, org_id=VICTIM).query("victim.blocks", "SELECT count(*) FROM dataset")
+    rows = await (await user_client(ch, settings, org_id=VICTIM)).query("victim.blocks", "SELECT count(*) FROM dataset")
     return rows.rows
 
 

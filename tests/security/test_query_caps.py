@@ -32,7 +32,7 @@ from trace_platform.adapters.duckdb.hardened import DuckDBLimits, HardenedDataba
 from trace_platform.adapters.objectstore.stores import LocalObjectStore, ObjectStores
 from trace_platform.adapters.postgres.dataset_repository import DatasetRepository
 from trace_platform.app import RunningPlatform
-from trace_platform.clients.query import QueryClient, QueryRows
+from trace_platform.clients.api.query import ApiQueryClient, QueryRows
 from trace_platform.core.config import Settings
 from trace_platform.core.errors import DeadlineExceeded, ResourceExhausted, TraceError
 from trace_platform.servers.common.server import MAX_MESSAGE_BYTES
@@ -117,7 +117,7 @@ class Served:
     and a user's client on a channel that takes messages up to the server's cap."""
 
     running: RunningPlatform
-    user: QueryClient
+    user: ApiQueryClient
 
     @property
     def workers(self) -> QueryWorkers:
@@ -133,7 +133,7 @@ async def served(settings: Settings, store: LocalObjectStore, uri: str, **query:
         await DatasetRepository(own.running.pool).publish(ORG, DATASET, own.dataset.publication)
         options = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)]
         async with grpc.aio.insecure_channel(own.running.addr, options=options) as ch:
-            yield Served(own.running, user_client(ch, settings))
+            yield Served(own.running, await user_client(ch, settings))
 
 
 async def test_string_and_list_builders_are_refused_and_memory_stays_bounded(

@@ -40,6 +40,7 @@ from tests.integration.conftest import ORG
 from trace_platform.adapters.invoker.base import Invocation
 from trace_platform.adapters.objectstore.stores import LocalObjectStore
 from trace_platform.app import RunningPlatform, start_platform
+from trace_platform.clients.api.query import ApiQueryClient
 from trace_platform.clients.batching import BatchingDispatcherClient
 from trace_platform.clients.dispatcher import DispatcherClient
 from trace_platform.clients.query import QueryClient
@@ -377,7 +378,7 @@ async def test_the_query_service_refuses_a_long_lived_user_token(settings: Setti
             auth.hs256_secret, issuer=auth.issuer, subject="ada", org_id=ORG, ttl_seconds=10 * 365 * 86_400
         )
         async with grpc.aio.insecure_channel(lb.platform.addr) as ch:
-            got = await reason_of(QueryClient(ch, user_token=forever).query("anything", COUNT))
+            got = await reason_of(ApiQueryClient(ch, token=forever).query("anything", COUNT))
         assert got == ("Unauthenticated", "USER_TOKEN_LIFETIME_TOO_LONG")
 
 

@@ -17,8 +17,8 @@ from google.protobuf.message import Message
 
 import trace_platform.gen.trace.v1 as gen
 from trace_platform.cli.query import render_json, render_table
+from trace_platform.clients.api.query import QueryRows
 from trace_platform.clients.arrow_stream import IpcStreamDecoder
-from trace_platform.clients.query import QueryRows
 from trace_platform.core.errors import Internal
 from trace_platform.gen.trace.v1 import chain_sync_pb2
 from trace_platform.views.output import BatchWriter, cell, dumps, message_dict

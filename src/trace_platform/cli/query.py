@@ -19,7 +19,7 @@ from trace_platform.cli.common import CliError, CliUsageError, addr_option, data
 from trace_platform.views.output import BatchWriter, render_json, render_table
 
 if TYPE_CHECKING:
-    from trace_platform.clients.query import QueryClient, QueryRows
+    from trace_platform.clients.api.query import ApiQueryClient, QueryRows
 
 FORMATS = ("table", "json", "csv", "parquet")
 
@@ -58,8 +58,29 @@ def user_token(data_dir: Path) -> str:
     return creds.user_token
 
 
+def parse_datasets(values: tuple[str, ...]) -> dict[str, str]:
+    """``--dataset`` values: ``RELATION=NAME`` attaches NAME as RELATION, a bare NAME as the
+    relation ``dataset``. The server checks the names; a relation given twice is refused here."""
+    out: dict[str, str] = {}
+    for value in values:
+        relation, sep, name = value.partition("=")
+        relation, name = (relation.strip(), name.strip()) if sep else ("dataset", value.strip())
+        if not relation or not name:
+            raise CliUsageError(f"--dataset {value!r}: expected NAME or RELATION=NAME")
+        if relation in out:
+            raise CliUsageError(f"--dataset: relation {relation!r} is given twice")
+        out[relation] = name
+    return out
+
+
 @click.command("query")
-@click.option("--dataset", required=True, help="Registry name, for example mychain.blocks.")
+@click.option(
+    "--dataset",
+    "datasets",
+    multiple=True,
+    required=True,
+    help="NAME (the relation `dataset`) or RELATION=NAME, for example txs=mychain.transactions; repeatable.",
+)
 @click.argument("sql")
 @click.option(
     "--format",
@@ -82,7 +103,7 @@ def user_token(data_dir: Path) -> str:
 @addr_option
 @data_dir_option
 def query(
-    dataset: str,
+    datasets: tuple[str, ...],
     sql: str,
     fmt: str,
     limit: int | None,
@@ -91,8 +112,10 @@ def query(
     addr: str,
     data_dir: Path,
 ) -> None:
-    """Run a read-only SQL query over a dataset (the relation is called `dataset`)."""
+    """Run a read-only SQL query over datasets, each under its relation name:
+    `trace query --dataset txs=chain.transactions --dataset logs=chain.logs "SELECT ..."`."""
     fmt = "json" if as_json else fmt
+    dataset = parse_datasets(datasets)
     if fmt == "parquet" and output is None:
         raise CliUsageError("--format parquet needs --output FILE")
     if output is not None and not output.parent.is_dir():
@@ -106,15 +129,17 @@ def query(
         raise CliError(f"--output {output}: {exc.strerror or exc}") from None
 
 
-def _answer(dataset: str, sql: str, fmt: str, limit: int | None, output: Path | None, addr: str, token: str) -> None:
+def _answer(
+    dataset: dict[str, str], sql: str, fmt: str, limit: int | None, output: Path | None, addr: str, token: str
+) -> None:
+    from trace_platform.clients.api.query import ApiQueryClient
     from trace_platform.clients.channel import insecure_channel
-    from trace_platform.clients.query import QueryClient
 
     if fmt in ("csv", "parquet"):
 
         async def stream() -> int:
             async with insecure_channel(addr) as channel:
-                return await _write_batches(QueryClient(channel, user_token=token), dataset, sql, fmt, limit, output)
+                return await _write_batches(ApiQueryClient(channel, token=token), dataset, sql, fmt, limit, output)
 
         rows = run(stream(), addr)
         if output is not None:
@@ -123,7 +148,7 @@ def _answer(dataset: str, sql: str, fmt: str, limit: int | None, output: Path | 
 
     async def go() -> QueryRows:
         async with insecure_channel(addr) as channel:
-            return await QueryClient(channel, user_token=token).query(dataset, sql, limit or 0)
+            return await ApiQueryClient(channel, token=token).query(dataset, sql, limit or 0)
 
     result = run(go(), addr)
     text = render_json(result) if fmt == "json" else render_table(result)
@@ -135,7 +160,7 @@ def _answer(dataset: str, sql: str, fmt: str, limit: int | None, output: Path | 
 
 
 async def _write_batches(
-    client: QueryClient, dataset: str, sql: str, fmt: str, limit: int | None, output: Path | None
+    client: ApiQueryClient, dataset: dict[str, str], sql: str, fmt: str, limit: int | None, output: Path | None
 ) -> int:
     """Stream the result into ``output`` (or stdout) batch by batch; the rows written."""
     with _replacing(output) if output is not None else contextlib.nullcontext(sys.stdout.buffer) as sink:

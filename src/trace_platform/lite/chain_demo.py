@@ -12,8 +12,8 @@ from collections.abc import Callable
 
 import grpc
 
+from trace_platform.clients.api.query import ApiQueryClient
 from trace_platform.clients.chain_sync import ChainSyncClient
-from trace_platform.clients.query import QueryClient
 from trace_platform.core.config import LITE_ORG_ID
 from trace_platform.lite.anvil import AnvilNode
 from trace_platform.views.live_status import ProgressView, watch
@@ -51,7 +51,7 @@ async def run_chain_demo(
 ) -> None:
     async with grpc.aio.insecure_channel(addr) as channel:
         admin = ChainSyncClient(channel, admin_token=admin_token)
-        query = QueryClient(channel, user_token=user_token)
+        query = ApiQueryClient(channel, token=user_token)
         applied = await admin.apply(LITE_ORG_ID, demo_yaml(to_block))
         echo(f"applied chain_sync {applied.name!r}: blocks [0, {to_block}) of the local anvil chain")
         # The same live view as `trace lite up` and `trace status --watch`.

@@ -82,7 +82,7 @@ async def start_platform(
         with_loops += [await build_sink_role(ctx, sink_stores), await build_delivery_role(ctx)]
         with_loops.append(await build_api_role(ctx, stores))
         parts = with_loops if run_loops else [RoleParts(p.bindings) for p in with_loops]
-        parts += [RoleParts([shared.query.binding]), RoleParts([shared.invoker.binding])]
+        parts += [RoleParts(shared.query.bindings), RoleParts([shared.invoker.binding])]
         if run_worker:
             parts.append(await build_worker_role(ctx, operators, shared.invoker.metered))
         return parts

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     import pyarrow.parquet as pq
     from google.protobuf.message import Message
 
-    from trace_platform.clients.query import QueryRows
+    from trace_platform.clients.api.query import QueryRows
 
 
 def hex0x(value: bytes) -> str:
@@ -164,5 +164,6 @@ def render_json(result: QueryRows) -> str:
         "rows": result.rows,
         "truncated": result.truncated,
         "dataset_version": result.dataset_version,
+        "versions": result.versions,  # relation -> the dataset version it read
     }
     return dumps(doc)

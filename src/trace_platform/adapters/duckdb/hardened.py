@@ -17,7 +17,8 @@ Service runs these databases in query processes under an OS address-space cap
 - **Pinned** (objects on this machine's filesystem): the database can read exactly one
   set of dataset versions, fixed when it is created. DuckDB's own allow-list
   (``allowed_directories``) holds only those versions' directories, and the catalog holds
-  the view ``dataset`` over their Parquet objects, so DuckDB reads the files natively
+  one view per relation (``dataset``, or the names the caller gave) over their Parquet
+  objects, so DuckDB reads the files natively
   (no Python call per read) and a request needs no setup. Versions are immutable and
   their directories version-addressed, so what a pinned database can read never changes.
 
@@ -51,6 +52,10 @@ from trace_platform.adapters.duckdb.granted_fs import (
 from trace_platform.core.errors import FailedPrecondition, TraceError, Unavailable
 
 RELATION = "dataset"
+# Relation views: (name, number of objects), consecutive over a request's objects in order.
+# Empty means one view, ``dataset``, over all of them. Names are checked before they get
+# here (``core.relations``: identifiers, never keywords) and are quoted anyway.
+Views = tuple[tuple[str, int], ...]
 
 # Settings that must read back exactly like this before the database is used.
 _REQUIRED = {
@@ -82,6 +87,7 @@ class PinnedFiles:
     directories: tuple[str, ...]  # each ends with "/"
     paths: tuple[str, ...]
     sizes: tuple[int, ...]
+    views: Views = ()  # which paths each relation's view reads (part of the key: a catalog per set)
 
     def failure(self) -> str | None:
         """MISSING or CORRUPT when an object is gone or differs in size from its manifest."""
@@ -111,11 +117,25 @@ def _quote(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def _view_sql(paths: Sequence[str], temp: bool) -> str:
-    """The relation ``dataset`` over DuckDB's own Parquet reader (trusted code writes the paths)."""
+def _view_sql(name: str, paths: Sequence[str], temp: bool) -> str:
+    """The relation ``name`` over DuckDB's own Parquet reader (trusted code writes the paths)."""
     listed = ", ".join(_quote(p) for p in paths)
     kind = "TEMP VIEW" if temp else "VIEW"
-    return f"CREATE {kind} {RELATION} AS SELECT * FROM read_parquet([{listed}], hive_partitioning = false)"
+    quoted = '"' + name.replace('"', '""') + '"'
+    return f"CREATE {kind} {quoted} AS SELECT * FROM read_parquet([{listed}], hive_partitioning = false)"
+
+
+def view_statements(paths: Sequence[str], views: Views, temp: bool) -> list[str]:
+    """One CREATE VIEW per relation, each over its own run of ``paths``."""
+    if not views:
+        return [_view_sql(RELATION, paths, temp)]
+    if sum(count for _, count in views) != len(paths) or any(count < 1 for _, count in views):
+        raise ValueError("relation views do not cover the objects")
+    statements, start = [], 0
+    for name, count in views:
+        statements.append(_view_sql(name, paths[start : start + count], temp))
+        start += count
+    return statements
 
 
 class HardenedDatabase:
@@ -179,7 +199,8 @@ class HardenedDatabase:
         )
         try:
             if self.pinned is not None:
-                setup.execute(_view_sql(self.pinned.paths, temp=False))
+                for statement in view_statements(self.pinned.paths, self.pinned.views, temp=False):
+                    setup.execute(statement)
         except duckdb.IOException:
             raise storage_error(UNAVAILABLE) from None
         finally:
@@ -221,11 +242,12 @@ class HardenedDatabase:
             finally:
                 conn.close()
 
-    def expose(self, conn: duckdb.DuckDBPyConnection, objects: Sequence[GrantedObject]) -> None:
-        """Make ``dataset`` name the request's objects on ``conn`` (a pinned database's
-        catalog already holds it): a temporary view, private to the connection."""
+    def expose(self, conn: duckdb.DuckDBPyConnection, objects: Sequence[GrantedObject], views: Views = ()) -> None:
+        """Make each relation name its objects on ``conn`` (a pinned database's catalog
+        already holds them): temporary views, private to the connection."""
         if self.files is not None:
-            conn.execute(_view_sql([o.virtual_path for o in objects], temp=True))
+            for statement in view_statements([o.virtual_path for o in objects], views, temp=True):
+                conn.execute(statement)
 
     def storage_failure(self) -> str | None:
         """Why reading the objects failed, if a storage fault explains a query error."""

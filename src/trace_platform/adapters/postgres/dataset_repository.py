@@ -103,21 +103,18 @@ class DatasetRepository:
     async def open_query_audit(self, audit: QueryAuditRecord, refs: ColumnRefs) -> int:
         """The 'running' audit row, plus a PII access row when classified columns are read;
         one statement, one round trip."""
-        row = await self._pool.fetchrow(
-            self._sql["open_query_audit"],
-            audit.org_id,
-            audit.task_id,
-            audit.attempt,
-            audit.user_id,
-            audit.dataset_uuid,
-            audit.dataset_version,
-            audit.sql_sha256,
-            audit.rpc,
-            refs.all_columns,
-            sorted(refs.names),
-        )
+        row = await self._pool.fetchrow(self._sql["open_query_audit"], *_open_args(audit, refs))
         assert row is not None
         return int(row["audit_id"])
+
+    async def open_query_audits(self, audits: Sequence[QueryAuditRecord], refs: ColumnRefs) -> tuple[int, ...]:
+        """One 'running' row (and PII access row) per dataset of a query over several, all
+        in one transaction: the access to every dataset is on record, or to none."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            ids = []
+            for audit in audits:
+                ids.append(await conn.fetchval(self._sql["open_query_audit"], *_open_args(audit, refs)))
+        return tuple(int(i) for i in ids)
 
     async def close_query_audits(self, closes: Sequence[QueryAuditClose]) -> None:
         await self._pool.execute(
@@ -128,3 +125,18 @@ class DatasetRepository:
             [c.duration_ms for c in closes],
             [c.failure_reason for c in closes],
         )
+
+
+def _open_args(audit: QueryAuditRecord, refs: ColumnRefs) -> tuple[object, ...]:
+    return (
+        audit.org_id,
+        audit.task_id,
+        audit.attempt,
+        audit.user_id,
+        audit.dataset_uuid,
+        audit.dataset_version,
+        audit.sql_sha256,
+        audit.rpc,
+        refs.all_columns,
+        sorted(refs.names),
+    )

@@ -1,4 +1,5 @@
-"""Composition of the Query Service: stores, hardened databases, verifiers, metrics."""
+"""Composition of the Query Service: stores, hardened databases, verifiers, metrics, and
+its two bindings (internal TaskQuery, public Query and QueryArrow)."""
 
 from __future__ import annotations
 
@@ -14,21 +15,26 @@ from trace_platform.adapters.postgres.attempt_repository import AttemptRepositor
 from trace_platform.adapters.postgres.dataset_repository import DatasetRepository
 from trace_platform.core.config import Settings
 from trace_platform.core.tokens import JwksFetcher, TokenVerifier
-from trace_platform.core.user_tokens import UserTokenVerifier, load_jwks_keys
+from trace_platform.servers.api.identity import build_user_authenticator
 from trace_platform.servers.common.server import ServiceBinding
 from trace_platform.servers.query.attach import DatasetAttacher
 from trace_platform.servers.query.egress import check_query_egress
 from trace_platform.servers.query.metrics import QueryMetrics
 from trace_platform.servers.query.service import QueryService
-from trace_platform.servers.query.servicer import QueryServicer, query_binding
+from trace_platform.servers.query.servicer import ApiQueryServicer, QueryServicer, api_query_binding, query_binding
 from trace_platform.servers.query.workers import QueryWorkers
 
 
 @dataclass
 class QueryServer:
     service: QueryService
-    binding: ServiceBinding
+    binding: ServiceBinding  # trace.v1.QueryService (TaskQuery)
     workers: QueryWorkers
+    api_binding: ServiceBinding  # trace.api.v1.QueryService (Query, QueryArrow)
+
+    @property
+    def bindings(self) -> list[ServiceBinding]:
+        return [self.binding, self.api_binding]
 
     async def start(self) -> None:
         await self.workers.start()
@@ -57,13 +63,6 @@ def build_query_server(
         cache_seconds=tok.jwks_cache_seconds,
         max_lifetime_seconds=tok.ttl_seconds,
     )
-    auth = settings.user_auth
-    user_verifier = UserTokenVerifier(
-        auth.issuer,
-        hs256_secret=auth.hs256_secret,
-        public_keys=load_jwks_keys(auth.jwks_path) if auth.jwks_path else {},
-        max_lifetime_seconds=auth.max_lifetime_seconds,
-    )
     # The query processes see the data directory and every file root read-only.
     workers = QueryWorkers(settings.data_dir / "query-work", q, [settings.data_dir, *q.file_roots])
     service = QueryService(
@@ -71,9 +70,10 @@ def build_query_server(
         DatasetAttacher(stores or object_stores(settings)),
         workers,
         task_verifier,
-        user_verifier,
         q,
         QueryMetrics(registry or CollectorRegistry()),
         AttemptRepository(pool),
     )
-    return QueryServer(service, query_binding(QueryServicer(service)), workers)
+    authenticator = build_user_authenticator(pool, settings.user_auth)
+    api = api_query_binding(ApiQueryServicer(service, authenticator))
+    return QueryServer(service, query_binding(QueryServicer(service)), workers, api)

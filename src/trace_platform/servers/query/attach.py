@@ -12,10 +12,11 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import OrderedDict
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
 from trace_platform.adapters.duckdb.granted_fs import PREFIX, GrantedObject
-from trace_platform.adapters.duckdb.hardened import PinnedFiles
+from trace_platform.adapters.duckdb.hardened import RELATION, PinnedFiles, Views
 from trace_platform.adapters.objectstore.stores import ArrowObjectStore, ObjectMissing, ObjectStores
 from trace_platform.core.errors import FailedPrecondition
 from trace_platform.core.manifest import MANIFEST_MISMATCH, MANIFEST_NAME, MAX_MANIFEST_BYTES, parse_manifest
@@ -138,3 +139,36 @@ def _combine_pinned(parts: list[PinnedFiles | None]) -> PinnedFiles | None:
         paths=tuple(path for p in pinned for path in p.paths),
         sizes=tuple(size for p in pinned for size in p.sizes),
     )
+
+
+@dataclass(frozen=True)
+class AttachedRelation:
+    name: str
+    version: AttachedVersion  # a dataset's pinned version (or pinned set of range versions)
+    dataset: str = ""  # the registry name it was resolved from (user queries)
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """Everything one query may read: each relation's objects, in the relations' order."""
+
+    relations: tuple[AttachedRelation, ...]
+    objects: tuple[GrantedObject, ...]
+    pinned: PinnedFiles | None
+    views: Views
+
+
+def attachment(relations: Sequence[AttachedRelation]) -> Attachment:
+    """The relations as one request: objects concatenated, one view per relation over its
+    own run of them. The lone relation ``dataset`` keeps the views empty (the form every
+    single-dataset query always had, so its pinned databases are the same ones)."""
+    rels = tuple(relations)
+    if len(rels) == 1 and rels[0].name == RELATION:
+        only = rels[0].version
+        return Attachment(rels, only.objects, only.pinned, ())
+    if any(not r.version.objects for r in rels):
+        raise FailedPrecondition("DATASET_EMPTY", "a dataset version to attach has no objects")
+    views = tuple((r.name, len(r.version.objects)) for r in rels)
+    objects = tuple(o for r in rels for o in r.version.objects)
+    pinned = _combine_pinned([r.version.pinned for r in rels])
+    return Attachment(rels, objects, replace(pinned, views=views) if pinned is not None else None, views)

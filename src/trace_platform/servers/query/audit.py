@@ -1,5 +1,8 @@
 """Each query's audit row: opened while the query runs, closed after the answer.
 
+A query over several datasets has one row per dataset (the table keeps one dataset per
+row), all written in one transaction, and every row gets the same outcome.
+
 The row that records the access (org, principal, dataset version, SHA-256 of the SQL and,
 in ``pii_access_audit``, the classified columns asked for) is written beside the query:
 the write starts once DuckDB has the query (so the event loop's share of it does not hold
@@ -17,7 +20,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from prometheus_client import Counter
@@ -44,21 +47,26 @@ class QueryAudit:
         self._max_pending = max_pending
         self._retry_seconds = retry_seconds
         self._max_attempts = max_attempts  # then a batch is given up: never one that blocks the rest
-        self._opening: set[asyncio.Task[int]] = set()
+        self._opening: set[asyncio.Task[tuple[int, ...]]] = set()
         self._pending: list[QueryAuditClose] = []
         self._flushing: asyncio.Task[None] | None = None
 
-    def ticket(self, record: QueryAuditRecord, refs: ColumnRefs) -> AuditTicket:
-        """The audit of one query; ``AuditTicket.open`` starts the write."""
-        return AuditTicket(lambda: self._open(record, refs), self)
+    def ticket(self, records: Sequence[QueryAuditRecord], refs: ColumnRefs) -> AuditTicket:
+        """The audit of one query (a row per dataset it reads); ``AuditTicket.open`` starts the write."""
+        return AuditTicket(lambda: self._open(tuple(records), refs), self)
 
-    def _open(self, record: QueryAuditRecord, refs: ColumnRefs) -> asyncio.Task[int]:
-        task = asyncio.create_task(self._repo.open_query_audit(record, refs))
+    def _open(self, records: tuple[QueryAuditRecord, ...], refs: ColumnRefs) -> asyncio.Task[tuple[int, ...]]:
+        task = asyncio.create_task(self._write(records, refs))
         self._opening.add(task)
         task.add_done_callback(self._opened)
         return task
 
-    def _opened(self, task: asyncio.Task[int]) -> None:
+    async def _write(self, records: tuple[QueryAuditRecord, ...], refs: ColumnRefs) -> tuple[int, ...]:
+        if len(records) == 1:  # one statement, no transaction of its own: the common case's latency
+            return (await self._repo.open_query_audit(records[0], refs),)
+        return await self._repo.open_query_audits(records, refs)
+
+    def _opened(self, task: asyncio.Task[tuple[int, ...]]) -> None:
         self._opening.discard(task)
         if not task.cancelled() and task.exception() is not None:
             self._failures.labels("open").inc()
@@ -112,9 +120,9 @@ class AuditTicket:
     """One query's audit row: ``open`` when the query starts, ``opened`` before answering,
     and one close (the first wins). A query that never started leaves no row: it read nothing."""
 
-    def __init__(self, start: Callable[[], asyncio.Task[int]], audit: QueryAudit) -> None:
+    def __init__(self, start: Callable[[], asyncio.Task[tuple[int, ...]]], audit: QueryAudit) -> None:
         self._start = start
-        self._opening: asyncio.Task[int] | None = None
+        self._opening: asyncio.Task[tuple[int, ...]] | None = None
         self._audit = audit
         self._started = time.perf_counter()
         self._outcome: QueryAuditClose | None = None  # audit_id filled in once opened
@@ -163,9 +171,10 @@ class AuditTicket:
         assert self._opening is not None and self._outcome is not None
         outcome = self._outcome
 
-        def add(task: asyncio.Task[int]) -> None:
+        def add(task: asyncio.Task[tuple[int, ...]]) -> None:
             if not task.cancelled() and task.exception() is None:
-                self._audit.add_close(replace(outcome, audit_id=task.result()))
+                for audit_id in task.result():
+                    self._audit.add_close(replace(outcome, audit_id=audit_id))
 
         if self._opening.done():  # now, so a drain that follows sees it
             add(self._opening)

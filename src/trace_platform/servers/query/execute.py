@@ -18,7 +18,7 @@ import duckdb
 import pyarrow as pa
 
 from trace_platform.adapters.duckdb.granted_fs import GrantedObject
-from trace_platform.adapters.duckdb.hardened import HardenedDatabase, storage_error
+from trace_platform.adapters.duckdb.hardened import HardenedDatabase, Views, storage_error
 from trace_platform.core.errors import (
     DeadlineExceeded,
     FailedPrecondition,
@@ -41,10 +41,14 @@ def too_large(max_bytes: int) -> ResourceExhausted:
 
 
 def open_query(
-    db: HardenedDatabase, conn: duckdb.DuckDBPyConnection, objects: Sequence[GrantedObject], sql: str
+    db: HardenedDatabase,
+    conn: duckdb.DuckDBPyConnection,
+    objects: Sequence[GrantedObject],
+    sql: str,
+    views: Views = (),
 ) -> duckdb.DuckDBPyRelation:
     """The gated query as a relation (for streaming its result as Arrow batches)."""
-    db.expose(conn, objects)
+    db.expose(conn, objects, views)
     rel = conn.sql(sql)
     if rel is None:  # only a non-query statement has no relation; the gate lets none through
         raise InvalidArgument("NOT_A_SELECT", "only read-only SELECT queries are allowed")
@@ -59,11 +63,12 @@ def send_rows(
     limit: int,
     max_bytes: int,
     send: Send,
+    views: Views = (),
 ) -> None:
     """COLUMNS, ROWS chunks of at most ``limit`` rows in all, then DONE (truncated when a
     row beyond ``limit`` exists: one more is fetched to know, and no further). Rows come
     from DuckDB as Python values (no Arrow detour: ~2 ms less for small answers)."""
-    db.expose(conn, objects)
+    db.expose(conn, objects, views)
     result = conn.execute(sql)
     if result.description is None:
         raise InvalidArgument("NOT_A_SELECT", "only read-only SELECT queries are allowed")
@@ -93,10 +98,11 @@ def send_arrow(
     batch_rows: int,
     max_bytes: int,
     send: Send,
+    views: Views = (),
 ) -> None:
     """ARROW frames, each one message of the QueryArrow stream (the first carries the
     schema, the last the end of stream), then DONE."""
-    reader = open_query(db, conn, objects, sql).to_arrow_reader(batch_rows)
+    reader = open_query(db, conn, objects, sql, views).to_arrow_reader(batch_rows)
     chunks = ArrowIpcChunks(reader.schema)
     for batch in reader:
         for piece in _fitting(batch, max_bytes):

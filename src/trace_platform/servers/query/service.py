@@ -1,10 +1,13 @@
 """Query Service logic: authorize, gate, attach, execute, audit.
 
 Checks run in this order for both principals, each failing closed: credential, request
-fields, binding of the credential to the request, dataset grant (or registry lookup,
-org scoped), SQL gate, storage location against the grant, then execution on a hardened
-database with the audit row written beside it (``audit.py``). A query whose audit row
-cannot be written returns nothing.
+fields (relation names included: ``core.relations``), binding of the credential to the
+request, a grant for every dataset (or a registry lookup of every name, org scoped, each
+version pinned once for the whole query), SQL gate (exactly the caller's relation names
+and the query's CTEs), storage location against the grant, then execution on a hardened
+database with the audit rows (one per dataset) written beside it (``audit.py``). A query
+whose audit rows cannot be written returns nothing; a query with one dataset refused runs
+nothing.
 
 A task's token is honoured only while its attempt is the task's current, running one
 (``AttemptRepository.is_current``: one primary-key lookup in PostgreSQL, run beside the
@@ -17,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from trace_platform.adapters.postgres.attempt_repository import AttemptRepository
@@ -30,10 +33,11 @@ from trace_platform.core.errors import (
     TraceError,
     Unauthenticated,
 )
-from trace_platform.core.tokens import TokenVerifier
-from trace_platform.core.user_tokens import UserTokenVerifier
+from trace_platform.core.relations import named_relations
+from trace_platform.core.tokens import CapabilityClaims, TokenVerifier
 from trace_platform.core.validation import clamp_limit, require_attempt, require_dataset_name, require_uuid
-from trace_platform.servers.query.attach import AttachedVersion, DatasetAttacher, combine
+from trace_platform.servers.api.identity import Principal, Role
+from trace_platform.servers.query.attach import AttachedRelation, Attachment, DatasetAttacher, attachment, combine
 from trace_platform.servers.query.audit import AuditTicket, QueryAudit
 from trace_platform.servers.query.gate import GatedSql, GateMemo, SqlDenied
 from trace_platform.servers.query.metrics import QueryMetrics
@@ -41,11 +45,28 @@ from trace_platform.servers.query.workers import LimitedResult, QueryWorkers
 
 _DENIALS = (Unauthenticated, PermissionDenied, SqlDenied)
 
+# Who calls a user RPC: the authenticator bound to the call's metadata, asked for a role.
+Authenticate = Callable[[Role], Awaitable[Principal]]
+
 
 @dataclass(frozen=True)
-class UserQueryResult:
-    result: LimitedResult
+class RelationRead:
+    """The version one relation read, fixed when the query started."""
+
+    relation: str
+    dataset_uuid: str
     dataset_version: str
+    dataset: str = ""  # the registry name (user queries)
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    result: LimitedResult
+    relations: tuple[RelationRead, ...]
+
+
+# Either what was read (first, once), or an Arrow IPC chunk.
+ArrowPart = tuple[RelationRead, ...] | bytes
 
 
 class QueryService:
@@ -55,7 +76,6 @@ class QueryService:
         attacher: DatasetAttacher,
         workers: QueryWorkers,
         task_verifier: TokenVerifier,
-        user_verifier: UserTokenVerifier,
         settings: QuerySettings,
         metrics: QueryMetrics,
         attempts: AttemptRepository,
@@ -65,75 +85,106 @@ class QueryService:
         self._attacher = attacher
         self._workers = workers
         self._task_verifier = task_verifier
-        self._user_verifier = user_verifier
         self._settings = settings
         self.metrics = metrics
         self._gate = GateMemo()
         self.audit = QueryAudit(repo, metrics.audit_failures)
 
     async def task_query(
-        self, token: str | None, task_id: str, attempt: int, dataset_uuid: str, sql: str, limit: int, deadline: float
-    ) -> LimitedResult:
+        self,
+        token: str | None,
+        task_id: str,
+        attempt: int,
+        datasets: Sequence[tuple[str, str]],
+        sql: str,
+        limit: int,
+        deadline: float,
+    ) -> QueryResult:
+        """``datasets``: (relation name, dataset UUID) pairs, each granted by the token."""
         with self._observe("task_query"):
             claims = await self._task_verifier.verify(token)
             task_id = require_uuid("task_id", task_id)
             attempt = require_attempt(attempt)
-            dataset_uuid = require_uuid("dataset_uuid", dataset_uuid)
+            relations = named_relations([(name, require_uuid("dataset_uuid", ds)) for name, ds in datasets])
             claims.bind(task_id, attempt)
             alive = asyncio.ensure_future(self._attempts.is_current(task_id, attempt))
             try:
-                grant = claims.grant_for(dataset_uuid)
-                if grant is None:
-                    raise PermissionDenied("DATASET_NOT_GRANTED", "the task is not granted this dataset")
-                gated = await self._gate.check(sql)
-                attached = await self._attacher.attach(
-                    grant.dataset_uuid, grant.dataset_version, grant.storage_ref, claims.s3_read_prefixes
-                )
+                attached = await self._attach_granted(claims, relations, sql)
             except BaseException:
                 alive.cancel()
                 raise
+            gated, request = attached
             if not await alive:
                 raise Unauthenticated("ATTEMPT_NOT_CURRENT", "the token's attempt is no longer running")
-            audit = QueryAuditRecord(
-                org_id=claims.org_id,
-                dataset_uuid=attached.dataset_uuid,
-                dataset_version=attached.dataset_version,
-                sql_sha256=gated.sha256,
-                rpc="task_query",
-                task_id=task_id,
-                attempt=attempt,
-            )
-            ticket = self.audit.ticket(audit, gated.refs)
+            audits = [
+                QueryAuditRecord(
+                    org_id=claims.org_id,
+                    dataset_uuid=r.version.dataset_uuid,
+                    dataset_version=r.version.dataset_version,
+                    sql_sha256=gated.sha256,
+                    rpc="task_query",
+                    task_id=task_id,
+                    attempt=attempt,
+                )
+                for r in request.relations
+            ]
+            ticket = self.audit.ticket(audits, gated.refs)
             timeout = min(deadline, self._settings.task_timeout_seconds)
-            result = await _audited(ticket, self._run_limited(attached, sql, limit, timeout, ticket.open))
+            result = await _audited(ticket, self._run_limited(request, sql, limit, timeout, ticket.open))
             self.metrics.rows.labels("task_query").inc(len(result.rows))
-            return result
+            return QueryResult(result, _reads(request))
+
+    async def _attach_granted(
+        self, claims: CapabilityClaims, relations: tuple[tuple[str, str], ...], sql: str
+    ) -> tuple[GatedSql, Attachment]:
+        grants = []
+        for name, dataset_uuid in relations:  # every grant before anything is read
+            grant = claims.grant_for(dataset_uuid)
+            if grant is None:
+                raise PermissionDenied("DATASET_NOT_GRANTED", "the task is not granted this dataset")
+            grants.append((name, grant))
+        gated = await self._gate.check(sql, frozenset(name for name, _ in relations))
+        parts = [
+            AttachedRelation(
+                name,
+                await self._attacher.attach(g.dataset_uuid, g.dataset_version, g.storage_ref, claims.s3_read_prefixes),
+            )
+            for name, g in grants
+        ]
+        return gated, attachment(parts)
 
     async def user_query(
-        self, bearer: str | None, dataset: str, sql: str, limit: int, deadline: float
-    ) -> UserQueryResult:
+        self, authenticate: Authenticate, datasets: Sequence[tuple[str, str]], sql: str, limit: int, deadline: float
+    ) -> QueryResult:
+        """``datasets``: (relation name, registry name) pairs, resolved in the caller's org."""
         with self._observe("query"):
-            user, attached, gated = await self._authorize_user(bearer, dataset, sql)
-            ticket = self.audit.ticket(_user_audit(user, attached, gated.sha256, "query"), gated.refs)
+            user, request, gated = await self._authorize_user(authenticate, datasets, sql)
+            ticket = self.audit.ticket(_user_audits(user, request, gated.sha256, "query"), gated.refs)
             timeout = min(deadline, self._settings.user_timeout_seconds)
-            result = await _audited(ticket, self._run_limited(attached, sql, limit, timeout, ticket.open))
+            result = await _audited(ticket, self._run_limited(request, sql, limit, timeout, ticket.open))
             self.metrics.rows.labels("query").inc(len(result.rows))
-            return UserQueryResult(result, attached.dataset_version)
+            return QueryResult(result, _reads(request))
 
     async def user_query_arrow(
-        self, bearer: str | None, dataset: str, sql: str, deadline: float
-    ) -> AsyncGenerator[bytes, None]:
-        """Arrow IPC stream chunks. The audit row is opened before the first chunk leaves
-        and closed once the stream is complete."""
+        self, authenticate: Authenticate, datasets: Sequence[tuple[str, str]], sql: str, deadline: float
+    ) -> AsyncGenerator[ArrowPart, None]:
+        """What each relation reads, then Arrow IPC stream chunks. The audit rows are opened
+        before the first chunk leaves and closed once the stream is complete."""
         with self._observe("query_arrow"):
-            user, attached, gated = await self._authorize_user(bearer, dataset, sql)
+            user, request, gated = await self._authorize_user(authenticate, datasets, sql)
             timeout = min(deadline, self._settings.user_timeout_seconds)
-            ticket = self.audit.ticket(_user_audit(user, attached, gated.sha256, "query_arrow"), gated.refs)
+            ticket = self.audit.ticket(_user_audits(user, request, gated.sha256, "query_arrow"), gated.refs)
             rows, opened = 0, False
             held = b""  # one message behind: the stream's end leaves once the outcome is recorded
             try:
                 stream = self._workers.arrow(
-                    attached.objects, attached.pinned, sql, self._settings.arrow_batch_rows, timeout, ticket.open
+                    request.objects,
+                    request.pinned,
+                    sql,
+                    self._settings.arrow_batch_rows,
+                    timeout,
+                    ticket.open,
+                    request.views,
                 )
                 async with contextlib.aclosing(stream) as chunks:
                     async for count, chunk in chunks:
@@ -141,11 +192,13 @@ class QueryService:
                             if not opened:
                                 await ticket.opened()
                                 opened = True
+                                yield _reads(request)
                             yield held
                         rows += count
                         held = chunk
                 if not opened:
                     await ticket.opened()
+                    yield _reads(request)
             except BaseException as exc:
                 ticket.failed(exc)
                 raise
@@ -154,27 +207,40 @@ class QueryService:
             yield held
 
     async def _authorize_user(
-        self, bearer: str | None, dataset: str, sql: str
-    ) -> tuple[_User, AttachedVersion, GatedSql]:
-        claims = self._user_verifier.verify(bearer)
-        name = require_dataset_name(dataset)
-        gated = await self._gate.check(sql)
-        resolved = await self._repo.resolve_published(claims.org_id, name)
-        if resolved is None:  # also for another org's dataset: existence is not revealed
-            raise NotFound("DATASET_NOT_FOUND", "no published dataset of that name")
-        if not resolved.versions:
-            raise FailedPrecondition("DATASET_EMPTY", "the dataset has no data yet")
-        parts = [
-            await self._attacher.attach(resolved.dataset_uuid, version, ref, None) for version, ref in resolved.versions
-        ]
-        attached = combine(parts)
-        return _User(claims.org_id, claims.subject), attached, gated
+        self, authenticate: Authenticate, datasets: Sequence[tuple[str, str]], sql: str
+    ) -> tuple[Principal, Attachment, GatedSql]:
+        user = await authenticate(Role.VIEWER)
+        relations = named_relations([(rel, require_dataset_name(name)) for rel, name in datasets])
+        gated = await self._gate.check(sql, frozenset(rel for rel, _ in relations))
+        names = sorted({name for _, name in relations})
+        # Every name resolved once, up front: a name given twice reads one version, and a
+        # cut-over during the query changes nothing it reads.
+        resolved = dict(
+            zip(
+                names, await asyncio.gather(*(self._repo.resolve_published(user.org_id, n) for n in names)), strict=True
+            )
+        )
+        for name in names:
+            found = resolved[name]
+            if found is None:  # also for another org's dataset: existence is not revealed
+                raise NotFound("DATASET_NOT_FOUND", f"no published dataset named {name}")
+            if not found.versions:
+                raise FailedPrecondition("DATASET_EMPTY", f"the dataset {name} has no data yet")
+        parts = []
+        for rel, name in relations:
+            found = resolved[name]
+            assert found is not None
+            versions = [
+                await self._attacher.attach(found.dataset_uuid, version, ref, None) for version, ref in found.versions
+            ]
+            parts.append(AttachedRelation(rel, combine(versions), name))
+        return user, attachment(parts), gated
 
     async def _run_limited(
-        self, attached: AttachedVersion, sql: str, limit: int, timeout: float, started: Callable[[], None]
+        self, request: Attachment, sql: str, limit: int, timeout: float, started: Callable[[], None]
     ) -> LimitedResult:
         rows = clamp_limit(limit, self._settings.default_limit, self._settings.max_limit)
-        return await self._workers.rows(attached.objects, attached.pinned, sql, rows, timeout, started)
+        return await self._workers.rows(request.objects, request.pinned, sql, rows, timeout, started, request.views)
 
     @contextlib.contextmanager
     def _observe(self, rpc: str) -> Iterator[None]:
@@ -196,21 +262,25 @@ class QueryService:
             self.metrics.in_flight.dec()
 
 
-@dataclass(frozen=True)
-class _User:
-    org_id: str
-    subject: str
-
-
-def _user_audit(user: _User, attached: AttachedVersion, sql_digest: str, rpc: str) -> QueryAuditRecord:
-    return QueryAuditRecord(
-        org_id=user.org_id,
-        dataset_uuid=attached.dataset_uuid,
-        dataset_version=attached.dataset_version,
-        sql_sha256=sql_digest,
-        rpc=rpc,
-        user_id=user.subject,
+def _reads(request: Attachment) -> tuple[RelationRead, ...]:
+    return tuple(
+        RelationRead(r.name, r.version.dataset_uuid, r.version.dataset_version, r.dataset) for r in request.relations
     )
+
+
+def _user_audits(user: Principal, request: Attachment, sql_digest: str, rpc: str) -> list[QueryAuditRecord]:
+    """One row per relation (a dataset attached twice is recorded twice: both were asked for)."""
+    return [
+        QueryAuditRecord(
+            org_id=user.org_id,
+            dataset_uuid=r.version.dataset_uuid,
+            dataset_version=r.version.dataset_version,
+            sql_sha256=sql_digest,
+            rpc=rpc,
+            user_id=user.user_id,
+        )
+        for r in request.relations
+    ]
 
 
 async def _audited(ticket: AuditTicket, run: Awaitable[LimitedResult]) -> LimitedResult:

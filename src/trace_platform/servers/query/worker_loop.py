@@ -22,7 +22,7 @@ from typing import Any, BinaryIO
 import duckdb
 
 from trace_platform.adapters.duckdb.granted_fs import GrantedObject
-from trace_platform.adapters.duckdb.hardened import DuckDBLimits, PinnedFiles
+from trace_platform.adapters.duckdb.hardened import DuckDBLimits, PinnedFiles, Views
 from trace_platform.adapters.duckdb.pool import DatabasePool
 from trace_platform.core.errors import ResourceExhausted, TraceError
 from trace_platform.servers.query.execute import duckdb_error, send_arrow, send_rows
@@ -41,6 +41,7 @@ class QueryRequest:
     max_bytes: int
     limit: int = 0  # rows mode: the row cap
     arrow_batch_rows: int = 0  # Arrow mode when > 0
+    views: Views = ()  # the relations over ``objects`` (empty: one, ``dataset``)
 
 
 def serve(config: dict[str, Any], stdin: BinaryIO, out: BinaryIO, mapped_bytes: Callable[[], int]) -> None:
@@ -89,9 +90,10 @@ async def _answer(
                 try:
                     if request.arrow_batch_rows > 0:
                         rows = request.arrow_batch_rows
-                        send_arrow(db, conn, objects, request.sql, rows, request.max_bytes, send)
+                        send_arrow(db, conn, objects, request.sql, rows, request.max_bytes, send, request.views)
                     else:
-                        send_rows(db, conn, objects, request.sql, request.limit, request.max_bytes, send)
+                        limit, cap = request.limit, request.max_bytes
+                        send_rows(db, conn, objects, request.sql, limit, cap, send, request.views)
                 except duckdb.Error as exc:
                     raise duckdb_error(exc, db.storage_failure()) from None
     except MemoryError:

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from trace_platform.adapters.duckdb.granted_fs import GrantedObject
-from trace_platform.adapters.duckdb.hardened import HardeningFailed, PinnedFiles
+from trace_platform.adapters.duckdb.hardened import HardeningFailed, PinnedFiles, Views
 from trace_platform.adapters.duckdb.pool import Admission, process_dir
 from trace_platform.core.config import QuerySettings
 from trace_platform.core.errors import DeadlineExceeded, Internal, ResourceExhausted, Unavailable
@@ -286,9 +286,10 @@ class QueryWorkers:
         limit: int,
         timeout: float,
         started: Callable[[], None] | None = None,
+        views: Views = (),
     ) -> LimitedResult:
         """At most ``limit`` rows (truncated says whether more exist), within one message."""
-        request = QueryRequest(sql, _shown(objects, pinned), pinned, MAX_ANSWER_BYTES, limit=limit)
+        request = QueryRequest(sql, _shown(objects, pinned), pinned, MAX_ANSWER_BYTES, limit=limit, views=views)
         columns: tuple[tuple[str, str], ...] = ()
         answer = query_pb2.TaskQueryResponse()
         size = 0
@@ -316,9 +317,11 @@ class QueryWorkers:
         batch_rows: int,
         timeout: float,
         started: Callable[[], None] | None = None,
+        views: Views = (),
     ) -> AsyncGenerator[tuple[int, bytes], None]:
         """(rows, bytes) per message of the QueryArrow stream, as the process produced them."""
-        request = QueryRequest(sql, _shown(objects, pinned), pinned, MAX_ANSWER_BYTES, arrow_batch_rows=batch_rows)
+        shown = _shown(objects, pinned)
+        request = QueryRequest(sql, shown, pinned, MAX_ANSWER_BYTES, arrow_batch_rows=batch_rows, views=views)
         async with contextlib.aclosing(self._answer(request, objects, timeout, started)) as frames:
             async for kind, payload in frames:
                 if kind is Kind.ARROW:

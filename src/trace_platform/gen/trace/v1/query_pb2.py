@@ -25,25 +25,21 @@ _sym_db = _symbol_database.Default()
 from trace_platform.gen.trace.v1 import common_pb2 as trace_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14trace/v1/query.proto\x12\x08trace.v1\x1a\x15trace/v1/common.proto\"f\n\x10TaskQueryRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\x12\x14\n\x0c\x64\x61taset_uuid\x18\x03 \x01(\t\x12\x0b\n\x03sql\x18\x04 \x01(\t\x12\r\n\x05limit\x18\x05 \x01(\x05\"f\n\x11TaskQueryResponse\x12!\n\x07\x63olumns\x18\x01 \x03(\x0b\x32\x10.trace.v1.Column\x12\x1b\n\x04rows\x18\x02 \x03(\x0b\x32\r.trace.v1.Row\x12\x11\n\ttruncated\x18\x03 \x01(\x08\";\n\x0cQueryRequest\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\x12\x0b\n\x03sql\x18\x02 \x01(\t\x12\r\n\x05limit\x18\x03 \x01(\x05\"{\n\rQueryResponse\x12!\n\x07\x63olumns\x18\x01 \x03(\x0b\x32\x10.trace.v1.Column\x12\x1b\n\x04rows\x18\x02 \x03(\x0b\x32\r.trace.v1.Row\x12\x11\n\ttruncated\x18\x03 \x01(\x08\x12\x17\n\x0f\x64\x61taset_version\x18\x04 \x01(\t\"1\n\x11QueryArrowRequest\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\x12\x0b\n\x03sql\x18\x02 \x01(\t\"\'\n\x12QueryArrowResponse\x12\x11\n\tarrow_ipc\x18\x01 \x01(\x0c\x32\xd9\x01\n\x0cQueryService\x12\x44\n\tTaskQuery\x12\x1a.trace.v1.TaskQueryRequest\x1a\x1b.trace.v1.TaskQueryResponse\x12\x38\n\x05Query\x12\x16.trace.v1.QueryRequest\x1a\x17.trace.v1.QueryResponse\x12I\n\nQueryArrow\x12\x1b.trace.v1.QueryArrowRequest\x1a\x1c.trace.v1.QueryArrowResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14trace/v1/query.proto\x12\x08trace.v1\x1a\x15trace/v1/common.proto\":\n\x10TaskQueryDataset\x12\x10\n\x08relation\x18\x01 \x01(\t\x12\x14\n\x0c\x64\x61taset_uuid\x18\x02 \x01(\t\"\x94\x01\n\x10TaskQueryRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\x12\x14\n\x0c\x64\x61taset_uuid\x18\x03 \x01(\t\x12\x0b\n\x03sql\x18\x04 \x01(\t\x12\r\n\x05limit\x18\x05 \x01(\x05\x12,\n\x08\x64\x61tasets\x18\x06 \x03(\x0b\x32\x1a.trace.v1.TaskQueryDataset\"R\n\x0fRelationVersion\x12\x10\n\x08relation\x18\x01 \x01(\t\x12\x14\n\x0c\x64\x61taset_uuid\x18\x02 \x01(\t\x12\x17\n\x0f\x64\x61taset_version\x18\x03 \x01(\t\"\x94\x01\n\x11TaskQueryResponse\x12!\n\x07\x63olumns\x18\x01 \x03(\x0b\x32\x10.trace.v1.Column\x12\x1b\n\x04rows\x18\x02 \x03(\x0b\x32\r.trace.v1.Row\x12\x11\n\ttruncated\x18\x03 \x01(\x08\x12,\n\trelations\x18\x04 \x03(\x0b\x32\x19.trace.v1.RelationVersion2T\n\x0cQueryService\x12\x44\n\tTaskQuery\x12\x1a.trace.v1.TaskQueryRequest\x1a\x1b.trace.v1.TaskQueryResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'trace.v1.query_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_TASKQUERYREQUEST']._serialized_start=57
-  _globals['_TASKQUERYREQUEST']._serialized_end=159
-  _globals['_TASKQUERYRESPONSE']._serialized_start=161
-  _globals['_TASKQUERYRESPONSE']._serialized_end=263
-  _globals['_QUERYREQUEST']._serialized_start=265
-  _globals['_QUERYREQUEST']._serialized_end=324
-  _globals['_QUERYRESPONSE']._serialized_start=326
-  _globals['_QUERYRESPONSE']._serialized_end=449
-  _globals['_QUERYARROWREQUEST']._serialized_start=451
-  _globals['_QUERYARROWREQUEST']._serialized_end=500
-  _globals['_QUERYARROWRESPONSE']._serialized_start=502
-  _globals['_QUERYARROWRESPONSE']._serialized_end=541
-  _globals['_QUERYSERVICE']._serialized_start=544
-  _globals['_QUERYSERVICE']._serialized_end=761
+  _globals['_TASKQUERYDATASET']._serialized_start=57
+  _globals['_TASKQUERYDATASET']._serialized_end=115
+  _globals['_TASKQUERYREQUEST']._serialized_start=118
+  _globals['_TASKQUERYREQUEST']._serialized_end=266
+  _globals['_RELATIONVERSION']._serialized_start=268
+  _globals['_RELATIONVERSION']._serialized_end=350
+  _globals['_TASKQUERYRESPONSE']._serialized_start=353
+  _globals['_TASKQUERYRESPONSE']._serialized_end=501
+  _globals['_QUERYSERVICE']._serialized_start=503
+  _globals['_QUERYSERVICE']._serialized_end=587
 # @@protoc_insertion_point(module_scope)

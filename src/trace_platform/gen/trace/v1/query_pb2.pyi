@@ -20,6 +20,31 @@ else:
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
+class TaskQueryDataset(_message.Message):
+    """A granted dataset attached under a relation name of the caller's choosing."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RELATION_FIELD_NUMBER: _builtins.int
+    DATASET_UUID_FIELD_NUMBER: _builtins.int
+    relation: _builtins.str
+    """An identifier ([A-Za-z_][A-Za-z0-9_]{0,62}, not a keyword or catalog name), unique in the request."""
+    dataset_uuid: _builtins.str
+    def __init__(
+        self,
+        *,
+        relation: _builtins.str = ...,
+        dataset_uuid: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dataset_uuid", b"dataset_uuid", "relation", b"relation"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TaskQueryDataset: _TypeAlias = TaskQueryDataset  # noqa: Y015
+
+@_typing.final
 class TaskQueryRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -28,12 +53,18 @@ class TaskQueryRequest(_message.Message):
     DATASET_UUID_FIELD_NUMBER: _builtins.int
     SQL_FIELD_NUMBER: _builtins.int
     LIMIT_FIELD_NUMBER: _builtins.int
+    DATASETS_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     attempt: _builtins.int
     dataset_uuid: _builtins.str
+    """Shorthand for one dataset attached as the relation `dataset`; not with `datasets`."""
     sql: _builtins.str
     limit: _builtins.int
     """Clamped to [1, 10000]; 0 means the default of 1000."""
+    @_builtins.property
+    def datasets(self) -> _containers.RepeatedCompositeFieldContainer[Global___TaskQueryDataset]:
+        """Up to 16 datasets, each under its own relation name."""
+
     def __init__(
         self,
         *,
@@ -42,14 +73,42 @@ class TaskQueryRequest(_message.Message):
         dataset_uuid: _builtins.str = ...,
         sql: _builtins.str = ...,
         limit: _builtins.int = ...,
+        datasets: _abc.Iterable[Global___TaskQueryDataset] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "dataset_uuid", b"dataset_uuid", "limit", b"limit", "sql", b"sql", "task_id", b"task_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "dataset_uuid", b"dataset_uuid", "datasets", b"datasets", "limit", b"limit", "sql", b"sql", "task_id", b"task_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___TaskQueryRequest: _TypeAlias = TaskQueryRequest  # noqa: Y015
+
+@_typing.final
+class RelationVersion(_message.Message):
+    """The version a relation read (fixed once at the start of the query)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RELATION_FIELD_NUMBER: _builtins.int
+    DATASET_UUID_FIELD_NUMBER: _builtins.int
+    DATASET_VERSION_FIELD_NUMBER: _builtins.int
+    relation: _builtins.str
+    dataset_uuid: _builtins.str
+    dataset_version: _builtins.str
+    def __init__(
+        self,
+        *,
+        relation: _builtins.str = ...,
+        dataset_uuid: _builtins.str = ...,
+        dataset_version: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dataset_uuid", b"dataset_uuid", "dataset_version", b"dataset_version", "relation", b"relation"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RelationVersion: _TypeAlias = RelationVersion  # noqa: Y015
 
 @_typing.final
 class TaskQueryResponse(_message.Message):
@@ -58,119 +117,26 @@ class TaskQueryResponse(_message.Message):
     COLUMNS_FIELD_NUMBER: _builtins.int
     ROWS_FIELD_NUMBER: _builtins.int
     TRUNCATED_FIELD_NUMBER: _builtins.int
+    RELATIONS_FIELD_NUMBER: _builtins.int
     truncated: _builtins.bool
     @_builtins.property
     def columns(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Column]: ...
     @_builtins.property
     def rows(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Row]: ...
+    @_builtins.property
+    def relations(self) -> _containers.RepeatedCompositeFieldContainer[Global___RelationVersion]: ...
     def __init__(
         self,
         *,
         columns: _abc.Iterable[_common_pb2.Column] | None = ...,
         rows: _abc.Iterable[_common_pb2.Row] | None = ...,
         truncated: _builtins.bool = ...,
+        relations: _abc.Iterable[Global___RelationVersion] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["columns", b"columns", "rows", b"rows", "truncated", b"truncated"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["columns", b"columns", "relations", b"relations", "rows", b"rows", "truncated", b"truncated"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___TaskQueryResponse: _TypeAlias = TaskQueryResponse  # noqa: Y015
-
-@_typing.final
-class QueryRequest(_message.Message):
-    DESCRIPTOR: _descriptor.Descriptor
-
-    DATASET_FIELD_NUMBER: _builtins.int
-    SQL_FIELD_NUMBER: _builtins.int
-    LIMIT_FIELD_NUMBER: _builtins.int
-    dataset: _builtins.str
-    sql: _builtins.str
-    limit: _builtins.int
-    def __init__(
-        self,
-        *,
-        dataset: _builtins.str = ...,
-        sql: _builtins.str = ...,
-        limit: _builtins.int = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["dataset", b"dataset", "limit", b"limit", "sql", b"sql"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___QueryRequest: _TypeAlias = QueryRequest  # noqa: Y015
-
-@_typing.final
-class QueryResponse(_message.Message):
-    DESCRIPTOR: _descriptor.Descriptor
-
-    COLUMNS_FIELD_NUMBER: _builtins.int
-    ROWS_FIELD_NUMBER: _builtins.int
-    TRUNCATED_FIELD_NUMBER: _builtins.int
-    DATASET_VERSION_FIELD_NUMBER: _builtins.int
-    truncated: _builtins.bool
-    dataset_version: _builtins.str
-    @_builtins.property
-    def columns(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Column]: ...
-    @_builtins.property
-    def rows(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Row]: ...
-    def __init__(
-        self,
-        *,
-        columns: _abc.Iterable[_common_pb2.Column] | None = ...,
-        rows: _abc.Iterable[_common_pb2.Row] | None = ...,
-        truncated: _builtins.bool = ...,
-        dataset_version: _builtins.str = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["columns", b"columns", "dataset_version", b"dataset_version", "rows", b"rows", "truncated", b"truncated"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___QueryResponse: _TypeAlias = QueryResponse  # noqa: Y015
-
-@_typing.final
-class QueryArrowRequest(_message.Message):
-    DESCRIPTOR: _descriptor.Descriptor
-
-    DATASET_FIELD_NUMBER: _builtins.int
-    SQL_FIELD_NUMBER: _builtins.int
-    dataset: _builtins.str
-    sql: _builtins.str
-    def __init__(
-        self,
-        *,
-        dataset: _builtins.str = ...,
-        sql: _builtins.str = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["dataset", b"dataset", "sql", b"sql"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___QueryArrowRequest: _TypeAlias = QueryArrowRequest  # noqa: Y015
-
-@_typing.final
-class QueryArrowResponse(_message.Message):
-    DESCRIPTOR: _descriptor.Descriptor
-
-    ARROW_IPC_FIELD_NUMBER: _builtins.int
-    arrow_ipc: _builtins.bytes
-    """A chunk of an Arrow IPC stream; concatenating every chunk gives the whole stream."""
-    def __init__(
-        self,
-        *,
-        arrow_ipc: _builtins.bytes = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["arrow_ipc", b"arrow_ipc"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___QueryArrowResponse: _TypeAlias = QueryArrowResponse  # noqa: Y015

@@ -26,12 +26,11 @@ if _version_not_supported:
 
 
 class QueryServiceStub:
-    """Untrusted SQL over authorized datasets only. The SQL is gated (single SELECT over
-    platform-attached relations) and runs on a hardened DuckDB connection.
+    """Untrusted SQL over authorized datasets only, for tasks (internal). The SQL is gated
+    (single SELECT over platform-attached relations) and runs on a hardened DuckDB
+    connection. Users query through trace.api.v1.QueryService.
 
-    TaskQuery: metadata `x-trace-task-capability`; the dataset must be granted by the token.
-    Query and QueryArrow: metadata `authorization: Bearer <jwt>`; datasets resolve by name
-    through the dataset registry (org scoped).
+    TaskQuery: metadata `x-trace-task-capability`; every dataset must be granted by the token.
     """
 
     def __init__(self, channel):
@@ -45,42 +44,18 @@ class QueryServiceStub:
                 request_serializer=trace_dot_v1_dot_query__pb2.TaskQueryRequest.SerializeToString,
                 response_deserializer=trace_dot_v1_dot_query__pb2.TaskQueryResponse.FromString,
                 _registered_method=True)
-        self.Query = channel.unary_unary(
-                '/trace.v1.QueryService/Query',
-                request_serializer=trace_dot_v1_dot_query__pb2.QueryRequest.SerializeToString,
-                response_deserializer=trace_dot_v1_dot_query__pb2.QueryResponse.FromString,
-                _registered_method=True)
-        self.QueryArrow = channel.unary_stream(
-                '/trace.v1.QueryService/QueryArrow',
-                request_serializer=trace_dot_v1_dot_query__pb2.QueryArrowRequest.SerializeToString,
-                response_deserializer=trace_dot_v1_dot_query__pb2.QueryArrowResponse.FromString,
-                _registered_method=True)
 
 
 class QueryServiceServicer:
-    """Untrusted SQL over authorized datasets only. The SQL is gated (single SELECT over
-    platform-attached relations) and runs on a hardened DuckDB connection.
+    """Untrusted SQL over authorized datasets only, for tasks (internal). The SQL is gated
+    (single SELECT over platform-attached relations) and runs on a hardened DuckDB
+    connection. Users query through trace.api.v1.QueryService.
 
-    TaskQuery: metadata `x-trace-task-capability`; the dataset must be granted by the token.
-    Query and QueryArrow: metadata `authorization: Bearer <jwt>`; datasets resolve by name
-    through the dataset registry (org scoped).
+    TaskQuery: metadata `x-trace-task-capability`; every dataset must be granted by the token.
     """
 
     def TaskQuery(self, request, context):
         """Missing associated documentation comment in .proto file."""
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def Query(self, request, context):
-        """Missing associated documentation comment in .proto file."""
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def QueryArrow(self, request, context):
-        """Large results as Arrow IPC stream chunks (schema first, then record batches).
-        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -93,16 +68,6 @@ def add_QueryServiceServicer_to_server(servicer, server):
                     request_deserializer=trace_dot_v1_dot_query__pb2.TaskQueryRequest.FromString,
                     response_serializer=trace_dot_v1_dot_query__pb2.TaskQueryResponse.SerializeToString,
             ),
-            'Query': grpc.unary_unary_rpc_method_handler(
-                    servicer.Query,
-                    request_deserializer=trace_dot_v1_dot_query__pb2.QueryRequest.FromString,
-                    response_serializer=trace_dot_v1_dot_query__pb2.QueryResponse.SerializeToString,
-            ),
-            'QueryArrow': grpc.unary_stream_rpc_method_handler(
-                    servicer.QueryArrow,
-                    request_deserializer=trace_dot_v1_dot_query__pb2.QueryArrowRequest.FromString,
-                    response_serializer=trace_dot_v1_dot_query__pb2.QueryArrowResponse.SerializeToString,
-            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'trace.v1.QueryService', rpc_method_handlers)
@@ -112,12 +77,11 @@ def add_QueryServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class QueryService:
-    """Untrusted SQL over authorized datasets only. The SQL is gated (single SELECT over
-    platform-attached relations) and runs on a hardened DuckDB connection.
+    """Untrusted SQL over authorized datasets only, for tasks (internal). The SQL is gated
+    (single SELECT over platform-attached relations) and runs on a hardened DuckDB
+    connection. Users query through trace.api.v1.QueryService.
 
-    TaskQuery: metadata `x-trace-task-capability`; the dataset must be granted by the token.
-    Query and QueryArrow: metadata `authorization: Bearer <jwt>`; datasets resolve by name
-    through the dataset registry (org scoped).
+    TaskQuery: metadata `x-trace-task-capability`; every dataset must be granted by the token.
     """
 
     @staticmethod
@@ -137,60 +101,6 @@ class QueryService:
             '/trace.v1.QueryService/TaskQuery',
             trace_dot_v1_dot_query__pb2.TaskQueryRequest.SerializeToString,
             trace_dot_v1_dot_query__pb2.TaskQueryResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def Query(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/trace.v1.QueryService/Query',
-            trace_dot_v1_dot_query__pb2.QueryRequest.SerializeToString,
-            trace_dot_v1_dot_query__pb2.QueryResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def QueryArrow(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_stream(
-            request,
-            target,
-            '/trace.v1.QueryService/QueryArrow',
-            trace_dot_v1_dot_query__pb2.QueryArrowRequest.SerializeToString,
-            trace_dot_v1_dot_query__pb2.QueryArrowResponse.FromString,
             options,
             channel_credentials,
             insecure,

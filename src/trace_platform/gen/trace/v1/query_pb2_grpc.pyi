@@ -27,12 +27,11 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class QueryServiceStub:
-    """Untrusted SQL over authorized datasets only. The SQL is gated (single SELECT over
-    platform-attached relations) and runs on a hardened DuckDB connection.
+    """Untrusted SQL over authorized datasets only, for tasks (internal). The SQL is gated
+    (single SELECT over platform-attached relations) and runs on a hardened DuckDB
+    connection. Users query through trace.api.v1.QueryService.
 
-    TaskQuery: metadata `x-trace-task-capability`; the dataset must be granted by the token.
-    Query and QueryArrow: metadata `authorization: Bearer <jwt>`; datasets resolve by name
-    through the dataset registry (org scoped).
+    TaskQuery: metadata `x-trace-task-capability`; every dataset must be granted by the token.
     """
 
     @_typing.overload
@@ -40,33 +39,25 @@ class QueryServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> QueryServiceAsyncStub: ...
     TaskQuery: _grpc.UnaryUnaryMultiCallable[_query_pb2.TaskQueryRequest, _query_pb2.TaskQueryResponse]
-    Query: _grpc.UnaryUnaryMultiCallable[_query_pb2.QueryRequest, _query_pb2.QueryResponse]
-    QueryArrow: _grpc.UnaryStreamMultiCallable[_query_pb2.QueryArrowRequest, _query_pb2.QueryArrowResponse]
-    """Large results as Arrow IPC stream chunks (schema first, then record batches)."""
 
 @_typing.type_check_only
 class QueryServiceAsyncStub(QueryServiceStub):
-    """Untrusted SQL over authorized datasets only. The SQL is gated (single SELECT over
-    platform-attached relations) and runs on a hardened DuckDB connection.
+    """Untrusted SQL over authorized datasets only, for tasks (internal). The SQL is gated
+    (single SELECT over platform-attached relations) and runs on a hardened DuckDB
+    connection. Users query through trace.api.v1.QueryService.
 
-    TaskQuery: metadata `x-trace-task-capability`; the dataset must be granted by the token.
-    Query and QueryArrow: metadata `authorization: Bearer <jwt>`; datasets resolve by name
-    through the dataset registry (org scoped).
+    TaskQuery: metadata `x-trace-task-capability`; every dataset must be granted by the token.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     TaskQuery: _aio.UnaryUnaryMultiCallable[_query_pb2.TaskQueryRequest, _query_pb2.TaskQueryResponse]  # type: ignore[assignment]
-    Query: _aio.UnaryUnaryMultiCallable[_query_pb2.QueryRequest, _query_pb2.QueryResponse]  # type: ignore[assignment]
-    QueryArrow: _aio.UnaryStreamMultiCallable[_query_pb2.QueryArrowRequest, _query_pb2.QueryArrowResponse]  # type: ignore[assignment]
-    """Large results as Arrow IPC stream chunks (schema first, then record batches)."""
 
 class QueryServiceServicer(metaclass=_abc_1.ABCMeta):
-    """Untrusted SQL over authorized datasets only. The SQL is gated (single SELECT over
-    platform-attached relations) and runs on a hardened DuckDB connection.
+    """Untrusted SQL over authorized datasets only, for tasks (internal). The SQL is gated
+    (single SELECT over platform-attached relations) and runs on a hardened DuckDB
+    connection. Users query through trace.api.v1.QueryService.
 
-    TaskQuery: metadata `x-trace-task-capability`; the dataset must be granted by the token.
-    Query and QueryArrow: metadata `authorization: Bearer <jwt>`; datasets resolve by name
-    through the dataset registry (org scoped).
+    TaskQuery: metadata `x-trace-task-capability`; every dataset must be granted by the token.
     """
 
     @_abc_1.abstractmethod
@@ -75,20 +66,5 @@ class QueryServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _query_pb2.TaskQueryRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_query_pb2.TaskQueryResponse, _abc.Awaitable[_query_pb2.TaskQueryResponse]]: ...
-
-    @_abc_1.abstractmethod
-    def Query(
-        self,
-        request: _query_pb2.QueryRequest,
-        context: _ServicerContext,
-    ) -> _typing.Union[_query_pb2.QueryResponse, _abc.Awaitable[_query_pb2.QueryResponse]]: ...
-
-    @_abc_1.abstractmethod
-    def QueryArrow(
-        self,
-        request: _query_pb2.QueryArrowRequest,
-        context: _ServicerContext,
-    ) -> _typing.Union[_abc.Iterator[_query_pb2.QueryArrowResponse], _abc.AsyncIterator[_query_pb2.QueryArrowResponse]]:
-        """Large results as Arrow IPC stream chunks (schema first, then record batches)."""
 
 def add_QueryServiceServicer_to_server(servicer: QueryServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
