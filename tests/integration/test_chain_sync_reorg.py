@@ -18,10 +18,13 @@ import pytest
 from tests.anvil import AnvilNode
 from tests.conftest import eventually
 from tests.integration.conftest import ORG, user_client
+from trace_platform.adapters.objectstore.factory import object_stores
 from trace_platform.adapters.postgres.dataset_repository import DatasetRepository
 from trace_platform.app import RunningPlatform, start_platform
 from trace_platform.clients.chain_sync import ChainSyncClient, pb
 from trace_platform.core.config import Settings
+from trace_platform.servers.chain_sync.verify import _read
+from trace_platform.servers.query.attach import DatasetAttacher
 from trace_platform.views.live_status import render_status
 
 HEAD = 24  # blocks mined before the sync starts: [0, 25) is published first
@@ -103,8 +106,9 @@ async def _published_versions(db: asyncpg.Connection, name: str) -> set[str]:
     return {v for v, _ in resolved.versions}
 
 
+@pytest.mark.parametrize("changed_transactions", [False, True], ids=["same_txs", "changed_txs"])
 async def test_reorg_is_repaired_and_cut_over(
-    running: RunningPlatform, node: AnvilNode, settings: Settings, db: asyncpg.Connection
+    running: RunningPlatform, node: AnvilNode, settings: Settings, db: asyncpg.Connection, changed_transactions: bool
 ) -> None:
     async with grpc.aio.insecure_channel(running.addr) as ch:
         admin = _admin(ch, settings)
@@ -115,11 +119,14 @@ async def test_reorg_is_repaired_and_cut_over(
         before = _node_hashes(node, HEAD + 1)
         old_blocks = await _published_versions(db, "tip.blocks")
         old_txs = await _published_versions(db, "tip.transactions")
+        pinned = await DatasetRepository(db).resolve_published(ORG, "tip.blocks")  # type: ignore[arg-type]
+        assert pinned is not None  # what a query that started now has pinned
 
-        # Depth 3 with a changed transaction: blocks HEAD-2 .. HEAD are replaced.
+        # Depth 3 (new timestamps, and with or without a changed transaction): blocks
+        # HEAD-2 .. HEAD are replaced.
         tx = {"from": node.accounts[2], "to": node.accounts[3], "value": hex(10**15)}
         reorged_at = asyncio.get_running_loop().time()
-        node.rpc("anvil_reorg", 3, [[tx, 0]])
+        node.rpc("anvil_reorg", 3, [[tx, 0]] if changed_transactions else [])
         after = _node_hashes(node, HEAD + 1)
         assert after[: HEAD - 2] == before[: HEAD - 2] and all(after[n] != before[n] for n in range(HEAD - 2, HEAD + 1))
 
@@ -148,7 +155,18 @@ async def test_reorg_is_repaired_and_cut_over(
         txs = await user.query(
             "tip.transactions", f"SELECT count(*) FROM dataset WHERE block_number = {HEAD - 2}", limit=10
         )
-        assert txs.rows == [[1]]
+        assert txs.rows == [[1 if changed_transactions else 0]]
+
+        # A query that pinned the versions before the cutover still reads them whole: the
+        # replaced versions' objects stay (manifest checked), with the old chain's hashes.
+        attacher = DatasetAttacher(object_stores(running.settings))
+        pinned_hashes: dict[int, str] = {}
+        for version, ref in pinned.versions:
+            for obj in (await attacher.attach(pinned.dataset_uuid, version, ref, None)).objects:
+                table = _read(obj, True, 0, HEAD + 1)
+                numbers, hashes = table.column("block_number").to_pylist(), table.column("block_hash").to_pylist()
+                pinned_hashes.update({int(n): "0x" + bytes(b).hex() for n, b in zip(numbers, hashes, strict=True)})
+        assert [pinned_hashes[n] for n in range(HEAD + 1)] == before
 
         # The replaced versions are no longer resolved; the invalidation names old and new.
         new_blocks = await _published_versions(db, "tip.blocks")
