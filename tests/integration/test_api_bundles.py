@@ -27,6 +27,7 @@ from tests.bundle_helpers import Member, signed_zip, write_zip
 from tests.moto_server import moto_server
 from tests.udf_fixtures import invocation, shared_tmp_dir
 from trace_platform.adapters.invoker.local import LocalInvoker
+from trace_platform.adapters.objectstore.bundle_objects import bundle_objects
 from trace_platform.adapters.postgres.bundle_repository import BundleRepository
 from trace_platform.adapters.postgres.pool import create_pool
 from trace_platform.clients.api.bundles import BundlesClient, file_digest, put_file
@@ -142,6 +143,7 @@ async def test_upload_get_list_and_the_repository_url(api: Api, key: Ed25519Priv
     record = await BundleRepository(api.pool).get(user.org_id, bundle.id)
     assert record is not None and record.finalized and record.sha256 == sha and record.size == size
     assert record.url == f"file://{api.settings.data_dir}/bundles/{user.org_id}/{sha}.zip"
+    assert bundle_objects(api.settings).runnable_url(record.url, 60) == record.url  # the Lite invoker reads it
     published = _local(record.url)
     assert published.read_bytes() == archive.read_bytes()
     assert published.stat().st_mode & 0o077 == 0  # readable by the platform alone
@@ -404,7 +406,7 @@ async def test_presigned_put_then_finalize(
     # What a runner without store credentials gets: a pre-signed GET of the same bytes.
     from trace_platform.adapters.objectstore.bundle_objects import S3BundleObjects
 
-    get_url = S3BundleObjects(api.settings.object_store).presign_get(record.url, 60)
+    get_url = S3BundleObjects(api.settings.object_store).runnable_url(record.url, 60)
     async with aiohttp.ClientSession() as http, http.get(get_url) as resp:
         assert resp.status == 200 and await resp.read() == archive.read_bytes()
 
@@ -518,3 +520,28 @@ async def test_cli_bundle_upload(api: Api, key: Ed25519PrivateKey, tmp_path: Pat
     python_bundle(bad, Ed25519PrivateKey.generate())
     refused = await asyncio.to_thread(runner.invoke, cli, ["bundle", "upload", str(bad)], env=env)
     assert refused.exit_code != 0 and "BUNDLE_KEY_UNTRUSTED" in refused.output
+
+
+async def test_finalize_with_the_store_down_decides_nothing(
+    settings: Settings, pool: asyncpg.Pool, key: Ed25519PrivateKey, tmp_path: Path
+) -> None:
+    from trace_platform.lite.anvil import free_port
+
+    dead = ObjectStoreSettings(
+        s3_endpoint_url=f"http://127.0.0.1:{free_port()}",
+        s3_access_key_id="testing",
+        s3_secret_access_key="testing",
+        connect_timeout_seconds=0.5,
+    )
+    down = replace(settings, object_store=dead, bundles=BundleSettings(uri="s3://nowhere/bundles"))
+    _trust(down, key)
+    async for api in _serve(down, pool):
+        user, client = await api.user("editor")
+        started = await client.create_upload(python_bundle(tmp_path / "a.zip", key))
+        with pytest.raises(TraceError) as exc:
+            await client.finalize(started.bundle.id)
+        assert exc.value.kind.name == "UNAVAILABLE" and exc.value.reason == "OBJECT_STORE_UNAVAILABLE"
+        again = await client.get(started.bundle.id)
+        assert again.state == "pending" and again.failure_reason == ""  # retryable: still finalizable
+        record = await BundleRepository(pool).get(user.org_id, started.bundle.id)
+        assert record is not None and record.state == "pending" and not record.finalized

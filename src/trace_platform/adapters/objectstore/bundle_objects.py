@@ -42,6 +42,12 @@ class BundleObjects(Protocol):
 
     def presign_put(self, uri: str, expires_seconds: int) -> str: ...
 
+    def runnable_url(self, uri: str, expires_seconds: int) -> str:
+        """The URL an invoker fetches a published bundle by: ``file://`` as it is (the
+        Lite invoker reads it under its bundle roots), a pre-signed GET for S3 (a Lambda
+        runner holds no store credentials)."""
+        ...
+
     def fetch(self, uri: str, dest: Path, max_bytes: int) -> int:
         """Copy the object into the new file ``dest``; its size. ``TooLarge`` past
         ``max_bytes`` (nothing more is read), ``StagedObjectMissing`` when absent."""
@@ -100,6 +106,10 @@ class LocalBundleObjects:
             "the bundle store is a local directory: upload through the streaming Upload RPC",
         )
 
+    def runnable_url(self, uri: str, expires_seconds: int) -> str:
+        self._path(uri)  # confined to the store
+        return uri
+
     def fetch(self, uri: str, dest: Path, max_bytes: int) -> int:
         try:
             with self._path(uri).open("rb") as src:
@@ -150,8 +160,8 @@ class S3BundleObjects:
         )
         return url
 
-    def presign_get(self, uri: str, expires_seconds: int) -> str:
-        """A URL a runner with no store credentials can fetch a bundle by (Lambda)."""
+    def runnable_url(self, uri: str, expires_seconds: int) -> str:
+        """A pre-signed GET: what a runner with no store credentials fetches (Lambda)."""
         bucket, key = self._split(uri)
         url: str = self._client.generate_presigned_url(
             "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=expires_seconds

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
@@ -13,6 +14,13 @@ from trace_platform.core.errors import InvalidArgument
 from trace_platform.servers.common.server import ServiceBinding
 from trace_platform.servers.invoker.metrics import InvokerMetrics, MeteredInvoker
 from trace_platform.servers.invoker.servicer import InvokerServicer, invoker_binding
+
+
+def default_bundle_roots(settings: Settings) -> tuple[Path, ...]:
+    from trace_platform.adapters.objectstore.bundle_objects import bundles_uri
+
+    uri = bundles_uri(settings)
+    return (Path(uri.removeprefix("file://")),) if uri.startswith("file://") else (settings.data_dir / "bundles",)
 
 
 def build_runtime_invoker(settings: Settings) -> RuntimeInvoker:
@@ -26,7 +34,8 @@ def build_runtime_invoker(settings: Settings) -> RuntimeInvoker:
     from trace_platform.adapters.invoker.local import LocalInvoker
 
     trusted = TrustedKeys.from_dir(inv.trusted_keys_dir or settings.data_dir / "bundle_keys")
-    roots = inv.bundle_roots or (settings.data_dir / "bundles",)
+    # Default: where the BundleService publishes (<data dir>/bundles unless TRACE_BUNDLES_URI).
+    roots = inv.bundle_roots or default_bundle_roots(settings)
     tls = settings.tls
     task_tls = None
     if tls.dials_tls:

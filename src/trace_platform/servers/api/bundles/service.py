@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from trace_platform.adapters.objectstore.bundle_objects import BundleObjects, StagedObjectMissing, TooLarge
+from trace_platform.adapters.objectstore.bundle_objects import BundleObjects, TooLarge
 from trace_platform.adapters.postgres.bundle_repository import BundleRecord, BundleRepository
 from trace_platform.core.bundle_manifest import RUNTIMES, BundleRejected, Manifest, TrustedKeys
 from trace_platform.core.bundle_paths import SHA256_RE, final_uri, staging_uri
@@ -44,6 +44,9 @@ from trace_platform.servers.api.identity import Principal
 
 MAX_NAME_CHARS = 128
 MAX_CHUNK_BYTES = 4 * 1024 * 1024
+# Finalize failures that decide nothing about the bundle: the PUT has not happened yet,
+# or the store is down. The bundle stays pending and Finalize may be called again.
+UNDECIDED = frozenset({"BUNDLE_NOT_UPLOADED", "OBJECT_STORE_UNAVAILABLE"})
 
 
 @dataclass(frozen=True)
@@ -222,21 +225,26 @@ class BundleService:
         work = Path(tempfile.mkdtemp(prefix="bundle-finalize-", dir=self._temp_dir))
         try:
             archive = work / "bundle.zip"
+            url = final_uri(self._root, who.org_id, header.sha256)
             try:
                 await asyncio.to_thread(self._fetch_staged, claimed.staging_uri, archive, header.size)
                 manifest = await asyncio.to_thread(self._check, archive, header, work)
-            except StagedObjectMissing:
-                await self._repo.release(who.org_id, claimed.id)  # the PUT may simply not have happened yet
-                raise
             except TraceError as exc:
-                if exc.reason == "OBJECT_STORE_UNAVAILABLE":
-                    await self._repo.release(who.org_id, claimed.id)  # retryable: nothing was decided
+                if exc.reason in UNDECIDED:
+                    await self._repo.release(who.org_id, claimed.id)
                     raise
+                # Refused: never usable, and its bytes are not kept.
                 await self._repo.mark_failed(who.org_id, claimed.id, exc.reason)
                 await asyncio.to_thread(self._objects.delete, claimed.staging_uri)
                 raise
-            url = final_uri(self._root, who.org_id, header.sha256)
-            await asyncio.to_thread(self._objects.publish, archive, url)
+            except BaseException:
+                await self._release_quietly(who.org_id, claimed.id)
+                raise
+            try:
+                await asyncio.to_thread(self._objects.publish, archive, url)
+            except BaseException:
+                await self._release_quietly(who.org_id, claimed.id)
+                raise
             ready = await self._repo.mark_ready(who.org_id, claimed.id, url, manifest.runtime, manifest.entrypoint)
             await asyncio.to_thread(self._objects.delete, claimed.staging_uri)
             if ready is None:  # the same bytes became READY under another id meanwhile
@@ -247,6 +255,12 @@ class BundleService:
             return ready
         finally:
             await asyncio.to_thread(shutil.rmtree, work, True)
+
+    async def _release_quietly(self, org_id: str, bundle_id: str) -> None:
+        """Give the claim back after an unexpected failure; if even that fails the claim
+        goes stale and the next Finalize takes it (STALE_CLAIM_SECONDS)."""
+        with contextlib.suppress(Exception):
+            await asyncio.shield(self._repo.release(org_id, bundle_id))
 
     def _fetch_staged(self, uri: str, dest: Path, declared: int) -> None:
         try:
