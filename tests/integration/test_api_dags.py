@@ -5,7 +5,7 @@ another org's DAG answered exactly like a missing one."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 
 import asyncpg
@@ -28,7 +28,7 @@ def _reason(err: grpc.aio.AioRpcError) -> str:
     assert status is not None
     info = error_details_pb2.ErrorInfo()
     status.details[0].Unpack(info)
-    return info.reason
+    return str(info.reason)
 
 
 @pytest.fixture
@@ -139,7 +139,7 @@ async def test_invalid_documents_are_refused_with_the_path_and_nothing_is_writte
     editor: ApiUser,
     running: RunningPlatform,
     db: asyncpg.Connection,
-    edit,  # type: ignore[no-untyped-def]
+    edit: Callable[[str], str],
     reason: str,
     field: str,
 ) -> None:
