@@ -545,3 +545,49 @@ async def test_finalize_with_the_store_down_decides_nothing(
         assert again.state == "pending" and again.failure_reason == ""  # retryable: still finalizable
         record = await BundleRepository(pool).get(user.org_id, started.bundle.id)
         assert record is not None and record.state == "pending" and not record.finalized
+
+
+async def test_every_rpc_refuses_bad_credentials_and_weak_roles(
+    api: Api, key: Ed25519PrivateKey, tmp_path: Path
+) -> None:
+    from tests.api_support import bad_tokens
+
+    owner, client = await api.user("editor")
+    archive = python_bundle(tmp_path / "a.zip", key)
+    bundle = await client.upload(archive)
+    size, sha = file_digest(archive)
+    header = pb.BundleUploadHeader(size_bytes=size, sha256=sha)
+
+    async def upload_reqs() -> AsyncIterator[pb.UploadBundleRequest]:
+        yield pb.UploadBundleRequest(header=header)
+        yield pb.UploadBundleRequest(chunk=archive.read_bytes())
+
+    def calls(md: list[tuple[str, str]] | None) -> dict[str, Callable[[], Awaitable[object]]]:
+        s = api.stub
+        return {
+            "UploadBundle": lambda: s.UploadBundle(upload_reqs(), metadata=md),
+            "CreateBundleUpload": lambda: s.CreateBundleUpload(
+                pb.CreateBundleUploadRequest(header=header), metadata=md
+            ),
+            "FinalizeBundle": lambda: s.FinalizeBundle(pb.FinalizeBundleRequest(bundle_id=bundle.id), metadata=md),
+            "GetBundle": lambda: s.GetBundle(pb.GetBundleRequest(bundle_id=bundle.id), metadata=md),
+            "ListBundles": lambda: s.ListBundles(pb.ListBundlesRequest(), metadata=md),
+        }
+
+    for name, token in bad_tokens(api.settings, owner).items():
+        md = None if token is None else [("authorization", f"Bearer {token}")]
+        for rpc, call in calls(md).items():
+            with pytest.raises(grpc.aio.AioRpcError) as exc:
+                await call()
+            assert exc.value.code() == grpc.StatusCode.UNAUTHENTICATED, (name, rpc)
+            assert _reason(exc.value).startswith("USER_TOKEN"), (name, rpc)
+
+    viewer, _ = await api.user("viewer", owner.org_id)
+    for rpc, call in calls(viewer.metadata).items():
+        if rpc in ("GetBundle", "ListBundles"):
+            await call()
+            continue
+        with pytest.raises(grpc.aio.AioRpcError) as exc:
+            await call()
+        assert exc.value.code() == grpc.StatusCode.PERMISSION_DENIED and _reason(exc.value) == "ROLE_REQUIRED", rpc
+    assert [b.id for b in (await client.list()).bundles] == [bundle.id]  # nothing was written
