@@ -8,7 +8,11 @@ For each runtime four timings, interleaved in one run (N runs each, p50/p95 in m
   mount namespace (``unshare --net --pid --fork --mount-proc --kill-child``, prlimit,
   setpriv): the baseline, kept here only;
 - ``mountns``: the same through today's sandbox (bubblewrap: mount, network, pid, ipc
-  and uts namespaces with the minimal root, then prlimit, setpriv); no bundle handling;
+  and uts namespaces with the minimal root, then one ``sh`` for the rlimits); no bundle
+  handling;
+- ``old+uid`` and ``mountns+uid`` (as root): both again with the switch to a sandbox uid
+  that a real invoke makes (``setpriv --reuid ...``; without it the new chain needs no
+  setpriv at all, bwrap sets no_new_privs);
 - ``invoke``: the whole ``LocalInvoker.invoke``: copy + sha256, verify signature,
   extract, sandbox (with the per-invocation uid and the task bridge off), run, classify,
   clean up.
@@ -38,7 +42,7 @@ from trace_platform.adapters.invoker.base import Invocation
 from trace_platform.adapters.invoker.local import LocalInvoker
 from trace_platform.adapters.invoker.mountns import RunMounts, write_etc
 from trace_platform.adapters.invoker.runtimes import Executables, bare_argv, runtime_argv
-from trace_platform.adapters.invoker.sandbox import SandboxPlan, limits_argv, run_bounded, wrapper_argv
+from trace_platform.adapters.invoker.sandbox import SandboxPlan, UidPool, limits_argv, run_bounded, wrapper_argv
 from trace_platform.core.bundle_manifest import TrustedKeys
 from trace_platform.core.bundles import build_bundle, extract_bundle
 from trace_platform.core.config import InvokerSettings, UdfLimits
@@ -99,11 +103,11 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
 
 
-def pre_mountns_argv(plan: SandboxPlan, limits: UdfLimits) -> list[str]:
+def pre_mountns_argv(plan: SandboxPlan, limits: UdfLimits, uid: int | None = None) -> list[str]:
     """The wrapper as it was before the mount namespace (as root): the baseline only."""
     unshare = shutil.which("unshare")
     assert unshare, "util-linux unshare is needed for the baseline"
-    return [unshare, "--net", "--pid", "--fork", "--mount-proc", "--kill-child", "--", *limits_argv(plan, limits, None)]
+    return [unshare, "--net", "--pid", "--fork", "--mount-proc", "--kill-child", "--", *limits_argv(plan, limits, uid)]
 
 
 def invocation(url: str) -> Invocation:
@@ -131,12 +135,18 @@ async def measure(runtime: str, src: Path, entry: str, work: Path, runs: int) ->
         "old": pre_mountns_argv(invoker.plan, limits) + command,
         "mountns": wrapper_argv(invoker.plan, limits, None, mounts) + command,
     }
+    # A uid of its own, away from the invoker's pool (whose invokes run beside these).
+    uids = UidPool(settings.sandbox_uid_base + settings.sandbox_uid_count, 16)
+    uid = uids.acquire() if invoker.plan.switch_uid else None
+    if uid is not None:
+        wrapped["old+uid"] = pre_mountns_argv(invoker.plan, limits, uid) + command
+        wrapped["mountns+uid"] = wrapper_argv(invoker.plan, limits, uid, mounts) + command
     env = {"PATH": "/usr/bin:/bin", "HOME": str(home), "LANG": "C.UTF-8"}
-    times: dict[str, list[float]] = {"bare": [], "old": [], "mountns": [], "invoke": []}
+    times: dict[str, list[float]] = {name: [] for name in ("bare", *wrapped, "invoke")}
     for i in range(runs):
         times["bare"].append(bare_run(bare))
         # Alternate which wrapper goes first, so neither always runs on a warmer cache.
-        for name in ("old", "mountns") if i % 2 == 0 else ("mountns", "old"):
+        for name in list(wrapped) if i % 2 == 0 else reversed(wrapped):
             t = time.perf_counter()
             out = await run_bounded(wrapped[name], b"{}", env, extracted.root, limits, 30)
             assert out.returncode == 0, (name, out.stderr_tail)
@@ -145,6 +155,8 @@ async def measure(runtime: str, src: Path, entry: str, work: Path, runs: int) ->
         res = await invoker.invoke(invocation(f"file://{archive}"))
         assert res.ok, (runtime, res.error_reason, res.exit_code, res.stderr_tail)
         times["invoke"].append(time.perf_counter() - t)
+    if uid is not None:
+        uids.release(uid)
     print(f"# {runtime}: sandbox = {invoker.plan.describe()}")
     return times
 
@@ -161,12 +173,17 @@ async def main() -> None:
         for runtime, (src, entry) in sources.items():
             times = await measure(runtime, src, entry, work, opts.runs)
             rows.append((runtime, times))
-        keys = ("bare", "old", "mountns", "invoke")
-        print(f"{'runtime':8}" + "".join(f"{k + ' p50/p95 ms':>20}" for k in keys) + f"{'mountns/old p50':>17}")
+        keys = [k for k in ("bare", "old", "mountns", "old+uid", "mountns+uid", "invoke") if k in rows[0][1]]
+        uid_col = "old+uid" in keys
+        head = "".join(f"{k + ' p50/p95':>22}" for k in keys) + f"{'mountns/old':>13}"
+        print(f"{'runtime':8}" + head + (f"{'(+uid)':>8}" if uid_col else "") + "   (ms)")
         for runtime, t in rows:
             cols = [f"{pct(t[k], 0.5):7.1f}/{pct(t[k], 0.95):7.1f}" for k in keys]
             ratio = statistics.median(t["mountns"]) / statistics.median(t["old"])
-            print(f"{runtime:8}" + "".join(f"{c:>20}" for c in cols) + f"{ratio:16.2f}x")
+            line = f"{runtime:8}" + "".join(f"{c:>22}" for c in cols) + f"{ratio:12.2f}x"
+            if uid_col:
+                line += f"{statistics.median(t['mountns+uid']) / statistics.median(t['old+uid']):7.2f}x"
+            print(line)
         print(
             "overhead p50 (invoke - bare), ms:",
             {r: round(pct(t["invoke"], 0.5) - pct(t["bare"], 0.5), 1) for r, t in rows},

@@ -250,6 +250,40 @@ async def test_rlimits_enforced(lab: UdfLab) -> None:
         assert got["nproc"] == "errno:11"  # EAGAIN: RLIMIT_NPROC counts this uid only
 
 
+async def test_udf_runs_with_the_exact_limits_and_no_privileges(lab: UdfLab) -> None:
+    """The chain sets the rlimits in one ``sh`` (not prlimit) and relies on bwrap for
+    no_new_privs: the UDF must see exactly the configured values, and no capability."""
+    url = lab.python(
+        "import os, resource as r\n"
+        "def main(event):\n"
+        "    names = ['CPU', 'AS', 'FSIZE', 'NPROC', 'NOFILE', 'CORE']\n"
+        "    lim = {n: list(r.getrlimit(getattr(r, 'RLIMIT_' + n))) for n in names}\n"
+        "    status = dict(l.split(':', 1) for l in open('/proc/self/status').read().splitlines())\n"
+        "    keys = ('NoNewPrivs', 'CapEff', 'CapPrm', 'CapAmb', 'CapInh', 'Uid')\n"
+        "    return {'limits': lim, 'status': {k: status[k].split() for k in keys}, 'pwd': 'PWD' in os.environ}\n"
+    )
+    mib = 1024 * 1024
+    invoker = lab.invoker(
+        cpu_seconds=7, memory_bytes=300 * mib, file_size_bytes=3 * mib, max_open_files=40, max_processes=9
+    )
+    got = result(await invoker.invoke(invocation(url)))
+    assert got["limits"] == {
+        "CPU": [7, 8],
+        "AS": [300 * mib, 300 * mib],
+        "FSIZE": [3 * mib, 3 * mib],
+        "NPROC": [9, 9],
+        "NOFILE": [40, 40],
+        "CORE": [0, 0],
+    }
+    status = got["status"]
+    assert status["NoNewPrivs"] == ["1"]
+    for caps in ("CapEff", "CapPrm", "CapAmb", "CapInh"):
+        assert int(status[caps][0], 16) == 0, (caps, status[caps])
+    if invoker.plan.switch_uid:
+        assert status["Uid"][0] != "0"
+    assert got["pwd"] is False
+
+
 async def test_cpu_limit_kills_busy_loop(lab: UdfLab) -> None:
     url = lab.python("def main(event):\n    while True:\n        pass\n")
     res = await lab.invoker(cpu_seconds=1, timeout_seconds=15.0).invoke(invocation(url))

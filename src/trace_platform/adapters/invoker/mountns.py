@@ -35,10 +35,11 @@ ALTERNATIVES = Path("/etc/alternatives")
 # Listed one by one rather than --unshare-all: that implies --unshare-user-try, and a
 # user namespace made by root maps only root, so setpriv could not switch to the run's uid.
 NAMESPACES = ("--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try")
-# As root, bwrap drops every capability unless added back: setpriv needs these to switch
-# to the run's uid, clear its groups and empty the bounding set; all are gone after it.
+# As root, bwrap keeps every capability unless told otherwise (0.8 keeps the full set,
+# ambient too, with only --cap-add given): drop them all, then add back what setpriv
+# needs to switch to the run's uid, clear its groups and empty the bounding set; all
+# are gone after it. Without a uid switch nothing is added back.
 SETUID_CAPS = ("CAP_SETUID", "CAP_SETGID", "CAP_SETPCAP")
-ENV = "/usr/bin/env"
 
 
 @dataclass(frozen=True)
@@ -172,8 +173,9 @@ def write_etc(etc: Path, uid: int, home: Path) -> None:
 def bwrap_argv(
     bwrap: str, root: tuple[str, ...], mounts: RunMounts, tmpfs_bytes: int, *, userns: bool, switch_uid: bool
 ) -> list[str]:
-    """The bubblewrap prefix for one run; the rest of the chain follows ``--``."""
-    argv = [bwrap, *NAMESPACES, *(("--unshare-user",) if userns else ()), "--die-with-parent"]
+    """The bubblewrap prefix for one run, ending in ``--``; the rest of the chain follows.
+    bwrap itself sets no_new_privs (checked by the probe's run)."""
+    argv = [bwrap, *NAMESPACES, *(("--unshare-user",) if userns else ()), "--die-with-parent", "--cap-drop", "ALL"]
     for cap in SETUID_CAPS if switch_uid else ():
         argv += ["--cap-add", cap]
     argv += ["--ro-bind", str(mounts.etc), "/etc", "--proc", "/proc", "--dev", "/dev"]
@@ -191,5 +193,5 @@ def bwrap_argv(
     argv += ["--ro-bind", str(mounts.bundle), str(mounts.bundle)]
     if mounts.socket is not None:
         argv += ["--bind", str(mounts.socket), str(mounts.socket)]
-    # bwrap always exports PWD after --chdir; the UDF's environment stays exactly the invoker's.
-    return [*argv, "--chdir", str(mounts.bundle), "--", ENV, "-u", "PWD", "--"]
+    # bwrap always exports PWD after --chdir: the next link (sandbox.inner_argv) unsets it.
+    return [*argv, "--chdir", str(mounts.bundle), "--"]

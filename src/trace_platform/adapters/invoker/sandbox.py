@@ -5,11 +5,15 @@ The wrapper is a chain of programs that each set something up and ``exec`` the n
 so no helper stays resident and no ``preexec_fn`` runs in this multi-threaded process:
 
     bwrap --unshare-{ipc,pid,net,uts,cgroup} [--unshare-user when not root]
-          --die-with-parent <the minimal root of ``mountns``> --
-      env -u PWD                                  (bwrap sets it; the env stays exact)
-        prlimit --cpu --as --fsize --nproc --nofile --core
-          setpriv --no-new-privs [--reuid/--regid UID --clear-groups --bounding-set=-all]
-            <runtime command>
+          --die-with-parent --cap-drop ALL [--cap-add SETUID,SETGID,SETPCAP as root]
+          <the minimal root of ``mountns``> --             (bwrap sets no_new_privs)
+      sh -c 'ulimit (cpu, as, fsize, nproc, nofile, core); unset PWD; exec "$@"'
+        [setpriv --no-new-privs --reuid/--regid UID --clear-groups --bounding-set=-all]
+          <runtime command>
+
+Every exec costs about a millisecond here, as much as a Rust UDF's whole run: one
+``sh`` does what ``env -u PWD`` and ``prlimit`` did (same limits, set at the same point
+of the chain), and ``setpriv`` runs only to switch the uid (as root).
 
 - mount namespace with a minimal root (``mountns``): the bundle read-only, private
   /tmp and /dev/shm, the runtime, no host socket, data directory or home.
@@ -51,6 +55,12 @@ from trace_platform.core.config import UdfLimits
 from trace_platform.core.errors import Unavailable
 
 PROBE_UID = 65534  # nobody: the probe checks that the uid switch works inside bwrap
+PROBE_CHECK = (
+    "/bin/sh",
+    "-c",
+    "grep -qE '^NoNewPrivs:[[:space:]]+1$' /proc/self/status && grep -qE '^CapEff:[[:space:]]+0+$' /proc/self/status"
+    " || { echo 'no_new_privs unset or capabilities left inside the sandbox' >&2; exit 1; }",
+)
 # Root's own directory (only root switches uids): who holds which sandbox uid.
 UID_LOCK_DIR = Path("/run/trace-sandbox-uids")
 
@@ -106,7 +116,8 @@ def _run(argv: list[str]) -> str | None:
 
 def probe(bwrap: str, runtimes: Sequence[str], search_path: str) -> SandboxPlan:
     """Find whether this machine can make the sandbox, by running it once (the same
-    argv shape as a real run, ending in /bin/true)."""
+    argv shape as a real run), ending in a check of what the chain relies on bwrap
+    for: no_new_privs set and no effective capability left."""
     prlimit, setpriv = shutil.which("prlimit"), shutil.which("setpriv")
     if not prlimit or not setpriv:
         raise Unavailable("SANDBOX_UNAVAILABLE", "prlimit and setpriv (util-linux) are required")
@@ -123,7 +134,7 @@ def probe(bwrap: str, runtimes: Sequence[str], search_path: str) -> SandboxPlan:
         mounts.bundle.mkdir()
         mounts.home.mkdir()
         mountns.write_etc(mounts.etc, PROBE_UID, mounts.home)
-        argv = [*wrapper_argv(candidate, UdfLimits(), PROBE_UID if root else None, mounts), "/bin/true"]
+        argv = [*wrapper_argv(candidate, UdfLimits(), PROBE_UID if root else None, mounts), *PROBE_CHECK]
         failed = _run(argv)
     if failed is not None:
         return replace(plan, unavailable=f"bubblewrap cannot make the sandbox: {failed}")
@@ -167,7 +178,8 @@ class UidPool:
 
 
 def limits_argv(plan: SandboxPlan, limits: UdfLimits, uid: int | None) -> list[str]:
-    """prlimit + setpriv, ending in ``--``: the innermost links of the chain."""
+    """prlimit + setpriv, ending in ``--``: the whole wrapper of an unsandboxed run
+    (the development setting only)."""
     cpu = max(1, int(limits.cpu_seconds))
     argv = [
         plan.prlimit,
@@ -186,6 +198,44 @@ def limits_argv(plan: SandboxPlan, limits: UdfLimits, uid: int | None) -> list[s
     return [*argv, "--"]
 
 
+# dash's ulimit takes one resource per call; -v in KiB, -f in 512-byte blocks (rounded
+# down: never more than the configured bytes), -p is RLIMIT_NPROC. $0 is "sh".
+LIMITS_SCRIPT = (
+    "ulimit -S -t {cpu} && ulimit -H -t {cpu_hard} && ulimit -v {as_kib} && ulimit -f {fsize_blocks}"
+    ' && ulimit -p {nproc} && ulimit -n {nofile} && ulimit -c 0 && unset PWD && exec "$@"'
+)
+SHELL = "/bin/sh"
+
+
+def inner_argv(plan: SandboxPlan, limits: UdfLimits, uid: int | None) -> list[str]:
+    """The links inside bubblewrap: the rlimits and PWD's removal in one ``sh``, then
+    ``setpriv`` only when switching to the run's uid (bwrap already set no_new_privs
+    and, without a uid switch, kept no capability). No trailing ``--``: the runtime
+    command follows directly."""
+    cpu = max(1, int(limits.cpu_seconds))
+    script = LIMITS_SCRIPT.format(
+        cpu=cpu,
+        cpu_hard=cpu + 1,
+        as_kib=max(1, limits.memory_bytes // 1024),
+        fsize_blocks=max(1, limits.file_size_bytes // 512),
+        nproc=limits.max_processes,
+        nofile=limits.max_open_files,
+    )
+    argv = [SHELL, "-c", script, "sh"]
+    if uid is not None:
+        argv += [
+            plan.setpriv,
+            "--no-new-privs",
+            f"--reuid={uid}",
+            f"--regid={uid}",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+            "--",
+        ]
+    return argv
+
+
 def wrapper_argv(plan: SandboxPlan, limits: UdfLimits, uid: int | None, mounts: mountns.RunMounts | None) -> list[str]:
     """The whole chain before the runtime command. A plan that is not isolated has no
     sandbox: only the invoker's explicit development setting lets a run get here."""
@@ -196,7 +246,7 @@ def wrapper_argv(plan: SandboxPlan, limits: UdfLimits, uid: int | None, mounts: 
     prefix = mountns.bwrap_argv(
         plan.bwrap, plan.root, mounts, limits.tmpfs_bytes, userns=plan.userns, switch_uid=uid is not None
     )
-    return prefix + limits_argv(plan, limits, uid)
+    return prefix + inner_argv(plan, limits, uid)
 
 
 @dataclass(frozen=True)
