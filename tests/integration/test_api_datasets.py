@@ -197,6 +197,10 @@ async def test_auth_matrix_and_another_org_is_not_found(
     listed = await stub.ListDatasets(pb.ListDatasetsRequest(), metadata=stranger.metadata)
     assert list(listed.datasets) == []
     assert await _aliases(db) == 0
+    # Names are per org: the other org gives its own stream the same name.
+    await ChainSyncRepository(platform.pool).apply(stranger.org_id, parse_chain_sync(sync_yaml("mine")))
+    theirs = await stub.PublishDataset(publish, metadata=stranger.metadata)
+    assert theirs.created
     # The owner publishes; the server is still serving after every refusal.
     done = await stub.PublishDataset(publish, metadata=editor.metadata)
     assert done.created and list(done.dataset.published_names) == ["mine_blocks"]
