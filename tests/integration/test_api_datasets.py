@@ -260,3 +260,20 @@ async def test_publish_names_a_dag_udf_output_of_the_org_only(
         await client.publish("other_name", DagOutputSource("Bad DAG", "flag", 0))
     assert bad.value.reason == "INVALID_SOURCE"
     assert await _aliases(db) == 1
+
+
+async def test_a_registry_name_made_after_an_alias_wins_and_the_name_stays_one_dataset(
+    platform: RunningPlatform,
+    client: DatasetsClient,
+    editor: ApiUser,
+    local_store: LocalObjectStore,
+    objects_uri: str,
+) -> None:
+    await ChainSyncRepository(platform.pool).apply(editor.org_id, parse_chain_sync(sync_yaml("mainnet")))
+    await client.publish("late", ChainSyncStreamSource("mainnet", "blocks"))
+    ds = write_dataset(local_store, objects_uri, [pa.table(FIXTURE_ROWS)])
+    await DatasetRepository(platform.pool).publish(editor.org_id, "late", ds.publication)
+    assert (await client.get("late")).dataset_id == ds.dataset_uuid
+    resolved = await DatasetRepository(platform.pool).resolve_published(editor.org_id, "late")
+    assert resolved is not None and resolved.dataset_uuid == ds.dataset_uuid
+    assert [v for v, _ in resolved.versions] == [ds.dataset_version]

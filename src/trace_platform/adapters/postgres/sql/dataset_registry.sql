@@ -26,7 +26,9 @@ LEFT JOIN LATERAL (
 ) rng ON d.kind = 'partitioned'
 WHERE d.org_id = $1
   AND ($2::text IS NULL OR d.name = $2
-       OR d.id = (SELECT a.dataset_uuid FROM dataset_aliases a WHERE a.org_id = $1 AND a.name = $2))
+       OR (d.id = (SELECT a.dataset_uuid FROM dataset_aliases a WHERE a.org_id = $1 AND a.name = $2)
+           -- as resolve_published: a registry name wins over an alias made before it
+           AND NOT EXISTS (SELECT 1 FROM datasets x WHERE x.org_id = $1 AND x.name = $2)))
   AND ($3::timestamptz IS NULL OR (d.created_at, d.id) > ($3, $4::uuid))
 ORDER BY d.created_at, d.id
 LIMIT $5;

@@ -17,7 +17,9 @@ LEFT JOIN dataset_versions v ON v.dataset_uuid = d.id
              WHERE r.task_id = v.producer_task_id AND r.status = 'completed'
                AND r.dataset_version = v.dataset_version AND s.dataset_uuid = d.id AND j.org_id = d.org_id)))
 WHERE d.org_id = $1 AND d.published
-  AND (d.name = $2 OR d.id = (SELECT a.dataset_uuid FROM dataset_aliases a WHERE a.org_id = $1 AND a.name = $2))
+  AND (d.name = $2 OR (d.id = (SELECT a.dataset_uuid FROM dataset_aliases a WHERE a.org_id = $1 AND a.name = $2)
+                        -- a registry name wins over an alias made before it: one name, one dataset
+                        AND NOT EXISTS (SELECT 1 FROM datasets x WHERE x.org_id = $1 AND x.name = $2)))
 ORDER BY v.range_start NULLS FIRST, v.dataset_version;
 
 -- name: open_query_audit
