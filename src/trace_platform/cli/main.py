@@ -18,6 +18,7 @@ COMMANDS = {
     "alerts": "trace_platform.cli.alerts:alerts_group",
     "apply": "trace_platform.cli.chain_sync:apply",
     "bundle": "trace_platform.cli.bundle:bundle_group",
+    "config": "trace_platform.cli.config:config_group",
     "dag": "trace_platform.cli.dag:dag_group",
     "datasets": "trace_platform.cli.datasets:datasets_group",
     "db": "trace_platform.cli.services:db",

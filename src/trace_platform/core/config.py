@@ -3,10 +3,7 @@ and passed down; nothing deeper reads ``os.environ``."""
 
 from __future__ import annotations
 
-import ipaddress
-import math
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -15,7 +12,7 @@ from pathlib import Path
 from trace_platform.core.defaults import DEFAULT_ADDR as DEFAULT_ADDR
 from trace_platform.core.defaults import LITE_ORG_ID as LITE_ORG_ID
 from trace_platform.core.defaults import default_data_dir as default_data_dir
-from trace_platform.core.rpc_pools import RpcPool, rpc_pools_from_env
+from trace_platform.core.rpc_pools import RpcPool
 
 
 @dataclass(frozen=True)
@@ -319,225 +316,10 @@ class SettingsError(ValueError):
         self.problem = problem
 
 
-def _float(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name)
-    try:
-        value = float(raw) if raw else default
-    except ValueError:
-        raise SettingsError(name, f"not a number: {raw!r}") from None
-    if not math.isfinite(value):
-        raise SettingsError(name, f"not a finite number: {raw!r}")
-    return value
-
-
-def _int(env: Mapping[str, str], name: str, default: int) -> int:
-    raw = env.get(name)
-    try:
-        return int(raw) if raw else default
-    except ValueError:
-        raise SettingsError(name, f"not an integer: {raw!r}") from None
-
-
-def _listen(env: Mapping[str, str], name: str) -> str:
-    """host:port (port 0-65535, ASCII digits), or empty."""
-    raw = env.get(name, "")
-    host, _, port = raw.rpartition(":")
-    if raw and not (host and port.isascii() and port.isdigit() and int(port) <= 65535):
-        raise SettingsError(name, f"not host:port: {raw!r}")
-    return raw
-
-
-def _networks(env: Mapping[str, str], name: str) -> tuple[str, ...]:
-    """Comma-separated CIDR networks, each checked here so a typo fails at start-up."""
-    networks = tuple(n.strip() for n in env.get(name, "").split(",") if n.strip())
-    for network in networks:
-        try:
-            ipaddress.ip_network(network, strict=False)
-        except ValueError:
-            raise SettingsError(name, f"not a network: {network!r}") from None
-    return networks
-
-
-_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?"
-_HOST_NAME = re.compile(rf"\.?{_LABEL}(\.{_LABEL})*")
-
-
-def _hosts_or_networks(env: Mapping[str, str], name: str) -> tuple[str, ...]:
-    """Comma-separated CIDR networks or host names (``.example.com``: that domain)."""
-    entries = tuple(n.strip() for n in env.get(name, "").split(",") if n.strip())
-    for entry in entries:
-        try:
-            ipaddress.ip_network(entry, strict=False)
-        except ValueError:
-            if not _HOST_NAME.fullmatch(entry):
-                raise SettingsError(name, f"not a network or host name: {entry!r}") from None
-    return entries
-
-
 def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
-    """Read ``TRACE_*`` variables. Unset variables keep the embedded defaults; a value
+    """Read ``TRACE_*`` variables, one per field, named after it (core/settings_env.py;
+    docs/configuration.md lists them). Unset variables keep the embedded defaults; a value
     that cannot be used raises ``SettingsError`` naming its variable."""
-    env = os.environ if env is None else env
-    data_dir = Path(env["TRACE_DATA_DIR"]) if env.get("TRACE_DATA_DIR") else default_data_dir()
-    tokens = TokenSettings(
-        issuer=env.get("TRACE_TOKEN_ISSUER", "trace-dispatcher"),
-        key_dir=Path(env["TRACE_TOKEN_KEY_DIR"]) if env.get("TRACE_TOKEN_KEY_DIR") else None,
-        ttl_seconds=_int(env, "TRACE_TOKEN_TTL_SECONDS", 300),
-        dev_hs256_secret=env.get("TRACE_DEV_HS256_SECRET") or None,
-    )
-    dispatcher = DispatcherSettings(
-        lease_seconds=_float(env, "TRACE_LEASE_SECONDS", 30.0),
-        default_max_attempts=_int(env, "TRACE_MAX_ATTEMPTS", 3),
-        retry_base_seconds=_float(env, "TRACE_RETRY_BASE_SECONDS", 1.0),
-        retry_max_seconds=_float(env, "TRACE_RETRY_MAX_SECONDS", 300.0),
-        outbox_interval_seconds=_float(env, "TRACE_OUTBOX_INTERVAL_SECONDS", 0.5),
-        outbox_batch=_int(env, "TRACE_OUTBOX_BATCH", 256),
-        reaper_interval_seconds=_float(env, "TRACE_REAPER_INTERVAL_SECONDS", 1.0),
-        retry_interval_seconds=_float(env, "TRACE_RETRY_INTERVAL_SECONDS", 0.5),
-        planner_interval_seconds=_float(env, "TRACE_PLANNER_INTERVAL_SECONDS", 0.25),
-        head_observer_interval_seconds=_float(env, "TRACE_HEAD_OBSERVER_INTERVAL_SECONDS", 1.0),
-    )
-    worker = WorkerSettings(
-        worker_id=env.get("TRACE_WORKER_ID", "worker-local"),
-        concurrency=_int(env, "TRACE_WORKER_CONCURRENCY", 4),
-    )
-    query = QuerySettings(
-        slots=_int(env, "TRACE_QUERY_SLOTS", 2),
-        admission_queue=_int(env, "TRACE_QUERY_ADMISSION_QUEUE", 8),
-        user_timeout_seconds=_float(env, "TRACE_QUERY_USER_TIMEOUT_SECONDS", 60.0),
-        task_timeout_seconds=_float(env, "TRACE_QUERY_TASK_TIMEOUT_SECONDS", 300.0),
-        memory_limit=env.get("TRACE_QUERY_MEMORY_LIMIT", "1GB"),
-        threads=_int(env, "TRACE_QUERY_THREADS", 2),
-        temp_limit=env.get("TRACE_QUERY_TEMP_LIMIT", "4GB"),
-        allow_writable_versions=env.get("TRACE_QUERY_ALLOW_WRITABLE_VERSIONS", "") in ("1", "true"),
-        file_roots=tuple(Path(p) for p in env.get("TRACE_QUERY_FILE_ROOTS", "").split(os.pathsep) if p),
-        egress_allow=_hosts_or_networks(env, "TRACE_QUERY_EGRESS_ALLOW"),
-    )
-    object_store = ObjectStoreSettings(
-        s3_endpoint_url=env.get("TRACE_S3_ENDPOINT_URL") or None,
-        s3_region=env.get("AWS_REGION", "us-east-1"),
-        s3_access_key_id=env.get("AWS_ACCESS_KEY_ID") or None,
-        s3_secret_access_key=env.get("AWS_SECRET_ACCESS_KEY") or None,
-    )
-    user_auth = UserAuthSettings(
-        issuer=env.get("TRACE_USER_JWT_ISSUER", "trace-lite"),
-        hs256_secret=env.get("TRACE_USER_JWT_SECRET") or None,
-        jwks_path=Path(env["TRACE_USER_JWKS_PATH"]) if env.get("TRACE_USER_JWKS_PATH") else None,
-        max_lifetime_seconds=_int(env, "TRACE_USER_JWT_MAX_LIFETIME_SECONDS", 86_400),
-    )
-    rpc_pools = rpc_pools_from_env(env)
-    invoker = InvokerSettings(
-        backend=env.get("TRACE_INVOKER_BACKEND", "local"),
-        bundle_roots=tuple(Path(p) for p in env.get("TRACE_INVOKER_BUNDLE_ROOTS", "").split(os.pathsep) if p),
-        trusted_keys_dir=Path(env["TRACE_BUNDLE_KEYS_DIR"]) if env.get("TRACE_BUNDLE_KEYS_DIR") else None,
-        task_endpoint=env.get("TRACE_INVOKER_TASK_ENDPOINT", ""),
-        bwrap=env.get("TRACE_INVOKER_BWRAP", "bwrap"),
-        allow_unsandboxed=env.get("TRACE_INVOKER_ALLOW_UNSANDBOXED", "") in ("1", "true"),
-        limits=UdfLimits(timeout_seconds=_float(env, "TRACE_INVOKER_TIMEOUT_SECONDS", 60.0)),
-        python=env.get("TRACE_INVOKER_PYTHON", "/usr/bin/python3"),
-        node=env.get("TRACE_INVOKER_NODE", "node"),
-        lambda_function_name=env.get("TRACE_INVOKER_LAMBDA_FUNCTION", "trace-udf-runner"),
-        lambda_endpoint_url=env.get("TRACE_INVOKER_LAMBDA_ENDPOINT_URL") or None,
-    )
-    sink = SinkSettings(
-        max_batch_bytes=_int(env, "TRACE_SINK_MAX_BATCH_BYTES", 64 * 1024 * 1024),
-        max_batch_rows=_int(env, "TRACE_SINK_MAX_BATCH_ROWS", 100_000),
-        retry_max_seconds=_float(env, "TRACE_SINK_RETRY_MAX_SECONDS", 60.0),
-    )
-    delivery = DeliverySettings(
-        interval_seconds=_float(env, "TRACE_DELIVERY_INTERVAL_SECONDS", 0.5),
-        max_attempts=_int(env, "TRACE_DELIVERY_MAX_ATTEMPTS", 5),
-        retry_base_seconds=_float(env, "TRACE_DELIVERY_RETRY_BASE_SECONDS", 2.0),
-        retry_max_seconds=_float(env, "TRACE_DELIVERY_RETRY_MAX_SECONDS", 600.0),
-        timeout_seconds=_float(env, "TRACE_DELIVERY_TIMEOUT_SECONDS", 5.0),
-        allowed_networks=_networks(env, "TRACE_WEBHOOK_ALLOWED_NETWORKS"),
-        allow_http=env.get("TRACE_WEBHOOK_ALLOW_HTTP", "") in ("1", "true"),
-    )
-    # A UDF keeps the capability token it started with (heartbeats renew only the
-    # worker's copy once half of its life is spent), so the token must outlive the UDF.
-    if tokens.ttl_seconds < 2 * invoker.limits.timeout_seconds:
-        raise SettingsError(
-            "TRACE_TOKEN_TTL_SECONDS",
-            f"must be at least twice TRACE_INVOKER_TIMEOUT_SECONDS ({invoker.limits.timeout_seconds:g} s)",
-        )
-    return Settings(
-        database_url=env.get("TRACE_DATABASE_URL") or None,
-        listen=env.get("TRACE_LISTEN", DEFAULT_ADDR),
-        data_dir=data_dir,
-        worker_token=env.get("TRACE_WORKER_TOKEN") or None,
-        admin_token=env.get("TRACE_ADMIN_TOKEN") or None,
-        scratch_uri=env.get("TRACE_SCRATCH_URI") or None,
-        tokens=tokens,
-        dispatcher=dispatcher,
-        worker=worker,
-        query=query,
-        object_store=object_store,
-        user_auth=user_auth,
-        rpc_pools=rpc_pools,
-        datasets_uri=env.get("TRACE_DATASETS_URI") or None,
-        invoker=invoker,
-        sink=sink,
-        delivery=delivery,
-        endpoints=EndpointSettings(
-            dispatcher=_listen(env, "TRACE_DISPATCHER_ADDR"),
-            query=_listen(env, "TRACE_QUERY_ADDR"),
-            invoker=_listen(env, "TRACE_INVOKER_ADDR"),
-        ),
-        metrics_listen=_listen(env, "TRACE_METRICS_LISTEN"),
-        health_listen=_listen(env, "TRACE_HEALTH_LISTEN"),
-        queue=_queue(env),
-        tls=_tls(env),
-        bundles=BundleSettings(
-            uri=env.get("TRACE_BUNDLES_URI") or None,
-            max_upload_bytes=_int(env, "TRACE_BUNDLES_MAX_UPLOAD_BYTES", 64 * 1024 * 1024),
-            upload_url_seconds=_int(env, "TRACE_BUNDLES_UPLOAD_URL_SECONDS", 900),
-            max_concurrent=_int(env, "TRACE_BUNDLES_MAX_CONCURRENT", 4),
-            idle_seconds=_float(env, "TRACE_BUNDLES_IDLE_SECONDS", 30.0),
-        ),
-    )
+    from trace_platform.core.settings_env import load
 
-
-def _tls(env: Mapping[str, str]) -> TlsSettings:
-    def path(name: str) -> Path | None:
-        raw = env.get(name, "")
-        if not raw:
-            return None
-        if not Path(raw).is_file():
-            raise SettingsError(name, f"not a readable file: {raw!r}")
-        return Path(raw)
-
-    tls = TlsSettings(
-        cert_file=path("TRACE_TLS_CERT_FILE"),
-        key_file=path("TRACE_TLS_KEY_FILE"),
-        client_ca_file=path("TRACE_TLS_CLIENT_CA_FILE"),
-        ca_file=path("TRACE_TLS_CA_FILE"),
-        client_cert_file=path("TRACE_TLS_CLIENT_CERT_FILE"),
-        client_key_file=path("TRACE_TLS_CLIENT_KEY_FILE"),
-        allow_plaintext=env.get("TRACE_TLS_ALLOW_PLAINTEXT", "") in ("1", "true"),
-    )
-    for cert, key in (
-        ("TRACE_TLS_CERT_FILE", "TRACE_TLS_KEY_FILE"),
-        ("TRACE_TLS_CLIENT_CERT_FILE", "TRACE_TLS_CLIENT_KEY_FILE"),
-    ):
-        if bool(env.get(cert)) != bool(env.get(key)):
-            raise SettingsError(
-                key if env.get(cert) else cert, f"required together with {cert if env.get(cert) else key}"
-            )
-    if tls.client_ca_file and not tls.cert_file:
-        raise SettingsError(
-            "TRACE_TLS_CLIENT_CA_FILE", "needs TRACE_TLS_CERT_FILE and TRACE_TLS_KEY_FILE (mutual TLS is TLS first)"
-        )
-    return tls
-
-
-def _queue(env: Mapping[str, str]) -> QueueSettings:
-    backend = env.get("TRACE_QUEUE_BACKEND") or "postgres"
-    if backend not in QUEUE_BACKENDS:
-        raise SettingsError("TRACE_QUEUE_BACKEND", f"not one of {', '.join(QUEUE_BACKENDS)}: {backend!r}")
-    url = env.get("TRACE_SQS_QUEUE_URL", "")
-    if backend == "sqs" and not url.startswith(("https://", "http://")):
-        raise SettingsError("TRACE_SQS_QUEUE_URL", "required (an http(s) queue URL) when TRACE_QUEUE_BACKEND=sqs")
-    wait = _int(env, "TRACE_SQS_WAIT_SECONDS", 10)
-    if not 0 <= wait <= 20:
-        raise SettingsError("TRACE_SQS_WAIT_SECONDS", f"must be 0-20 (SQS long polling): {wait}")
-    return QueueSettings(backend, url, env.get("TRACE_SQS_ENDPOINT_URL") or None, wait)
+    return load(os.environ if env is None else env).settings
