@@ -92,23 +92,25 @@ class BundlesClient:
         )
 
     async def upload(self, path: Path, *, name: str | None = None, runtime: str = "") -> Bundle:
-        """Upload ``path`` and answer the READY bundle: streamed through the API, or,
-        when the platform's bundle store is S3, by pre-signed PUT then finalize."""
+        """Upload ``path`` and answer the READY bundle: by pre-signed PUT then finalize
+        when the platform's bundle store is S3, else streamed through the API."""
         header = self._header(path, name, runtime)
         try:
-            started = await self.create_upload(path, name=name, runtime=runtime)
+            started = await self._create_upload(header)
         except FailedPrecondition as exc:
             if exc.reason != "BUNDLE_UPLOAD_URL_UNSUPPORTED":
                 raise
-            return await self.upload_stream(path, header)
+            return await self._stream(path, header)
         if not started.url:
             return started.bundle
         await put_file(started.url, path)
         return await self.finalize(started.bundle.id)
 
-    async def upload_stream(self, path: Path, header: pb.BundleUploadHeader | None = None) -> Bundle:
-        header = header or self._header(path, None, "")
+    async def upload_stream(self, path: Path, *, name: str | None = None, runtime: str = "") -> Bundle:
+        """The streaming UploadBundle RPC (works with every bundle store)."""
+        return await self._stream(path, self._header(path, name, runtime))
 
+    async def _stream(self, path: Path, header: pb.BundleUploadHeader) -> Bundle:
         async def requests() -> AsyncIterator[pb.UploadBundleRequest]:
             yield pb.UploadBundleRequest(header=header)
             with path.open("rb") as fh:
@@ -119,7 +121,11 @@ class BundlesClient:
         return _bundle(resp.bundle)
 
     async def create_upload(self, path: Path, *, name: str | None = None, runtime: str = "") -> BundleUpload:
-        req = pb.CreateBundleUploadRequest(header=self._header(path, name, runtime))
+        """Start a pre-signed upload (S3 bundle store): PUT ``path`` to ``url``, then finalize."""
+        return await self._create_upload(self._header(path, name, runtime))
+
+    async def _create_upload(self, header: pb.BundleUploadHeader) -> BundleUpload:
+        req = pb.CreateBundleUploadRequest(header=header)
         resp = await call(self._stub.CreateBundleUpload(req, metadata=self._md))
         expires = resp.upload_url_expire_time.ToDatetime().astimezone() if resp.upload_url else None
         return BundleUpload(_bundle(resp.bundle), resp.upload_url, expires)
