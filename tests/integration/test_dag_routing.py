@@ -15,14 +15,14 @@ import pytest
 
 from tests.conftest import eventually
 from tests.dag_support import StaticBundleLookupDouble, complete_next_range, dag_yaml, routed_tasks
-from tests.integration.conftest import ORG
+from tests.integration.conftest import ORG, publication_at_home
 from trace_platform.adapters.postgres.alert_repository import AlertRepository
 from trace_platform.adapters.postgres.dag_lookups import PostgresAlertLookup
 from trace_platform.adapters.postgres.dag_repository import DagRepository
 from trace_platform.app import RunningPlatform, start_platform
 from trace_platform.clients.dispatcher import DispatcherClient
 from trace_platform.core.config import Settings
-from trace_platform.core.errors import FailedPrecondition, InvalidArgument, NotFound
+from trace_platform.core.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from trace_platform.core.models import TaskRef
 from trace_platform.gen.trace.v1 import common_pb2
 from trace_platform.servers.api.dags.service import DagService
@@ -201,3 +201,89 @@ async def test_activation_is_atomic_and_another_dag_cannot_take_a_chain_sync_job
     with pytest.raises(FailedPrecondition) as exc:
         await service.rollback(WHO, "transfers")
     assert exc.value.reason == "DAG_NO_PREVIOUS_VERSION"
+
+
+UDF_JOBS = """  - name: enrich
+    kind: udf
+    bundle: {bundle}
+    upstream: [transfers_ingest.transactions]
+  - name: on_enriched
+    kind: alert_evaluate
+    bundle: {bundle}
+    alert: large transfers
+    upstream: enrich
+    sql: SELECT * FROM dataset
+"""
+
+
+async def test_a_udf_is_routed_may_publish_only_its_own_version_and_its_publication_routes_on(
+    service: DagService,
+    bundles: StaticBundleLookupDouble,
+    client: DispatcherClient,
+    dag_settings: Settings,
+    db: asyncpg.Connection,
+) -> None:
+    bundle = bundles.add(ORG)
+    await service.deploy(WHO, dag_yaml(bundle, extra_jobs=UDF_JOBS.format(bundle=bundle)))
+    await service.activate(WHO, "transfers", "1")
+    published = await complete_next_range(client, db, dag_settings, "transfers_ingest")
+
+    async def routed(n: int) -> list[asyncpg.Record] | None:
+        rows = await routed_tasks(db)
+        return rows if len(rows) >= n else None
+
+    rows = await eventually(lambda: routed(2))
+    by_job = {r["job_name"]: r for r in rows}
+    assert set(by_job) == {"large_transfers", "enrich"}
+    udf = by_job["enrich"]
+    config = json.loads(udf["config"])
+    assert udf["operator"] == "udf"
+    [source] = config["inputs"]
+    assert (source["dataset_uuid"], source["dataset_version"]) == (published.dataset_uuid, published.dataset_version)
+    assert (source["range_start"], source["range_end"], source["relation"]) == (
+        published.start,
+        published.end,
+        "transfers_ingest_transactions",
+    )
+    [declared] = json.loads(udf["declared"])
+    assert declared == config["output"]
+    registered = await db.fetchrow(
+        "SELECT org_id, name FROM datasets WHERE id = $1", uuid.UUID(declared["dataset_uuid"])
+    )
+    assert (str(registered["org_id"]), registered["name"]) == (ORG, "transfers.enrich")
+
+    claimed = await client.claim(str(udf["id"]), "w-udf")
+    ref = TaskRef(str(udf["id"]), claimed.claimed.attempt, claimed.claimed.lease_token)
+    token = claimed.claimed.capability_token
+    # The wall: another version of its own dataset, or the upstream's, is refused.
+    for ds, version in ((declared["dataset_uuid"], str(uuid.uuid4())), (published.dataset_uuid, str(uuid.uuid4()))):
+        with pytest.raises(PermissionDenied):
+            await client.complete(ref, token, datasets_published=[publication_at_home(dag_settings, ds, version)])
+    mine = publication_at_home(
+        dag_settings, declared["dataset_uuid"], declared["dataset_version"], config_hash=declared["config_hash"]
+    )
+    done = await client.complete(ref, token, datasets_published=[mine])
+    assert done.status == common_pb2.TASK_STATUS_COMPLETED
+    rows = await eventually(lambda: routed(3))
+    downstream = next(r for r in rows if r["job_name"] == "on_enriched")
+    down = json.loads(downstream["config"])
+    assert (down["dataset_uuid"], down["dataset_version"]) == (declared["dataset_uuid"], declared["dataset_version"])
+    assert (down["range_start"], down["range_end"]) == (None, None)
+
+
+async def test_activation_pauses_the_chain_sync_jobs_a_version_dropped_and_rollback_resumes_them(
+    service: DagService, bundles: StaticBundleLookupDouble, db: asyncpg.Connection
+) -> None:
+    bundle = bundles.add(ORG)
+    await service.deploy(WHO, dag_yaml(bundle))
+    await service.deploy(WHO, dag_yaml(bundle).replace("transfers_ingest", "second_ingest"))
+
+    async def enabled() -> dict[str, bool]:
+        return {r["name"]: r["enabled"] for r in await db.fetch("SELECT name, enabled FROM chain_sync_jobs")}
+
+    await service.activate(WHO, "transfers", "1")
+    assert await enabled() == {"transfers_ingest": True}
+    await service.activate(WHO, "transfers", "2")
+    assert await enabled() == {"transfers_ingest": False, "second_ingest": True}
+    await service.rollback(WHO, "transfers")
+    assert await enabled() == {"transfers_ingest": True, "second_ingest": False}

@@ -205,8 +205,8 @@ class DispatcherService:
         result = await self._repo.complete(
             ref, status, events, outputs, publications, error_message[:4096], s.retry_base_seconds, s.retry_max_seconds
         )
-        if events:
-            self._on_outbox_write()
+        if events or (publications and status is TaskStatus.COMPLETED):
+            self._on_outbox_write()  # events and publications (migration 0011) write route_event rows
         if status is TaskStatus.FAILED and not result.duplicate:
             task = await self._repo.get(ref.task_id)  # only on failure: the operator and range to name
             failure_log.task_attempt_failed(
