@@ -22,7 +22,10 @@ from trace_platform.adapters.objectstore.factory import object_stores
 from trace_platform.adapters.postgres.dataset_repository import DatasetRepository
 from trace_platform.app import RunningPlatform, start_platform
 from trace_platform.clients.chain_sync import ChainSyncClient, pb
+from trace_platform.clients.dispatcher import DispatcherClient
 from trace_platform.core.config import Settings
+from trace_platform.core.models import TaskRef
+from trace_platform.gen.trace.v1 import dispatcher_pb2
 from trace_platform.servers.chain_sync.verify import _read
 from trace_platform.servers.query.attach import DatasetAttacher
 from trace_platform.views.live_status import render_status
@@ -232,3 +235,76 @@ async def test_reorg_deeper_than_the_maximum_stops_the_job(
 
         await eventually(stopped_again, timeout=30, interval=0.1)
         assert (await admin.status(ORG, "shallow"))[0].paused
+
+
+async def _start(settings: Settings, url: str, worker: bool, max_attempts: int = 3) -> RunningPlatform:
+    fast = replace(
+        settings,
+        rpc_pools={"local": url},
+        dispatcher=replace(
+            settings.dispatcher,
+            planner_interval_seconds=0.05,
+            head_observer_interval_seconds=0.2,
+            default_max_attempts=max_attempts,
+        ),
+    )
+    return await start_platform(fast, migrate=False, run_worker=worker)
+
+
+async def test_a_repair_task_failed_for_good_is_shown_and_resume_retries_it(
+    settings: Settings, node: AnvilNode, db: asyncpg.Connection
+) -> None:
+    synced = await _start(settings, node.url, worker=True)
+    try:
+        async with grpc.aio.insecure_channel(synced.addr) as ch:
+            admin = _admin(ch, settings)
+            await admin.apply(ORG, follow_yaml("tip"))
+            await _synced_to(admin, "tip", HEAD + 1)
+            await _recorded_to(db, HEAD + 1)
+    finally:
+        await synced.stop(grace=0.5)
+    # No worker, one attempt per task: the repair's first task is failed by hand, as a
+    # worker whose extraction failed would complete it.
+    idle = await _start(settings, node.url, worker=False, max_attempts=1)
+    try:
+        async with grpc.aio.insecure_channel(idle.addr) as ch:
+            admin = _admin(ch, settings)
+            tx = {"from": node.accounts[2], "to": node.accounts[3], "value": hex(10**15)}
+            node.rpc("anvil_reorg", 3, [[tx, 0]])
+
+            async def repair_task() -> str | None:
+                task = await db.fetchval("SELECT task_id::text FROM chain_sync_repairs ORDER BY range_start LIMIT 1")
+                return str(task) if task else None
+
+            task_id = await eventually(repair_task, timeout=30, interval=0.05)
+            worker = DispatcherClient(ch, worker_token=settings.worker_token, admin_token=settings.admin_token)
+            claimed = await worker.claim(task_id, "w-test")
+            assert claimed.WhichOneof("result") == "claimed"
+            ref = TaskRef(task_id, claimed.claimed.attempt, claimed.claimed.lease_token)
+            await worker.complete(
+                ref,
+                claimed.claimed.capability_token,
+                dispatcher_pb2.COMPLETION_STATUS_FAILED,
+                error_message="rpc/CRYO_FAILED: the node said no",
+            )
+            job = (await admin.status(ORG, "tip"))[0]
+            assert job.reorgs.repairing and job.reorgs.repair_error == "rpc/CRYO_FAILED"
+            assert "repair failed: rpc/CRYO_FAILED" in render_status([job])
+            assert await db.fetchval("SELECT count(*) FROM data_invalidations") == 0  # nothing cut over
+            await admin.resume(ORG, "tip")
+            assert await db.fetchval("SELECT status FROM tasks WHERE id = $1::uuid", task_id) == "queued"
+            assert not (await admin.status(ORG, "tip"))[0].reorgs.repair_error
+    finally:
+        await idle.stop(grace=0.5)
+    finishing = await _start(settings, node.url, worker=True)
+    try:
+        async with grpc.aio.insecure_channel(finishing.addr) as ch:
+            admin = _admin(ch, settings)
+
+            async def repaired() -> bool:
+                return bool((await admin.status(ORG, "tip"))[0].reorgs.ranges_repaired)
+
+            await eventually(repaired, timeout=60, interval=0.1)
+            assert (await admin.verify(ORG, "tip", 0, HEAD + 1)).difference_count == 0
+    finally:
+        await finishing.stop(grace=0.5)

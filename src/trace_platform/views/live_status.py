@@ -163,6 +163,8 @@ def _render_reorgs(r: pb.ChainSyncReorgs) -> str:
     )
     if r.repairing:
         text += ", repairing now"
+    if r.repair_error:
+        text += f"; repair failed: {r.repair_error} (`trace resume` retries it)"
     if r.stopped_reason:
         text += f"; stopped: {r.stopped_reason} (deeper than mode.max_reorg_depth)"
     return text

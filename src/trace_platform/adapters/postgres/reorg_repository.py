@@ -194,6 +194,10 @@ class ReorgRepository:
             await conn.execute(self._sql["insert_reorg"], job_id, fork, tip, tip - fork + 1, "too_deep", 0)
             await conn.execute(self._sql["stop_too_deep"], job_id)
 
+    async def retry_failed_repairs(self, org_id: str, name: str) -> int:
+        """Requeue the open repair's tasks that failed for good (``trace resume``)."""
+        return int(await self._pool.fetchval(self._sql["retry_failed_repairs"], org_id, name))
+
     async def summaries(self, org_id: str, name: str) -> dict[str, asyncpg.Record]:
         rows = await self._pool.fetch(self._sql["reorg_summary"], org_id, name)
         return {r["job_id"]: r for r in rows}

@@ -73,7 +73,10 @@ class ChainSyncServicer(chain_sync_pb2_grpc.ChainSyncServiceServicer):
 
     async def ResumeChainSync(self, request: pb.ResumeChainSyncRequest, context: Ctx) -> pb.ResumeChainSyncResponse:
         require_shared_secret(context, ADMIN_TOKEN, self._admin_token)
-        retried = await self._repo.set_enabled(require_uuid("org_id", request.org_id), _name(request.name), True)
+        org_id, name = require_uuid("org_id", request.org_id), _name(request.name)
+        retried = await self._repo.set_enabled(org_id, name, True)
+        if self._reorgs is not None:
+            retried += await self._reorgs.retry_failed_repairs(org_id, name)
         self._wake_planner()
         if retried:
             self._wake_outbox()
@@ -182,6 +185,7 @@ def _reorgs(out: pb.ChainSyncReorgs, summary: Mapping[str, Any], recent: list[Ma
     out.ranges_repaired = summary["ranges_repaired"]
     out.repairing = bool(summary["repairing"])
     out.stopped_reason = summary["stopped_reason"]
+    out.repair_error = summary["repair_error"]
     for r in recent:
         item = out.recent.add(
             fork_block=r["fork_block"],

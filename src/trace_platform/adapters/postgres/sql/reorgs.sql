@@ -113,7 +113,15 @@ SELECT j.id::text AS job_id,
        coalesce(sum(o.ranges) FILTER (WHERE o.status = 'repaired'), 0) AS ranges_repaired,
        bool_or(o.status = 'repairing') AS repairing,
        CASE WHEN NOT j.enabled AND (array_agg(o.status ORDER BY o.id DESC))[1] = 'too_deep'
-            THEN 'REORG_TOO_DEEP' ELSE '' END AS stopped_reason
+            THEN 'REORG_TOO_DEEP' ELSE '' END AS stopped_reason,
+       -- A repair task of the open repair that failed for good: its `<category>/<REASON>`
+       -- (`trace resume` retries it); the rest of the message may quote the node.
+       coalesce((SELECT coalesce(substring(t.error_message FROM '^[a-z]+/[A-Z_]+'), 'task/TASK_FAILED')
+                 FROM chain_sync_repairs p
+                 JOIN chain_sync_reorgs r ON r.id = p.reorg_id AND r.status = 'repairing'
+                 JOIN tasks t ON t.id = p.task_id
+                 WHERE p.job_id = j.id AND t.status = 'failed' AND t.next_retry_at IS NULL
+                 LIMIT 1), '') AS repair_error
 FROM chain_sync_jobs j
 JOIN chain_sync_reorgs o ON o.job_id = j.id
 WHERE j.org_id = $1 AND ($2 = '' OR j.name = $2)
@@ -140,3 +148,26 @@ JOIN chain_sync_jobs j ON j.id = s.job_id
 WHERE j.org_id = $1 AND j.name = $2
 ORDER BY i.id DESC
 LIMIT $3;
+
+-- name: retry_failed_repairs
+-- Resume gives the repair tasks of the job's open repair that failed for good one more
+-- attempt (same range, same declared version: nothing is duplicated); returns how many.
+WITH stuck AS (
+    SELECT t.id FROM tasks t
+    WHERE t.status = 'failed' AND t.next_retry_at IS NULL
+      AND t.id IN (SELECT p.task_id FROM chain_sync_repairs p
+                   JOIN chain_sync_reorgs o ON o.id = p.reorg_id AND o.status = 'repairing'
+                   JOIN chain_sync_jobs j ON j.id = p.job_id
+                   WHERE j.org_id = $1 AND j.name = $2 AND p.status = 'pending')
+    FOR UPDATE OF t
+), requeued AS (
+    UPDATE tasks t
+    SET status = 'queued', attempt = t.attempt + 1, max_attempts = t.attempt + 1, lease_token = NULL,
+        lease_expires_at = NULL, worker_id = NULL, error_message = NULL, updated_at = now()
+    FROM stuck WHERE t.id = stuck.id
+    RETURNING t.id
+), wake AS (
+    INSERT INTO outbox (kind, queue, payload)
+    SELECT 'enqueue_task', 'tasks', jsonb_build_object('task_id', id) FROM requeued
+)
+SELECT count(*) FROM requeued;

@@ -373,6 +373,7 @@ class ChainSyncReorgs(_message.Message):
     REPAIRING_FIELD_NUMBER: _builtins.int
     STOPPED_REASON_FIELD_NUMBER: _builtins.int
     RECENT_FIELD_NUMBER: _builtins.int
+    REPAIR_ERROR_FIELD_NUMBER: _builtins.int
     seen: _builtins.int
     max_depth: _builtins.int
     """In blocks replaced (from the fork point to the published tip, inclusive)."""
@@ -382,6 +383,10 @@ class ChainSyncReorgs(_message.Message):
     repairing: _builtins.bool
     stopped_reason: _builtins.str
     """REORG_TOO_DEEP when a reorg deeper than mode.max_reorg_depth stopped the job; empty otherwise."""
+    repair_error: _builtins.str
+    """`<category>/<REASON>` of a task of the repair in progress that failed for good
+    (`trace resume` retries it); empty otherwise.
+    """
     @_builtins.property
     def recent(self) -> _containers.RepeatedCompositeFieldContainer[Global___ChainSyncReorg]:
         """Newest first, at most 10."""
@@ -396,10 +401,11 @@ class ChainSyncReorgs(_message.Message):
         repairing: _builtins.bool = ...,
         stopped_reason: _builtins.str = ...,
         recent: _abc.Iterable[Global___ChainSyncReorg] | None = ...,
+        repair_error: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["last_depth", b"last_depth", "max_depth", b"max_depth", "ranges_repaired", b"ranges_repaired", "recent", b"recent", "repairing", b"repairing", "seen", b"seen", "stopped_reason", b"stopped_reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["last_depth", b"last_depth", "max_depth", b"max_depth", "ranges_repaired", b"ranges_repaired", "recent", b"recent", "repair_error", b"repair_error", "repairing", b"repairing", "seen", b"seen", "stopped_reason", b"stopped_reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
