@@ -591,3 +591,27 @@ async def test_every_rpc_refuses_bad_credentials_and_weak_roles(
             await call()
         assert exc.value.code() == grpc.StatusCode.PERMISSION_DENIED and _reason(exc.value) == "ROLE_REQUIRED", rpc
     assert [b.id for b in (await client.list()).bundles] == [bundle.id]  # nothing was written
+
+
+async def test_abandoned_presigned_uploads_expire(
+    s3_api: tuple[Api, str], moto: str, key: Ed25519PrivateKey, tmp_path: Path
+) -> None:
+    api, bucket = s3_api
+    _, client = await api.user("editor")
+    archive = python_bundle(tmp_path / "a.zip", key)
+    old = await client.create_upload(archive)
+    await put_file(old.url, archive)  # put, never finalized
+    recent = await client.create_upload(python_bundle(tmp_path / "b.zip", key, HANDLER + b"# b\n"))
+    await api.pool.execute(
+        "UPDATE bundles SET created_at = now() - interval '2 hours' - make_interval(secs => $2) WHERE id = $1",
+        uuid.UUID(old.bundle.id),
+        float(api.settings.bundles.upload_url_seconds),
+    )
+    await client.create_upload(python_bundle(tmp_path / "c.zip", key, HANDLER + b"# c\n"))  # sweeps the org
+    expired = await client.get(old.bundle.id)
+    assert expired.state == "failed" and expired.failure_reason == "BUNDLE_UPLOAD_EXPIRED"
+    assert (await client.get(recent.bundle.id)).state == "pending"  # its URL is still valid
+    assert _keys(moto, bucket) == []  # the abandoned staged object is gone
+    with pytest.raises(FailedPrecondition) as exc:
+        await client.finalize(old.bundle.id)
+    assert exc.value.reason == "BUNDLE_FAILED"

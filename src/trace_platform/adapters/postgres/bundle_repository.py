@@ -141,6 +141,11 @@ class BundleRepository:
             return existing
         return _record(row)
 
+    async def expire_pending(self, org_id: str, older_than_seconds: float, limit: int) -> list[str]:
+        """Mark up to ``limit`` pending uploads older than that FAILED; their staged objects."""
+        rows = await self._pool.fetch(self._sql["expire_pending"], uuid.UUID(org_id), older_than_seconds, limit)
+        return [r["staging_uri"] for r in rows]
+
     async def release(self, org_id: str, bundle_id: str) -> None:
         await self._pool.execute(self._sql["release"], uuid.UUID(org_id), uuid.UUID(bundle_id))
 

@@ -51,3 +51,16 @@ RETURNING *;
 -- Give a claimed bundle back (its object was not there yet, or the store was down).
 UPDATE bundles SET state = 'pending', claimed_at = NULL
 WHERE org_id = $1 AND id = $2 AND state = 'finalizing';
+
+-- name: expire_pending
+-- Uploads nobody finalized long after their PUT URL expired: never usable. Their
+-- staged objects are returned for deletion.
+UPDATE bundles SET state = 'failed', failure = 'BUNDLE_UPLOAD_EXPIRED', finalized_at = now()
+WHERE id IN (
+    SELECT id FROM bundles
+    WHERE org_id = $1 AND state = 'pending' AND created_at < now() - make_interval(secs => $2)
+    ORDER BY created_at
+    LIMIT $3
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING staging_uri;

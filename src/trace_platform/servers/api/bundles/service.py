@@ -44,6 +44,9 @@ from trace_platform.servers.api.identity import Principal
 
 MAX_NAME_CHARS = 128
 MAX_CHUNK_BYTES = 4 * 1024 * 1024
+# A pre-signed upload is abandoned this long after its URL expired.
+ABANDONED_GRACE_SECONDS = 3600.0
+EXPIRE_BATCH = 16
 # Finalize failures that decide nothing about the bundle: the PUT has not happened yet,
 # or the store is down. The bundle stays pending and Finalize may be called again.
 UNDECIDED = frozenset({"BUNDLE_NOT_UPLOADED", "OBJECT_STORE_UNAVAILABLE"})
@@ -187,6 +190,7 @@ class BundleService:
                 "BUNDLE_UPLOAD_URL_UNSUPPORTED",
                 "the bundle store is a local directory: upload through the streaming UploadBundle RPC",
             )
+        await self._expire_abandoned(who.org_id)
         existing = await self._repo.ready_by_sha256(who.org_id, header.sha256)
         if existing is not None:
             return PresignedUpload(existing, "", None)
@@ -205,6 +209,14 @@ class BundleService:
             created_by=who.user_id,
         )
         return PresignedUpload(record, url, datetime.now(UTC) + timedelta(seconds=seconds))
+
+    async def _expire_abandoned(self, org_id: str) -> None:
+        """Pre-signed uploads never finalized, well after their URL expired, are refused
+        and their staged objects deleted: a few at each new upload of the org (no sweeper
+        loop to run). Before then a late Finalize still works."""
+        older_than = self._settings.upload_url_seconds + ABANDONED_GRACE_SECONDS
+        for staged in await self._repo.expire_pending(org_id, older_than, EXPIRE_BATCH):
+            await asyncio.to_thread(self._objects.delete, staged)
 
     async def finalize(self, who: Principal, bundle_id: str) -> BundleRecord:
         record = await self._repo.get(who.org_id, bundle_id)
