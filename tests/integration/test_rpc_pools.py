@@ -1,5 +1,5 @@
 """RPC pools against real anvil and real Cryo, through rate-limited loopback proxies
-(tests/rpc_proxy.py): the sync spreads within each endpoint's limits, backs off on 429,
+(tests/rpc_proxy.py, in child processes): the sync spreads within each endpoint's limits, backs off on 429,
 moves work off an endpoint that errors or lags and brings it back, and the endpoints'
 keys appear in no log record and no PostgreSQL row."""
 
@@ -16,7 +16,7 @@ import pytest
 from tests.anvil import AnvilNode
 from tests.conftest import eventually
 from tests.integration.conftest import ORG, user_client
-from tests.rpc_proxy import RpcLimitProxy
+from tests.rpc_proxy import ProxyProcess
 from trace_platform.adapters.rpc.pool_proxy import EndpointStatus, pool_status
 from trace_platform.app import RunningPlatform, start_platform
 from trace_platform.clients.chain_sync import ChainSyncClient
@@ -57,8 +57,8 @@ def node() -> Iterator[AnvilNode]:
 
 
 @pytest.fixture
-def proxies(node: AnvilNode) -> Iterator[tuple[RpcLimitProxy, RpcLimitProxy]]:
-    a, b = RpcLimitProxy.start(node.url, rps=15), RpcLimitProxy.start(node.url, rps=15)
+def proxies(node: AnvilNode) -> Iterator[tuple[ProxyProcess, ProxyProcess]]:
+    a, b = ProxyProcess.start(node.url, rps=15), ProxyProcess.start(node.url, rps=15)
     try:
         yield a, b
     finally:
@@ -118,7 +118,7 @@ async def _no_secret_anywhere(db: asyncpg.Connection, caplog: pytest.LogCaptureF
 
 async def test_sync_spreads_over_the_endpoints_within_their_limits(
     settings: Settings,
-    proxies: tuple[RpcLimitProxy, RpcLimitProxy],
+    proxies: tuple[ProxyProcess, ProxyProcess],
     db: asyncpg.Connection,
     caplog_all: pytest.LogCaptureFixture,
 ) -> None:
@@ -155,7 +155,7 @@ async def test_sync_spreads_over_the_endpoints_within_their_limits(
 
 
 async def test_429s_are_backed_off_and_the_sync_finishes_once(
-    settings: Settings, proxies: tuple[RpcLimitProxy, RpcLimitProxy], db: asyncpg.Connection
+    settings: Settings, proxies: tuple[ProxyProcess, ProxyProcess], db: asyncpg.Connection
 ) -> None:
     a, b = proxies
     a.rps = 4  # the provider allows far less than the pool was told
@@ -174,7 +174,7 @@ async def test_429s_are_backed_off_and_the_sync_finishes_once(
 
 
 async def test_work_moves_off_an_erroring_or_lagging_endpoint_and_comes_back(
-    settings: Settings, proxies: tuple[RpcLimitProxy, RpcLimitProxy], caplog_all: pytest.LogCaptureFixture
+    settings: Settings, proxies: tuple[ProxyProcess, ProxyProcess], caplog_all: pytest.LogCaptureFixture
 ) -> None:
     a, b = proxies
     a.rps = b.rps = None

@@ -5,9 +5,11 @@ Cryo (a child process), the head observer and verify all talk to
 ``http://127.0.0.1:<port>/<token>/<pool id>``; the real URLs (they may hold keys) never
 leave this process. Each request goes to the usable endpoint with the most headroom:
 
-- limits: at most ``requests_per_second`` sends in any window of ``WINDOW`` seconds (a
-  little over one second, so the node, which sees the sends a moment later, never counts
-  more than the limit in one second) and at most ``max_concurrent_requests`` in flight;
+- limits: at most ``max_concurrent_requests`` in flight, and a new request is sent only
+  while fewer than ``requests_per_second`` requests are in flight or *finished* within the
+  last ``WINDOW`` seconds. A request counts from its send until ``WINDOW`` after its answer
+  (or failure): the node saw it before we got the answer, so however late a send leaves
+  this process (a busy loop, the GIL), the node never sees more than the limit in a second;
 - 429 (or a JSON-RPC rate-limit error) puts the endpoint in a cool-down with exponential
   backoff and jitter (``Retry-After`` when given); 5xx, 401/403 and transport errors do
   the same and, repeated, mark it down; the request is retried on another endpoint;
@@ -44,7 +46,7 @@ from trace_platform.core.rpc_pools import RpcEndpoint, RpcPool, pool_of
 
 log = logging.getLogger(__name__)
 
-WINDOW = 1.1  # seconds; see the module doc
+WINDOW = 1.02  # seconds; a little over one against clock granularity (module doc)
 MAX_ATTEMPTS = 8
 ACQUIRE_TIMEOUT = 20.0
 REQUEST_TIMEOUT = 30.0
@@ -52,6 +54,7 @@ BACKOFF_BASE = 0.25
 BACKOFF_CAP = 10.0
 DOWN_AFTER = 3  # consecutive failures
 IDLE_SECONDS = 120.0  # a pool nobody used for this long is not probed
+CHAIN_ID_SECONDS = 60.0  # how long a pool's eth_chainId answer is reused
 DEFAULT_CRYO_CONCURRENCY = 16  # per endpoint without its own limit
 _RATE_LIMIT_CODES = {-32005, 429, -32029}
 _NULL_CHECKED = (b"eth_getBlockByNumber", b"eth_getBlockReceipts", b"eth_getBlockByHash")
@@ -79,7 +82,7 @@ class _Endpoint:
         self.host = endpoint.host
         self.rps = endpoint.requests_per_second
         self.concurrency = endpoint.max_concurrent_requests
-        self.sent: deque[float] = deque()
+        self.finished: deque[float] = deque()  # answer times within the last WINDOW
         self.inflight = 0
         self.requests = 0
         self.errors = 0
@@ -97,12 +100,14 @@ class _Endpoint:
 
     def next_slot(self, now: float) -> float:
         """When a send is allowed by the limits (``now`` if it is)."""
-        while self.sent and self.sent[0] <= now - WINDOW:
-            self.sent.popleft()
+        while self.finished and self.finished[0] <= now - WINDOW:
+            self.finished.popleft()
         if self.concurrency is not None and self.inflight >= self.concurrency:
             return now + 1.0  # a release wakes the waiters sooner
-        if self.rps is not None and len(self.sent) >= self._cap():
-            return self.sent[-self._cap()] + WINDOW
+        if self.rps is not None and self.inflight + len(self.finished) >= self._cap():
+            over = self.inflight + len(self.finished) - self._cap()
+            # in flight: a release wakes the waiters; else the over-th oldest answer expires
+            return self.finished[over] + WINDOW if over < len(self.finished) else now + 1.0
         return now
 
     def _cap(self) -> int:
@@ -110,7 +115,7 @@ class _Endpoint:
 
     def headroom(self, now: float) -> float:
         c = 1.0 - self.inflight / self.concurrency if self.concurrency else 1.0
-        r = 1.0 - len(self.sent) / self._cap() if self.rps else 1.0
+        r = 1.0 - (self.inflight + len(self.finished)) / self._cap() if self.rps else 1.0
         return min(c, r)
 
     def state(self, now: float) -> str:
@@ -150,6 +155,15 @@ class _Pool:
         self.endpoints = [_Endpoint(i, e) for i, e in enumerate(pool.endpoints)]
         self.changed = asyncio.Event()
         self.used_at = time.monotonic()
+        self.chain_id: tuple[str, float] | None = None
+
+    def _remember_chain_id(self, data: bytes) -> None:
+        try:
+            result = json.loads(data)["result"]
+        except (ValueError, KeyError, TypeError):
+            return
+        if isinstance(result, str):
+            self.chain_id = (result, time.monotonic())
 
     def _wake(self) -> None:
         self.changed.set()
@@ -167,7 +181,6 @@ class _Pool:
             ready = [e for e in candidates if e.next_slot(now) <= now]
             if ready:
                 chosen = max(ready, key=lambda e: e.headroom(now))
-                chosen.sent.append(now)
                 chosen.inflight += 1
                 chosen.requests += 1
                 return chosen
@@ -183,10 +196,16 @@ class _Pool:
 
     def release(self, e: _Endpoint) -> None:
         e.inflight -= 1
+        e.finished.append(time.monotonic())  # answers come in order of time: the deque stays sorted
         self._wake()
 
     async def forward(self, session: aiohttp.ClientSession, body: bytes) -> tuple[int, bytes]:
         self.used_at = time.monotonic()
+        call_id, is_chain_id = _chain_id_call(body)
+        if is_chain_id and self.chain_id is not None and self.used_at - self.chain_id[1] < CHAIN_ID_SECONDS:
+            # A node's chain id does not change: every head observation and Cryo run asks
+            # for it, and a provider counts each one against the limit.
+            return 200, json.dumps({"jsonrpc": "2.0", "id": call_id, "result": self.chain_id[0]}).encode()
         tried: set[int] = set()
         for _ in range(MAX_ATTEMPTS):
             e = await self.acquire(tried)
@@ -211,6 +230,8 @@ class _Pool:
             if status == 200 and self._lagging_answer(e, body, data, tried):
                 continue
             e.succeeded()
+            if is_chain_id and status == 200:
+                self._remember_chain_id(data)
             return status, data
         return 503, _error_body("no endpoint of the rpc pool answered within its limits")
 
@@ -298,6 +319,19 @@ class _Pool:
 _TIMEOUT = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT)
 _PROBE = aiohttp.ClientTimeout(total=5.0)
 _JSON = {"Content-Type": "application/json"}
+
+
+def _chain_id_call(body: bytes) -> tuple[object, bool]:
+    """(id, True) for a single ``eth_chainId`` call."""
+    if len(body) > 256 or b"eth_chainId" not in body:
+        return None, False
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        return None, False
+    if isinstance(doc, dict) and doc.get("method") == "eth_chainId":
+        return doc.get("id"), True
+    return None, False
 
 
 def _retry_after(raw: str | None) -> float | None:
