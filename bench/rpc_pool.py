@@ -101,9 +101,7 @@ async def _completed(admin: ChainSyncClient) -> None:
 
 async def pool_sync(node: AnvilNode, args: argparse.Namespace, tmp: Path) -> dict[str, object]:
     a, b = ProxyProcess.start(node.url, rps=args.rps), ProxyProcess.start(node.url, rps=args.rps)
-    pool = RpcPool(
-        "pool", tuple(RpcEndpoint(p.url, args.rps, args.concurrency) for p in (a, b)), probe_seconds=2.0
-    )
+    pool = RpcPool("pool", tuple(RpcEndpoint(p.url, args.rps, args.concurrency) for p in (a, b)), probe_seconds=2.0)
     db = await fresh_db("bench_rpc_pool")
     settings = _settings(dsn_for(db), tmp / "pool", pool)
     running = await start_platform(settings, migrate=False, run_worker=True)
