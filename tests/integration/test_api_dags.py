@@ -110,6 +110,9 @@ async def test_deploy_is_idempotent_and_versions_page(
     assert back.version.number == 2
     got = await stub.GetDag(pb.GetDagRequest(name="transfers"), metadata=md)
     assert got.active_version.number == 2 and got.active_version.active
+    listed = await stub.ListDagVersions(pb.ListDagVersionsRequest(dag="transfers"), metadata=md)
+    assert got.active_version == listed.versions[1]  # the version's own id, hash and creation time
+    assert [v.active for v in listed.versions] == [False, True, False]
 
 
 @pytest.mark.parametrize(

@@ -124,6 +124,22 @@ def test_invalid_documents_are_refused_with_the_field_path(mutate, reason: str, 
     assert err.message.startswith(field)
 
 
+@pytest.mark.parametrize(
+    ("sql", "reason"),
+    [
+        ("DELETE FROM dataset", "NOT_A_SELECT"),
+        ("SELECT * FROM other_table", "DISALLOWED_RELATION"),
+        ("SELECT 1; SELECT 2", "MULTIPLE_STATEMENTS"),
+    ],
+)
+def test_alert_sql_passes_the_query_gate_at_deploy(sql: str, reason: str) -> None:
+    doc = _doc()
+    doc["jobs"][1]["sql"] = sql
+    err = _refused(doc)
+    assert (err.reason, err.metadata["field"]) == (reason, "jobs[1].sql")
+    assert sql not in err.message
+
+
 def test_cycles_between_udf_jobs_are_refused() -> None:
     doc = _doc()
     doc["jobs"].append({"name": "a", "kind": "udf", "bundle": BUNDLE, "upstream": ["b"]})

@@ -37,6 +37,7 @@ from typing import Any
 
 from trace_platform.core.chain_sync import ChainSyncSpec, spec_from_dict
 from trace_platform.core.errors import InvalidArgument
+from trace_platform.core.sql_gate import SqlRejected, check_sql
 from trace_platform.core.yaml_strict import load_strict, scan_for_secrets
 
 CHAIN_SYNC = "chain_sync"
@@ -48,6 +49,7 @@ MAX_JOBS = 64
 MAX_UPSTREAMS = 16
 MAX_SQL_CHARS = 16_384
 MAX_ALERT_NAME = 128
+ALERT_RELATIONS = frozenset({"dataset"})  # what an alert_evaluate's SQL reads (its granted version)
 
 # Reason codes (InvalidArgument).
 NOT_A_MAPPING = "NOT_A_MAPPING"
@@ -183,7 +185,7 @@ def _job(raw: Any, path: str) -> Job:
             bundle_id=_bundle_id(m["bundle"], f"{path}.bundle"),
             alert=alert,
             upstream=_ref(m["upstream"], f"{path}.upstream"),
-            sql=_string(m["sql"], f"{path}.sql", MAX_SQL_CHARS),
+            sql=_gated(_string(m["sql"], f"{path}.sql", MAX_SQL_CHARS), f"{path}.sql"),
         )
     if kind == UDF:
         _only(m, path, required=("name", "kind", "bundle", "upstream"))
@@ -301,6 +303,16 @@ def _string(raw: Any, path: str, limit: int) -> str:
     if not raw.strip() or len(raw) > limit:
         raise _bad(OUT_OF_RANGE, path, f"must be 1 to {limit} characters")
     return raw
+
+
+def _gated(sql: str, path: str) -> str:
+    """The query gate's verdict at deploy, not at the first publication: the task reads its
+    one granted version as ``dataset``. Its reason code, never the SQL, in the error."""
+    try:
+        check_sql(sql, allowed_relations=ALERT_RELATIONS)
+    except SqlRejected as exc:
+        raise InvalidArgument(exc.reason, f"{path}: {exc}", field=path) from None
+    return sql
 
 
 def _bundle_id(raw: Any, path: str) -> str:

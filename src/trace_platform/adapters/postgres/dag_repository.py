@@ -110,7 +110,12 @@ class DagRepository:
         active = None
         if row["active_id"] is not None:
             active = DagVersion(
-                str(row["active_id"]), name, row["active_seq"], row["active_sha256"], row["created_at"], active=True
+                str(row["active_id"]),
+                name,
+                row["active_seq"],
+                row["active_sha256"],
+                row["active_created_at"],
+                active=True,
             )
         return DagInfo(str(row["id"]), name, row["created_at"], int(row["version_count"]), active)
 

@@ -21,6 +21,7 @@ FROM unnest($2::text[], $3::text[], $4::text[], $5::text[]) AS j (name, kind, sp
 
 -- name: get_dag
 SELECT d.id, d.name, d.created_at, a.id AS active_id, a.seq AS active_seq, a.yaml_sha256 AS active_sha256,
+       a.created_at AS active_created_at,
        (SELECT count(*) FROM dag_versions v WHERE v.dag_id = d.id) AS version_count
 FROM dags d LEFT JOIN dag_versions a ON a.id = d.active_version_id
 WHERE d.org_id = $1 AND d.name = $2;
