@@ -48,3 +48,21 @@ def test_a_flag_or_variable_wins_over_the_data_directory(tmp_path: Path) -> None
 def test_without_credentials_the_default_address_is_used(tmp_path: Path) -> None:
     out = _status("--data-dir", str(tmp_path), env={"TRACE_ADDR": None, "TRACE_ADMIN_TOKEN": "t"})
     assert "address 127.0.0.1:50051" in out
+
+
+def test_lite_env_exports_what_other_tools_need(tmp_path: Path) -> None:
+    import subprocess
+
+    credentials.save(tmp_path, credentials.LiteCredentials("127.0.0.1:50999", "a", "w", "s", "tok'en$"))
+    result = CliRunner().invoke(
+        cli, ["lite", "env", "--data-dir", str(tmp_path)], env={"TRACE_USER_TOKEN": None}, catch_exceptions=False
+    )
+    assert result.exit_code == 0
+    # Quoted for the shell: what eval sets is exactly what the file holds.
+    shown = subprocess.run(
+        ["bash", "-c", f'{result.output}\nprintf "%s|%s" "$TRACE_ADDR" "$TRACE_USER_TOKEN"'],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert shown == "127.0.0.1:50999|tok'en$"

@@ -112,3 +112,18 @@ def _lite_demo(settings: Settings) -> None:
         uvloop.run(main())
     finally:
         node.stop()
+
+
+@lite.command("env")
+@data_dir_option
+def lite_env(data_dir: Path) -> None:
+    """Print shell exports of the running Lite's address and user token, for tools that
+    are not `trace` (grpcurl, scripts): eval "$(trace lite env)"."""
+    import shlex
+
+    from trace_platform.cli.common import CliError, lite_addr, user_token
+
+    if not (data_dir / "lite.json").exists():
+        raise CliError(f"no credentials in {data_dir}", hint="start `trace lite up` (or give --data-dir)")
+    click.echo(f"export TRACE_ADDR={shlex.quote(lite_addr(data_dir))}")
+    click.echo(f"export TRACE_USER_TOKEN={shlex.quote(user_token(data_dir))}")
