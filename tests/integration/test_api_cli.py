@@ -114,7 +114,7 @@ async def test_trace_datasets_list_get_publish(
     taken = await trace("datasets", "publish", "eth_blocks", "--chain-sync", "mainnet.logs", ok=False)
     assert taken.stderr.count("DATASET_NAME_TAKEN") == 1 and taken.stderr.startswith("error: ")
     missing = await trace("datasets", "get", "nosuch", ok=False)
-    assert "DATASET_NOT_FOUND" in missing.stderr
+    assert "DATASET_NOT_FOUND" in missing.stderr and "hint: `trace datasets list`" in missing.stderr
     usage = await trace("datasets", "publish", "x", ok=False)
     assert usage.returncode == 2
 
@@ -156,7 +156,7 @@ async def test_trace_alerts_every_command_and_a_real_delivery(
     disabled = await trace.json("alerts", "disable", alert_id)
     assert disabled["enabled"] is False
     walled = await trace("alerts", "create", "bad", "--webhook", f"https://10.0.0.1/{SECRET}", ok=False)
-    assert walled.stderr.count("DESTINATION_FORBIDDEN") == 1
+    assert walled.stderr.count("DESTINATION_FORBIDDEN") == 1 and "hint: webhooks must be https" in walled.stderr
     unknown = await trace("alerts", "get", str(uuid.uuid4()), ok=False)
     assert "ALERT_NOT_FOUND" in unknown.stderr
     nothing = await trace("alerts", "update", alert_id, ok=False)

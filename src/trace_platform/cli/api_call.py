@@ -10,12 +10,21 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from trace_platform.cli.common import run, user_token
+from trace_platform.cli.common import rpc_error, user_token
+from trace_platform.core.errors import TraceError
 
 if TYPE_CHECKING:
     import grpc
 
 T = TypeVar("T")
+# Where a refusal has an obvious next step.
+HINTS = {
+    "DESTINATION_FORBIDDEN": "webhooks must be https to a public host; the server's TRACE_WEBHOOK_ALLOW_HTTP and "
+    "TRACE_WEBHOOK_ALLOWED_NETWORKS widen that",
+    "DATASET_NOT_FOUND": "`trace datasets list` shows the org's dataset names",
+    "ALERT_NOT_FOUND": "`trace alerts list` shows the org's alert ids",
+    "SOURCE_NOT_FOUND": "`trace status` shows the chain_sync jobs and their streams",
+}
 
 
 def call_api(addr: str, data_dir: Path, fn: Callable[[grpc.aio.Channel, str], Awaitable[T]]) -> T:
@@ -26,7 +35,14 @@ def call_api(addr: str, data_dir: Path, fn: Callable[[grpc.aio.Channel, str], Aw
         async with insecure_channel(addr) as channel:
             return await fn(channel, token)
 
-    return run(go(), addr)
+    import asyncio
+
+    try:
+        return asyncio.run(go())
+    except TraceError as exc:
+        err = rpc_error(exc, addr)
+        err.hint = err.hint or HINTS.get(exc.reason, "")
+        raise err from None
 
 
 def as_dict(value: Any) -> Any:
