@@ -4,6 +4,7 @@ a name; the auth matrix and org scoping of each RPC."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -277,3 +278,18 @@ async def test_a_registry_name_made_after_an_alias_wins_and_the_name_stays_one_d
     resolved = await DatasetRepository(platform.pool).resolve_published(editor.org_id, "late")
     assert resolved is not None and resolved.dataset_uuid == ds.dataset_uuid
     assert [v for v, _ in resolved.versions] == [ds.dataset_version]
+
+
+async def test_concurrent_publishes_of_one_name_bind_it_once(
+    platform: RunningPlatform, client: DatasetsClient, editor: ApiUser, db: asyncpg.Connection
+) -> None:
+    await ChainSyncRepository(platform.pool).apply(editor.org_id, parse_chain_sync(sync_yaml("mainnet")))
+    sources = [ChainSyncStreamSource("mainnet", "blocks" if i % 2 else "logs") for i in range(12)]
+    results = await asyncio.gather(*(client.publish("race", s) for s in sources), return_exceptions=True)
+    won = [r for r in results if not isinstance(r, BaseException)]
+    lost = [r for r in results if isinstance(r, BaseException)]
+    assert sum(1 for r in won if r.created) == 1
+    winner = next(r.dataset.dataset_id for r in won if r.created)
+    assert all(r.dataset.dataset_id == winner for r in won)  # the rest named the same stream: no change
+    assert lost and all(isinstance(e, AlreadyExists) and e.reason == "DATASET_NAME_TAKEN" for e in lost)
+    assert await db.fetchval("SELECT count(*) FROM dataset_aliases WHERE name = 'race'") == 1
