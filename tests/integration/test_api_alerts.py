@@ -321,3 +321,24 @@ async def test_a_real_delivery_shows_status_attempts_and_response_code(
         await add_events(delivery_platform.pool, user.org_id, alert.alert_id, 1, tag="late")
         assert len((await client.deliveries(alert_id=alert.alert_id)).items) == 1
         assert len((await client.events(alert.alert_id)).items) == 2
+
+
+async def test_a_failing_webhook_shows_its_attempts_code_and_reason(
+    delivery_platform: RunningPlatform, settings: Settings
+) -> None:
+    user = await make_user(delivery_platform.pool, settings, "editor")
+    async with grpc.aio.insecure_channel(delivery_platform.addr) as ch:
+        client = AlertsClient(ch, token=user.token)
+        with webhook_receiver(always_status=503) as receiver:
+            alert = await client.create("down", [receiver.url("/hook")])
+            [event] = await add_events(delivery_platform.pool, user.org_id, alert.alert_id, 1)
+
+            async def given_up() -> object:
+                page = await client.deliveries(event_id=event)
+                return page.items if page.items and page.items[0].status == "failed" else None
+
+            [d] = await eventually(given_up, timeout=20)
+        # fast_alert_settings: three attempts, then failed for good.
+        assert (d.attempts, d.last_response_code, d.last_error, d.delivered_at) == (3, 503, "HTTP 503", None)
+        assert d.last_attempt_at is not None and d.next_attempt_at is None
+        assert len(receiver.requests) == 3
