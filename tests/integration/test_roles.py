@@ -44,6 +44,7 @@ from trace_platform.core.config import EndpointSettings, Settings
 from trace_platform.core.errors import FailedPrecondition, Unauthenticated
 from trace_platform.core.keys import KeyRing, SigningKey
 from trace_platform.core.tokens import CapabilityClaims, TokenIssuer
+from trace_platform.gen.trace.api.v1 import query_pb2 as api_query_pb2
 from trace_platform.gen.trace.v1 import (
     chain_sync_pb2,
     dispatcher_pb2,
@@ -60,7 +61,10 @@ SERVICES = {
         dispatcher_pb2.DESCRIPTOR.services_by_name["DispatcherService"],
         chain_sync_pb2.DESCRIPTOR.services_by_name["ChainSyncService"],
     },
-    "query": {query_pb2.DESCRIPTOR.services_by_name["QueryService"]},
+    "query": {
+        query_pb2.DESCRIPTOR.services_by_name["QueryService"],  # TaskQuery (internal)
+        api_query_pb2.DESCRIPTOR.services_by_name["QueryService"],  # Query, QueryArrow (public)
+    },
     "invoker": {invoker_pb2.DESCRIPTOR.services_by_name["RuntimeInvokerService"]},
     "sink": {sink_pb2.DESCRIPTOR.services_by_name["SinkService"]},
     "delivery": set(),

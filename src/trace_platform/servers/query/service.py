@@ -33,7 +33,7 @@ from trace_platform.core.errors import (
     TraceError,
     Unauthenticated,
 )
-from trace_platform.core.relations import named_relations
+from trace_platform.core.relations import named_relations, requested
 from trace_platform.core.tokens import CapabilityClaims, TokenVerifier
 from trace_platform.core.validation import clamp_limit, require_attempt, require_dataset_name, require_uuid
 from trace_platform.servers.api.identity import Principal, Role
@@ -99,13 +99,16 @@ class QueryService:
         sql: str,
         limit: int,
         deadline: float,
+        shorthand: str = "",
     ) -> QueryResult:
-        """``datasets``: (relation name, dataset UUID) pairs, each granted by the token."""
+        """``datasets``: (relation name, dataset UUID) pairs, each granted by the token; or
+        ``shorthand``, one dataset UUID attached as ``dataset``."""
         with self._observe("task_query"):
             claims = await self._task_verifier.verify(token)
             task_id = require_uuid("task_id", task_id)
             attempt = require_attempt(attempt)
-            relations = named_relations([(name, require_uuid("dataset_uuid", ds)) for name, ds in datasets])
+            pairs = requested(shorthand, datasets, "dataset_uuid")
+            relations = named_relations([(name, require_uuid("dataset_uuid", ds)) for name, ds in pairs])
             claims.bind(task_id, attempt)
             alive = asyncio.ensure_future(self._attempts.is_current(task_id, attempt))
             try:
@@ -154,11 +157,18 @@ class QueryService:
         return gated, attachment(parts)
 
     async def user_query(
-        self, authenticate: Authenticate, datasets: Sequence[tuple[str, str]], sql: str, limit: int, deadline: float
+        self,
+        authenticate: Authenticate,
+        datasets: Sequence[tuple[str, str]],
+        sql: str,
+        limit: int,
+        deadline: float,
+        shorthand: str = "",
     ) -> QueryResult:
-        """``datasets``: (relation name, registry name) pairs, resolved in the caller's org."""
+        """``datasets``: (relation name, registry name) pairs, resolved in the caller's org;
+        or ``shorthand``, one registry name attached as ``dataset``."""
         with self._observe("query"):
-            user, request, gated = await self._authorize_user(authenticate, datasets, sql)
+            user, request, gated = await self._authorize_user(authenticate, shorthand, datasets, sql)
             ticket = self.audit.ticket(_user_audits(user, request, gated.sha256, "query"), gated.refs)
             timeout = min(deadline, self._settings.user_timeout_seconds)
             result = await _audited(ticket, self._run_limited(request, sql, limit, timeout, ticket.open))
@@ -166,12 +176,17 @@ class QueryService:
             return QueryResult(result, _reads(request))
 
     async def user_query_arrow(
-        self, authenticate: Authenticate, datasets: Sequence[tuple[str, str]], sql: str, deadline: float
+        self,
+        authenticate: Authenticate,
+        datasets: Sequence[tuple[str, str]],
+        sql: str,
+        deadline: float,
+        shorthand: str = "",
     ) -> AsyncGenerator[ArrowPart, None]:
         """What each relation reads, then Arrow IPC stream chunks. The audit rows are opened
         before the first chunk leaves and closed once the stream is complete."""
         with self._observe("query_arrow"):
-            user, request, gated = await self._authorize_user(authenticate, datasets, sql)
+            user, request, gated = await self._authorize_user(authenticate, shorthand, datasets, sql)
             timeout = min(deadline, self._settings.user_timeout_seconds)
             ticket = self.audit.ticket(_user_audits(user, request, gated.sha256, "query_arrow"), gated.refs)
             rows, opened = 0, False
@@ -207,10 +222,11 @@ class QueryService:
             yield held
 
     async def _authorize_user(
-        self, authenticate: Authenticate, datasets: Sequence[tuple[str, str]], sql: str
+        self, authenticate: Authenticate, shorthand: str, datasets: Sequence[tuple[str, str]], sql: str
     ) -> tuple[Principal, Attachment, GatedSql]:
         user = await authenticate(Role.VIEWER)
-        relations = named_relations([(rel, require_dataset_name(name)) for rel, name in datasets])
+        pairs = requested(shorthand, datasets, "dataset")
+        relations = named_relations([(rel, require_dataset_name(name)) for rel, name in pairs])
         gated = await self._gate.check(sql, frozenset(rel for rel, _ in relations))
         names = sorted({name for _, name in relations})
         # Every name resolved once, up front: a name given twice reads one version, and a

@@ -12,7 +12,6 @@ import functools
 from collections.abc import AsyncIterator
 from typing import Any
 
-from trace_platform.core.relations import requested
 from trace_platform.gen.trace.api.v1 import query_pb2 as api_pb
 from trace_platform.gen.trace.api.v1 import query_pb2_grpc as api_grpc
 from trace_platform.gen.trace.v1 import query_pb2, query_pb2_grpc
@@ -42,10 +41,11 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
             metadata_value(context, TASK_CAPABILITY),
             request.task_id,
             request.attempt,
-            requested(request.dataset_uuid, pairs, "dataset_uuid"),
+            pairs,
             request.sql,
             request.limit,
             _deadline(context),
+            request.dataset_uuid,
         )
         return pb.TaskQueryResponse(
             columns=columns_pb(out.result.columns),
@@ -74,10 +74,11 @@ class ApiQueryServicer(api_grpc.QueryServiceServicer):
         pairs = [(d.relation, d.name) for d in request.datasets]
         out = await self._svc.user_query(
             functools.partial(self._auth.authenticate, context),
-            requested(request.dataset, pairs, "dataset"),
+            pairs,
             request.sql,
             request.limit,
             _deadline(context),
+            request.dataset,
         )
         # The public messages keep the internal rows' wire layout (fields 1-3): one copy of
         # bytes, no conversion per value.
@@ -94,9 +95,10 @@ class ApiQueryServicer(api_grpc.QueryServiceServicer):
         pairs = [(d.relation, d.name) for d in request.datasets]
         stream = self._svc.user_query_arrow(
             functools.partial(self._auth.authenticate, context),
-            requested(request.dataset, pairs, "dataset"),
+            pairs,
             request.sql,
             _deadline(context),
+            request.dataset,
         )
         relations: list[api_pb.QueryRelationVersion] = []
         # Closed here, not left to the garbage collector: a call that ends early (cancelled,
