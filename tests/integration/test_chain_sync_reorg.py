@@ -19,14 +19,18 @@ from tests.anvil import AnvilNode
 from tests.conftest import eventually
 from tests.integration.conftest import ORG, user_client
 from trace_platform.adapters.objectstore.factory import object_stores
+from trace_platform.adapters.postgres.chain_sync_repository import ChainSyncRepository
 from trace_platform.adapters.postgres.dataset_repository import DatasetRepository
+from trace_platform.adapters.postgres.pool import create_pool
+from trace_platform.adapters.postgres.reorg_repository import ReorgRepository
 from trace_platform.app import RunningPlatform, start_platform
 from trace_platform.clients.chain_sync import ChainSyncClient, pb
 from trace_platform.clients.dispatcher import DispatcherClient
 from trace_platform.core.config import Settings
 from trace_platform.core.models import TaskRef
 from trace_platform.gen.trace.v1 import dispatcher_pb2
-from trace_platform.servers.chain_sync.verify import _read
+from trace_platform.servers.chain_sync.reorg import ReorgWatcher
+from trace_platform.servers.chain_sync.verify import ChainVerifier, _read
 from trace_platform.servers.query.attach import DatasetAttacher
 from trace_platform.views.live_status import render_status
 
@@ -308,3 +312,47 @@ async def test_a_repair_task_failed_for_good_is_shown_and_resume_retries_it(
             assert (await admin.verify(ORG, "tip", 0, HEAD + 1)).difference_count == 0
     finally:
         await finishing.stop(grace=0.5)
+
+
+async def test_two_watchers_racing_start_one_repair(
+    settings: Settings, node: AnvilNode, db: asyncpg.Connection
+) -> None:
+    """Two Dispatchers' watchers see the same reorg at once: one repair is recorded (the
+    other's transaction writes nothing), with one task per affected range."""
+    synced = await _start(settings, node.url, worker=True)
+    platform_settings = synced.settings
+    try:
+        async with grpc.aio.insecure_channel(synced.addr) as ch:
+            admin = _admin(ch, settings)
+            await admin.apply(ORG, follow_yaml("tip"))
+            await _synced_to(admin, "tip", HEAD + 1)
+            await _recorded_to(db, HEAD + 1)
+    finally:
+        await synced.stop(grace=0.5)
+    node.rpc("anvil_reorg", 3, [])
+    assert settings.database_url
+    pool = await create_pool(settings.database_url, min_size=2, max_size=4)
+    try:
+        stores = object_stores(platform_settings)
+        verifier = ChainVerifier(
+            ChainSyncRepository(pool), DatasetRepository(pool), DatasetAttacher(stores), {"local": node.url}
+        )
+        watchers = [
+            ReorgWatcher(ReorgRepository(pool), verifier, DatasetAttacher(stores), {"local": node.url}, 3, lambda: None)
+            for _ in range(2)
+        ]
+        for _ in range(3):
+            await asyncio.gather(*(w.step() for w in watchers))
+    finally:
+        await pool.close()
+    assert await db.fetchval("SELECT count(*) FROM chain_sync_reorgs") == 1
+    rows = await db.fetch("SELECT task_id, range_start, dataset_key FROM chain_sync_repairs")
+    assert len(rows) >= 2 and len({(r["range_start"], r["dataset_key"]) for r in rows}) == len(rows)
+    tasks = {r["task_id"] for r in rows}
+    assert await db.fetchval("SELECT count(*) FROM tasks WHERE id = ANY($1::uuid[])", list(tasks)) == len(tasks)
+    # Every repair task declares the versions its rows name.
+    declared = await db.fetch(
+        "SELECT p.new_version::text AS v, t.declared_outputs::text AS d FROM chain_sync_repairs p "
+        "JOIN tasks t ON t.id = p.task_id"
+    )
+    assert all(r["v"] in r["d"] for r in declared)

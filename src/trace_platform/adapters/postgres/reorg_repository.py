@@ -159,11 +159,12 @@ class ReorgRepository:
                 for r in rows
             ]
             try:
-                reorg_id = int(
-                    await conn.fetchval(
-                        self._sql["insert_reorg"], job_id, fork, tip, tip - fork + 1, "repairing", len(affected)
+                async with conn.transaction():  # a savepoint: the violation must not abort the outer one
+                    reorg_id = int(
+                        await conn.fetchval(
+                            self._sql["insert_reorg"], job_id, fork, tip, tip - fork + 1, "repairing", len(affected)
+                        )
                     )
-                )
             except asyncpg.UniqueViolationError:
                 return None  # chain_sync_reorgs_one_open: another Dispatcher is repairing it
             tasks: list[RepairTask] = build(reorg_id, affected)
