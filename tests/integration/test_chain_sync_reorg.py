@@ -356,3 +356,39 @@ async def test_two_watchers_racing_start_one_repair(
         "JOIN tasks t ON t.id = p.task_id"
     )
     assert all(r["v"] in r["d"] for r in declared)
+
+
+async def test_a_reorg_to_a_shorter_chain_waits_for_the_height_then_repairs(
+    settings: Settings, db: asyncpg.Connection
+) -> None:
+    node = AnvilNode.start(prune_history=False)
+    try:
+        node.mine(HEAD - 3)
+        snapshot = node.rpc("evm_snapshot")
+        node.mine(3)
+        running = await _start(settings, node.url, worker=True)
+        try:
+            async with grpc.aio.insecure_channel(running.addr) as ch:
+                admin = _admin(ch, settings)
+                await admin.apply(ORG, follow_yaml("tip"))
+                await _synced_to(admin, "tip", HEAD + 1)
+                await _recorded_to(db, HEAD + 1)
+                assert node.rpc("evm_revert", snapshot) and node.block_number() == HEAD - 3
+                await asyncio.sleep(1.5)  # several watcher passes: the published tip is not on the node
+                job = (await admin.status(ORG, "tip"))[0]
+                assert not job.HasField("reorgs") and not job.paused  # waits; no repair that would fail
+                node.mine(6)  # a new chain, past the published tip: blocks HEAD-2 .. HEAD differ
+
+                async def repaired() -> pb.ChainSyncStatus | None:
+                    job = (await admin.status(ORG, "tip"))[0]
+                    return job if job.reorgs.ranges_repaired and not job.reorgs.repairing else None
+
+                job = await eventually(repaired, timeout=30, interval=0.1)
+                assert job.reorgs.recent[-1].fork_block == HEAD - 2
+                await _synced_to(admin, "tip", HEAD + 4)
+                check = await admin.verify(ORG, "tip", 0, HEAD + 4)
+                assert check.difference_count == 0, list(check.differences)
+        finally:
+            await running.stop(grace=0.5)
+    finally:
+        node.stop()

@@ -133,6 +133,11 @@ class ReorgWatcher:
         diverged = first_divergence(checked, recorded, node)
         if diverged is None:
             return 0
+        if node.get(tip) is None:
+            # The node's chain is now shorter than what is published: the repair could not
+            # extract the published tip. It runs once the node is back at that height
+            # (the new chain's blocks differ there, so it is seen again then).
+            return 0
         floor = max(spec.mode.from_block, tip - depth_max)
         fork = await self._walk_back(job, url, spec.chain_id, diverged, floor)
         if fork is None and floor == spec.mode.from_block:
