@@ -137,6 +137,9 @@ async def pool_sync(node: AnvilNode, args: argparse.Namespace, tmp: Path) -> dic
         "blocks_per_second": round(bps, 1),
         "combined_limit": 2 * args.rps,
         "ratio_to_combined_limit": round(bps / (2 * args.rps), 3),
+        # the same over the time the endpoints carried traffic (without the wait for the
+        # first head observation and the completion after the last range)
+        "ratio_while_endpoints_active": round(args.blocks / span / (2 * args.rps), 3),
         "endpoints": [
             {
                 "max_per_second_seen": c.max_per_second,
