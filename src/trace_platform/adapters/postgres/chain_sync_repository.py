@@ -159,9 +159,7 @@ class ChainSyncRepository:
                 stream.config_hash,
             )
             if str(registered["id"]) != dataset_uuid or registered["kind"] != "partitioned":
-                raise FailedPrecondition(
-                    "DATASET_NAME_TAKEN", "a stream's dataset name is bound to another dataset"
-                )
+                raise FailedPrecondition("DATASET_NAME_TAKEN", "a stream's dataset name is bound to another dataset")
         return job_id, outcome
 
     async def job_spec(self, org_id: str, name: str) -> ChainSyncSpec:
