@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
+from trace_platform.core import rpc_pools
 from trace_platform.core.settings_doc import MEANINGS, rendered, table
-from trace_platform.core.settings_env import variables
+from trace_platform.core.settings_env import OTHER_VARIABLES, all_names, variables
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 
@@ -28,3 +30,12 @@ def test_every_variable_and_older_name_is_in_the_doc() -> None:
         for name in var.names:
             assert f"`{name}`" in text, name
     assert table().count("\n") == len(variables()) + 1
+
+
+def test_the_chart_sets_only_variables_that_exist() -> None:
+    """A misspelt variable in the chart would stop its pods at start (unknown look-alike)."""
+    known = {*all_names(), *OTHER_VARIABLES}
+    chart = DOC.parents[1] / "deploy" / "helm" / "trace"
+    used = {n for f in chart.rglob("*") if f.is_file() for n in re.findall(r"TRACE_[A-Z0-9_]*[A-Z0-9]", f.read_text())}
+    assert len(used) > 10
+    assert sorted(n for n in used - known if not n.startswith(rpc_pools.PREFIX)) == []
