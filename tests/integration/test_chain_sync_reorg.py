@@ -14,6 +14,7 @@ from dataclasses import replace
 import asyncpg
 import grpc
 import pytest
+from prometheus_client import CollectorRegistry
 
 from tests.anvil import AnvilNode
 from tests.conftest import eventually
@@ -29,6 +30,7 @@ from trace_platform.clients.dispatcher import DispatcherClient
 from trace_platform.core.config import Settings
 from trace_platform.core.models import TaskRef
 from trace_platform.gen.trace.v1 import dispatcher_pb2
+from trace_platform.servers.chain_sync.metrics import ChainSyncMetrics
 from trace_platform.servers.chain_sync.reorg import ReorgWatcher
 from trace_platform.servers.chain_sync.verify import ChainVerifier, _read
 from trace_platform.servers.query.attach import DatasetAttacher
@@ -337,8 +339,18 @@ async def test_two_watchers_racing_start_one_repair(
         verifier = ChainVerifier(
             ChainSyncRepository(pool), DatasetRepository(pool), DatasetAttacher(stores), {"local": node.url}
         )
+        registry = CollectorRegistry()
+        metrics = ChainSyncMetrics(registry)
         watchers = [
-            ReorgWatcher(ReorgRepository(pool), verifier, DatasetAttacher(stores), {"local": node.url}, 3, lambda: None)
+            ReorgWatcher(
+                ReorgRepository(pool),
+                verifier,
+                DatasetAttacher(stores),
+                {"local": node.url},
+                3,
+                lambda: None,
+                metrics=metrics,
+            )
             for _ in range(2)
         ]
         for _ in range(3):
@@ -346,6 +358,7 @@ async def test_two_watchers_racing_start_one_repair(
     finally:
         await pool.close()
     assert await db.fetchval("SELECT count(*) FROM chain_sync_reorgs") == 1
+    assert registry.get_sample_value("trace_chain_sync_reorgs_total", {"outcome": "repairing"}) == 1
     rows = await db.fetch("SELECT task_id, range_start, dataset_key FROM chain_sync_repairs")
     assert len(rows) >= 2 and len({(r["range_start"], r["dataset_key"]) for r in rows}) == len(rows)
     tasks = {r["task_id"] for r in rows}

@@ -1,6 +1,6 @@
 """chain_sync metrics: per stream, gauges read from PostgreSQL on scrape (cursor, synced-to,
 head, lag in blocks and seconds, ranges in flight and failed for good), and counters of
-what this process's planner and head observer did.
+what this process's planner, head observer and reorg watcher did.
 
 Labels: org, job and stream names (bounded by the configured jobs); never task ids.
 Lag in seconds is the age of the stream's oldest range still in flight (0 with none): the
@@ -71,6 +71,12 @@ class ChainSyncMetrics:
         self.head_observations = Counter(
             "trace_chain_sync_head_observations_total",
             "Head polls by outcome (ok, unreachable, wrong_chain, no_url)",
+            ["outcome"],
+            registry=r,
+        )
+        self.reorgs = Counter(
+            "trace_chain_sync_reorgs_total",
+            "Reorgs the reorg watcher saw, by outcome (repairing: a repair started; too_deep: the job stopped)",
             ["outcome"],
             registry=r,
         )

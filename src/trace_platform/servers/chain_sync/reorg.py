@@ -34,6 +34,7 @@ from trace_platform.core.errors import TraceError
 from trace_platform.core.manifest import derive_dataset_version
 from trace_platform.core.planner import BlockRange
 from trace_platform.core.reorg import RecordedBlock, first_divergence, fork_point, reorg_depth
+from trace_platform.servers.chain_sync.metrics import ChainSyncMetrics
 from trace_platform.servers.chain_sync.verify import ChainVerifier, _read
 from trace_platform.servers.query.attach import DatasetAttacher
 
@@ -89,7 +90,9 @@ class ReorgWatcher:
         rpc_pools: Mapping[str, str],
         max_attempts: int,
         on_scheduled: Callable[[], None],
+        metrics: ChainSyncMetrics | None = None,
     ) -> None:
+        self._metrics = metrics
         self._on_scheduled = on_scheduled  # wakes the outbox relay: the repair tasks' wake-ups
         self._repo = repo
         self._pools = rpc_pools  # never logged: URLs may hold keys
@@ -149,6 +152,8 @@ class ReorgWatcher:
                 extra={"job": job.name, "reason": "REORG_TOO_DEEP", "tip": tip, "max_reorg_depth": depth_max},
             )
             await self._repo.stop_too_deep(job.job_id, lowest, tip)
+            if self._metrics is not None:
+                self._metrics.reorgs.labels("too_deep").inc()
             return 1
         if await self._repo.unsettled(job.job_id, tip):
             return 0  # a range at or below the tip is still being extracted: repair it too, next pass
@@ -164,6 +169,8 @@ class ReorgWatcher:
             return 0
         reorg_id, tasks = started
         self._on_scheduled()
+        if self._metrics is not None:
+            self._metrics.reorgs.labels("repairing").inc()
         log.warning(
             "reorg detected: repairing",
             extra={
