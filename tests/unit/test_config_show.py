@@ -160,3 +160,27 @@ def test_data_dir_defaults_match_what_the_services_use(tmp_path: Path) -> None:
 )
 def test_mask_url(url: str, shown: str) -> None:
     assert mask_url(url) == shown
+
+
+def test_a_webhook_or_rpc_url_shows_its_host_only() -> None:
+    assert mask_url("https://hooks.example/services/T0/B0/k3y", host_only=True) == "https://hooks.example/***"
+    assert mask_url("https://u:p@rpc.example:8545/", host_only=True) == "https://u:***@rpc.example:8545/"
+
+
+def test_secret_fields_are_found_by_name() -> None:
+    """Masking covers today's secrets, and a future field named like one."""
+    from trace_platform.core.settings_env import _SECRET
+
+    assert {v.path for v in variables() if v.secret} == {
+        "worker_token",
+        "admin_token",
+        "tokens.dev_hs256_secret",
+        "object_store.s3_access_key_id",
+        "object_store.s3_secret_access_key",
+        "user_auth.hs256_secret",
+        "rpc_pools",
+    }
+    for name in ("webhook_secret", "api_key", "signing_key", "db_password", "oauth_credentials", "bearer_token"):
+        assert _SECRET.search(name), name
+    for name in ("key_dir", "key_file", "client_key_file", "ttl_seconds", "max_tokens_per_create"):
+        assert not _SECRET.search(name), name

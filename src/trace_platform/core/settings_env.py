@@ -87,7 +87,7 @@ POOLS_PATH = "rpc_pools"
 POOL_NAMES = "TRACE_RPC_POOL_<POOL>_URL"
 _POOL_SUFFIXES = ("_URL", "_URLS", "_RPS", "_CONCURRENCY", "_MAX_LAG")
 # A field name that says it holds a secret: its value is never shown nor quoted.
-_SECRET = re.compile(r"(^|_)(token|secret|password)(_|$)|access_key")
+_SECRET = re.compile(r"(^|_)(token|secret|password|passphrase|credentials?)(_|$)|access_key|(^|_)(api_)?key$")
 
 
 @dataclass(frozen=True)

@@ -3,12 +3,13 @@
 
 Masking is by kind, not by a list of today's secrets: a field whose name says token,
 secret, password or access key shows only that it is set; the RPC pools show pool names and
-endpoint hosts (a provider's key sits in the URL's path or query); any other URL shows
-no password and no query values.
+endpoint hosts (a provider's key sits in the URL's path or query), as does any URL field
+named for a webhook or RPC; any other URL shows no password and no query values.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,8 @@ from trace_platform.core.rpc_pools import RpcPool, pool_of
 from trace_platform.core.settings_env import Loaded, Variable, value_of, variables
 
 MASK = "***"
+# URLs shown by host only: a webhook's or an RPC provider's key sits in the path.
+_HOST_ONLY = re.compile(r"webhook|rpc|hook_url")
 
 # Field path -> the value the services use when it is unset (adapters/objectstore/factory.py,
 # servers/*/app.py: all relative to the data directory, in every profile).
@@ -82,7 +85,7 @@ def shown(var: Variable, value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     if isinstance(value, str) and "://" in value:
-        return mask_url(value)
+        return mask_url(value, host_only=bool(_HOST_ONLY.search(var.path)))
     return value
 
 
@@ -90,8 +93,9 @@ def _pool_hosts(pool: RpcPool) -> list[str]:
     return [pool.label(i) for i in range(len(pool.endpoints))]
 
 
-def mask_url(url: str) -> str:
-    """``url`` without its password and query values (either may be a key)."""
+def mask_url(url: str, *, host_only: bool = False) -> str:
+    """``url`` without its password and query values (either may be a key); with
+    ``host_only`` without its path too (a webhook's or an RPC provider's key is there)."""
     try:
         parts = urlsplit(url)
         host = parts.hostname or ""
@@ -104,6 +108,8 @@ def mask_url(url: str) -> str:
         netloc = f"{parts.username or ''}:{MASK}@{host}{port}"
     elif parts.username is not None:
         netloc = f"{MASK}@{host}{port}"  # a bare user part may itself be a token
+    if host_only:
+        return urlunsplit((parts.scheme, netloc, MASK if parts.path.strip("/") else parts.path, "", ""))
     query = urlencode([(k, MASK) for k, _ in parse_qsl(parts.query, keep_blank_values=True)], safe="*")
     if parts.query and not query:
         query = MASK
