@@ -130,13 +130,20 @@ def test_a_bad_value_stops_config_show_by_name(variable: str, value: str, proble
     assert (done.returncode, done.stderr, done.stdout) == (2, f"error: {variable}: {problem}\n", "")
 
 
-def test_a_bad_value_stops_a_service_by_name_too(tmp_path: Path) -> None:
-    """A derived name and a boolean, through a real start-up path."""
-    done = trace("worker", "run", env={"TRACE_DATA_DIR": str(tmp_path), "TRACE_INVOKER_ALLOW_UNSANDBOXED": "sure"})
-    assert (done.returncode, done.stderr) == (
-        2,
-        "error: TRACE_INVOKER_ALLOW_UNSANDBOXED: not a boolean (1/0, true/false, yes/no): 'sure'\n",
-    )
+@pytest.mark.parametrize("command", [["worker", "run"], ["serve", "query"]], ids="-".join)
+@pytest.mark.parametrize(
+    ("variable", "value", "problem"),
+    [
+        ("TRACE_INVOKER_ALLOW_UNSANDBOXED", "sure", "not a boolean (1/0, true/false, yes/no): 'sure'"),
+        ("TRACE_QUERY_SLOST", "3", "not a setting (did you mean TRACE_QUERY_SLOTS?)"),
+    ],
+)
+def test_a_bad_value_stops_a_service_by_name_too(
+    command: list[str], variable: str, value: str, problem: str, tmp_path: Path
+) -> None:
+    """Through real start-up paths: one line, exit 2, nothing started."""
+    done = trace(*command, env={"TRACE_DATA_DIR": str(tmp_path), variable: value})
+    assert (done.returncode, done.stderr, done.stdout) == (2, f"error: {variable}: {problem}\n", "")
 
 
 def test_data_dir_defaults_match_what_the_services_use(tmp_path: Path) -> None:
