@@ -64,3 +64,19 @@ def bad_tokens(settings: Settings, user: ApiUser) -> dict[str, str | None]:
         "wrong_audience": jwt.encode({**claims, "aud": "trace.task", "iat": now, "exp": now + 600}, secret, "HS256"),
         "wrong_issuer": jwt.encode({**claims, "iss": "elsewhere", "iat": now, "exp": now + 600}, secret, "HS256"),
     }
+
+
+def public_rpcs() -> set[str]:
+    """Every RPC of the public API (``trace.api.v1``), as ``service/Method``."""
+    import importlib
+    import pkgutil
+
+    from trace_platform.gen.trace.api import v1 as api_v1
+
+    found = set()
+    for info in pkgutil.iter_modules(api_v1.__path__):
+        if info.name.endswith("_pb2"):
+            module = importlib.import_module(f"{api_v1.__name__}.{info.name}")
+            for service in module.DESCRIPTOR.services_by_name.values():
+                found |= {f"{service.full_name}/{m.name}" for m in service.methods}
+    return found

@@ -7,7 +7,6 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import inspect
-import pkgutil
 import typing
 from typing import Any
 
@@ -15,8 +14,8 @@ import pyarrow
 from google.protobuf.message import Message
 
 import trace_platform
+from tests.api_support import public_rpcs
 from trace_platform.clients.api.connect import AsyncTraceClient, TraceClient
-from trace_platform.gen.trace.api import v1 as api_v1
 
 # Every RPC of trace.api.v1 and the client method that calls it.
 RPC_METHODS = {
@@ -53,17 +52,6 @@ PUBLIC_NAMES = {
                "deliveries", "iterate_deliveries"},
     "query": {"query", "query_arrow", "query_arrow_batches"},
 }
-
-
-def public_rpcs() -> set[str]:
-    found = set()
-    for info in pkgutil.iter_modules(api_v1.__path__):
-        if not info.name.endswith("_pb2"):
-            continue
-        module = importlib.import_module(f"{api_v1.__name__}.{info.name}")
-        for service in module.DESCRIPTOR.services_by_name.values():
-            found |= {f"{service.full_name}/{m.name}" for m in service.methods}
-    return found
 
 
 def service_classes() -> dict[str, type]:
