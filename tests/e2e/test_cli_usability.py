@@ -255,3 +255,43 @@ def test_query_formats_hex_and_streaming(lite: Lite, tmp_path: Path) -> None:
     )
     assert failed.returncode == 1 and failed.stderr.startswith("error: ")
     assert not bad.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".bad.parquet")]
+
+
+async def test_query_over_two_named_datasets(lite: Lite, settings: Settings) -> None:
+    """`trace query --dataset blocks=NAME --dataset tags=NAME`: a join, in json and csv; a
+    relation not given is refused naming the ones that are; a relation given twice is wrong use."""
+    store = LocalObjectStore([lite.data_dir / "objects"])
+    tags = pa.table({"block_number": pa.array([5, 1, 2], pa.int64()), "tag": ["c", "a", "b"]})
+    ds = write_dataset(store, f"file://{lite.data_dir / 'objects'}", [tags])
+    pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=1)
+    try:
+        await DatasetRepository(pool).publish(LITE_ORG_ID, "fixture.tags", ds.publication)
+    finally:
+        await pool.close()
+    env = lite.env
+    sql = "SELECT t.tag, b.gas_used FROM tags t JOIN blocks b USING (block_number) ORDER BY t.tag"
+    both = ["--dataset", f"blocks={DATASET}", "--dataset", "tags=fixture.tags"]
+    gas = lite.rows.column("gas_used").to_pylist()
+    as_json = trace("query", *both, "--json", sql, env=env)
+    assert as_json.returncode == 0, as_json.stderr
+    doc = json.loads(as_json.stdout)
+    assert doc["rows"] == [["a", gas[1]], ["b", gas[2]], ["c", gas[5]]]
+    assert doc["versions"]["tags"] == ds.dataset_version and set(doc["versions"]) == {"blocks", "tags"}
+    as_csv = trace("query", *both, "--format", "csv", sql, env=env)
+    assert as_csv.returncode == 0, as_csv.stderr
+    assert list(csv.reader(io.StringIO(as_csv.stdout))) == [
+        ["tag", "gas_used"], ["a", str(gas[1])], ["b", str(gas[2])], ["c", str(gas[5])]
+    ]  # fmt: skip
+    # A bare NAME is the relation `dataset`, beside named ones.
+    mixed = trace("query", "--dataset", DATASET, "--dataset", "tags=fixture.tags", "--json",
+                  "SELECT count(*) FROM dataset JOIN tags USING (block_number)", env=env)  # fmt: skip
+    assert mixed.returncode == 0, mixed.stderr
+    assert json.loads(mixed.stdout)["rows"] == [[3]]
+
+    missing = trace("query", "--dataset", "tags=fixture.tags", "SELECT * FROM blocks", env=env)
+    assert missing.returncode == 1 and missing.stdout == ""
+    assert missing.stderr.startswith("error: DISALLOWED_RELATION: ") and "the relations are tags" in missing.stderr
+    twice = trace("query", "--dataset", "a=fixture.tags", "--dataset", f"a={DATASET}", "SELECT 1", env=env)
+    assert twice.returncode == 2 and "relation 'a' is given twice" in twice.stderr
+    bad = trace("query", "--dataset", f"from={DATASET}", "SELECT 1", env=env)
+    assert bad.returncode == 1 and bad.stderr.startswith("error: RELATION_NAME_INVALID: ")

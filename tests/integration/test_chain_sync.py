@@ -149,6 +149,17 @@ async def test_fixed_target_sync_is_queryable_and_matches_the_node(
         txs = await user.query("local.transactions", "SELECT transaction_hash FROM dataset")
         assert sorted("0x" + bytes(r[0]).hex() for r in txs.rows) == sorted(chain.all_tx_hashes)
         assert set(chain.tx_hashes) < set(chain.all_tx_hashes)
+        # Two synced datasets joined, each under its own relation name (several ranges each).
+        joined = await user.query(
+            {"txs": "local.transactions", "logs": "local.logs"},
+            "SELECT t.transaction_hash, t.block_number, l.log_index, l.address, t.to_address"
+            " FROM txs t JOIN logs l ON t.transaction_hash = l.transaction_hash ORDER BY 2, 3",
+        )
+        expected = sorted((lg["transactionHash"], int(lg["blockNumber"], 16)) for lg in chain.logs)
+        assert sorted(("0x" + bytes(r[0]).hex(), r[1]) for r in joined.rows) == expected and len(expected) == 3
+        assert all(bytes(r[3]) == bytes(r[4]) for r in joined.rows)  # each log's emitter is its tx's callee
+        assert set(joined.versions) == {"txs", "logs"}
+        assert joined.versions["txs"] == (await user.query("local.transactions", "SELECT 1")).dataset_version
 
     # Ledger: ranges are contiguous, unique, end-exclusive; one version per range.
     ranges = await db.fetch(
