@@ -17,6 +17,8 @@ from trace_platform.workers.alert_evaluate import OPERATOR as OPERATOR_ALERT
 from trace_platform.workers.alert_evaluate import alert_evaluate_operator
 from trace_platform.workers.cryo_ingest import cryo_ingest_operator
 from trace_platform.workers.runtime import Operator
+from trace_platform.workers.udf import OPERATOR as OPERATOR_UDF
+from trace_platform.workers.udf import udf_operator
 
 
 def with_task_endpoint(settings: Settings, addr: str) -> Settings:
@@ -51,6 +53,14 @@ def platform_operators(
             addr,
             artifact_stores(settings),
             scratch_uri(settings),
+            settings.invoker.limits.timeout_seconds,
+            client_tls(settings.tls),
+        ),
+        OPERATOR_UDF: udf_operator(
+            invoker,
+            addr,
+            object_stores(settings),
+            datasets_uri(settings),
             settings.invoker.limits.timeout_seconds,
             client_tls(settings.tls),
         ),
