@@ -96,12 +96,27 @@ async def _synced_to(admin: ChainSyncClient, name: str, end: int) -> pb.ChainSyn
 
 
 async def _recorded_to(db: asyncpg.Connection, end: int) -> None:
-    """The detector has recorded the hashes of every published block below ``end``."""
+    """The detector has recorded the hashes of the published blocks up to ``end`` (those
+    below its kept window are pruned)."""
 
     async def recorded() -> bool:
-        return bool(await db.fetchval("SELECT count(*) FROM chain_sync_block_hashes") >= end)
+        return bool(
+            await db.fetchval(
+                "SELECT max(block_number) = $1 - 1 AND count(*) = max(block_number) - min(block_number) + 1 "
+                "FROM chain_sync_block_hashes",
+                end,
+            )
+        )
 
     await eventually(recorded, timeout=30, interval=0.1)
+
+
+async def _hashes_within(db: asyncpg.Connection, lo: int, hi: int) -> bool:
+    """The recorded blocks are exactly ``lo`` .. ``hi``."""
+    got = await db.fetchrow(
+        "SELECT min(block_number) AS lo, max(block_number) AS hi, count(*) AS n FROM chain_sync_block_hashes"
+    )
+    return bool(got and (got["lo"], got["hi"], got["n"]) == (lo, hi, hi - lo + 1))
 
 
 def _node_hashes(node: AnvilNode, end: int) -> list[str]:
@@ -217,6 +232,8 @@ async def test_reorg_deeper_than_the_maximum_stops_the_job(
         await _synced_to(admin, "shallow", HEAD + 1)
         await _recorded_to(db, HEAD + 1)
         versions = await _published_versions(db, "shallow.blocks")
+        # Only the window the walk back needs stays recorded (2 x max_reorg_depth below the tip).
+        await eventually(lambda: _hashes_within(db, HEAD - 4, HEAD), timeout=10, interval=0.1)
         tx = {"from": node.accounts[2], "to": node.accounts[3], "value": hex(10**15)}
         node.rpc("anvil_reorg", 3, [[tx, 0]])
 

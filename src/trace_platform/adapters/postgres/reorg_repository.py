@@ -73,9 +73,10 @@ class ReorgRepository:
             for r in rows
         ]
 
-    async def unrecorded_ranges(self, job: WatchedJob, limit: int) -> list[PublishedRange]:
+    async def unrecorded_ranges(self, job: WatchedJob, limit: int, floor: int) -> list[PublishedRange]:
+        """Unrecorded completed blocks ranges that reach past block ``floor``."""
         rows = await self._pool.fetch(
-            self._sql["unrecorded_ranges"], job.job_id, job.blocks_key, limit, job.blocks_uuid
+            self._sql["unrecorded_ranges"], job.job_id, job.blocks_key, limit, job.blocks_uuid, floor
         )
         return [
             PublishedRange(
@@ -96,6 +97,9 @@ class ReorgRepository:
             [b.parent_hash for b in blocks],
             dataset_version,
         )
+
+    async def prune_hashes(self, job_id: str, below: int) -> None:
+        await self._pool.execute(self._sql["prune_hashes"], job_id, below)
 
     async def recorded_tip(self, job_id: str) -> int | None:
         tip = await self._pool.fetchval(self._sql["recorded_tip"], job_id)

@@ -122,14 +122,19 @@ class ReorgWatcher:
             return 0
         spec = spec_from_dict(json.loads(job.spec_json))
         depth_max = max_reorg_depth(spec)
-        new = await self._record(job)
+        keep = 2 * depth_max  # recorded blocks kept below the tip (the walk needs depth_max)
+        before = await self._repo.recorded_tip(job.job_id)
+        new = await self._record(job, -1 if before is None else before - keep)
         tip = await self._repo.recorded_tip(job.job_id)
         if tip is None:
             return 0
+        if tip - keep > spec.mode.from_block:
+            await self._repo.prune_hashes(job.job_id, tip - keep)
         checked = {tip}
         for start, end in new:
             checked.update({start, end - 1})
             checked.update(range(max(start, tip - depth_max), end))
+        checked = {n for n in checked if n >= tip - keep}  # below it: past any repairable reorg
         low = max(spec.mode.from_block, min(checked) - 1)
         recorded = await self._repo.recorded_between(job.job_id, low, tip + 1)
         node = await self._node(url, spec.chain_id, _runs(checked))
@@ -183,10 +188,11 @@ class ReorgWatcher:
         )
         return 1
 
-    async def _record(self, job: WatchedJob) -> list[tuple[int, int]]:
-        """Record the hashes of newly published blocks ranges; returns their ranges."""
+    async def _record(self, job: WatchedJob, floor: int) -> list[tuple[int, int]]:
+        """Record the hashes of newly published blocks ranges reaching past ``floor``;
+        returns their ranges."""
         out = []
-        for r in await self._repo.unrecorded_ranges(job, RANGES_PER_STEP):
+        for r in await self._repo.unrecorded_ranges(job, RANGES_PER_STEP, floor):
             attached = await self._attacher.attach(job.blocks_uuid, r.dataset_version, r.storage_ref, None)
             rows: list[RecordedBlock] = []
             for obj in attached.objects:

@@ -15,10 +15,12 @@ LIMIT $1;
 -- name: unrecorded_ranges
 -- Completed ranges of the blocks stream whose published version's hashes are not recorded
 -- yet (new ranges, and ranges a repair cut over to a new version), lowest first, at most $3.
+-- Only ranges reaching past $5 (the kept window's floor): older ones are past any reorg
+-- the job repairs, and their pruned rows must not make them look unrecorded.
 SELECT r.range_start, r.range_end, r.dataset_version::text AS dataset_version, v.storage_ref::text AS storage_ref
 FROM chain_sync_ranges r
 JOIN dataset_versions v ON v.dataset_uuid = $4 AND v.dataset_version = r.dataset_version
-WHERE r.job_id = $1 AND r.dataset_key = $2 AND r.status = 'completed'
+WHERE r.job_id = $1 AND r.dataset_key = $2 AND r.status = 'completed' AND r.range_end > $5
   AND NOT EXISTS (SELECT 1 FROM chain_sync_block_hashes h
                   WHERE h.job_id = r.job_id AND h.block_number = r.range_start
                     AND h.dataset_version = r.dataset_version)
@@ -38,6 +40,11 @@ SET block_hash = EXCLUDED.block_hash, parent_hash = EXCLUDED.parent_hash,
 SELECT max(h.block_number) AS tip
 FROM chain_sync_block_hashes h
 WHERE h.job_id = $1;
+
+-- name: prune_hashes
+-- Recorded hashes below the kept window (the tip minus twice max_reorg_depth): the
+-- table stays bounded however long the job runs.
+DELETE FROM chain_sync_block_hashes WHERE job_id = $1 AND block_number < $2;
 
 -- name: recorded_between
 SELECT block_number, block_hash, parent_hash
