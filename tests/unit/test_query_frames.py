@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 
 import pytest
 
@@ -21,6 +22,7 @@ from trace_platform.servers.query.frames import (
     read_frame,
 )
 from trace_platform.servers.query.worker import size_bytes
+from trace_platform.servers.query.worker_loop import AnswerFrames
 
 
 def _payload(frame: bytes) -> bytes:
@@ -80,3 +82,24 @@ def test_sizes_read_as_duckdb_reads_them() -> None:
     assert size_bytes("1GB") == 10**9
     assert size_bytes("1.5 GiB") == 3 * 2**29
     assert size_bytes("4096") == 4096
+
+
+def test_an_answer_leaves_in_as_few_writes_as_its_size_allows() -> None:
+    """A point lookup's COLUMNS, ROWS and DONE reach the pipe in one write (the service
+    wakes once), in order; a large answer still streams at FLUSH_BYTES."""
+    writes: list[bytes] = []
+    frames = AnswerFrames(writes.append, threading.Lock())
+    small = [encode_json(Kind.COLUMNS, [["n", "BIGINT"]]), encode(Kind.ROWS, b"r"), encode_json(Kind.DONE, {})]
+    for frame in small:
+        frames.send(frame)
+    assert writes == []
+    frames.flush()
+    frames.flush()  # nothing held: nothing written
+    assert writes == [b"".join(small)]
+    writes.clear()
+    chunk = encode(Kind.ROWS, b"x" * (AnswerFrames.FLUSH_BYTES // 4))
+    for _ in range(8):
+        frames.send(chunk)
+    assert len(writes) == 2 and all(len(w) >= AnswerFrames.FLUSH_BYTES for w in writes)
+    frames.flush()
+    assert b"".join(writes) == chunk * 8

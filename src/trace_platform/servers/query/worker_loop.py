@@ -44,6 +44,38 @@ class QueryRequest:
     views: Views = ()  # the relations over ``objects`` (empty: one, ``dataset``)
 
 
+class AnswerFrames:
+    """The frames of one answer, written to the pipe in as few writes as possible: a
+    point lookup's COLUMNS, ROWS and DONE leave together in one write, so the service
+    wakes once for them instead of once per frame. Buffered frames leave once
+    ``FLUSH_BYTES`` are held (a large answer still streams, and the service checks its
+    cap as it reads) and at the end of every answer (``flush``). Object reads write their
+    requests straight to the pipe, under the same lock; answer frames held back meanwhile
+    need no reply, so nothing waits on them."""
+
+    FLUSH_BYTES = 64 << 10
+
+    def __init__(self, write: Callable[[bytes], None], lock: threading.Lock) -> None:
+        self._write = write
+        self._lock = lock
+        self._held: list[bytes] = []
+        self._size = 0
+
+    def send(self, data: bytes) -> None:
+        self._held.append(data)
+        self._size += len(data)
+        if self._size >= self.FLUSH_BYTES:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._held:
+            data = b"".join(self._held)
+            self._held.clear()
+            self._size = 0
+            with self._lock:
+                self._write(data)
+
+
 def serve(config: dict[str, Any], stdin: BinaryIO, out: BinaryIO, mapped_bytes: Callable[[], int]) -> None:
     def write(data: bytes) -> None:
         out.write(data)
@@ -51,10 +83,11 @@ def serve(config: dict[str, Any], stdin: BinaryIO, out: BinaryIO, mapped_bytes: 
 
     lock = threading.Lock()  # the pipe is shared by the answer and the object reads
     remote = RemoteFiles(stdin, write, lock)
+    frames = AnswerFrames(write, lock)
 
     def send(data: bytes) -> None:
-        with lock:
-            write(data)
+        frames.send(data)
+        frames.flush()
 
     async def run() -> None:
         limits = DuckDBLimits(config["memory_limit"], config["threads"], config["temp_limit"])
@@ -70,7 +103,11 @@ def serve(config: dict[str, Any], stdin: BinaryIO, out: BinaryIO, mapped_bytes: 
         send(encode_json(Kind.READY, {"address_space": cap}))
         try:
             while (frame := read_frame_sync(stdin)) is not None:
-                if not await _answer(pool, pickle.loads(frame[1]), remote, send):
+                try:
+                    keep = await _answer(pool, pickle.loads(frame[1]), remote, frames.send)
+                finally:
+                    frames.flush()
+                if not keep:
                     break
         finally:
             await pool.close()
