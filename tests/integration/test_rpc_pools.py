@@ -187,12 +187,12 @@ async def test_work_moves_off_an_erroring_or_lagging_endpoint_and_comes_back(
         assert set(b.counts.blocks_served) >= set(range(60))
         assert _status(pool)[0].state == "down" and _status(pool)[0].errors > 0
 
-        a.mode = "ok"  # recovers: the probe brings it back
+        a.mode = "ok"  # recovers: the next probe (every 0.5 s) brings it back
 
         async def healthy() -> bool:
             return _status(pool)[0].state == "healthy"
 
-        await eventually(healthy, timeout=10, interval=0.1)
+        await eventually(healthy, timeout=3, interval=0.1)
 
         a.mode, a.lag = "lag", 60  # now 60 blocks behind the other
 

@@ -277,6 +277,8 @@ class _Pool:
             e.failed()
             return
         e.head, e.head_at = head, time.time()
+        if e.failures and not e.throttled_in_row:
+            e.cool_until = 0.0  # it answers again: its error back-off is over (a 429's is not)
         e.down, e.failures = False, 0
         self._wake()
 
