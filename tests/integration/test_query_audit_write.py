@@ -95,7 +95,7 @@ async def test_a_ticket_that_cannot_open_refuses_the_answer(pool: asyncpg.Pool, 
     failures = _failures()
     audit = QueryAudit(DatasetRepository(pool), failures)
     await refuse_audit_writes(db, "INSERT")
-    ticket = audit.ticket(_record(), NO_COLUMNS)
+    ticket = audit.ticket([_record()], NO_COLUMNS)
     with pytest.raises(Unavailable) as exc:
         await ticket.opened()
     assert exc.value.reason == "AUDIT_UNAVAILABLE"
@@ -109,15 +109,15 @@ async def test_a_query_that_never_started_leaves_no_row_and_a_late_start_is_stil
     pool: asyncpg.Pool, db: asyncpg.Connection
 ) -> None:
     audit = QueryAudit(DatasetRepository(pool), _failures())
-    never = audit.ticket(_record(), NO_COLUMNS)  # e.g. refused at admission: nothing was read
+    never = audit.ticket([_record()], NO_COLUMNS)  # e.g. refused at admission: nothing was read
     never.failed(asyncio.CancelledError())
-    started = audit.ticket(_record(), NO_COLUMNS)
+    started = audit.ticket([_record()], NO_COLUMNS)
     started.open()
     started.open()  # once only
     started.succeeded(0)
     started.failed(asyncio.CancelledError())  # the first close wins
     # Cancelled while the query thread was starting: the close comes before the open.
-    late = audit.ticket(_record(), NO_COLUMNS)
+    late = audit.ticket([_record()], NO_COLUMNS)
     late.failed(asyncio.CancelledError())
     late.open()
     await audit.drain(5.0)
@@ -130,7 +130,7 @@ async def test_closes_are_retried_until_postgres_takes_them_and_drained_on_shutd
 ) -> None:
     failures = _failures()
     audit = QueryAudit(DatasetRepository(pool), failures, retry_seconds=0.05)
-    first = audit.ticket(_record(), NO_COLUMNS)
+    first = audit.ticket([_record()], NO_COLUMNS)
     await first.opened()
     await refuse_audit_writes(db, "UPDATE")
     first.succeeded(7)
@@ -141,7 +141,7 @@ async def test_closes_are_retried_until_postgres_takes_them_and_drained_on_shutd
     await eventually(refused)
     assert await db.fetchval("SELECT outcome FROM query_audit") == "running"
     await db.execute("DROP TRIGGER refuse ON query_audit")
-    second = audit.ticket(_record(), NO_COLUMNS)
+    second = audit.ticket([_record()], NO_COLUMNS)
     await second.opened()
     second.failed(asyncio.CancelledError())
     await audit.drain(5.0)  # returns once every pending close is written
@@ -154,16 +154,37 @@ async def test_a_close_that_keeps_failing_is_given_up_without_blocking_later_one
 ) -> None:
     failures = _failures()
     audit = QueryAudit(DatasetRepository(pool), failures, retry_seconds=0.01, max_attempts=3)
-    poisoned = audit.ticket(_record(), NO_COLUMNS)
+    poisoned = audit.ticket([_record()], NO_COLUMNS)
     await poisoned.opened()
     # A row this close can never update (say, a constraint a future bug breaks).
     await refuse_audit_writes(db, "UPDATE", "OLD.row_count IS NULL AND NEW.row_count = 13")
     poisoned.succeeded(13)
     await audit.drain(5.0)
     assert failures.labels("close")._value.get() == 3
-    later = audit.ticket(_record(), NO_COLUMNS)
+    later = audit.ticket([_record()], NO_COLUMNS)
     await later.opened()
     later.succeeded(1)
     await audit.drain(5.0)
     rows = await db.fetch("SELECT outcome, row_count FROM query_audit ORDER BY id")
     assert [tuple(r) for r in rows] == [("running", None), ("ok", 1)]
+
+
+async def test_a_query_over_several_datasets_opens_a_row_for_each_or_none(
+    pool: asyncpg.Pool, db: asyncpg.Connection
+) -> None:
+    """All rows in one transaction: a refusal of any one leaves none (the answer is refused),
+    and the rows written together are closed together with one outcome."""
+    audit = QueryAudit(DatasetRepository(pool), _failures())
+    records = [_record(), _record(), _record()]
+    await refuse_audit_writes(db, "INSERT", f"NEW.dataset_uuid = '{records[2].dataset_uuid}'")
+    refused = audit.ticket(records, NO_COLUMNS)
+    with pytest.raises(Unavailable):
+        await refused.opened()
+    assert await db.fetchval("SELECT count(*) FROM query_audit") == 0
+    await db.execute("DROP TRIGGER refuse ON query_audit")
+    ticket = audit.ticket(records, NO_COLUMNS)
+    await ticket.opened()
+    ticket.succeeded(7)
+    await audit.drain(timeout=5.0)
+    rows = await db.fetch("SELECT dataset_uuid::text AS ds, outcome, row_count FROM query_audit ORDER BY id")
+    assert [(r["ds"], r["outcome"], r["row_count"]) for r in rows] == [(r.dataset_uuid, "ok", 7) for r in records]
