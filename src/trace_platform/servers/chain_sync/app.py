@@ -13,6 +13,7 @@ from trace_platform.adapters.postgres.chain_sync_repository import ChainSyncRepo
 from trace_platform.adapters.postgres.dataset_repository import DatasetRepository
 from trace_platform.adapters.postgres.metrics_repository import MetricsRepository
 from trace_platform.adapters.postgres.reorg_repository import ReorgRepository
+from trace_platform.adapters.rpc.pool_proxy import PoolUrls
 from trace_platform.core.config import Settings
 from trace_platform.servers.chain_sync.metrics import ChainSyncMetrics
 from trace_platform.servers.chain_sync.planner import HeadObserver, RangePlanner
@@ -55,7 +56,7 @@ def build_chain_sync(
         reorgs,
         verifier,
         DatasetAttacher(stores, cache_size=1),
-        settings.rpc_pools,
+        PoolUrls(settings.rpc_pools),
         d.default_max_attempts,
         wake_outbox,
         metrics=metrics,
