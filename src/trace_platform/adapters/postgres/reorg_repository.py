@@ -98,6 +98,10 @@ class ReorgRepository:
             dataset_version,
         )
 
+    async def published_end(self, job: WatchedJob) -> int | None:
+        end = await self._pool.fetchval(self._sql["published_end"], job.job_id, job.blocks_key)
+        return None if end is None else int(end)
+
     async def prune_hashes(self, job_id: str, below: int) -> None:
         await self._pool.execute(self._sql["prune_hashes"], job_id, below)
 

@@ -124,6 +124,9 @@ class ReorgWatcher:
         depth_max = max_reorg_depth(spec)
         keep = 2 * depth_max  # recorded blocks kept below the tip (the walk needs depth_max)
         before = await self._repo.recorded_tip(job.job_id)
+        if before is None:  # nothing recorded yet (a new job, or one synced before 0015): start at the top
+            end = await self._repo.published_end(job)
+            before = None if end is None else end - 1
         new = await self._record(job, -1 if before is None else before - keep)
         tip = await self._repo.recorded_tip(job.job_id)
         if tip is None:

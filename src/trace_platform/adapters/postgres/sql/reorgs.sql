@@ -27,6 +27,10 @@ WHERE r.job_id = $1 AND r.dataset_key = $2 AND r.status = 'completed' AND r.rang
 ORDER BY r.range_start
 LIMIT $3;
 
+-- name: published_end
+-- Exclusive end of the highest completed range of the blocks stream.
+SELECT max(range_end) FROM chain_sync_ranges WHERE job_id = $1 AND dataset_key = $2 AND status = 'completed';
+
 -- name: record_hashes
 INSERT INTO chain_sync_block_hashes (job_id, block_number, block_hash, parent_hash, dataset_version)
 SELECT $1, b.n, b.h, b.p, $5
