@@ -100,11 +100,20 @@ async def test_trace_query_prints_a_table_and_json_and_metrics_count_it(
     assert refused.returncode != 0 and "TABLE_FUNCTION" in refused.stderr
     missing = trace("query", "--dataset", "fixture.nope", "SELECT 1 FROM dataset", env=env)
     assert missing.returncode != 0 and "DATASET_NOT_FOUND" in missing.stderr
+    # A gate refusal says what to change: the reason once, then which function (found by the
+    # CLI in its own text: the server never echoes it) or which relations there are.
+    function = trace("query", "--dataset", "a=fixture.alerts", "SELECT getenv('HOME') FROM a", env=env)
+    assert function.returncode == 1 and function.stderr.count("DISALLOWED_FUNCTION") == 1
+    assert "hint: getenv() is not an allowed function" in function.stderr, function.stderr
+    relation = trace("query", "--dataset", "a=fixture.alerts", "SELECT * FROM b", env=env)
+    assert relation.returncode == 1 and relation.stderr.count("DISALLOWED_RELATION") == 1
+    assert "hint: the query may read the relations a (--dataset REL=NAME)" in relation.stderr, relation.stderr
 
     url = f"http://127.0.0.1:{metrics_port}/metrics"
     metrics = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=5).read().decode())
     assert 'trace_query_total{rpc="query"} 2.0' in metrics
     assert 'trace_query_denied_total{reason="TABLE_FUNCTION",rpc="query"} 1.0' in metrics
+    assert 'trace_query_denied_total{reason="DISALLOWED_FUNCTION",rpc="query"} 1.0' in metrics
     assert 'trace_query_errors_total{reason="DATASET_NOT_FOUND",rpc="query"} 1.0' in metrics
     assert 'trace_query_duration_seconds_count{rpc="query"} 2.0' in metrics
     # Raw SQL never reaches the logs.
@@ -112,7 +121,7 @@ async def test_trace_query_prints_a_table_and_json_and_metrics_count_it(
     assert lite.wait(timeout=30) == 0
     logs = "".join(all_output(lite))
     assert "grpc server started" in logs
-    assert "read_csv" not in logs and "dedupe_key" not in logs
+    assert "read_csv" not in logs and "dedupe_key" not in logs and "getenv" not in logs
 
 
 def test_lite_up_shows_sync_progress_and_trace_query_answers_from_synced_data(

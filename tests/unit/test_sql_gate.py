@@ -656,3 +656,16 @@ def test_gate_only_calls_reviewed_duckdb_functions(duck: Any) -> None:
             with pytest.raises(SqlRejected):
                 check_sql(f"SELECT * FROM dataset, LATERAL {name}(dataset.hash)")
     assert surprises == []
+
+
+def test_the_refused_function_is_found_only_on_request_and_only_as_an_identifier() -> None:
+    from trace_platform.core.sql_gate import refused_function
+
+    with pytest.raises(SqlRejected) as info:
+        check_sql("SELECT getenv('HOME') FROM dataset")
+    assert info.value.reason == "DISALLOWED_FUNCTION" and "getenv" not in str(vars(info.value))
+    assert refused_function("SELECT getenv('HOME') FROM dataset") == "getenv"
+    assert refused_function("SELECT upper(x), nope_fn(1) FROM dataset") == "nope_fn"
+    assert refused_function("SELECT x FROM dataset") == ""
+    assert refused_function("SELECT * FROM secret") == ""  # another reason: nothing named
+    assert refused_function(f"SELECT {'f' * 65}(1) FROM dataset") == ""

@@ -17,16 +17,6 @@ if TYPE_CHECKING:
     import grpc
 
 T = TypeVar("T")
-# Where a refusal has an obvious next step.
-HINTS = {
-    "DESTINATION_FORBIDDEN": "webhooks must be https to a public host; the server's TRACE_WEBHOOK_ALLOW_HTTP and "
-    "TRACE_WEBHOOK_ALLOWED_NETWORKS widen that",
-    "DATASET_NOT_FOUND": "`trace datasets list` shows the org's dataset names",
-    "ALERT_NOT_FOUND": "`trace alerts list` shows the org's alert ids",
-    "SOURCE_NOT_FOUND": "`trace status` shows the chain_sync jobs and their streams",
-}
-
-
 def call_api(addr: str, data_dir: Path, fn: Callable[[grpc.aio.Channel, str], Awaitable[T]]) -> T:
     token = user_token(data_dir)
     from trace_platform.clients.channel import insecure_channel
@@ -40,9 +30,7 @@ def call_api(addr: str, data_dir: Path, fn: Callable[[grpc.aio.Channel, str], Aw
     try:
         return asyncio.run(go())
     except TraceError as exc:
-        err = rpc_error(exc, addr)
-        err.hint = err.hint or HINTS.get(exc.reason, "")
-        raise err from None
+        raise rpc_error(exc, addr) from None
 
 
 def as_dict(value: Any) -> Any:

@@ -144,21 +144,48 @@ def _token(variable: str, field: str, data_dir: Path) -> str:
     return str(value)
 
 
-def rpc_error(exc: TraceError, addr: str) -> CliError:
-    """A typed client error as the CLI prints it: reason code, message, and a hint."""
-    hint = ""
+# Where a refusal has an obvious next step.
+HINTS = {
+    "DESTINATION_FORBIDDEN": "webhooks must be https to a public host; the server's TRACE_WEBHOOK_ALLOW_HTTP and "
+    "TRACE_WEBHOOK_ALLOWED_NETWORKS widen that",
+    "DATASET_NOT_FOUND": "`trace datasets list` shows the org's dataset names",
+    "ALERT_NOT_FOUND": "`trace alerts list` shows the org's alert ids",
+    "DAG_NOT_FOUND": "`trace dag versions NAME` needs a DAG deployed with `trace dag deploy -f FILE`",
+    "BUNDLE_NOT_FOUND": "`trace bundle upload FILE` answers a bundle's id",
+    "SOURCE_NOT_FOUND": "`trace status` shows the chain_sync jobs and their streams",
+    "ROLE_REQUIRED": "your role in this org does not allow this call (viewer < editor < admin)",
+}
+
+
+def rpc_error(exc: TraceError, addr: str, sql: str | None = None, relations: tuple[str, ...] = ()) -> CliError:
+    """A typed client error as the CLI prints it: reason code once, message, and a hint.
+    ``sql`` and ``relations``, when the call sent them, let a gate refusal say more: which
+    function (found here, from the caller's own text: the server never echoes it) and
+    which relation names the query may use."""
+    hint = HINTS.get(exc.reason, "")
     if exc.reason in ("UNAVAILABLE", "DEADLINE_EXCEEDED"):
         hint = f"is `trace lite up` running? (address {addr}; set --addr or TRACE_ADDR)"
     elif exc.kind is ErrorKind.UNAUTHENTICATED:
         hint = "check TRACE_ADMIN_TOKEN / TRACE_USER_TOKEN, or --data-dir of the running `trace lite up`"
+    elif exc.reason == "DISALLOWED_RELATION":
+        names = relations or tuple(n for n in exc.metadata.get("relations", "").split(",") if n)
+        hint = f"the query may read the relations {', '.join(names)} (--dataset REL=NAME) and its own CTEs"
+    elif exc.reason == "DISALLOWED_FUNCTION" and sql is not None:
+        from trace_platform.core.sql_gate import refused_function
+
+        function = refused_function(sql, allowed_relations=frozenset(relations or ("dataset",)))
+        allowed = "docs/sql_gate.md lists the functions allowed"
+        hint = f"{function}() is not an allowed function; {allowed}" if function else allowed
     message = exc.message if exc.message.startswith(exc.reason) else f"{exc.reason}: {exc.message}"
     return CliError(message, hint=hint)
 
 
-def run(coro: Coroutine[Any, Any, T], addr: str = DEFAULT_ADDR) -> T:
+def run(
+    coro: Coroutine[Any, Any, T], addr: str = DEFAULT_ADDR, sql: str | None = None, relations: tuple[str, ...] = ()
+) -> T:
     import asyncio
 
     try:
         return asyncio.run(coro)
     except TraceError as exc:
-        raise rpc_error(exc, addr) from None
+        raise rpc_error(exc, addr, sql, relations) from None

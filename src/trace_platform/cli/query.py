@@ -141,7 +141,7 @@ def _answer(
             async with insecure_channel(addr) as channel:
                 return await _write_batches(ApiQueryClient(channel, token=token), dataset, sql, fmt, limit, output)
 
-        rows = run(stream(), addr)
+        rows = run(stream(), addr, sql, tuple(dataset))
         if output is not None:
             click.echo(f"{rows} row{'s' if rows != 1 else ''} written to {output}", err=True)
         return
@@ -150,7 +150,7 @@ def _answer(
         async with insecure_channel(addr) as channel:
             return await ApiQueryClient(channel, token=token).query(dataset, sql, limit or 0)
 
-    result = run(go(), addr)
+    result = run(go(), addr, sql, tuple(dataset))
     text = render_json(result) if fmt == "json" else render_table(result)
     if output is None:
         click.echo(text)

@@ -15,21 +15,27 @@ _KIND_BY_CODE = {kind.value.upper(): kind for kind in ErrorKind}
 
 
 def reason_of(err: grpc.aio.AioRpcError) -> str:
+    return _error_info(err)[0]
+
+
+def _error_info(err: grpc.aio.AioRpcError) -> tuple[str, dict[str, str]]:
+    """The ErrorInfo reason and metadata the server attached, else the status code's name."""
     for key, value in err.trailing_metadata() or ():
         if key == "grpc-status-details-bin":
             status = status_pb2.Status.FromString(value)
             for detail in status.details:
                 info = error_details_pb2.ErrorInfo()
                 if detail.Unpack(info):
-                    return str(info.reason)
-    return str(err.code().name)
+                    return str(info.reason), dict(info.metadata)
+    return str(err.code().name), {}
 
 
 def from_rpc_error(err: grpc.aio.AioRpcError) -> TraceError:
     kind = _KIND_BY_CODE.get(err.code().name)
     if kind is None:
         return Unavailable(err.code().name, err.details() or "")
-    return ERROR_CLASSES[kind](reason_of(err), err.details() or "")
+    reason, metadata = _error_info(err)
+    return ERROR_CLASSES[kind](reason, err.details() or "", **metadata)
 
 
 def from_item_error(code: int, reason: str, message: str) -> TraceError:

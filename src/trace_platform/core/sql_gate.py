@@ -71,14 +71,18 @@ REASONS: dict[str, str] = {
 class SqlRejected(Exception):
     """The query was rejected. ``reason`` is a stable UPPER_SNAKE code from ``REASONS``.
 
-    The message is ``"<REASON>: <fixed description>"`` and never contains user text.
+    The message is ``"<REASON>: <fixed description>"`` and never contains user text. Inside
+    the gate, ``function`` names a refused function; ``check_sql`` drops it (what leaves the
+    gate never carries the caller's text), and only ``refused_function`` answers it: a
+    client that has the SQL anyway (the CLI) shows its user which function it was.
     """
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, function: str = "") -> None:
         if reason not in REASONS:
             reason = "INTERNAL_ERROR"
         super().__init__(f"{reason}: {REASONS[reason]}")
         self.reason: str = reason
+        self.function = function
 
     def __reduce__(self) -> tuple[type[SqlRejected], tuple[str]]:
         return (SqlRejected, (self.reason,))
@@ -95,33 +99,49 @@ def check_sql(sql: str, *, allowed_relations: frozenset[str] = frozenset({"datas
 
     Relation names in ``allowed_relations`` are matched case-insensitively and unqualified.
     """
+    root, failure, _ = _judge(sql, allowed_relations)
+    if failure is not None:  # raised outside any handler: no chained parser exception
+        raise SqlRejected(failure)
+    assert root is not None
+    return root
+
+
+def refused_function(sql: str, *, allowed_relations: frozenset[str] = frozenset({"dataset"})) -> str:
+    """The name of the function the gate refuses in ``sql`` (a plain identifier of at most
+    64 characters), else "". For clients explaining a DISALLOWED_FUNCTION they were sent;
+    servers never echo it."""
+    _, failure, function = _judge(sql, allowed_relations)
+    if failure != "DISALLOWED_FUNCTION" or not (len(function) <= 64 and rules.PLAIN_IDENTIFIER.fullmatch(function)):
+        return ""
+    return function
+
+
+def _judge(sql: str, allowed_relations: frozenset[str]) -> tuple[exp.Expr | None, str | None, str]:
+    """(tree, None, "") for an accepted query, else (None, reason, refused function or "")."""
     reason = _check_text(sql)
     if reason is not None:
-        raise SqlRejected(reason)
+        return None, reason, ""
     statements, tokens, reason = _parse(sql)
     if reason is not None:
-        raise SqlRejected(reason)
+        return None, reason, ""
     real = [s for s in statements if s is not None and not _is_empty_statement(s)]
     if not real:
-        raise SqlRejected("EMPTY_QUERY")
+        return None, "EMPTY_QUERY", ""
     if len(real) > 1:
-        raise SqlRejected("MULTIPLE_STATEMENTS")
+        return None, "MULTIPLE_STATEMENTS", ""
     root = real[0]
     if type(root) not in rules.QUERY_ROOTS:
-        raise SqlRejected("NOT_A_SELECT")
+        return None, "NOT_A_SELECT", ""
     allowed = frozenset(name.lower() for name in allowed_relations)
-    failure: str | None = None
     try:
         _check_written_calls(tokens, _check_tree(root, allowed))
     except SqlRejected as exc:
-        failure = exc.reason
+        return None, exc.reason, exc.function
     except RecursionError:
-        failure = "NESTING_TOO_DEEP"
+        return None, "NESTING_TOO_DEEP", ""
     except Exception:  # fail closed on anything unexpected while walking the tree
-        failure = "INTERNAL_ERROR"
-    if failure is not None:  # re-raised outside the handler: no chained parser exception
-        raise SqlRejected(failure)
-    return root
+        return None, "INTERNAL_ERROR", ""
+    return root, None, ""
 
 
 def sql_shape(sql: str) -> str | None:
@@ -324,7 +344,7 @@ def _check_function(node: exp.Func, calls: _Calls) -> None:
         return
     for name in names:
         if name not in rules.FUNCTION_NAMES and name not in rules.SYNTAX_CALLS:
-            raise SqlRejected("DISALLOWED_FUNCTION")
+            raise SqlRejected("DISALLOWED_FUNCTION", name)
         if name in rules.AGGREGATE_BY_NAME:
             _check_aggregate_named(node)
 
@@ -403,7 +423,7 @@ def _check_written_calls(tokens: list[Token], aliases: Counter[str]) -> None:
         if aliases[name] > 0:  # FROM dataset t(a, b), WITH c(x) AS (...)
             aliases[name] -= 1
             continue
-        raise SqlRejected("DISALLOWED_FUNCTION")
+        raise SqlRejected("DISALLOWED_FUNCTION", name)
 
 
 def _check_column(node: exp.Expr) -> None:

@@ -77,7 +77,9 @@ async def _judge(sql: str, relations: frozenset[str]) -> ColumnRefs:
         # Parsing a large text takes long enough to stall other calls.
         return await asyncio.to_thread(lambda: column_refs(check_sql(sql, allowed_relations=relations)))
     except SqlRejected as exc:
-        raise SqlDenied(exc.reason, denial_message(exc, relations)) from None
+        # ErrorInfo metadata for clients: the relations there are (the caller's own names).
+        named = {"relations": ",".join(sorted(relations))} if exc.reason == "DISALLOWED_RELATION" else {}
+        raise SqlDenied(exc.reason, denial_message(exc, relations), **named) from None
 
 
 def denial_message(exc: SqlRejected, relations: frozenset[str]) -> str:
