@@ -42,6 +42,7 @@ LITE_DEFAULTS: Mapping[str, Callable[[Path], tuple[Any, str]]] = {
     "worker_token": lambda d: (MASK, "lite credentials"),
     "user_auth.hs256_secret": lambda d: (MASK, "lite credentials"),
     "delivery.allow_http": lambda d: (True, "lite"),
+    "delivery.allowed_networks": lambda d: (("127.0.0.0/8", "::1/128"), "lite"),
 }
 
 

@@ -26,6 +26,7 @@ from trace_platform.views.live_status import ProgressView, watch
 log = logging.getLogger(__name__)
 LITE_ORG_NAME = "lite"
 LITE_USER = "lite-user"
+LITE_WEBHOOK_NETWORKS = ("127.0.0.0/8", "::1/128")
 
 
 async def run_lite(
@@ -43,17 +44,8 @@ async def run_lite(
         embedded = EmbeddedPostgres(settings.data_dir)
         settings = replace(settings, database_url=embedded.start())
     creds = credentials.load(settings.data_dir) or credentials.LiteCredentials.fresh(settings.listen)
+    settings = lite_settings(settings, creds)
     user_auth = settings.user_auth
-    if not user_auth.hs256_secret and not user_auth.jwks_path:
-        user_auth = replace(user_auth, hs256_secret=creds.user_secret)
-    settings = replace(
-        settings,
-        admin_token=settings.admin_token or creds.admin_token,
-        worker_token=settings.worker_token or creds.worker_token,
-        user_auth=user_auth,
-        # Lite is one machine and a developer's receivers: plain http webhooks are allowed.
-        delivery=replace(settings.delivery, allow_http=True),
-    )
     platform: RunningPlatform | None = None
     try:
         platform = await start_platform(settings, run_worker=True)
@@ -89,6 +81,27 @@ async def run_lite(
         if embedded is not None:
             with contextlib.suppress(Exception):
                 embedded.stop()
+
+
+def lite_settings(settings: Settings, creds: credentials.LiteCredentials) -> Settings:
+    """What Lite fills in: the tokens and user-token secret of its credentials file (unless
+    configured), and the webhook policy of one developer's machine."""
+    user_auth = settings.user_auth
+    if not user_auth.hs256_secret and not user_auth.jwks_path:
+        user_auth = replace(user_auth, hs256_secret=creds.user_secret)
+    return replace(
+        settings,
+        admin_token=settings.admin_token or creds.admin_token,
+        worker_token=settings.worker_token or creds.worker_token,
+        user_auth=user_auth,
+        # Plain http webhooks are allowed, and so is this machine's loopback (a receiver
+        # under development) unless the operator named the networks.
+        delivery=replace(
+            settings.delivery,
+            allow_http=True,
+            allowed_networks=settings.delivery.allowed_networks or LITE_WEBHOOK_NETWORKS,
+        ),
+    )
 
 
 async def _watch_progress(addr: str, admin_token: str, view: ProgressView, interval: float = 1.0) -> None:
