@@ -44,6 +44,10 @@ from trace_platform.core.config import EndpointSettings, Settings
 from trace_platform.core.errors import FailedPrecondition, Unauthenticated
 from trace_platform.core.keys import KeyRing, SigningKey
 from trace_platform.core.tokens import CapabilityClaims, TokenIssuer
+from trace_platform.gen.trace.api.v1 import alerts_pb2 as api_alerts_pb2
+from trace_platform.gen.trace.api.v1 import bundles_pb2 as api_bundles_pb2
+from trace_platform.gen.trace.api.v1 import dags_pb2 as api_dags_pb2
+from trace_platform.gen.trace.api.v1 import datasets_pb2 as api_datasets_pb2
 from trace_platform.gen.trace.api.v1 import query_pb2 as api_query_pb2
 from trace_platform.gen.trace.v1 import (
     chain_sync_pb2,
@@ -68,8 +72,13 @@ SERVICES = {
     "invoker": {invoker_pb2.DESCRIPTOR.services_by_name["RuntimeInvokerService"]},
     "sink": {sink_pb2.DESCRIPTOR.services_by_name["SinkService"]},
     "delivery": set(),
-    # The public API's services (trace.api.v1) are added here as each one lands.
-    "api": set(),
+    # The public API (trace.api.v1); its user queries are the query role's.
+    "api": {
+        api_datasets_pb2.DESCRIPTOR.services_by_name["DatasetService"],
+        api_dags_pb2.DESCRIPTOR.services_by_name["DagService"],
+        api_bundles_pb2.DESCRIPTOR.services_by_name["BundleService"],
+        api_alerts_pb2.DESCRIPTOR.services_by_name["AlertService"],
+    },
     "worker": set(),
 }
 EVERY_SERVICE = {s for services in SERVICES.values() for s in services}
