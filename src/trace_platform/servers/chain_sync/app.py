@@ -42,10 +42,10 @@ def build_chain_sync(
     metrics = ChainSyncMetrics(registry or CollectorRegistry(), MetricsRepository(pool).chain_sync_snapshot)
     d = settings.dispatcher
     planner = RangePlanner(repo, d.default_max_attempts, wake_outbox, metrics)
-    observer = HeadObserver(repo, settings.rpc_pools, metrics)
     wait = wakeups.waiter(PLANNER_WAKEUP) if wakeups is not None else None
     planner_loop = Loop("chain_sync_planner", planner.step, d.planner_interval_seconds, 1, wait=wait)
     wake_planner = wakeups.signal(PLANNER_WAKEUP) if wakeups is not None else planner_loop.wakeup.set
+    observer = HeadObserver(repo, settings.rpc_pools, metrics, on_advance=wake_planner)
     # VerifyChainSync reads published versions as the Query Service does (same attacher).
     stores = stores or object_stores(settings)
     verifier = ChainVerifier(repo, DatasetRepository(pool), DatasetAttacher(stores), settings.rpc_pools)
@@ -61,9 +61,18 @@ def build_chain_sync(
         wake_outbox,
         metrics=metrics,
     )
+    observer_loop = Loop("chain_head_observer", observer.step, d.head_observer_interval_seconds, 1_000_000)
+
+    def wake_after_apply() -> None:
+        # A new job's pool may have no head observation yet, and fixed_target plans nothing
+        # before one: observe now instead of up to an interval later (the observer and this
+        # servicer always share the process).
+        wake_planner()
+        observer_loop.wakeup.set()
+
     loops = [
         planner_loop,
-        Loop("chain_head_observer", observer.step, d.head_observer_interval_seconds, 1_000_000),
+        observer_loop,
         # Due checks are looked for as often as heads are observed; each job's own
         # verify.every_seconds decides when it runs.
         Loop("chain_sync_verify", VerifyScheduler(repo, verifier).step, d.head_observer_interval_seconds, 10),
@@ -72,6 +81,6 @@ def build_chain_sync(
         Loop("chain_sync_reorg", watcher.step, d.head_observer_interval_seconds, 1_000_000),
     ]
     servicer = ChainSyncServicer(
-        repo, settings.admin_token, frozenset(settings.rpc_pools), wake_planner, wake_outbox, verifier, reorgs
+        repo, settings.admin_token, frozenset(settings.rpc_pools), wake_after_apply, wake_outbox, verifier, reorgs
     )
     return chain_sync_binding(servicer), loops
