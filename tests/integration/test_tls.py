@@ -4,6 +4,7 @@ real servers, real processes, real certificates from a throwaway CA."""
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import uuid
 from dataclasses import replace
@@ -176,3 +177,29 @@ async def test_a_plaintext_health_listener_answers_probes_beside_a_tls_one(setti
     async with open_channel(probe) as channel:
         with pytest.raises(grpc.aio.AioRpcError):
             await healthy(channel)
+
+
+async def test_the_cli_and_the_sdk_speak_tls_from_the_environment(
+    settings: Settings, pki: Pki, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    import trace_platform
+    from tests.api_support import make_user
+
+    running = await host_roles(replace(settings, tls=server_tls(pki, mutual=False)), ["api"])
+    try:
+        user = await make_user(running.pool, settings, "viewer")
+        env = {k: v for k, v in trace_env(settings).items() if not k.startswith("TRACE_TLS")}
+        env.update(TRACE_USER_TOKEN=user.token, TRACE_ADDR=running.addr)
+        cmd = [sys.executable, "-m", "trace_platform", "alerts", "list", "--json"]
+        plain = await asyncio.to_thread(subprocess.run, cmd, env=env, capture_output=True, text=True, timeout=60)
+        assert plain.returncode == 1 and "UNAVAILABLE" in plain.stderr
+        env["TRACE_TLS_CA_FILE"] = str(pki.ca)
+        tls = await asyncio.to_thread(subprocess.run, cmd, env=env, capture_output=True, text=True, timeout=60)
+        assert tls.returncode == 0, tls.stderr
+        monkeypatch.setenv("TRACE_TLS_CA_FILE", str(pki.ca))
+        async with await trace_platform.aconnect(running.addr, token=user.token) as client:
+            assert (await client.alerts.list()).items == []
+    finally:
+        await running.stop()

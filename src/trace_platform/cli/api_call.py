@@ -19,10 +19,10 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 def call_api(addr: str, data_dir: Path, fn: Callable[[grpc.aio.Channel, str], Awaitable[T]]) -> T:
     token = user_token(data_dir)
-    from trace_platform.clients.channel import insecure_channel
+    from trace_platform.clients.channel import user_channel
 
     async def go() -> T:
-        async with insecure_channel(addr) as channel:
+        async with user_channel(addr) as channel:
             return await fn(channel, token)
 
     import asyncio

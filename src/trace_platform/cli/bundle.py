@@ -133,12 +133,12 @@ def upload(archive: Path, name: str | None, runtime: str | None, as_json: bool, 
     import json
 
     from trace_platform.clients.api.bundles import Bundle, BundlesClient
-    from trace_platform.clients.channel import insecure_channel
+    from trace_platform.clients.channel import user_channel
 
     token = user_token(data_dir)
 
     async def go() -> Bundle:
-        async with insecure_channel(addr) as channel:
+        async with user_channel(addr) as channel:
             return await BundlesClient(channel, token=token).upload(archive, name=name, runtime=runtime or "")
 
     bundle = run(go(), addr)

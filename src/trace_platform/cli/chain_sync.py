@@ -24,10 +24,10 @@ org_option = click.option("--org", envvar="TRACE_ORG_ID", default=LITE_ORG_ID, s
 def _with_client(addr: str, data_dir: Path, fn: Callable[[ChainSyncClient], Awaitable[T]]) -> T:
     token = admin_token(data_dir)
     from trace_platform.clients.chain_sync import ChainSyncClient
-    from trace_platform.clients.channel import insecure_channel
+    from trace_platform.clients.channel import user_channel
 
     async def go() -> T:
-        async with insecure_channel(addr) as channel:
+        async with user_channel(addr) as channel:
             return await fn(ChainSyncClient(channel, admin_token=token))
 
     return run(go(), addr)

@@ -20,11 +20,11 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON."
 
 def _with_sink(addr: str, data_dir: Path, fn: Callable[[SinkClient], Awaitable[T]]) -> T:
     token = admin_token(data_dir)
-    from trace_platform.clients.channel import insecure_channel
+    from trace_platform.clients.channel import user_channel
     from trace_platform.clients.sink import SinkClient
 
     async def go() -> T:
-        async with insecure_channel(addr) as channel:
+        async with user_channel(addr) as channel:
             return await fn(SinkClient(channel, admin_token=token))
 
     return run(go(), addr)

@@ -133,12 +133,12 @@ def _answer(
     dataset: dict[str, str], sql: str, fmt: str, limit: int | None, output: Path | None, addr: str, token: str
 ) -> None:
     from trace_platform.clients.api.query import ApiQueryClient
-    from trace_platform.clients.channel import insecure_channel
+    from trace_platform.clients.channel import user_channel
 
     if fmt in ("csv", "parquet"):
 
         async def stream() -> int:
-            async with insecure_channel(addr) as channel:
+            async with user_channel(addr) as channel:
                 return await _write_batches(ApiQueryClient(channel, token=token), dataset, sql, fmt, limit, output)
 
         rows = run(stream(), addr, sql, tuple(dataset))
@@ -147,7 +147,7 @@ def _answer(
         return
 
     async def go() -> QueryRows:
-        async with insecure_channel(addr) as channel:
+        async with user_channel(addr) as channel:
             return await ApiQueryClient(channel, token=token).query(dataset, sql, limit or 0)
 
     result = run(go(), addr, sql, tuple(dataset))

@@ -64,7 +64,7 @@ def worker_run(addr: str) -> None:
     from trace_platform.adapters.queue.factory import open_queue
     from trace_platform.app import platform_operators
     from trace_platform.clients.batching import BatchingDispatcherClient
-    from trace_platform.clients.channel import insecure_channel
+    from trace_platform.clients.channel import user_channel
     from trace_platform.servers.common.server import wait_for_shutdown_signal
     from trace_platform.workers.operators import BUILTIN_OPERATORS
     from trace_platform.workers.runtime import WorkerRuntime
@@ -76,7 +76,7 @@ def worker_run(addr: str) -> None:
     async def main() -> None:
         pool = await create_pool(settings.database_url or "", 1, 4)
         queue = await open_queue(settings, pool)
-        async with insecure_channel(addr) as channel:
+        async with user_channel(addr) as channel:
             client = BatchingDispatcherClient(channel, worker_token=settings.worker_token)
             operators = {**BUILTIN_OPERATORS, **platform_operators(settings, addr)}
             runtime = WorkerRuntime(queue, client, operators, settings.worker)

@@ -38,10 +38,10 @@ def describe(resp: dispatcher_pb2.GetTaskResponse) -> dict[str, object]:
 async def submit_and_wait(
     addr: str, token: str, operator: str, config: dict[str, object], wait: float
 ) -> dict[str, object]:
-    from trace_platform.clients.channel import insecure_channel
+    from trace_platform.clients.channel import user_channel
     from trace_platform.clients.dispatcher import DispatcherClient
 
-    async with insecure_channel(addr) as channel:
+    async with user_channel(addr) as channel:
         client = DispatcherClient(channel, admin_token=token)
         task_id = await client.create_task(LITE_ORG, operator, config)
         if wait <= 0:
@@ -83,11 +83,11 @@ def get(task_id: str, addr: str, data_dir: Path) -> None:
         raise click.BadParameter("must be a UUID", param_hint="TASK_ID") from None
 
     token = admin_token(data_dir)
-    from trace_platform.clients.channel import insecure_channel
+    from trace_platform.clients.channel import user_channel
     from trace_platform.clients.dispatcher import DispatcherClient
 
     async def fetch() -> dict[str, object]:
-        async with insecure_channel(addr) as channel:
+        async with user_channel(addr) as channel:
             return describe(await DispatcherClient(channel, admin_token=token).get_task(task_id))
 
     click.echo(json.dumps(run(fetch(), addr), indent=2))

@@ -8,6 +8,8 @@ receive limit would refuse a large batch (RESOURCE_EXHAUSTED).
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +37,24 @@ class ClientTls:
             return path.read_bytes() if path is not None else None
 
         return grpc.ssl_channel_credentials(read(self.ca_file), read(self.key_file), read(self.cert_file))
+
+
+def client_tls_from_env(env: Mapping[str, str] | None = None) -> ClientTls | None:
+    """TLS for a user's client (CLI, SDK) from the variables the platform's own dialers
+    use: TRACE_TLS_CA_FILE (trust), TRACE_TLS_CLIENT_CERT_FILE and _KEY_FILE (mutual
+    TLS); None (plaintext) when none is set."""
+    env = os.environ if env is None else env
+
+    def path(name: str) -> Path | None:
+        return Path(env[name]) if env.get(name) else None
+
+    ca, cert, key = path("TRACE_TLS_CA_FILE"), path("TRACE_TLS_CLIENT_CERT_FILE"), path("TRACE_TLS_CLIENT_KEY_FILE")
+    return ClientTls(ca, cert, key) if ca or cert else None
+
+
+def user_channel(addr: str) -> grpc.aio.Channel:
+    """A channel for a user's client: TLS as the environment says (client_tls_from_env)."""
+    return open_channel(addr, client_tls_from_env())
 
 
 def insecure_channel(addr: str) -> grpc.aio.Channel:

@@ -29,7 +29,7 @@ from trace_platform.clients.api.dags import DagsClient
 from trace_platform.clients.api.datasets import DatasetsClient
 from trace_platform.clients.api.query import ApiQueryClient
 from trace_platform.clients.api.sync import LoopThread, SyncService
-from trace_platform.clients.channel import ClientTls, open_channel
+from trace_platform.clients.channel import ClientTls, client_tls_from_env, open_channel
 from trace_platform.core.defaults import DEFAULT_ADDR, default_data_dir
 from trace_platform.core.errors import Unauthenticated
 
@@ -110,6 +110,7 @@ async def aconnect(
     data_dir: Path | None = None,
 ) -> AsyncTraceClient:
     addr, token = resolve(addr, token, data_dir)
+    tls = tls if tls is not None else client_tls_from_env()  # TRACE_TLS_CA_FILE, as the CLI
     query_channel = open_channel(query_addr, tls) if query_addr and query_addr != addr else None
     return AsyncTraceClient(open_channel(addr, tls), token, query_channel)
 
