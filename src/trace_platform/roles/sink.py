@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from trace_platform.adapters.objectstore.stores import ObjectStores
 from trace_platform.roles.context import RoleContext, RoleParts
-from trace_platform.servers.sink.app import build_sink
+from trace_platform.servers.sink.app import DELIVERY_WAKEUP, build_sink
 
 
 async def build_sink_role(ctx: RoleContext, stores: ObjectStores | None = None) -> RoleParts:
-    sink = build_sink(ctx.pool, ctx.queue, ctx.settings, stores, ctx.registry)
+    wake_delivery = ctx.wakeups.signal(DELIVERY_WAKEUP)  # NOTIFY: the delivery role may run elsewhere
+    sink = build_sink(ctx.pool, ctx.queue, ctx.settings, stores, ctx.registry, on_new_events=wake_delivery)
     ctx.stack.push_async_callback(sink.stop)
     return RoleParts([sink.binding], sink.start)

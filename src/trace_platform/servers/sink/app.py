@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import asyncpg
@@ -22,6 +23,10 @@ from trace_platform.servers.delivery.service import DeliveryService
 from trace_platform.servers.sink.consumer import BatchReader, SinkConsumer, SinkProcessor
 from trace_platform.servers.sink.metrics import SinkMetrics
 from trace_platform.servers.sink.servicer import SinkServicer, sink_binding
+
+# The sink signals it when a batch made new events; the delivery loop waits on it, so a
+# new event's webhooks go out at once instead of at the loop's next poll.
+DELIVERY_WAKEUP = "delivery"
 
 
 @dataclass
@@ -62,10 +67,11 @@ def build_sink(
     settings: Settings,
     stores: ObjectStores | None = None,
     registry: CollectorRegistry | None = None,
+    on_new_events: Callable[[], None] | None = None,
 ) -> SinkComponents:
     s = settings.sink
     reader = BatchReader(stores or artifact_stores(settings), s.max_batch_bytes, scratch_uri(settings))
-    processor = SinkProcessor(AlertRepository(pool), reader, s)
+    processor = SinkProcessor(AlertRepository(pool), reader, s, on_new_events)
     return SinkComponents(
         binding=sink_binding(SinkServicer(processor, settings.admin_token)),
         consumer=SinkConsumer(processor, queue, s, SinkMetrics(registry or CollectorRegistry())),
@@ -73,7 +79,10 @@ def build_sink(
 
 
 def build_delivery(
-    pool: asyncpg.Pool, settings: Settings, registry: CollectorRegistry | None = None
+    pool: asyncpg.Pool,
+    settings: Settings,
+    registry: CollectorRegistry | None = None,
+    wait: Callable[[float], Awaitable[None]] | None = None,
 ) -> DeliveryComponents:
     d = settings.delivery
     sender = WebhookSender(
@@ -85,4 +94,4 @@ def build_delivery(
     delivery = DeliveryService(
         DeliveryRepository(pool), sender, d, metrics=DeliveryMetrics(registry or CollectorRegistry())
     )
-    return DeliveryComponents(delivery, Loop("delivery", delivery.step, d.interval_seconds, d.batch))
+    return DeliveryComponents(delivery, Loop("delivery", delivery.step, d.interval_seconds, d.batch, wait=wait))

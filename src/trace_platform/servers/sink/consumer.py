@@ -22,6 +22,7 @@ import functools
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import asyncpg
@@ -78,10 +79,18 @@ class BatchReader:
 class SinkProcessor:
     """Reads, validates and applies one publish; shared by the consumer and replay."""
 
-    def __init__(self, repo: AlertRepository, reader: BatchReader, settings: SinkSettings) -> None:
+    def __init__(
+        self,
+        repo: AlertRepository,
+        reader: BatchReader,
+        settings: SinkSettings,
+        on_new_events: Callable[[], None] | None = None,
+    ) -> None:
         self.repo = repo
         self._reader = reader
         self._settings = settings
+        # Wakes the delivery loop: the deliveries of new events are due at once.
+        self._on_new_events = on_new_events
 
     async def apply(self, publish: PublishRecord, from_status: str) -> Applied | None:
         """None: the publish left ``from_status`` meanwhile. Raises ``BatchRejected``."""
@@ -98,6 +107,8 @@ class SinkProcessor:
                 extra={"publish_id": publish.publish_id, "error": type(exc).__name__},
             )
             raise BatchRejected("DATABASE_REJECTED", 0) from None
+        if created and self._on_new_events is not None:
+            self._on_new_events()
         return None if created is None else Applied(len(rows), created)
 
 
