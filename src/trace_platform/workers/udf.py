@@ -1,15 +1,16 @@
 """The udf operator: a DAG job's bundle over the upstream version that triggered it,
 publishing one version of the job's own dataset.
 
-The task (created by DAG routing, core/dag_routing) is granted exactly its input version
-and declares exactly its output version. The operator reads the input through TaskQuery
-(``SELECT * FROM dataset``, the token's grant), runs the bundle in the invoker's sandbox
-with ``inputs = {<relation>: {columns, rows, truncated}}``, and expects
-``{"columns": [names], "rows": [[values]]}`` back. The rows go to one Parquet object and
-a manifest (written last) under the output version's own prefix, and the completion
-publishes that version: the Dispatcher accepts it only because the task declared it.
-The output version is derived from the task id, so a retried attempt rewrites the same
-objects under the same version.
+The task (created by DAG routing, core/dag_routing) is granted exactly its input versions
+and declares exactly its output version. The operator reads each input through TaskQuery
+(``SELECT * FROM <relation>``, the relation attached to the granted dataset, with the
+attempt's capability token), runs the bundle in the invoker's sandbox with
+``inputs = {<relation>: {columns, rows, truncated}}``, and checks its answer strictly
+(core/udf_output). The rows go to one Parquet object and a manifest (written last) under
+the output version's own prefix, and the completion publishes that version: the
+Dispatcher accepts it only because the task declared it. The output version is derived
+from the task id, so a retried attempt rewrites the same objects under the same version.
+A UDF that fails or answers badly fails the attempt and publishes nothing.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
-import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -31,29 +31,36 @@ from trace_platform.clients.channel import ClientTls, open_channel
 from trace_platform.clients.query import QueryClient
 from trace_platform.core.errors import FailedPrecondition, InvalidArgument, Unavailable
 from trace_platform.core.manifest import MANIFEST_NAME, ManifestObject, build_manifest, object_prefix
+from trace_platform.core.udf_output import COLUMN_RE, udf_table
 from trace_platform.core.validation import require_uuid
 from trace_platform.gen.trace.v1 import common_pb2
 from trace_platform.workers.cryo_ingest import storage_ref_for
 from trace_platform.workers.runtime import Operator, OperatorContext, OperatorResult
 
 OPERATOR = "udf"
-MAX_INPUT_ROWS = 100_000
-MAX_OUTPUT_ROWS = 100_000
+MAX_INPUTS = 16
+MAX_INPUT_ROWS = 10_000  # the Query Service's row cap; a fuller input fails closed
 _RETRYABLE = {"UDF_TIMEOUT", "UDF_KILLED"}
 OBJECT_KEY = "part-0.parquet"
 
 
-def _config(raw: dict[str, Any]) -> tuple[str, str, dict[str, Any], dict[str, Any]]:
+def _config(raw: dict[str, Any]) -> tuple[str, str, list[dict[str, Any]], dict[str, Any]]:
+    bad = InvalidArgument("UDF_CONFIG", "config needs bundle_url, 1 to 16 inputs with distinct relations, and output")
     try:
         bundle_url, sha = str(raw["bundle_url"]), str(raw.get("bundle_sha256", ""))
-        [source] = raw["inputs"]
-        output = raw["output"]
-        require_uuid("inputs[0].dataset_uuid", source["dataset_uuid"])
+        inputs, output = list(raw["inputs"]), raw["output"]
         require_uuid("output.dataset_uuid", output["dataset_uuid"])
         require_uuid("output.dataset_version", output["dataset_version"])
+        for i, source in enumerate(inputs):
+            require_uuid(f"inputs[{i}].dataset_uuid", source["dataset_uuid"])
+            if not COLUMN_RE.match(str(source["relation"])):
+                raise bad
     except (KeyError, TypeError, ValueError):
-        raise InvalidArgument("UDF_CONFIG", "config needs bundle_url, one input and the output version") from None
-    return bundle_url, sha, source, output
+        raise bad from None
+    relations = {str(s["relation"]) for s in inputs}
+    if not 1 <= len(inputs) <= MAX_INPUTS or len(relations) != len(inputs):
+        raise bad
+    return bundle_url, sha, inputs, output
 
 
 def udf_operator(
@@ -70,17 +77,9 @@ def udf_operator(
     async def udf(ctx: OperatorContext) -> OperatorResult:
         if not invokers:
             invokers.append(await asyncio.to_thread(make_invoker))
-        bundle_url, sha, source, output = _config(ctx.config)
-        ref = ctx.ref
-        async with open_channel(query_addr, query_tls) as channel:
-            rows = await QueryClient(channel).task_query(
-                ctx.capability_token,
-                ref.task_id,
-                ref.attempt,
-                source["dataset_uuid"],
-                "SELECT * FROM dataset",
-                MAX_INPUT_ROWS,
-            )
+        bundle_url, sha, sources, output = _config(ctx.config)
+        inputs = await _read_inputs(ctx, query_addr, query_tls, sources)
+        ref = ctx.ref  # the token is read at each use: heartbeats renew it
         result = await invokers[0].invoke(
             Invocation(
                 task_id=ref.task_id,
@@ -92,19 +91,13 @@ def udf_operator(
                 bundle_sha256=sha,
                 operator=OPERATOR,
                 config={k: v for k, v in ctx.config.items() if k not in ("bundle_url", "bundle_sha256")},
-                inputs={
-                    str(source.get("relation") or "dataset"): {
-                        "columns": [name for name, _ in rows.columns],
-                        "rows": [_jsonable(r) for r in rows.rows],
-                        "truncated": rows.truncated,
-                    }
-                },
+                inputs=inputs,
             )
         )
         if not result.ok:
             kind = Unavailable if result.error_reason in _RETRYABLE else FailedPrecondition
             raise kind(result.error_reason, "the UDF produced no result", category="udf")
-        table = _table(result.result_json)
+        table = udf_table(result.result_json)  # before any write: a bad answer leaves nothing
         prefix_uri = f"{datasets_uri.rstrip('/')}/{object_prefix(output['dataset_uuid'], output['dataset_version'])}"
         await asyncio.to_thread(_write, stores, prefix_uri, output, table)
         publication = common_pb2.DatasetPublication(
@@ -118,34 +111,42 @@ def udf_operator(
     return udf
 
 
+async def _read_inputs(
+    ctx: OperatorContext, query_addr: str, tls: ClientTls | None, sources: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """Each input in full under its relation name, as the grant pins it: the version read
+    must be the one routed (a grant is one version), and an input over the row cap fails
+    the attempt rather than hand the UDF part of it."""
+    inputs: dict[str, Any] = {}
+    async with open_channel(query_addr, tls) as channel:
+        client = QueryClient(channel)
+        for source in sources:
+            relation = str(source["relation"])
+            rows = await client.task_query(
+                ctx.capability_token,
+                ctx.ref.task_id,
+                ctx.ref.attempt,
+                {relation: source["dataset_uuid"]},
+                f"SELECT * FROM {relation}",
+                MAX_INPUT_ROWS,
+            )
+            version = rows.versions.get(relation)
+            if source.get("dataset_version") and version and version != source["dataset_version"]:
+                raise FailedPrecondition("UDF_INPUT_VERSION", f"input {relation} read another version", category="udf")
+            if rows.truncated:
+                raise FailedPrecondition(
+                    "UDF_INPUT_TOO_LARGE", f"input {relation} has more than {MAX_INPUT_ROWS} rows", category="udf"
+                )
+            inputs[relation] = {
+                "columns": [name for name, _ in rows.columns],
+                "rows": [_jsonable(r) for r in rows.rows],
+                "truncated": False,
+            }
+    return inputs
+
+
 def _jsonable(row: list[Any]) -> list[Any]:
     return ["0x" + v.hex() if isinstance(v, bytes) else v for v in row]
-
-
-def _table(result_json: str) -> pa.Table:
-    """The UDF's answer as a table; anything else is the UDF's failure, never the platform's."""
-    bad = FailedPrecondition(
-        "UDF_RESULT_INVALID", 'the UDF result must be {"columns": [names], "rows": [[values]]}', category="udf"
-    )
-    try:
-        doc = json.loads(result_json)
-        columns, rows = doc["columns"], doc["rows"]
-    except (ValueError, KeyError, TypeError):
-        raise bad from None
-    if (
-        not isinstance(columns, list)
-        or not columns
-        or not all(isinstance(c, str) and c for c in columns)
-        or len(set(columns)) != len(columns)
-        or not isinstance(rows, list)
-        or len(rows) > MAX_OUTPUT_ROWS
-        or not all(isinstance(r, list) and len(r) == len(columns) for r in rows)
-    ):
-        raise bad
-    try:
-        return pa.table({c: [r[i] for r in rows] for i, c in enumerate(columns)})
-    except (pa.ArrowException, ValueError, TypeError):
-        raise bad from None
 
 
 def _write(stores: ObjectStores, prefix_uri: str, output: dict[str, Any], table: pa.Table) -> None:
