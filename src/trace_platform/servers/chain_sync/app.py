@@ -45,7 +45,7 @@ def build_chain_sync(
     wait = wakeups.waiter(PLANNER_WAKEUP) if wakeups is not None else None
     planner_loop = Loop("chain_sync_planner", planner.step, d.planner_interval_seconds, 1, wait=wait)
     wake_planner = wakeups.signal(PLANNER_WAKEUP) if wakeups is not None else planner_loop.wakeup.set
-    observer = HeadObserver(repo, settings.rpc_pools, metrics)
+    observer = HeadObserver(repo, settings.rpc_pools, metrics, on_advance=wake_planner)
     # VerifyChainSync reads published versions as the Query Service does (same attacher).
     stores = stores or object_stores(settings)
     verifier = ChainVerifier(repo, DatasetRepository(pool), DatasetAttacher(stores), settings.rpc_pools)

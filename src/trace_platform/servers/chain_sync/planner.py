@@ -87,20 +87,28 @@ class HeadObserver:
         rpc_pools: Mapping[str, str | RpcPool],
         metrics: ChainSyncMetrics,
         timeout: float = 5.0,
+        on_advance: Callable[[], None] | None = None,
     ) -> None:
         self._repo = repo
         self._observations = metrics.head_observations
         self._pools = PoolUrls(rpc_pools)  # a pool with limits: via the pool proxy
         self._timeout = timeout
         self._warned: set[str] = set()
+        # Wakes the planner when a head moved: a new block is planned at once, not at the
+        # planner's next poll (a hint: the planner reads the head from PostgreSQL).
+        self._on_advance = on_advance
+        self._heads: dict[tuple[str, int, str], int] = {}
 
     async def step(self) -> int:
         now = time.time()
         due = [t for t in await self._repo.head_targets() if now - t.observed_at >= t.poll_seconds * 0.9]
         results = await asyncio.gather(*(self._observe(t) for t in due), return_exceptions=True)
-        return sum(1 for r in results if r is True)
+        if self._on_advance is not None and any(r == "advanced" for r in results):
+            self._on_advance()
+        return sum(1 for r in results if r in ("advanced", True))
 
-    async def _observe(self, target: HeadTarget) -> bool:
+    async def _observe(self, target: HeadTarget) -> bool | str:
+        """False: nothing recorded; True: the head recorded; "advanced": it moved on."""
         url = self._pools.get(target.rpc_pool)
         if not url:
             self._warn(target.rpc_pool, "no URL configured for rpc pool", "no_url")
@@ -117,7 +125,9 @@ class HeadObserver:
         self._warned.discard(target.rpc_pool)
         self._observations.labels("ok").inc()
         await self._repo.record_head(target, head)
-        return True
+        key = (target.org_id, target.chain_id, target.rpc_pool)
+        previous, self._heads[key] = self._heads.get(key), head
+        return "advanced" if previous is None or head > previous else True
 
     def _warn(self, pool: str, message: str, outcome: str) -> None:
         self._observations.labels(outcome).inc()
