@@ -214,3 +214,19 @@ def test_the_query_service_checks_its_storage_endpoint_against_the_policy_allowl
             assert other == "trace-query" or "TRACE_QUERY_EGRESS_ALLOW" not in _env(deployment), other
         endpoint = values["config"].get("TRACE_S3_ENDPOINT_URL") or f"https://s3.{values['config']['AWS_REGION']}.amazonaws.com"
         assert allowed(urlsplit(endpoint).hostname or "", allow), name
+
+
+def test_user_roles_verify_the_identity_providers_jwks(rendered_sets: dict[str, Rendered]) -> None:
+    """api and query get the JWKS mounted and TRACE_USER_AUTH_JWKS_PATH; no HS256 secret."""
+    for name, (values, objects) in rendered_sets.items():
+        for role, deployment in of_kind(objects, "Deployment").items():
+            env = _env(deployment)
+            pod = deployment["spec"]["template"]["spec"]
+            has_jwks = any(v["name"] == "user-jwks" for v in pod["volumes"])
+            if role in ("trace-api", "trace-query"):
+                assert env["TRACE_USER_AUTH_JWKS_PATH"] == "/etc/trace/user-jwks/jwks.json", (name, role)
+                volume = next(v for v in pod["volumes"] if v["name"] == "user-jwks")
+                assert volume["configMap"]["name"] == values["userAuth"]["jwksConfigMap"]
+            else:
+                assert "TRACE_USER_AUTH_JWKS_PATH" not in env and not has_jwks, (name, role)
+            assert not any("HS256" in k or "JWT_SECRET" in k for k in env), (name, role)

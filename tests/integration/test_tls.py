@@ -203,3 +203,16 @@ async def test_the_cli_and_the_sdk_speak_tls_from_the_environment(
             assert (await client.alerts.list()).items == []
     finally:
         await running.stop()
+
+
+async def test_hs256_user_tokens_are_refused_off_loopback(settings: Settings, pki: Pki) -> None:
+    """HS256 user tokens are Lite's: a role serving users anywhere but loopback must verify
+    the identity provider's ES256/RS256 keys; one serving no user may keep its settings."""
+    wide = replace(settings, listen="0.0.0.0:0", tls=server_tls(pki, mutual=False))
+    assert wide.user_auth.hs256_secret
+    for roles in (["api"], ["query"]):
+        with pytest.raises(FailedPrecondition) as err:
+            await host_roles(wide, roles)
+        assert err.value.reason == "USER_HS256_NOT_ALLOWED"
+    running = await host_roles(wide, ["sink"])
+    await running.stop()

@@ -103,6 +103,7 @@ async def host_roles(
         if settings.metrics_listen:
             stack.callback(MetricsEndpoint(registry, settings.metrics_listen).close)
         check_plaintext(settings)
+        check_user_auth(settings, chosen)
         bound = bind_server(settings.listen, settings.tls, settings.health_listen)
         stack.push_async_callback(bound.close)
         addr = f"{settings.listen.rsplit(':', 1)[0]}:{bound.port}"
@@ -118,17 +119,30 @@ async def host_roles(
     return RunningRoles(settings, pool, queue, server, chosen, stack)
 
 
+def _on_loopback(settings: Settings) -> bool:
+    return settings.listen.rsplit(":", 1)[0].strip("[]") in ("127.0.0.1", "::1", "localhost")
+
+
 def check_plaintext(settings: Settings) -> None:
     """Deny by default: plaintext gRPC only on loopback (Lite, tests) unless allowed."""
     tls = settings.tls
-    if tls.serves_tls or tls.allow_plaintext:
+    if tls.serves_tls or tls.allow_plaintext or _on_loopback(settings):
         return
-    host = settings.listen.rsplit(":", 1)[0].strip("[]")
-    if host not in ("127.0.0.1", "::1", "localhost"):
+    raise FailedPrecondition(
+        "TLS_REQUIRED",
+        f"listening on {settings.listen} needs TRACE_TLS_CERT_FILE and TRACE_TLS_KEY_FILE"
+        " (or TRACE_TLS_ALLOW_PLAINTEXT=1 behind a mesh that encrypts)",
+    )
+
+
+def check_user_auth(settings: Settings, roles: frozenset[str]) -> None:
+    """HS256 user tokens (one shared secret signs and verifies) are Lite's, on loopback:
+    a role that serves users anywhere else verifies the identity provider's ES256/RS256."""
+    if settings.user_auth.hs256_secret and roles & {"api", "query"} and not _on_loopback(settings):
         raise FailedPrecondition(
-            "TLS_REQUIRED",
-            f"listening on {settings.listen} needs TRACE_TLS_CERT_FILE and TRACE_TLS_KEY_FILE"
-            " (or TRACE_TLS_ALLOW_PLAINTEXT=1 behind a mesh that encrypts)",
+            "USER_HS256_NOT_ALLOWED",
+            "TRACE_USER_AUTH_HS256_SECRET: HS256 user tokens are for Lite on loopback;"
+            " set TRACE_USER_AUTH_JWKS_PATH (the identity provider's ES256/RS256 keys) instead",
         )
 
 
