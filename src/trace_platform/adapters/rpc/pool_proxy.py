@@ -178,6 +178,8 @@ class _Pool:
             else:
                 usable = [e for e in self.endpoints if e.usable(now)]
                 candidates = [e for e in usable if e.index not in tried] or usable
+                if not usable and all(e.down or e.lagging for e in self.endpoints):
+                    return None  # none comes back before a probe: fail now, not at the deadline
             ready = [e for e in candidates if e.next_slot(now) <= now]
             if ready:
                 chosen = max(ready, key=lambda e: e.headroom(now))
@@ -268,7 +270,7 @@ class _Pool:
             return
         finally:
             self.release(e)
-        if status == 429:
+        if status == 429 or (status == 200 and _rate_limited(data)):
             e.throttled(retry_after)
             return
         try:
