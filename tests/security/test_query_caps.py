@@ -34,8 +34,8 @@ from trace_platform.adapters.postgres.dataset_repository import DatasetRepositor
 from trace_platform.app import RunningPlatform
 from trace_platform.clients.api.query import ApiQueryClient, QueryRows
 from trace_platform.core.config import Settings
+from trace_platform.core.defaults import MAX_MESSAGE_BYTES
 from trace_platform.core.errors import DeadlineExceeded, ResourceExhausted, TraceError
-from trace_platform.servers.common.server import MAX_MESSAGE_BYTES
 from trace_platform.servers.query.attach import DatasetAttacher
 from trace_platform.servers.query.worker import size_bytes
 from trace_platform.servers.query.workers import MAX_ANSWER_BYTES, QueryWorkers

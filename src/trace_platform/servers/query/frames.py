@@ -15,8 +15,8 @@ import struct
 from enum import IntEnum
 from typing import Any, BinaryIO
 
+from trace_platform.core.defaults import MAX_MESSAGE_BYTES
 from trace_platform.core.errors import ERROR_CLASSES, ErrorKind, Internal, TraceError
-from trace_platform.servers.common.server import MAX_MESSAGE_BYTES
 
 HEADER = struct.Struct(">IB")
 # One reply never exceeds a gRPC message (the process enforces the cap) plus framing.

@@ -36,9 +36,9 @@ from trace_platform.adapters.duckdb.granted_fs import GrantedObject
 from trace_platform.adapters.duckdb.hardened import HardeningFailed, PinnedFiles, Views
 from trace_platform.adapters.duckdb.pool import Admission, process_dir
 from trace_platform.core.config import QuerySettings
+from trace_platform.core.defaults import MAX_MESSAGE_BYTES
 from trace_platform.core.errors import DeadlineExceeded, Internal, ResourceExhausted, Unavailable
 from trace_platform.gen.trace.v1 import common_pb2, query_pb2
-from trace_platform.servers.common.server import MAX_MESSAGE_BYTES
 from trace_platform.servers.query.execute import arrow_frame, too_large
 from trace_platform.servers.query.frames import FrameError, Kind, encode, encode_json, failure, read_frame
 from trace_platform.servers.query.remote_reads import ObjectReads
