@@ -169,8 +169,10 @@ async def test_429s_are_backed_off_and_the_sync_finishes_once(
     assert b.counts.throttled == 0 and b.counts.max_per_second <= 15
     first = _status(pool)[0]
     assert first.throttles > 0 and first.throttles <= a.counts.throttled
-    # backed off: far fewer 429s than requests it would have sent at its configured 40/s
-    assert a.counts.throttled < a.counts.arrivals
+    # Backed off (with jitter): a handful of 429s, and the work went to the endpoint that
+    # answers; at its configured 40/s it would have drawn hundreds during the sync.
+    seen_a, seen_b = a.counts, b.counts
+    assert seen_a.throttled < 40 and seen_a.arrivals < seen_b.arrivals, (seen_a, seen_b)
 
 
 async def test_work_moves_off_an_erroring_or_lagging_endpoint_and_comes_back(
