@@ -21,7 +21,7 @@ DEFAULT_RELATION = "dataset"
 MAX_RELATIONS = 16
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 
-# DuckDB's keywords other than the unreserved ones (``duckdb_keywords()`` of DuckDB 1.x:
+# DuckDB's keywords other than the unreserved ones (``duckdb_keywords()`` of DuckDB 2.0:
 # reserved, column_name and type_function): a view of such a name needs quoting in SQL.
 _KEYWORD_TEXT = """
     all analyse analyze and any array as asc asymmetric both case cast check collate column constraint
