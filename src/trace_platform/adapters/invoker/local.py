@@ -1,4 +1,4 @@
-"""The Lite invoker: fetch a signed bundle (file://), verify and extract it into a fresh
+"""The Lite invoker: fetch a signed bundle (file://, or s3:// from the bundle store), verify and extract it into a fresh
 private run directory, and run it in the sandbox (see ``sandbox`` and ``mountns``).
 
 Per invocation::
@@ -27,8 +27,10 @@ import os
 import ssl
 import tempfile
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Protocol
 from urllib.parse import unquote, urlparse
 
 from trace_platform.adapters.invoker import base, cgroups
@@ -48,7 +50,15 @@ from trace_platform.adapters.invoker.sandbox import (
 from trace_platform.core.bundle_manifest import BundleRejected, TrustedKeys
 from trace_platform.core.bundles import BundleLimits, extract_bundle, remove_tree
 from trace_platform.core.config import InvokerSettings
-from trace_platform.core.errors import FailedPrecondition, InvalidArgument, PermissionDenied, Unavailable
+from trace_platform.core.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    ResourceExhausted,
+    Unavailable,
+)
+from trace_platform.core.storage_paths import is_under
 
 log = logging.getLogger(__name__)
 SANDBOX_PATH = "/usr/local/bin:/usr/bin:/bin"
@@ -81,6 +91,50 @@ def fetch_file_bundle(url: str, roots: tuple[Path, ...], dest: Path, max_bytes: 
     if sha256 and digest.hexdigest() != sha256.lower():
         raise BundleRejected("BUNDLE_DIGEST_MISMATCH", "bundle archive does not match its pinned sha256")
     return dest
+
+
+class BundleSource(Protocol):
+    """Reads a published bundle object (the bundle store's ``fetch``): bounded, into ``dest``."""
+
+    def fetch(self, uri: str, dest: Path, max_bytes: int) -> int: ...
+
+
+@dataclass(frozen=True)
+class RemoteBundles:
+    """The cluster profile's bundle store on S3: ``s3://`` bundle URLs under ``prefix``
+    are read through ``source`` (an invoker in its own process shares no directory with
+    the BundleService that published them)."""
+
+    prefix: str
+    source: BundleSource
+
+
+def fetch_remote_bundle(url: str, remote: RemoteBundles, dest: Path, max_bytes: int, sha256: str) -> Path:
+    """Copy an ``s3://`` bundle under the store's prefix into ``dest`` (bounded), checking
+    the pinned digest when one is given: the copy is what gets verified."""
+    if not is_under(url, remote.prefix) or url.endswith("/"):
+        raise PermissionDenied("BUNDLE_URL_FORBIDDEN", "bundle URL is outside the bundle store")
+    try:
+        remote.source.fetch(url, dest, max_bytes)
+    except NotFound:
+        raise BundleRejected("BUNDLE_NOT_FOUND", "bundle archive not found") from None
+    except ResourceExhausted:
+        raise BundleRejected("BUNDLE_TOO_LARGE", "bundle archive exceeds the size cap") from None
+    digest = hashlib.sha256()
+    with dest.open("rb") as fh:
+        while chunk := fh.read(65536):
+            digest.update(chunk)
+    if sha256 and digest.hexdigest() != sha256.lower():
+        raise BundleRejected("BUNDLE_DIGEST_MISMATCH", "bundle archive does not match its pinned sha256")
+    return dest
+
+
+def fetch_bundle(
+    url: str, roots: tuple[Path, ...], remote: RemoteBundles | None, dest: Path, max_bytes: int, sha256: str
+) -> Path:
+    if remote is not None and urlparse(url).scheme == "s3":
+        return fetch_remote_bundle(url, remote, dest, max_bytes, sha256)
+    return fetch_file_bundle(url, roots, dest, max_bytes, sha256)
 
 
 def classify(outcome: ProcessOutcome, runtime: str) -> InvocationResult:
@@ -123,8 +177,10 @@ class LocalInvoker:
         plan: SandboxPlan | None = None,
         bundle_limits: BundleLimits | None = None,
         task_tls: ssl.SSLContext | None = None,
+        remote_bundles: RemoteBundles | None = None,
     ) -> None:
         self.settings = settings
+        self._remote = remote_bundles
         self._task_tls = task_tls  # how the bridge dials a TLS task endpoint (None: plaintext)
         self.plan = plan or probe(settings.bwrap, (settings.python, settings.node), SANDBOX_PATH)
         self.limits = settings.limits
@@ -164,9 +220,10 @@ class LocalInvoker:
             if self._cgroups is not None:
                 cgroup = await asyncio.to_thread(self._cgroups.create, run_dir.name, self.limits.memory_bytes)
             archive = await asyncio.to_thread(
-                fetch_file_bundle,
+                fetch_bundle,
                 invocation.bundle_url,
                 self._roots,
+                self._remote,
                 run_dir / "bundle.zip",
                 self._bundle_limits.max_archive_bytes,
                 invocation.bundle_sha256,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
 
@@ -14,6 +15,9 @@ from trace_platform.core.errors import InvalidArgument
 from trace_platform.servers.common.server import ServiceBinding
 from trace_platform.servers.invoker.metrics import InvokerMetrics, MeteredInvoker
 from trace_platform.servers.invoker.servicer import InvokerServicer, invoker_binding
+
+if TYPE_CHECKING:
+    from trace_platform.adapters.invoker.local import RemoteBundles
 
 
 def default_bundle_roots(settings: Settings) -> tuple[Path, ...]:
@@ -42,7 +46,27 @@ def build_runtime_invoker(settings: Settings) -> RuntimeInvoker:
         from trace_platform.adapters.invoker.bridge import task_endpoint_tls
 
         task_tls = task_endpoint_tls(tls.ca_file, tls.client_cert_file, tls.client_key_file)
-    return LocalInvoker(inv, trusted, bundle_roots=roots, runs_dir=inv.runs_dir, task_tls=task_tls)
+    return LocalInvoker(
+        inv,
+        trusted,
+        bundle_roots=roots,
+        runs_dir=inv.runs_dir,
+        task_tls=task_tls,
+        remote_bundles=remote_bundles(settings),
+    )
+
+
+def remote_bundles(settings: Settings) -> RemoteBundles | None:
+    """The bundle store when it is S3: the invoker reads published bundles from it (in
+    the cluster profile it shares no directory with the BundleService)."""
+    from trace_platform.adapters.objectstore.bundle_objects import S3BundleObjects, bundles_uri
+
+    uri = bundles_uri(settings)
+    if not uri.startswith("s3://"):
+        return None
+    from trace_platform.adapters.invoker.local import RemoteBundles
+
+    return RemoteBundles(uri + "/", S3BundleObjects(settings.object_store))
 
 
 def metered_runtime_invoker(settings: Settings, registry: CollectorRegistry) -> RuntimeInvoker:
