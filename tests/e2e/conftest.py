@@ -94,3 +94,10 @@ def all_output(proc: subprocess.Popen[str], stream: str = "stderr") -> list[str]
     reader = _reader(pipe)
     reader.thread.join(timeout=5)
     return reader.everything
+
+
+def output_tail(proc: subprocess.Popen[str], lines: int = 40, stream: str = "stderr") -> list[str]:
+    """The last lines the process wrote so far (it may still run): for failure messages."""
+    pipe = proc.stderr if stream == "stderr" else proc.stdout
+    assert pipe is not None
+    return _reader(pipe).everything[-lines:]
