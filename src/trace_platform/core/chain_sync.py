@@ -20,6 +20,8 @@ Shape (the shorthand form; see docs/chain_sync.md)::
     verify:                       # optional: the integrity check as a scheduled job
       every_seconds: 600          # how often
       last_blocks: 1000           # the published blocks it checks, ending at synced_to
+    compaction:                   # optional: merge finished ranges in the background
+      target_blocks: 10000        # blocks per compacted object, 2..10,000,000
 
 Every problem raises ``InvalidArgument`` whose ``field`` metadata (and message)
 names the path of the offending node, e.g. ``streams.blocks.chunk_size``.
@@ -97,6 +99,17 @@ class VerifySchedule:
     last_blocks: int
 
 
+MAX_COMPACTION_BLOCKS = 10_000_000
+
+
+@dataclass(frozen=True)
+class CompactionPolicy:
+    """Merge runs of adjacent finished ranges of a stream into one object of at most
+    ``target_blocks`` blocks (servers/chain_sync/compaction.py)."""
+
+    target_blocks: int
+
+
 @dataclass(frozen=True)
 class StreamSpec:
     dataset_key: str
@@ -118,6 +131,7 @@ class ChainSyncSpec:
     mode: Mode
     streams: tuple[StreamSpec, ...]  # sorted by dataset_key
     verify: VerifySchedule | None = None
+    compaction: CompactionPolicy | None = None
 
     def stream(self, dataset_key: str) -> StreamSpec:
         for s in self.streams:
@@ -131,7 +145,9 @@ class ChainSyncSpec:
         if mode.get("max_reorg_depth") == DEFAULT_MAX_REORG_DEPTH:
             del mode["max_reorg_depth"]  # the default: a document without it hashes as it always did
         # ``verify`` only when set: the hash of a document without it is what it always was.
-        extra = {"verify": asdict(self.verify)} if self.verify is not None else {}
+        extra: dict[str, Any] = {"verify": asdict(self.verify)} if self.verify is not None else {}
+        if self.compaction is not None:  # likewise: absent, the hash is unchanged
+            extra["compaction"] = asdict(self.compaction)
         return {
             **extra,
             "kind": KIND,
@@ -203,7 +219,7 @@ def parse_chain_sync(text: str) -> ChainSyncSpec:
 
 def spec_from_dict(doc: Any) -> ChainSyncSpec:
     top = _mapping(doc, "")
-    _only(top, "", required=("kind", "name", "chain_id", "mode", "streams"), optional=("verify",))
+    _only(top, "", required=("kind", "name", "chain_id", "mode", "streams"), optional=("verify", "compaction"))
     if top["kind"] != KIND:
         raise InvalidArgument(INVALID_KIND, f"kind must be {KIND!r}", field="kind")
     name = _slug(top["name"], "name")
@@ -222,7 +238,18 @@ def spec_from_dict(doc: Any) -> ChainSyncSpec:
             )
         streams.append(_stream(key, raw_streams[key]))
     verify = _verify(top["verify"]) if "verify" in top else None
-    return ChainSyncSpec(name=name, chain_id=chain_id, mode=mode, streams=tuple(streams), verify=verify)
+    compaction = _compaction(top["compaction"]) if "compaction" in top else None
+    return ChainSyncSpec(
+        name=name, chain_id=chain_id, mode=mode, streams=tuple(streams), verify=verify, compaction=compaction
+    )
+
+
+def _compaction(raw: Any) -> CompactionPolicy:
+    m = _mapping(raw, "compaction")
+    _only(m, "compaction", required=("target_blocks",))
+    return CompactionPolicy(
+        target_blocks=_int(m["target_blocks"], "compaction.target_blocks", low=2, high=MAX_COMPACTION_BLOCKS)
+    )
 
 
 def _verify(raw: Any) -> VerifySchedule:

@@ -15,6 +15,8 @@ from trace_platform.roles.context import client_tls
 from trace_platform.servers.invoker.app import build_runtime_invoker, metered_runtime_invoker
 from trace_platform.workers.alert_evaluate import OPERATOR as OPERATOR_ALERT
 from trace_platform.workers.alert_evaluate import alert_evaluate_operator
+from trace_platform.workers.compact import OPERATOR as OPERATOR_COMPACT
+from trace_platform.workers.compact import compact_operator
 from trace_platform.workers.cryo_ingest import cryo_ingest_operator
 from trace_platform.workers.runtime import Operator
 from trace_platform.workers.udf import OPERATOR as OPERATOR_UDF
@@ -48,6 +50,7 @@ def platform_operators(
         OPERATOR_CRYO: cryo_ingest_operator(
             settings.data_dir / "staging" / "cryo", settings.rpc_pools, object_stores(settings), datasets_uri(settings)
         ),
+        OPERATOR_COMPACT: compact_operator(object_stores(settings), datasets_uri(settings)),
         OPERATOR_ALERT: alert_evaluate_operator(
             invoker,
             addr,

@@ -7,14 +7,16 @@ from collections.abc import Callable
 import asyncpg
 from prometheus_client import CollectorRegistry
 
-from trace_platform.adapters.objectstore.factory import object_stores
+from trace_platform.adapters.objectstore.factory import datasets_uri, object_stores
 from trace_platform.adapters.objectstore.stores import ObjectStores
 from trace_platform.adapters.postgres.chain_sync_repository import ChainSyncRepository
+from trace_platform.adapters.postgres.compaction_repository import CompactionRepository
 from trace_platform.adapters.postgres.dataset_repository import DatasetRepository
 from trace_platform.adapters.postgres.metrics_repository import MetricsRepository
 from trace_platform.adapters.postgres.reorg_repository import ReorgRepository
 from trace_platform.adapters.rpc.pool_proxy import PoolUrls
 from trace_platform.core.config import Settings
+from trace_platform.servers.chain_sync.compaction import CompactionPlanner, RetiredCollector
 from trace_platform.servers.chain_sync.metrics import ChainSyncMetrics
 from trace_platform.servers.chain_sync.planner import HeadObserver, RangePlanner
 from trace_platform.servers.chain_sync.reorg import ReorgWatcher
@@ -79,8 +81,28 @@ def build_chain_sync(
         # Continuity with the node is checked as often as heads are observed (every pass
         # compares the published tip with the node's block at its number).
         Loop("chain_sync_reorg", watcher.step, d.head_observer_interval_seconds, 1_000_000),
+        *compaction_loops(pool, settings, stores, wake_outbox),
     ]
     servicer = ChainSyncServicer(
         repo, settings.admin_token, frozenset(settings.rpc_pools), wake_after_apply, wake_outbox, verifier, reorgs
     )
     return chain_sync_binding(servicer), loops
+
+
+# Compaction is background work: looked for every COMPACTION_PASSES head-observer intervals.
+COMPACTION_PASSES = 10
+# A retired version's objects outlive the longest query that could have pinned it.
+COLLECT_MARGIN_SECONDS = 60.0
+
+
+def compaction_loops(
+    pool: asyncpg.Pool, settings: Settings, stores: ObjectStores, wake_outbox: Callable[[], None]
+) -> list[Loop]:
+    repo = CompactionRepository(pool)
+    d = settings.dispatcher
+    every = d.head_observer_interval_seconds * COMPACTION_PASSES
+    grace = max(settings.query.user_timeout_seconds, settings.query.task_timeout_seconds) + COLLECT_MARGIN_SECONDS
+    return [
+        Loop("chain_sync_compaction", CompactionPlanner(repo, d.default_max_attempts, wake_outbox).step, every, 1_000),
+        Loop("chain_sync_collect", RetiredCollector(repo, stores, datasets_uri(settings), grace).step, every, 200),
+    ]
