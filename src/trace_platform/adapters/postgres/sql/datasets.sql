@@ -2,7 +2,9 @@
 -- The versions users read, org scoped, by registry name or published name (an alias,
 -- dataset_aliases): a versioned dataset's current version, or the range versions of a
 -- partitioned one (chain_sync streams) that the trusted ledger says its own stream's
--- completed ranges produced (the planned task, stream and version).
+-- completed ranges produced (the planned task, stream and version), or the outputs of a
+-- DAG udf job (a versioned dataset without a current version): each version a completed
+-- routed task (dag_routes) declared at routing and produced, one per upstream version.
 -- Never a value a task sent: a version row's config_hash joins nothing.
 SELECT d.id::text AS dataset_uuid,
        v.dataset_version::text AS dataset_version, v.storage_ref::text AS storage_ref,
@@ -15,7 +17,12 @@ LEFT JOIN dataset_versions v ON v.dataset_uuid = d.id
              JOIN chain_sync_streams s ON s.job_id = r.job_id AND s.dataset_key = r.dataset_key
              JOIN chain_sync_jobs j ON j.id = r.job_id
              WHERE r.task_id = v.producer_task_id AND r.status = 'completed'
-               AND r.dataset_version = v.dataset_version AND s.dataset_uuid = d.id AND j.org_id = d.org_id)))
+               AND r.dataset_version = v.dataset_version AND s.dataset_uuid = d.id AND j.org_id = d.org_id))
+         OR (d.kind = 'versioned' AND d.current_version IS NULL AND EXISTS (
+             SELECT 1 FROM dag_routes r JOIN tasks t ON t.id = r.task_id
+             WHERE t.id = v.producer_task_id AND t.status = 'completed' AND r.org_id = d.org_id
+               AND t.declared_outputs @> jsonb_build_array(jsonb_build_object(
+                   'dataset_uuid', d.id::text, 'dataset_version', v.dataset_version::text)))))
 WHERE d.org_id = $1 AND d.published
   AND (d.name = $2 OR (d.id = (SELECT a.dataset_uuid FROM dataset_aliases a WHERE a.org_id = $1 AND a.name = $2)
                         -- a registry name wins over an alias made before it: one name, one dataset
