@@ -144,7 +144,7 @@ def start_cluster(
         cluster.by_role[role] = proc
     for role, proc in cluster.by_role.items():
         try:
-            wait_for_line(proc, rf"{role} serving on (\S+)", timeout=90)
+            wait_for_line(proc, rf"{role} serving on (\S+)", timeout=120)
         except AssertionError:
             raise AssertionError(f"{role} did not start\n{cluster.report()}") from None
     return cluster
@@ -213,7 +213,21 @@ async def test_every_role_its_own_process_on_aws_adapters_with_mutual_tls_syncs_
         raise AssertionError(f"{type(exc).__name__}: {exc}\n{cluster.report()}") from exc
     for role, proc in cluster.by_role.items():
         assert proc.poll() is None, f"{role} exited\n{cluster.report()}"
-    print(f"cluster up in {up:.1f} s, whole story {time.monotonic() - started:.1f} s")
+    story = time.monotonic() - started
+    # Every role stops cleanly on SIGTERM, all at once (as a rollout stops pods).
+    for proc in cluster.by_role.values():
+        proc.terminate()
+    stopping = time.monotonic()
+    stopped: dict[str, float] = {}
+    for role, proc in cluster.by_role.items():
+        try:
+            code = proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            code = None
+        assert code == 0, f"{role} stopped with {code}\n{cluster.report()}"
+        stopped[role] = time.monotonic() - stopping
+    stops = ", ".join(f"{role} {t:.1f}" for role, t in stopped.items())
+    print(f"cluster up in {up:.1f} s, story done at {story:.1f} s; stopped by (s): {stops}")
 
 
 async def _story(
@@ -338,7 +352,8 @@ async def _scoped_credentials_read(aws: dict[str, Any], db: asyncpg.Connection) 
     AssumeRole yet, so this is the adapter alone."""
     s3 = boto3.client("s3", **aws["kw"])
     objects = s3.list_objects_v2(Bucket=BUCKET, Prefix="datasets/")["Contents"]
-    parquet = next(o["Key"] for o in objects if o["Key"].endswith(".parquet"))
+    # The largest file: a range holding a transfer (block 0's range has no transactions).
+    parquet = max((o for o in objects if o["Key"].endswith(".parquet")), key=lambda o: o["Size"])["Key"]
     prefix = f"s3://{BUCKET}/{parquet.rsplit('/', 1)[0]}/"
     claims = CapabilityClaims(
         org_id="org", task_id=str(uuid.uuid4()), attempt=1, s3_read_prefixes=(prefix,), expires_at=time.time() + 1200
