@@ -163,10 +163,10 @@ async def test_list_pages_by_keyset_and_refuses_a_forged_token(
     ]
     _, viewer = await api.user("viewer", user.org_id)
     first = await viewer.list(page_size=2)
-    assert [b.id for b in first.bundles] == [b.id for b in made[:2]] and first.next_page_token
+    assert [b.id for b in first.items] == [b.id for b in made[:2]] and first.next_page_token
     second = await viewer.list(page_size=2, page_token=first.next_page_token)
     third = await viewer.list(page_size=2, page_token=second.next_page_token)
-    assert [b.id for b in second.bundles + third.bundles] == [b.id for b in made[2:]]
+    assert [b.id for b in second.items + third.items] == [b.id for b in made[2:]]
     assert third.next_page_token == ""
     assert [b.id async for b in viewer.iterate(page_size=3)] == [b.id for b in made]
     with pytest.raises(InvalidArgument) as exc:
@@ -206,7 +206,7 @@ async def test_a_refused_upload_leaves_nothing_usable(
         await _raw_upload(api, user, data, size=declared_size, sha256=declared_sha)
     assert _reason(exc.value) == reason
     assert exc.value.code().name == kind.kind.name
-    assert (await client.list()).bundles == []
+    assert (await client.list()).items == []
     assert stored_objects(api.settings) == []
     # The server survives and the good archive still uploads.
     assert (await client.upload(archive)).ready
@@ -267,7 +267,7 @@ async def test_another_org_and_a_weak_role(api: Api, key: Ed25519PrivateKey, tmp
     }
     with pytest.raises(NotFound):
         await stranger.finalize(bundle.id)
-    assert (await stranger.list()).bundles == []
+    assert (await stranger.list()).items == []
     assert await BundleRepository(api.pool).get(str(uuid.uuid4()), bundle.id) is None
 
     _, viewer = await api.user("viewer", owner.org_id)
@@ -280,7 +280,7 @@ async def test_another_org_and_a_weak_role(api: Api, key: Ed25519PrivateKey, tmp
         with pytest.raises(PermissionDenied) as denied:
             await call()
         assert denied.value.reason == "ROLE_REQUIRED"
-    assert [b.id for b in (await client.list()).bundles] == [bundle.id]
+    assert [b.id for b in (await client.list()).items] == [bundle.id]
 
 
 async def test_uploads_are_bounded_in_number_and_idle_time(
@@ -307,7 +307,7 @@ async def test_uploads_are_bounded_in_number_and_idle_time(
         with pytest.raises(grpc.aio.AioRpcError) as idle:
             await stalled
         assert idle.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED and _reason(idle.value) == "UPLOAD_STALLED"
-        assert stored_objects(one) == [] and (await client.list()).bundles == []
+        assert stored_objects(one) == [] and (await client.list()).items == []
         assert (await client.upload_stream(archive)).ready  # the slot was given back
     never.set()
 
@@ -492,7 +492,7 @@ async def test_bundle_ids_never_change_content(
         "s3", region_name="us-east-1", endpoint_url=moto, aws_access_key_id="testing", aws_secret_access_key="testing"
     )
     assert s3.get_object(Bucket=bucket, Key=published)["Body"].read() == archive.read_bytes()
-    assert [x.id for x in (await client.list()).bundles] == [a.id]
+    assert [x.id for x in (await client.list()).items] == [a.id]
 
 
 # --- the CLI -------------------------------------------------------------------------------
@@ -590,7 +590,7 @@ async def test_every_rpc_refuses_bad_credentials_and_weak_roles(
         with pytest.raises(grpc.aio.AioRpcError) as exc:
             await call()
         assert exc.value.code() == grpc.StatusCode.PERMISSION_DENIED and _reason(exc.value) == "ROLE_REQUIRED", rpc
-    assert [b.id for b in (await client.list()).bundles] == [bundle.id]  # nothing was written
+    assert [b.id for b in (await client.list()).items] == [bundle.id]  # nothing was written
 
 
 async def test_abandoned_presigned_uploads_expire(

@@ -144,7 +144,7 @@ async def test_list_pages_are_stable_complete_and_org_scoped(
     pages, token = [], ""
     while True:
         page = await client.list(page_size=3, page_token=token)
-        pages.append([d.name for d in page.datasets])
+        pages.append([d.name for d in page.items])
         token = page.next_page_token
         if not token:
             break
@@ -153,10 +153,10 @@ async def test_list_pages_are_stable_complete_and_org_scoped(
     assert len(set(flat)) == 8 and not any(n.startswith("theirs.") for n in flat)
     # Stable: the same pages again, and rows added meanwhile only ever come at the end.
     await repo.apply(editor.org_id, parse_chain_sync(sync_yaml("five")))
-    assert [d.name for d in (await client.list(page_size=8)).datasets] == flat
+    assert [d.name for d in (await client.list(page_size=8)).items] == flat
     assert [d.name async for d in client.iterate(page_size=3)][:8] == flat
     theirs = DatasetsClient(channel, token=other.token)
-    assert {d.name for d in (await theirs.list()).datasets} == {"theirs.blocks", "theirs.logs"}
+    assert {d.name for d in (await theirs.list()).items} == {"theirs.blocks", "theirs.logs"}
     for token in ("garbage!", "eyJ0IjoxfQ", "e30"):
         with pytest.raises(InvalidArgument) as bad:
             await client.list(page_token=token)

@@ -4,14 +4,14 @@ back as its key and scheme+host only (the URL is never returned)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
-from typing import Generic, TypeVar
+from typing import TypeVar
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from trace_platform.clients.api.pages import Page, every_item
 from trace_platform.clients.errors import call
 from trace_platform.core.alert_api import AlertDeliveryInfo, AlertEventInfo, AlertInfo, WebhookView
 from trace_platform.core.errors import InvalidArgument
@@ -30,12 +30,6 @@ _STATUS = {
     pb.DELIVERY_STATUS_RETRYING: "retrying",
     pb.DELIVERY_STATUS_FAILED: "failed",
 }
-
-
-@dataclass(frozen=True)
-class Page(Generic[T]):
-    items: list[T]
-    next_page_token: str
 
 
 def _severity_pb(severity: str | None) -> pb.Severity.ValueType:
@@ -100,17 +94,6 @@ def _delivery(d: pb.AlertDelivery) -> AlertDeliveryInfo:
     )
 
 
-async def _pages(fetch: Callable[[str], Awaitable[Page[T]]]) -> AsyncIterator[T]:
-    token = ""
-    while True:
-        page = await fetch(token)
-        for item in page.items:
-            yield item
-        if not page.next_page_token:
-            return
-        token = page.next_page_token
-
-
 class AlertsClient:
     def __init__(self, channel: grpc.aio.Channel, *, token: str) -> None:
         self._stub = alerts_pb2_grpc.AlertServiceStub(channel)
@@ -140,7 +123,7 @@ class AlertsClient:
         return Page([_alert(a) for a in resp.alerts], resp.next_page_token)
 
     def iterate(self, *, page_size: int = 0) -> AsyncIterator[AlertInfo]:
-        return _pages(lambda t: self.list(page_size=page_size, page_token=t))
+        return every_item(lambda t: self.list(page_size=page_size, page_token=t))
 
     async def get(self, alert_id: str) -> AlertInfo:
         resp = await call(self._stub.GetAlert(pb.GetAlertRequest(alert_id=alert_id), metadata=self._md))
@@ -178,7 +161,7 @@ class AlertsClient:
         return Page([_event(e) for e in resp.events], resp.next_page_token)
 
     def iterate_events(self, alert_id: str, *, page_size: int = 0) -> AsyncIterator[AlertEventInfo]:
-        return _pages(lambda t: self.events(alert_id, page_size=page_size, page_token=t))
+        return every_item(lambda t: self.events(alert_id, page_size=page_size, page_token=t))
 
     async def deliveries(
         self, *, alert_id: str = "", event_id: str = "", page_size: int = 0, page_token: str = ""
@@ -192,6 +175,6 @@ class AlertsClient:
     def iterate_deliveries(
         self, *, alert_id: str = "", event_id: str = "", page_size: int = 0
     ) -> AsyncIterator[AlertDeliveryInfo]:
-        return _pages(
+        return every_item(
             lambda t: self.deliveries(alert_id=alert_id, event_id=event_id, page_size=page_size, page_token=t)
         )

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import grpc
 
+from trace_platform.clients.api.pages import Page, every_item
 from trace_platform.clients.errors import call
 from trace_platform.core.errors import FailedPrecondition, Unavailable
 from trace_platform.core.metadata import AUTHORIZATION
@@ -47,12 +48,6 @@ class BundleUpload:
     bundle: Bundle
     url: str
     expires_at: datetime | None
-
-
-@dataclass(frozen=True)
-class BundlePage:
-    bundles: list[Bundle]
-    next_page_token: str
 
 
 def _bundle(b: pb.Bundle) -> Bundle:
@@ -138,21 +133,14 @@ class BundlesClient:
         req = pb.GetBundleRequest(bundle_id=bundle_id)
         return _bundle((await call(self._stub.GetBundle(req, metadata=self._md))).bundle)
 
-    async def list(self, *, page_size: int = 0, page_token: str = "") -> BundlePage:
+    async def list(self, *, page_size: int = 0, page_token: str = "") -> Page[Bundle]:
         req = pb.ListBundlesRequest(page_size=page_size, page_token=page_token)
         resp = await call(self._stub.ListBundles(req, metadata=self._md))
-        return BundlePage([_bundle(b) for b in resp.bundles], resp.next_page_token)
+        return Page([_bundle(b) for b in resp.bundles], resp.next_page_token)
 
-    async def iterate(self, *, page_size: int = 0) -> AsyncIterator[Bundle]:
+    def iterate(self, *, page_size: int = 0) -> AsyncIterator[Bundle]:
         """Every bundle of the org, page by page (the next page fetched when needed)."""
-        token = ""
-        while True:
-            page = await self.list(page_size=page_size, page_token=token)
-            for b in page.bundles:
-                yield b
-            if not page.next_page_token:
-                return
-            token = page.next_page_token
+        return every_item(lambda token: self.list(page_size=page_size, page_token=token))
 
 
 async def put_file(url: str, path: Path) -> None:

@@ -9,6 +9,7 @@ from datetime import datetime
 
 import grpc
 
+from trace_platform.clients.api.pages import Page, every_item
 from trace_platform.clients.errors import call
 from trace_platform.core.metadata import AUTHORIZATION
 from trace_platform.gen.trace.api.v1 import dags_pb2 as pb
@@ -40,12 +41,6 @@ class DagInfo:
 
 
 @dataclass(frozen=True)
-class DagVersionPage:
-    versions: list[DagVersionInfo]
-    next_page_token: str
-
-
-@dataclass(frozen=True)
 class Activated:
     version: DagVersionInfo
     previous_version_id: str  # empty: none was active
@@ -70,21 +65,14 @@ class DagsClient:
         active = _version(resp.active_version) if resp.HasField("active_version") else None
         return DagInfo(resp.name, resp.version_count, active, resp.create_time.ToDatetime())
 
-    async def list_versions(self, dag: str, *, page_size: int = 0, page_token: str = "") -> DagVersionPage:
+    async def list_versions(self, dag: str, *, page_size: int = 0, page_token: str = "") -> Page[DagVersionInfo]:
         req = pb.ListDagVersionsRequest(dag=dag, page_size=page_size, page_token=page_token)
         resp = await call(self._stub.ListDagVersions(req, metadata=self._md))
-        return DagVersionPage([_version(v) for v in resp.versions], resp.next_page_token)
+        return Page([_version(v) for v in resp.versions], resp.next_page_token)
 
-    async def iterate_versions(self, dag: str, *, page_size: int = 0) -> AsyncIterator[DagVersionInfo]:
+    def iterate_versions(self, dag: str, *, page_size: int = 0) -> AsyncIterator[DagVersionInfo]:
         """Every version in deploy order, page by page."""
-        token = ""
-        while True:
-            page = await self.list_versions(dag, page_size=page_size, page_token=token)
-            for v in page.versions:
-                yield v
-            if not page.next_page_token:
-                return
-            token = page.next_page_token
+        return every_item(lambda token: self.list_versions(dag, page_size=page_size, page_token=token))
 
     async def activate(self, dag: str, version: str) -> Activated:
         """``version``: a version id or its number."""

@@ -4,11 +4,11 @@ org's datasets. Results are the frozen dataclasses of ``core.dataset_registry``.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from datetime import UTC
 
 import grpc
 
+from trace_platform.clients.api.pages import Page, every_item
 from trace_platform.clients.errors import call
 from trace_platform.core.dataset_registry import (
     ChainSyncStreamSource,
@@ -26,17 +26,11 @@ __all__ = [
     "DagOutputSource",
     "DatasetColumn",
     "DatasetInfo",
-    "DatasetPage",
     "DatasetsClient",
+    "Page",
     "PublishResult",
 ]
 _KINDS = {pb.DATASET_KIND_VERSIONED: "versioned", pb.DATASET_KIND_PARTITIONED: "partitioned"}
-
-
-@dataclass(frozen=True)
-class DatasetPage:
-    datasets: list[DatasetInfo]
-    next_page_token: str
 
 
 def _dataset(d: pb.Dataset) -> DatasetInfo:
@@ -67,21 +61,14 @@ class DatasetsClient:
         self._stub = datasets_pb2_grpc.DatasetServiceStub(channel)
         self._md = ((AUTHORIZATION, f"Bearer {token}"),)
 
-    async def list(self, *, page_size: int = 0, page_token: str = "") -> DatasetPage:
+    async def list(self, *, page_size: int = 0, page_token: str = "") -> Page[DatasetInfo]:
         req = pb.ListDatasetsRequest(page_size=page_size, page_token=page_token)
         resp = await call(self._stub.ListDatasets(req, metadata=self._md))
-        return DatasetPage([_dataset(d) for d in resp.datasets], resp.next_page_token)
+        return Page([_dataset(d) for d in resp.datasets], resp.next_page_token)
 
-    async def iterate(self, *, page_size: int = 0) -> AsyncIterator[DatasetInfo]:
+    def iterate(self, *, page_size: int = 0) -> AsyncIterator[DatasetInfo]:
         """Every dataset of the org, page by page (the next page fetched when needed)."""
-        token = ""
-        while True:
-            page = await self.list(page_size=page_size, page_token=token)
-            for d in page.datasets:
-                yield d
-            if not page.next_page_token:
-                return
-            token = page.next_page_token
+        return every_item(lambda token: self.list(page_size=page_size, page_token=token))
 
     async def get(self, name: str) -> DatasetInfo:
         resp = await call(self._stub.GetDataset(pb.GetDatasetRequest(name=name), metadata=self._md))
