@@ -12,7 +12,10 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import math
 import time
+from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,7 +26,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 from trace_platform.adapters.invoker import base
 from trace_platform.adapters.invoker.base import Invocation, InvocationResult
 from trace_platform.core.config import Settings
-from trace_platform.core.errors import FailedPrecondition, NotFound, Unavailable
+from trace_platform.core.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied, Unavailable
+from trace_platform.core.storage_paths import is_under
 
 MAX_PAYLOAD_BYTES = 6 * 1024 * 1024  # Lambda's own synchronous response cap
 
@@ -55,8 +59,12 @@ class LambdaInvoker:
         timeout_seconds: float = 60.0,
         task_endpoint: str = "",
         stderr_limit_bytes: int = 64 * 1024,
+        presign_bundle: Callable[[str, int], str] | None = None,
     ) -> None:
         self.function_name = function_name
+        # s3:// bundle URLs (what a DAG resolves from the bundle store) become pre-signed
+        # GETs here: the runner holds no store credentials.
+        self._presign = presign_bundle
         self._region, self._endpoint = region, endpoint_url
         self._key, self._secret = access_key_id, secret_access_key
         self._timeout = timeout_seconds
@@ -77,6 +85,7 @@ class LambdaInvoker:
             timeout_seconds=inv.limits.timeout_seconds,
             task_endpoint=inv.task_endpoint,
             stderr_limit_bytes=inv.limits.stderr_limit_bytes,
+            presign_bundle=bundle_presigner(settings),
         )
 
     async def _lambda(self) -> Any:
@@ -102,7 +111,14 @@ class LambdaInvoker:
         lease_left = (invocation.lease_expires_at - datetime.now(UTC)).total_seconds()
         if lease_left <= 0:
             raise FailedPrecondition("LEASE_EXPIRED", "the attempt's lease has already expired")
-        payload = lambda_payload(invocation, self._task_endpoint, time.time() + min(self._timeout, lease_left))
+        deadline = time.time() + min(self._timeout, lease_left)
+        if invocation.bundle_url.startswith("s3://"):
+            if self._presign is None:
+                raise InvalidArgument("BUNDLE_URL_UNSUPPORTED", "s3:// bundle URLs need the bundle store on S3")
+            # Valid until the invocation's deadline, and a minute for the runner's start.
+            seconds = math.ceil(min(self._timeout, lease_left)) + 60
+            invocation = replace(invocation, bundle_url=self._presign(invocation.bundle_url, seconds))
+        payload = lambda_payload(invocation, self._task_endpoint, deadline)
         client = await self._lambda()
         started = time.monotonic()
         try:
@@ -147,3 +163,21 @@ class LambdaInvoker:
     async def close(self) -> None:
         await self._stack.aclose()
         self._client = None
+
+
+def bundle_presigner(settings: Settings) -> Callable[[str, int], str] | None:
+    """Pre-signs GETs of bundles under the S3 bundle store (None: bundles are not on S3);
+    a URL outside it is refused, never signed."""
+    from trace_platform.adapters.objectstore.bundle_objects import S3BundleObjects, bundles_uri
+
+    prefix = bundles_uri(settings) + "/"
+    if not prefix.startswith("s3://"):
+        return None
+    store = S3BundleObjects(settings.object_store)
+
+    def presign(url: str, seconds: int) -> str:
+        if not is_under(url, prefix) or url.endswith("/"):
+            raise PermissionDenied("BUNDLE_URL_FORBIDDEN", "bundle URL is outside the bundle store")
+        return store.runnable_url(url, seconds)
+
+    return presign
