@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import subprocess
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -72,6 +74,8 @@ class Cluster:
         self.procs = procs
         self.by_role: dict[str, subprocess.Popen[str]] = {}
         self.addr: dict[str, str] = {}
+        # The invoker's Prometheus endpoint: its run counter shows the UDF ran there.
+        self.invoker_metrics = f"127.0.0.1:{free_port()}"
 
     def report(self, lines: int = 40) -> str:
         parts = []
@@ -138,6 +142,7 @@ def start_cluster(
                 TRACE_DATA_DIR=str(own),
                 TRACE_TOKEN_KEY_DIR=str(own / "keys"),
                 TRACE_WORKER_ID=f"smoke-{role}",
+                **({"TRACE_METRICS_LISTEN": cluster.invoker_metrics} if role == "invoker" else {}),
             ),
         )
         procs.append(proc)
@@ -294,12 +299,21 @@ async def _story(
                 {"txs": name}, f"SELECT count(*) FROM txs WHERE transaction_hash IN ({hashes})"
             )
             assert rows.rows == [[2]], rows
+    # The UDF ran in the invoker's process (the worker called it over mutual TLS).
+    assert _python_runs(cluster.invoker_metrics) >= 1, cluster.invoker_metrics
     await _scoped_credentials_read(aws, db)
     # The wake-ups went through SQS, the datasets and alert batches through S3.
     s3 = boto3.client("s3", **aws["kw"])
     for prefix in ("datasets/", "scratch/"):
         assert s3.list_objects_v2(Bucket=BUCKET, Prefix=prefix).get("KeyCount", 0) >= 1, prefix
     assert not await db.fetchval("SELECT count(*) FROM queue_messages"), "wake-ups went through PostgreSQL"
+
+
+def _python_runs(metrics_addr: str) -> float:
+    with urllib.request.urlopen(f"http://{metrics_addr}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    found = re.findall(r'^trace_invoker_runs_total\{[^}]*runtime="python"[^}]*\} (\S+)$', text, re.MULTILINE)
+    return sum(float(v) for v in found)
 
 
 def _hex_literal(tx_hash: str) -> str:
