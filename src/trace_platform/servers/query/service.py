@@ -111,6 +111,9 @@ class QueryService:
             relations = named_relations([(name, require_uuid("dataset_uuid", ds)) for name, ds in pairs])
             claims.bind(task_id, attempt)
             alive = asyncio.ensure_future(self._attempts.is_current(task_id, attempt))
+            # Let the lookup send its query now: the gate and attach below do not yield (a
+            # gate memo hit), so without this it would start only after them, in series.
+            await asyncio.sleep(0)
             try:
                 attached = await self._attach_granted(claims, relations, sql)
             except BaseException:
