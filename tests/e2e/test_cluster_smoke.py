@@ -21,7 +21,6 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
-from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -256,8 +255,7 @@ async def _story(
     )
     member = ClientTls(ca_file=pki.ca, cert_file=pki.client.cert, key_file=pki.client.key)
     trace = await aconnect(cluster.addr["api"], token=user.token, tls=member, query_addr=cluster.addr["query"])
-    with ExitStack() as stack:
-        receiver = stack.enter_context(webhook_receiver())
+    with webhook_receiver() as receiver:
         async with trace:
             # Bundles on S3: the SDK PUTs the archive to a pre-signed URL, then finalizes.
             bundle = await trace.bundles.upload(archive, name="large_transfers", runtime="python")
