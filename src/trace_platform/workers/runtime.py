@@ -202,6 +202,7 @@ class WorkerRuntime:
         ctx = OperatorContext(claimed.task, _config(claimed.task), ref, cap, self.dispatcher)
         operator = self.operators.get(claimed.task.operator)
         heartbeat = asyncio.create_task(self._heartbeat(ref, cap, claimed.lease_expires_at.ToDatetime(UTC)))
+        work: asyncio.Future[OperatorResult] | None = None
         try:
             if operator is None:
                 raise ValueError(f"unknown operator {claimed.task.operator!r}")
@@ -216,6 +217,13 @@ class WorkerRuntime:
         except LeaseLost:
             log.warning("lease lost, abandoning attempt", extra={"task_id": ref.task_id, "attempt": ref.attempt})
             return
+        except asyncio.CancelledError:
+            # The worker is stopping: the operator and its heartbeats stop with it (the lease
+            # lapses and the reaper retries), never left running unowned.
+            heartbeat.cancel()
+            if work is not None:
+                work.cancel()
+            raise
         except Exception as exc:
             heartbeat.cancel()
             await self._finish(ref, cap, dispatcher_pb2.COMPLETION_STATUS_FAILED, error=failure_message(exc))
