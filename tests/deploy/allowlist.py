@@ -53,8 +53,9 @@ def query(values: dict[str, Any]) -> list[Allowance]:
 
 
 def invoker(values: dict[str, Any]) -> list[Allowance]:
-    """UDF runners: the Dispatcher and the Query Service (and DNS to find them)."""
-    return [dns(values), role(values, "dispatcher"), role(values, "query")]
+    """UDF runners: the Dispatcher and the Query Service (and DNS to find them), and the
+    object store, where the bundles they run are (TRACE_BUNDLES_URI, read-only by IAM)."""
+    return [dns(values), block(values, "objectStore"), role(values, "dispatcher"), role(values, "query")]
 
 
 def configured_endpoints(values: dict[str, Any]) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:

@@ -60,7 +60,7 @@ def test_query_egress_is_only_the_allowlist(rendered: Rendered) -> None:
     assert peers is not None and peers
 
 
-def test_invoker_egress_is_only_dispatcher_and_query(render_with: Callable[..., Rendered]) -> None:
+def test_invoker_egress_is_only_dispatcher_query_and_the_bundle_store(render_with: Callable[..., Rendered]) -> None:
     # EKS runs UDFs in Lambda; turn the invoker on there too so both value sets are proven.
     for name in ("kind", "eks"):
         values, objects = render_with(name, {"roles": {"invoker": {"enabled": True}}})
