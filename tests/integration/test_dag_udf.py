@@ -5,8 +5,9 @@ version; the version is queryable by ``<dag>.<job>`` through the public Query RP
 routes on to an alert_evaluate that delivers once per row it flags. A UDF answering
 garbage fails its attempt with UDF_RESULT_INVALID and publishes nothing.
 
-(That the task's token cannot publish anything but its declared output is pinned at the
-Dispatcher in test_dag_routing.py; here the same wall holds against a misplaced prefix.)"""
+The udf task's own token (all a compromised bundle holds) publishes its declared version
+at its own prefix and nothing else: not that version over other objects, not another
+version, not its input, not another dataset."""
 
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ from tests.bundle_helpers import signed_zip
 from tests.conftest import eventually
 from tests.dag_support import StaticBundleLookupDouble, dag_yaml
 from tests.datasets import write_dataset
-from tests.integration.conftest import fast_alert_settings, user_client
+from tests.integration.conftest import fast_alert_settings, publication_at_home, user_client
 from tests.integration.test_alert_evaluate import signing_key  # noqa: F401  (fixture)
 from tests.webhook_receiver import webhook_receiver
 from trace_platform.adapters.objectstore.stores import LocalObjectStore
@@ -41,10 +42,12 @@ from trace_platform.adapters.postgres.dag_repository import DagRepository
 from trace_platform.adapters.postgres.dataset_repository import register_version
 from trace_platform.app import RunningPlatform, start_platform
 from trace_platform.clients.api.datasets import DagOutputSource, DatasetsClient
+from trace_platform.clients.dispatcher import DispatcherClient
 from trace_platform.core.config import Settings
-from trace_platform.core.errors import NotFound
+from trace_platform.core.errors import NotFound, PermissionDenied
 from trace_platform.core.manifest import MANIFEST_NAME
-from trace_platform.core.models import DatasetPublication
+from trace_platform.core.models import DatasetPublication, TaskRef
+from trace_platform.gen.trace.v1 import common_pb2
 from trace_platform.servers.api.dags.service import DagService
 from trace_platform.servers.api.identity import Principal, Role
 from trace_platform.workers.udf import OBJECT_KEY
@@ -132,7 +135,7 @@ async def _deploy_chain(running: RunningPlatform, bundles: StaticBundleLookupDou
     await service.activate(WHO, "transfers", "1")
 
 
-async def _publish_range(running: RunningPlatform, settings: Settings, db: asyncpg.Connection) -> None:
+async def _publish_range(running: RunningPlatform, settings: Settings, db: asyncpg.Connection) -> DatasetPublication:
     stream = str(
         await db.fetchval(
             "SELECT s.dataset_uuid FROM chain_sync_streams s JOIN chain_sync_jobs j ON j.id = s.job_id"
@@ -144,6 +147,7 @@ async def _publish_range(running: RunningPlatform, settings: Settings, db: async
     async with running.pool.acquire() as conn, conn.transaction():
         pub = DatasetPublication(stream, ds.dataset_version, ds.storage_ref, "cryo_ingest.transactions:v1", 100, 105)
         await register_version(conn, pub, None)
+    return pub
 
 
 @pytest.mark.parametrize(("runtime", "doubler"), [("node", NODE_DOUBLER), ("python", PYTHON_DOUBLER)])
@@ -257,3 +261,64 @@ async def test_a_udf_answering_garbage_fails_with_the_reason_and_publishes_nothi
         assert _leftovers(settings.data_dir / "objects", out["dataset_version"]) == []
         assert await db.fetchval("SELECT count(*) FROM alert_events") == 0
         assert receiver.delivered() == []
+
+
+@pytest.fixture
+async def no_worker(settings: Settings) -> AsyncIterator[RunningPlatform]:
+    platform = await start_platform(replace(settings, rpc_pools={"standard": "http://127.0.0.1:9"}), migrate=False)
+    yield platform
+    await platform.stop(grace=0.5)
+
+
+async def test_the_udf_tasks_token_publishes_its_declared_output_and_nothing_else(
+    no_worker: RunningPlatform, settings: Settings, db: asyncpg.Connection
+) -> None:
+    """What the UDF holds (the attempt's capability token) is all a compromised bundle
+    could use: every publication but the declared version at its own prefix is refused."""
+    bundles = StaticBundleLookupDouble()
+    bundle = bundles.add(ORG)
+    await AlertRepository(no_worker.pool).create_definition(ORG, "large transfers", ["https://example.invalid/a"])
+    await _deploy_chain(no_worker, bundles, bundle, bundle)
+    upstream = await _publish_range(no_worker, settings, db)
+
+    async def routed() -> asyncpg.Record | None:
+        row: asyncpg.Record | None = await db.fetchrow(
+            "SELECT id, config::text AS config FROM tasks WHERE operator = 'udf'"
+        )
+        return row
+
+    task = await eventually(routed, timeout=30)
+    out = json.loads(task["config"])["output"]
+    async with grpc.aio.insecure_channel(no_worker.addr) as channel:
+        client = DispatcherClient(channel, worker_token=settings.worker_token, admin_token=settings.admin_token)
+        claimed = (await client.claim(str(task["id"]), "w-evil")).claimed
+        ref = TaskRef(str(task["id"]), claimed.attempt, claimed.lease_token)
+        token = claimed.capability_token
+        foreign = common_pb2.DatasetPublication(
+            dataset_uuid=out["dataset_uuid"],
+            dataset_version=out["dataset_version"],
+            storage_ref=common_pb2.StorageRef(**upstream.storage_ref.to_dict()),  # the input's objects
+        )
+        attempts = {
+            "declared version, foreign storage": foreign,
+            "another version of its dataset": publication_at_home(settings, out["dataset_uuid"], str(uuid.uuid4())),
+            "a new version of its input": publication_at_home(settings, upstream.dataset_uuid, str(uuid.uuid4())),
+            "another dataset": publication_at_home(settings, str(uuid.uuid4()), str(uuid.uuid4())),
+        }
+        reasons: dict[str, str] = {}
+        for what, pub in attempts.items():
+            with pytest.raises(PermissionDenied) as exc:
+                await client.complete(ref, token, datasets_published=[pub])
+            reasons[what] = exc.value.reason
+        assert reasons == dict.fromkeys(attempts, "PUBLICATION_NOT_ALLOWED")
+        n = await db.fetchval("SELECT count(*) FROM dataset_versions")
+        assert n == 1, "only the upstream range is registered"
+        mine = publication_at_home(
+            settings, out["dataset_uuid"], out["dataset_version"], config_hash=out["config_hash"]
+        )
+        done = await client.complete(ref, token, datasets_published=[mine])
+        assert done.status == common_pb2.TASK_STATUS_COMPLETED
+    versions = await db.fetch("SELECT dataset_uuid::text AS d, dataset_version::text AS v FROM dataset_versions")
+    assert sorted((r["d"], r["v"]) for r in versions) == sorted(
+        [(upstream.dataset_uuid, upstream.dataset_version), (out["dataset_uuid"], out["dataset_version"])]
+    )
