@@ -211,7 +211,11 @@ async def test_a_udf_output_is_published_queryable_by_name_and_alerted_on_once_p
         sql = "SELECT block_number, doubled, label FROM dataset ORDER BY block_number"
         with pytest.raises(NotFound):  # registered, not yet published
             await user.query("transfers.enrich", sql)
-        await DatasetsClient(channel, token=editor.token).publish("enriched", DagOutputSource("transfers", "enrich", 0))
+        datasets = DatasetsClient(channel, token=editor.token)
+        await datasets.publish("enriched", DagOutputSource("transfers", "enrich", 0))
+        info = await datasets.get("transfers.enrich")
+        assert (info.kind, info.current_version, info.version_count) == ("versioned", out["dataset_version"], 1)
+        assert [c.name for c in info.columns] == ["block_number", "doubled", "label"]
         for name in ("transfers.enrich", "enriched"):
             rows = await user.query(name, sql)
             assert rows.rows == [[101, 3000, "b101"], [103, 4000, "b103"], [104, 1998, "b104"]]

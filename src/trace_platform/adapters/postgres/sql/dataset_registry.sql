@@ -2,12 +2,15 @@
 -- Registry entries of an org for the user API: one by a name it is known under ($2:
 -- registry or published name), or a keyset page after ($3, $4) by (created_at, id).
 -- A partitioned dataset's range and current version come from the trusted ledger (its
--- stream's completed ranges), a versioned one's from its current version.
+-- stream's completed ranges), a versioned one's from its current version, a DAG udf
+-- output's (no current version) from its latest version a completed routed task
+-- declared and produced (as datasets.sql resolve_published reads it).
 SELECT d.id::text AS id, d.name, d.kind, d.published, d.pii_columns, d.created_at, d.updated_at,
        ARRAY(SELECT a.name FROM dataset_aliases a WHERE a.org_id = d.org_id AND a.dataset_uuid = d.id
              ORDER BY a.name) AS aliases,
        src.sync_name, src.dataset_key,
-       CASE WHEN d.kind = 'partitioned' THEN rng.latest::text ELSE d.current_version::text END AS current_version,
+       CASE WHEN d.kind = 'partitioned' THEN rng.latest::text
+            ELSE coalesce(d.current_version, udf.latest)::text END AS current_version,
        rng.range_start, rng.range_end,
        CASE WHEN d.kind = 'partitioned' THEN coalesce(rng.n, 0)
             ELSE (SELECT count(*) FROM dataset_versions v WHERE v.dataset_uuid = d.id) END AS version_count
@@ -24,6 +27,17 @@ LEFT JOIN LATERAL (
     JOIN chain_sync_streams s ON s.job_id = r.job_id AND s.dataset_key = r.dataset_key
     WHERE s.dataset_uuid = d.id AND r.status = 'completed'
 ) rng ON d.kind = 'partitioned'
+LEFT JOIN LATERAL (
+    SELECT v.dataset_version AS latest
+    FROM dataset_versions v
+    JOIN tasks t ON t.id = v.producer_task_id
+    JOIN dag_routes r ON r.task_id = t.id
+    WHERE v.dataset_uuid = d.id AND t.status = 'completed' AND r.org_id = d.org_id
+      AND t.declared_outputs @> jsonb_build_array(jsonb_build_object(
+          'dataset_uuid', d.id::text, 'dataset_version', v.dataset_version::text))
+    ORDER BY v.created_at DESC, v.dataset_version DESC
+    LIMIT 1
+) udf ON d.kind = 'versioned' AND d.current_version IS NULL
 WHERE d.org_id = $1
   AND ($2::text IS NULL OR d.name = $2
        OR (d.id = (SELECT a.dataset_uuid FROM dataset_aliases a WHERE a.org_id = $1 AND a.name = $2)
