@@ -83,14 +83,25 @@ WHERE t.id = $1
 FOR UPDATE OF t;
 
 -- name: heartbeat
+-- A lease extension skips the WAL flush wait (set_config(..., true): this transaction
+-- only). Lost in a PostgreSQL crash, the lease merely ends at its previous expiry: the
+-- reaper may then retry the task early, and the old attempt stays fenced out by
+-- (attempt, lease_token) as after any lost lease. Nothing else is written here.
+WITH async_commit AS (
+    SELECT set_config('synchronous_commit', 'off', true) AS setting
+)
 UPDATE tasks SET lease_expires_at = now() + make_interval(secs => $4), updated_at = now()
+FROM async_commit
 WHERE id = $1 AND attempt = $2 AND lease_token = $3 AND status = 'running'
 RETURNING lease_expires_at;
 
 -- name: heartbeat_many
 -- Batch form of heartbeat (rows locked in id order, as in claim_tasks): returns the
--- ids whose live lease was extended; the others take the single-call path.
-WITH locked AS (
+-- ids whose live lease was extended; the others take the single-call path. No WAL flush
+-- wait, as for heartbeat.
+WITH async_commit AS (
+    SELECT set_config('synchronous_commit', 'off', true) AS setting
+), locked AS (
     SELECT t.id FROM tasks t
     JOIN unnest($1::uuid[], $2::int[], $3::uuid[]) AS r (id, attempt, lease_token)
         ON t.id = r.id AND t.attempt = r.attempt AND t.lease_token = r.lease_token
@@ -99,7 +110,7 @@ WITH locked AS (
     FOR UPDATE OF t
 )
 UPDATE tasks t SET lease_expires_at = now() + make_interval(secs => $4), updated_at = now()
-FROM locked WHERE t.id = ANY($1::uuid[]) AND t.id = locked.id AND t.status = 'running'
+FROM locked, async_commit WHERE t.id = ANY($1::uuid[]) AND t.id = locked.id AND t.status = 'running'
 RETURNING t.id, t.attempt, t.lease_token, t.lease_expires_at;
 
 -- name: complete_live
