@@ -70,7 +70,7 @@ def main(event, context):
     src = event["inputs"]["transfers_ingest_transactions"]
     b, v = src["columns"].index("block_number"), src["columns"].index("value")
     rows = [[r[b], r[v] * 2, f"b{r[b]}"] for r in src["rows"] if r[v] >= 500]
-    return {"columns": ["block_number", "doubled", "label"], "rows": rows}
+    return {"columns": ["block_number", "doubled", "label"], "types": ["BIGINT", "DOUBLE", "VARCHAR"], "rows": rows}
 """
 # One column, two types: no schema to publish.
 PYTHON_GARBAGE = b"""
@@ -216,6 +216,8 @@ async def test_a_udf_output_is_published_queryable_by_name_and_alerted_on_once_p
         info = await datasets.get("transfers.enrich")
         assert (info.kind, info.current_version, info.version_count) == ("versioned", out["dataset_version"], 1)
         assert [c.name for c in info.columns] == ["block_number", "doubled", "label"]
+        # Python declares doubled DOUBLE; Node's records infer it from integers.
+        assert info.columns[1].type == ("double" if runtime == "python" else "int64")
         for name in ("transfers.enrich", "enriched"):
             rows = await user.query(name, sql)
             assert rows.rows == [[101, 3000, "b101"], [103, 4000, "b103"], [104, 1998, "b104"]]

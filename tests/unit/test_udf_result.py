@@ -33,9 +33,21 @@ def test_an_empty_result_keeps_its_columns() -> None:
     assert t.num_rows == 0 and t.column_names == ["a", "b"]
 
 
+def test_declared_types_fix_the_schema_of_an_empty_or_null_column() -> None:
+    t = udf_table(json.dumps({"columns": ["a", "b"], "types": ["bigint", "DOUBLE"], "rows": []}))
+    assert [f.type for f in t.schema] == [pa.int64(), pa.float64()]
+    t = udf_table(json.dumps({"columns": ["a", "b"], "types": ["BIGINT", "DOUBLE"], "rows": [[None, 1], [2, 2.5]]}))
+    assert [f.type for f in t.schema] == [pa.int64(), pa.float64()] and t.column("b").to_pylist() == [1.0, 2.5]
+
+
 @pytest.mark.parametrize(
     "answer",
     [
+        json.dumps({"columns": ["a"], "types": ["BIGINT"], "rows": [[1.5]]}),  # not what was declared
+        json.dumps({"columns": ["a"], "types": ["VARCHAR"], "rows": [[1]]}),
+        json.dumps({"columns": ["a"], "types": ["BIGINT", "BIGINT"], "rows": []}),
+        json.dumps({"columns": ["a"], "types": ["DECIMAL"], "rows": []}),
+        json.dumps({"columns": ["a"], "types": "BIGINT", "rows": []}),
         "not json",
         json.dumps([1, 2]),
         json.dumps([]),  # records that name no columns

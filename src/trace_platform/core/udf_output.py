@@ -3,7 +3,11 @@
 Two shapes are accepted:
 
 - ``{"columns": ["a", "b"], "rows": [[1, "x"], [2, null]]}``: the names, then rows of
-  exactly that many cells (the only shape that can say what an empty result's columns are);
+  exactly that many cells (the only shape that can say what an empty result's columns are),
+  with an optional ``"types": ["BIGINT", "VARCHAR"]`` (BIGINT, DOUBLE, VARCHAR, BOOLEAN),
+  which fixes each column's type whatever the rows hold: the way to keep one schema across
+  the job's versions when a run may be empty or a column all null (a query over the
+  dataset reads its versions together, and they must agree);
 - ``[{"a": 1, "b": "x"}, ...]``: records, every one with exactly the first record's keys.
 
 Cells are JSON scalars only (string, integer, number, boolean, null): a nested list or
@@ -41,6 +45,14 @@ _TYPES: dict[frozenset[str], pa.DataType] = {
     frozenset({"str"}): pa.string(),
 }
 
+# A declared type, and the JSON kinds its cells may be.
+_DECLARED: dict[str, tuple[pa.DataType, frozenset[str]]] = {
+    "BIGINT": (pa.int64(), frozenset({"int"})),
+    "DOUBLE": (pa.float64(), frozenset({"int", "float"})),
+    "VARCHAR": (pa.string(), frozenset({"str"})),
+    "BOOLEAN": (pa.bool_(), frozenset({"bool"})),
+}
+
 
 def invalid(why: str) -> FailedPrecondition:
     return FailedPrecondition(UDF_RESULT_INVALID, f"the UDF result is invalid: {why}", category="udf")
@@ -54,19 +66,32 @@ def udf_table(result_json: str) -> pa.Table:
         raise invalid("not JSON") from None
     columns, rows = _shape(doc)
     _check_columns(columns)
+    declared = _declared_types(doc, len(columns))
     if len(rows) > MAX_ROWS:
         raise invalid(f"more than {MAX_ROWS} rows")
     arrays = []
     for i, name in enumerate(columns):
         values = [r[i] for r in rows]
-        arrays.append(pa.array(values, type=_column_type(name, values)))
+        arrays.append(pa.array(values, type=_column_type(name, values, declared[i] if declared else None)))
     return pa.Table.from_arrays(arrays, names=columns)
+
+
+def _declared_types(doc: Any, n: int) -> list[str] | None:
+    if not isinstance(doc, dict) or "types" not in doc:
+        return None
+    types = doc["types"]
+    if not isinstance(types, list) or len(types) != n:
+        raise invalid(f'"types" must be a list of {n} type names')
+    for t in types:
+        if not isinstance(t, str) or t.upper() not in _DECLARED:
+            raise invalid(f'"types" are {sorted(_DECLARED)}')
+    return [t.upper() for t in types]
 
 
 def _shape(doc: Any) -> tuple[list[Any], list[list[Any]]]:
     if isinstance(doc, dict):
-        if set(doc) != {"columns", "rows"}:
-            raise invalid('an object answer has exactly the keys "columns" and "rows"')
+        if not {"columns", "rows"} <= set(doc) <= {"columns", "rows", "types"}:
+            raise invalid('an object answer has the keys "columns" and "rows" (and "types")')
         columns, rows = doc["columns"], doc["rows"]
         if not isinstance(columns, list) or not isinstance(rows, list):
             raise invalid('"columns" and "rows" must be lists')
@@ -100,7 +125,7 @@ def _check_columns(columns: list[Any]) -> None:
         raise invalid("duplicate column names")
 
 
-def _column_type(name: str, values: list[Any]) -> pa.DataType:
+def _column_type(name: str, values: list[Any], declared: str | None = None) -> pa.DataType:
     kinds: set[str] = set()
     for n, v in enumerate(values):
         kind = _kind(v)
@@ -108,6 +133,11 @@ def _column_type(name: str, values: list[Any]) -> pa.DataType:
             raise invalid(f"column {name!r} row {n}: not a JSON scalar in range")
         if kind != "null":
             kinds.add(kind)
+    if declared is not None:
+        dtype, fits = _DECLARED[declared]
+        if not kinds <= fits:
+            raise invalid(f"column {name!r} is declared {declared} but holds {sorted(kinds - fits)}")
+        return dtype
     dtype = _TYPES.get(frozenset(kinds))
     if dtype is None:
         raise invalid(f"column {name!r} mixes types {sorted(kinds)}")
