@@ -50,7 +50,7 @@ from trace_platform.core.models import DatasetPublication, TaskRef
 from trace_platform.gen.trace.v1 import common_pb2
 from trace_platform.servers.api.dags.service import DagService
 from trace_platform.servers.api.identity import Principal, Role
-from trace_platform.workers.udf import OBJECT_KEY
+from trace_platform.workers.udf import MAX_INPUT_ROWS, OBJECT_KEY
 
 ORG = "00000000-0000-0000-0000-0000000000ee"
 WHO = Principal(ORG, str(uuid.uuid4()), Role.EDITOR)
@@ -135,7 +135,9 @@ async def _deploy_chain(running: RunningPlatform, bundles: StaticBundleLookupDou
     await service.activate(WHO, "transfers", "1")
 
 
-async def _publish_range(running: RunningPlatform, settings: Settings, db: asyncpg.Connection) -> DatasetPublication:
+async def _publish_range(
+    running: RunningPlatform, settings: Settings, db: asyncpg.Connection, columns: dict[str, list[int]] = RANGE
+) -> DatasetPublication:
     stream = str(
         await db.fetchval(
             "SELECT s.dataset_uuid FROM chain_sync_streams s JOIN chain_sync_jobs j ON j.id = s.job_id"
@@ -143,7 +145,7 @@ async def _publish_range(running: RunningPlatform, settings: Settings, db: async
         )
     )
     store = LocalObjectStore([settings.data_dir / "objects"])
-    ds = write_dataset(store, f"file://{settings.data_dir / 'objects'}", [pa.table(RANGE)], dataset_uuid=stream)
+    ds = write_dataset(store, f"file://{settings.data_dir / 'objects'}", [pa.table(columns)], dataset_uuid=stream)
     async with running.pool.acquire() as conn, conn.transaction():
         pub = DatasetPublication(stream, ds.dataset_version, ds.storage_ref, "cryo_ingest.transactions:v1", 100, 105)
         await register_version(conn, pub, None)
@@ -328,3 +330,33 @@ async def test_the_udf_tasks_token_publishes_its_declared_output_and_nothing_els
     assert sorted((r["d"], r["v"]) for r in versions) == sorted(
         [(upstream.dataset_uuid, upstream.dataset_version), (out["dataset_uuid"], out["dataset_version"])]
     )
+
+
+async def test_an_input_over_the_query_row_cap_fails_closed_and_publishes_nothing(
+    running: RunningPlatform,
+    settings: Settings,
+    signing_key: Ed25519PrivateKey,  # noqa: F811
+    db: asyncpg.Connection,
+) -> None:
+    bundles = StaticBundleLookupDouble()
+    udf = _bundle(settings, signing_key, bundles, "doubler", "python", PYTHON_DOUBLER)
+    alerts = _bundle(settings, signing_key, bundles, "alerts", "python", PYTHON_ALERTS)
+    await AlertRepository(running.pool).create_definition(ORG, "large transfers", ["https://example.invalid/a"])
+    await _deploy_chain(running, bundles, udf, alerts)
+    n = MAX_INPUT_ROWS + 1
+    await _publish_range(running, settings, db, {"block_number": [100 + i % 5 for i in range(n)], "value": [1] * n})
+
+    async def failed() -> asyncpg.Record | None:
+        row: asyncpg.Record | None = await db.fetchrow(
+            "SELECT error_message, declared_outputs::text AS declared FROM tasks"
+            " WHERE operator = 'udf' AND error_message IS NOT NULL"
+        )
+        return row
+
+    task = await eventually(failed, timeout=120, interval=0.2)
+    assert task["error_message"].startswith("udf/UDF_INPUT_TOO_LARGE:")
+    [out] = json.loads(task["declared"])
+    count = await db.fetchval(
+        "SELECT count(*) FROM dataset_versions WHERE dataset_uuid = $1", uuid.UUID(out["dataset_uuid"])
+    )
+    assert count == 0
