@@ -33,6 +33,14 @@ R = TypeVar("R", bound=_Range)
 MAX_INPUTS = 5_000  # ranges per merge: bounds the task config and the worker's memory
 
 
+def compactable_below(published_end: int, completed: bool, max_reorg_depth: int) -> int:
+    """Ranges ending at or below this may be merged. An unfinished job's last
+    ``2 x max_reorg_depth`` blocks (and one more: the reorg watcher keeps hashes from the
+    tip minus that) stay as they are, since a reorg repair may still re-extract them; a
+    completed job is no longer watched, so all of it may be merged."""
+    return published_end if completed else published_end - 2 * max_reorg_depth - 1
+
+
 def compaction_runs(
     ranges: Sequence[R], target_blocks: int, from_block: int, finished_end: int | None
 ) -> list[list[R]]:

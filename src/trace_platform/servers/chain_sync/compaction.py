@@ -32,7 +32,7 @@ from trace_platform.adapters.postgres.compaction_repository import (
     PlannedCompaction,
 )
 from trace_platform.core.chain_sync import DEFAULT_MAX_REORG_DEPTH, FollowHead, spec_from_dict
-from trace_platform.core.compaction import CompactConfig, CompactInput, compaction_runs
+from trace_platform.core.compaction import CompactConfig, CompactInput, compactable_below, compaction_runs
 from trace_platform.core.manifest import MANIFEST_NAME, derive_dataset_version
 from trace_platform.core.publication import output_prefix
 
@@ -70,8 +70,7 @@ class CompactionPlanner:
         if spec.compaction is None or stream.published_end is None:
             return 0
         depth = spec.mode.max_reorg_depth if isinstance(spec.mode, FollowHead) else DEFAULT_MAX_REORG_DEPTH
-        # A completed job is no longer watched for reorgs: all of it may be merged.
-        below = stream.published_end if stream.completed else stream.published_end - 2 * depth - 1
+        below = compactable_below(stream.published_end, stream.completed, depth)
         if below <= spec.mode.from_block:
             return 0
         ranges = await self._repo.candidates(stream, below, CANDIDATES_PER_STREAM)
