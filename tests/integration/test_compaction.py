@@ -7,6 +7,7 @@ planning) changes nothing."""
 
 from __future__ import annotations
 
+import asyncio
 import glob
 import itertools
 import json
@@ -302,3 +303,72 @@ async def test_a_compaction_publishing_another_version_cannot_complete(
     assert exc.value.sqlstate == "TRPUB"
     assert await _ledger(db, "blocks") == ledger
     assert all(a[1] == b[0] for a, b in itertools.pairwise(ledger))
+
+
+FOLLOW = """
+kind: chain_sync
+name: tip
+chain_id: 31337
+mode:
+  kind: follow_head
+  from_block: 0
+  tail_lag: 0
+  head_poll_interval_seconds: 1
+  max_head_age_seconds: 30
+  max_reorg_depth: 4
+streams:
+  blocks: {cryo_dataset_name: blocks, rpc_pool: local, chunk_size: 4, max_inflight: 4}
+  transactions: {cryo_dataset_name: transactions, rpc_pool: local, chunk_size: 4, max_inflight: 4}
+compaction: {target_blocks: 8}
+"""
+
+
+async def test_a_follow_head_job_compacts_below_the_reorg_window_and_a_reorg_is_still_repaired(
+    settings: Settings, db: asyncpg.Connection
+) -> None:
+    node = AnvilNode.start(prune_history=False)  # anvil_reorg needs the fork point's state
+    try:
+        node.mine(40)
+        fast = replace(
+            settings,
+            rpc_pools={"local": node.url},
+            dispatcher=replace(settings.dispatcher, planner_interval_seconds=0.05, head_observer_interval_seconds=0.1),
+        )
+        platform = await start_platform(fast, migrate=False, run_worker=True)
+        try:
+            async with grpc.aio.insecure_channel(platform.addr) as ch:
+                admin = _admin(ch, settings)
+                await admin.apply(ORG, FOLLOW)
+
+                async def merged() -> bool:
+                    n = await db.fetchval("SELECT count(*) FROM chain_sync_compactions WHERE status = 'cut_over'")
+                    return bool(n >= 2 * 2)  # [0, 8) and [8, 16) of both streams at least
+
+                await eventually(merged, timeout=60, interval=0.1)
+                top = await db.fetchval("SELECT max(range_end) FROM chain_sync_ranges WHERE status = 'completed'")
+                # Nothing merged within 2 x max_reorg_depth + 1 of the published end.
+                assert await db.fetchval("SELECT max(range_end) FROM chain_sync_compactions") <= top - 9
+                await asyncio.sleep(1.0)  # the watcher has recorded the tip
+                tip = node.block_number()
+                tx = {"from": node.accounts[2], "to": node.accounts[3], "value": hex(10**15)}
+                node.rpc("anvil_reorg", 3, [[tx, 0]])
+
+                async def repaired() -> bool:
+                    return bool(await db.fetchval("SELECT count(*) FROM chain_sync_reorgs WHERE status = 'repaired'"))
+
+                await eventually(repaired, timeout=60, interval=0.1)
+                check = await admin.verify(ORG, "tip", 0, tip + 1)
+                assert check.difference_count == 0, list(check.differences)
+                user = await user_client(ch, settings)
+                answer = await user.query("tip.blocks", "SELECT block_number FROM dataset ORDER BY 1", limit=10_000)
+                rows = answer.rows
+                assert [r[0] for r in rows][: tip + 1] == list(range(tip + 1))  # every block once
+                eights = (
+                    "SELECT count(*) FROM chain_sync_ranges WHERE dataset_key = 'blocks'"
+                    " AND range_end - range_start = 8"
+                )
+                assert await db.fetchval(eights) >= 2  # the merged ranges stay through the repair
+        finally:
+            await platform.stop(grace=0.5)
+    finally:
+        node.stop()
