@@ -4,6 +4,7 @@ else does, and a number value never flips a verdict of the gate itself."""
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import pytest
 from sqlglot import TokenType
@@ -64,9 +65,9 @@ def test_a_number_value_never_changes_the_gates_verdict(sql: str) -> None:
 async def test_memo_parses_a_shape_once_and_rejections_every_time(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[str] = []
 
-    def counting_check(sql: str) -> object:
+    def counting_check(sql: str, **options: Any) -> object:
         calls.append(sql)
-        return sql_gate.check_sql(sql)
+        return sql_gate.check_sql(sql, **options)
 
     monkeypatch.setattr(gate, "check_sql", counting_check)
     memo = GateMemo()
