@@ -172,6 +172,13 @@ async def test_compaction_keeps_every_answer_and_pinned_queries_keep_their_versi
             # Past the grace: the replaced objects go, the compacted ones stay and answer.
             assert await RetiredCollector(repo, stores, datasets_uri(settings), 0).step() == 2 * BLOCKS // CHUNK
             assert all(not glob.glob(ref.prefix + "*") for _, ref in pinned.versions)
+            # Their version rows too (a resolve reads every row); the merged ones stay.
+            assert (
+                await db.fetchval(
+                    "SELECT count(*) FROM dataset_versions WHERE dataset_uuid = $1", uuid.UUID(now.dataset_uuid)
+                )
+                == BLOCKS // TARGET
+            )
             assert await _answers(ch, settings) == before
             # A second pass plans nothing: a merged bucket is never merged again.
             await eventually(compacted, timeout=5)

@@ -50,6 +50,9 @@ CREATE TABLE chain_sync_retired_versions (
 CREATE INDEX chain_sync_retired_versions_due_idx ON chain_sync_retired_versions (retired_at)
     WHERE collected_at IS NULL;
 
+-- The collector asks whether any ledger row still names a version.
+CREATE INDEX chain_sync_ranges_version_idx ON chain_sync_ranges (dataset_version);
+
 CREATE FUNCTION chain_sync_compaction_finished() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     c chain_sync_compactions%ROWTYPE;

@@ -72,5 +72,14 @@ ORDER BY v.retired_at
 LIMIT $2;
 
 -- name: mark_collected
+-- Its objects are gone: the version row goes too (nothing resolves it any more, and a
+-- partitioned dataset's resolve reads every version row it has); the retired row stays
+-- as the record. A version some registry entry names as current is never a range version.
+WITH gone AS (
+    DELETE FROM dataset_versions v
+    WHERE v.dataset_uuid = $1 AND v.dataset_version = $2
+      AND NOT EXISTS (SELECT 1 FROM chain_sync_ranges r WHERE r.dataset_version = v.dataset_version)
+      AND NOT EXISTS (SELECT 1 FROM datasets d WHERE d.id = v.dataset_uuid AND d.current_version = v.dataset_version)
+)
 UPDATE chain_sync_retired_versions SET collected_at = now()
 WHERE dataset_uuid = $1 AND dataset_version = $2 AND collected_at IS NULL;
