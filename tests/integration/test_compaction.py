@@ -272,6 +272,11 @@ async def test_a_compaction_whose_input_changed_is_stale_and_changes_nothing(
             == "stale_compaction"
         )
         assert await _answers(ch, settings) == before
+        # A merged version is not routed to downstream DAG jobs (its rows were, range by
+        # range); a range version is.
+        routed = "SELECT count(*) FROM outbox WHERE kind = 'route_event' AND payload ->> 'dataset_version' = $1"
+        assert await db.fetchval(routed, str(version)) == 0
+        assert await db.fetchval(routed, str(ranges[0]["dataset_version"])) == 1
 
 
 async def test_a_compaction_publishing_another_version_cannot_complete(

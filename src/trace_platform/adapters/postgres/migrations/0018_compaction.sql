@@ -110,3 +110,18 @@ CREATE TRIGGER chain_sync_compaction_finished
     FOR EACH ROW
     WHEN (NEW.operator = 'compact' AND OLD.status IS DISTINCT FROM NEW.status AND NEW.status = 'completed')
     EXECUTE FUNCTION chain_sync_compaction_finished();
+
+-- A merged version holds exactly the rows its inputs held, and each input was routed to
+-- downstream DAG jobs when it was published: routing the merged one would run them again
+-- over the same blocks (an alert would fire twice). The 0011 rule, minus compact outputs.
+CREATE OR REPLACE FUNCTION dataset_version_route_event() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.producer_task_id IS NOT NULL
+       AND EXISTS (SELECT 1 FROM chain_sync_compactions c WHERE c.task_id = NEW.producer_task_id) THEN
+        RETURN NULL;
+    END IF;
+    INSERT INTO outbox (kind, payload)
+    VALUES ('route_event', jsonb_build_object('dataset_uuid', NEW.dataset_uuid, 'dataset_version', NEW.dataset_version));
+    RETURN NULL;
+END
+$$;
