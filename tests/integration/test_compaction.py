@@ -384,3 +384,59 @@ async def test_a_follow_head_job_compacts_below_the_reorg_window_and_a_reorg_is_
             await platform.stop(grace=0.5)
     finally:
         node.stop()
+
+
+async def test_a_compaction_that_failed_for_good_is_planned_again_and_its_output_collected(
+    running: RunningPlatform, settings: Settings, db: asyncpg.Connection
+) -> None:
+    async with grpc.aio.insecure_channel(running.addr) as ch:
+        admin = _admin(ch, settings)
+        await admin.apply(ORG, job_yaml("local", compaction=False))
+        await _wait_complete(admin, "local")
+        before = await _answers(ch, settings)
+        job_id, dataset_uuid = await db.fetchrow(
+            "SELECT job_id, dataset_uuid FROM chain_sync_streams WHERE dataset_key = 'blocks'"
+        )
+        dead, version = uuid.uuid4(), uuid.uuid4()
+        await db.execute(
+            "INSERT INTO tasks (id, org_id, operator, config, inputs, datasets, status, attempt, max_attempts)"
+            " VALUES ($1, $2, 'compact', '{}', '[]', '[]', 'failed', 3, 3)",
+            dead,
+            uuid.UUID(ORG),
+        )
+        await db.execute(
+            "INSERT INTO chain_sync_compactions (task_id, job_id, dataset_key, dataset_uuid, range_start, range_end,"
+            " new_version) VALUES ($1, $2, 'blocks', $3, 0, $4, $5)",
+            dead,
+            job_id,
+            dataset_uuid,
+            TARGET,
+            version,
+        )
+        for r in await db.fetch(
+            "SELECT range_start, range_end, task_id, dataset_version FROM chain_sync_ranges"
+            " WHERE dataset_key = 'blocks' AND range_end <= $1",
+            TARGET,
+        ):
+            await db.execute(
+                "INSERT INTO chain_sync_compaction_inputs VALUES ($1, $2, $3, $4, $5)",
+                dead,
+                r["range_start"],
+                r["range_end"],
+                r["task_id"],
+                r["dataset_version"],
+            )
+        await admin.apply(ORG, job_yaml("local", compaction=True))
+
+        async def compacted() -> bool:
+            n = await db.fetchval("SELECT count(*) FROM chain_sync_compactions WHERE status = 'cut_over'")
+            return bool(n == 2 * BLOCKS // TARGET)
+
+        await eventually(compacted, timeout=60, interval=0.1)
+        assert await db.fetchval("SELECT status FROM chain_sync_compactions WHERE task_id = $1", dead) == "stale"
+        assert (
+            await db.fetchval("SELECT reason FROM chain_sync_retired_versions WHERE dataset_version = $1", version)
+            == "stale_compaction"
+        )
+        assert await _ledger(db, "blocks") == [(s, s + TARGET, "completed") for s in range(0, BLOCKS, TARGET)]
+        assert await _answers(ch, settings) == before

@@ -78,6 +78,7 @@ class CompactionRepository:
         async with self._pool.acquire() as conn, conn.transaction():
             if await conn.fetchval(self._sql["lock_stream"], stream.job_id, stream.dataset_key) is None:
                 return 0
+            await conn.execute(self._sql["retire_dead"], stream.job_id, stream.dataset_key)
             end = max((p.range_end for p in planned), default=0)
             live = {
                 (r["range_start"], r["range_end"], r["dataset_version"])

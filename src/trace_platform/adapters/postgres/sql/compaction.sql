@@ -34,6 +34,20 @@ LIMIT $4;
 -- Two Dispatchers never plan the same stream's compactions at once.
 SELECT 1 FROM chain_sync_streams WHERE job_id = $1 AND dataset_key = $2 FOR UPDATE SKIP LOCKED;
 
+-- name: retire_dead
+-- Compactions of the stream whose task failed for good: their inputs are planned again,
+-- and whatever the failed attempts wrote at their version's prefix is collected.
+WITH dead AS (
+    UPDATE chain_sync_compactions c SET status = 'stale', finished_at = now()
+    FROM tasks t
+    WHERE c.job_id = $1 AND c.dataset_key = $2 AND c.status = 'pending' AND t.id = c.task_id
+      AND t.status IN ('failed', 'canceled') AND t.next_retry_at IS NULL
+    RETURNING c.dataset_uuid, c.new_version
+)
+INSERT INTO chain_sync_retired_versions (dataset_uuid, dataset_version, reason)
+SELECT dataset_uuid, new_version, 'stale_compaction' FROM dead
+ON CONFLICT DO NOTHING;
+
 -- name: insert_compaction
 -- The compact task (declared output: its one version), its wake-up, the compaction and
 -- its inputs: one statement, so a crash leaves all of it or none.
