@@ -234,7 +234,7 @@ async def test_reorg_deeper_than_the_maximum_stops_the_job(
         versions = await _published_versions(db, "shallow.blocks")
         # Only the window the walk back needs stays recorded (2 x max_reorg_depth below the tip).
         await eventually(lambda: _hashes_within(db, HEAD - 4, HEAD), timeout=10, interval=0.1)
-        # A job synced before anything was recorded (as before migration 0015) ends with the
+        # A job synced before anything was recorded (as before migration 0014) ends with the
         # same window recorded (the watcher starts at the top: not observable from here).
         await db.execute("DELETE FROM chain_sync_block_hashes")
         await eventually(lambda: _hashes_within(db, HEAD - 4, HEAD), timeout=10, interval=0.1)

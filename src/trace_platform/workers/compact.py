@@ -7,7 +7,7 @@ the one output version. It reads every input's manifest (checked as a query chec
 its Parquet objects (sizes and row counts must match the manifest), keeps only rows
 inside each input's range, writes them in block order as one Parquet object plus manifest
 (last) under the output version's own prefix, and publishes that version. The ledger
-cutover happens in the completion's transaction (migration 0018). A retried attempt
+cutover happens in the completion's transaction (migration 0015). A retried attempt
 rewrites the same version at the same prefix.
 """
 

@@ -1,4 +1,4 @@
-"""Compaction state of chain_sync streams (migration 0018). The cutover happens in the
+"""Compaction state of chain_sync streams (migration 0015). The cutover happens in the
 compact task's completion trigger, inside the normal fenced completion transaction."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Reorg state of chain_sync jobs: recorded block hashes, reorgs, repairs, invalidations
-(migration 0015). The cutover itself happens in the completion trigger of the last repair
+(migration 0014). The cutover itself happens in the completion trigger of the last repair
 task (so it is part of the normal, fenced completion transaction)."""
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 The planner merges runs of adjacent finished ranges of each stream whose job asks for it
 (``compaction: {target_blocks: N}``; core/compaction.py picks the runs) by creating one
 ``compact`` task per run (workers/compact.py) with its one declared output version. The
-compact task's completion cuts the ledger over in its own transaction (migration 0018):
+compact task's completion cuts the ledger over in its own transaction (migration 0015):
 the N ledger rows become one, so a query resolves either the N old versions or the new
 one, never both or neither. A query that resolved before keeps its pinned versions.
 

@@ -13,7 +13,7 @@ Each pass, per watched job (core/reorg.py says what diverged means):
    once no range at or below the tip is still being extracted, every stream's completed
    range past the fork is re-extracted by an ordinary cryo_ingest task (new versions, its
    declared outputs, the normal completion path); the last completion cuts them all over
-   in its transaction and records the invalidations (migration 0015).
+   in its transaction and records the invalidations (migration 0014).
 """
 
 from __future__ import annotations
@@ -124,7 +124,7 @@ class ReorgWatcher:
         depth_max = max_reorg_depth(spec)
         keep = 2 * depth_max  # recorded blocks kept below the tip (the walk needs depth_max)
         before = await self._repo.recorded_tip(job.job_id)
-        if before is None:  # nothing recorded yet (a new job, or one synced before 0015): start at the top
+        if before is None:  # nothing recorded yet (a new job, or one synced before 0014): start at the top
             end = await self._repo.published_end(job)
             before = None if end is None else end - 1
         new = await self._record(job, -1 if before is None else before - keep)

@@ -1,4 +1,4 @@
--- Compaction of chain_sync ranges (migration 0018).
+-- Compaction of chain_sync ranges (migration 0015).
 
 -- name: compactable_streams
 -- Streams of enabled jobs whose spec asks for compaction and that have no repair in

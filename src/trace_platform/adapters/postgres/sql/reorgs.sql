@@ -1,4 +1,4 @@
--- Reorg detection and repair of chain_sync jobs (migration 0015).
+-- Reorg detection and repair of chain_sync jobs (migration 0014).
 
 -- name: watched_jobs
 -- Enabled, unfinished jobs with a blocks stream (the sentinel every stream is checked by)

@@ -5,7 +5,7 @@
 -- version), the covering range, and its inputs (the ledger rows it replaces, with the
 -- task and version each had when planned).
 --
--- Cutover, as the reorg repair's (0015): the completion trigger of the compact task, in the
+-- Cutover, as the reorg repair's (0014): the completion trigger of the compact task, in the
 -- completion's own transaction, deletes the input ledger rows and inserts one covering row
 -- naming the compact task and its version. resolve_published reads the ledger, so a query
 -- that resolved before keeps its pinned versions and the next one reads the merged one;
