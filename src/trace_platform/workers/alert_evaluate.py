@@ -18,7 +18,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from trace_platform.adapters.invoker.base import Invocation, RuntimeInvoker
+from trace_platform.adapters.invoker.base import Invocation, LazyInvoker, RuntimeInvoker
 from trace_platform.adapters.objectstore.stores import ObjectStores
 from trace_platform.clients.channel import ClientTls, open_channel
 from trace_platform.clients.query import QueryClient
@@ -50,12 +50,10 @@ def alert_evaluate_operator(
     query_tls: ClientTls | None = None,
 ) -> Operator:
     """``make_invoker`` runs on first use (it probes the machine's sandboxing once)."""
-    invokers: list[RuntimeInvoker] = []
+    lazy = LazyInvoker(make_invoker)
 
     async def alert_evaluate(ctx: OperatorContext) -> OperatorResult:
-        if not invokers:
-            invokers.append(await asyncio.to_thread(make_invoker))
-        invoker = invokers[0]
+        invoker = await lazy.get()
         bundle_url, sha, dataset_uuid, sql, limit = _config(ctx.config)
         ref = ctx.ref  # the token is read at each call: heartbeats renew it
         async with open_channel(query_addr, query_tls) as channel:

@@ -25,7 +25,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from trace_platform.adapters.invoker.base import Invocation, RuntimeInvoker
+from trace_platform.adapters.invoker.base import Invocation, LazyInvoker, RuntimeInvoker
 from trace_platform.adapters.objectstore.stores import ObjectStores
 from trace_platform.clients.channel import ClientTls, open_channel
 from trace_platform.clients.query import QueryClient
@@ -72,15 +72,13 @@ def udf_operator(
     query_tls: ClientTls | None = None,
 ) -> Operator:
     """``make_invoker`` runs on first use (it probes the machine's sandboxing once)."""
-    invokers: list[RuntimeInvoker] = []
+    invoker = LazyInvoker(make_invoker)
 
     async def udf(ctx: OperatorContext) -> OperatorResult:
-        if not invokers:
-            invokers.append(await asyncio.to_thread(make_invoker))
         bundle_url, sha, sources, output = _config(ctx.config)
         inputs = await _read_inputs(ctx, query_addr, query_tls, sources)
         ref = ctx.ref  # the token is read at each use: heartbeats renew it
-        result = await invokers[0].invoke(
+        result = await (await invoker.get()).invoke(
             Invocation(
                 task_id=ref.task_id,
                 attempt=ref.attempt,

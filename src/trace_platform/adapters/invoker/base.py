@@ -8,6 +8,8 @@ into the sandbox environment, or into the Lambda payload for the platform runner
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -67,3 +69,17 @@ class RuntimeInvoker(Protocol):
     async def invoke(self, invocation: Invocation) -> InvocationResult: ...
 
     async def close(self) -> None: ...
+
+
+class LazyInvoker:
+    """An invoker built on first use, once: building the local one probes the machine's
+    sandboxing (bwrap, cgroups), which a worker that never runs a UDF should not pay."""
+
+    def __init__(self, make: Callable[[], RuntimeInvoker]) -> None:
+        self._make = make
+        self._built: RuntimeInvoker | None = None
+
+    async def get(self) -> RuntimeInvoker:
+        if self._built is None:
+            self._built = await asyncio.to_thread(self._make)
+        return self._built
