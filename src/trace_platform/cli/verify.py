@@ -13,7 +13,7 @@ import click
 
 from trace_platform.cli.chain_sync import _with_client, org_option
 from trace_platform.cli.common import addr_option, data_dir_option
-from trace_platform.cli.output import dumps, message_dict
+from trace_platform.views.output import dumps, message_dict
 
 
 @click.command("verify")
