@@ -6,6 +6,8 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import asyncpg
 import jwt
@@ -80,3 +82,40 @@ def public_rpcs() -> set[str]:
             for service in module.DESCRIPTOR.services_by_name.values():
                 found |= {f"{service.full_name}/{m.name}" for m in service.methods}
     return found
+
+
+@dataclass(frozen=True)
+class TestIdentityProvider:
+    """An ES256 identity provider: its JWKS file (what a deployment's
+    TRACE_USER_AUTH_JWKS_PATH names) and a signer of user tokens with its private key."""
+
+    __test__ = False  # not a test class
+    jwks_path: Path
+    issuer: str
+    _key: Any
+
+    @staticmethod
+    def create(directory: Path, issuer: str = "https://idp.test/") -> TestIdentityProvider:
+        import json
+
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from jwt.algorithms import ECAlgorithm
+
+        key = ec.generate_private_key(ec.SECP256R1())
+        jwk = {**json.loads(ECAlgorithm.to_jwk(key.public_key())), "kid": "test-idp", "alg": "ES256", "use": "sig"}
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / "jwks.json"
+        path.write_text(json.dumps({"keys": [jwk]}))
+        return TestIdentityProvider(path, issuer, key)
+
+    def token(self, subject: str, org_id: str, ttl_seconds: int = 3600) -> str:
+        now = int(time.time())
+        claims = {
+            "iss": self.issuer,
+            "aud": USER_AUDIENCE,
+            "sub": subject,
+            "org_id": org_id,
+            "iat": now,
+            "exp": now + ttl_seconds,
+        }
+        return jwt.encode(claims, self._key, "ES256", headers={"kid": "test-idp"})

@@ -31,17 +31,20 @@ from typing import Any
 import grpc
 import pytest
 
+from tests.api_support import TestIdentityProvider
 from tests.datasets import blocks_table, write_dataset
 from tests.deploy.allowlist import role_labels
 from tests.deploy.chart import render, value_set
 from tests.deploy.netpol import pods
 from tests.deploy.nft import TABLE, Resolved, Translation, translate
 from tests.e2e.conftest import all_output, spawn, trace_env, wait_for_line
-from tests.integration.conftest import ORG, user_client
+from tests.integration.conftest import ORG
 from tests.moto_server import moto_server
 from trace_platform.adapters.objectstore.stores import S3ObjectStore
 from trace_platform.adapters.postgres.dataset_repository import DatasetRepository
+from trace_platform.adapters.postgres.identity_repository import IdentityRepository
 from trace_platform.adapters.postgres.pool import create_pool
+from trace_platform.clients.api.query import ApiQueryClient
 from trace_platform.core.config import ObjectStoreSettings, Settings
 
 TAG = str(os.getpid())[-7:]
@@ -286,8 +289,10 @@ def test_from_inside_only_the_allowed_destinations_connect(s1: S1) -> None:
     assert all(out in BLOCKED for _, out in outcomes), outcomes
 
 
-def _query_env(settings: Settings, s1: S1, **extra: str) -> dict[str, str]:
-    assert settings.database_url is not None and settings.user_auth.hs256_secret is not None
+def _query_env(settings: Settings, s1: S1, idp: TestIdentityProvider, **extra: str) -> dict[str, str]:
+    """Off loopback: plaintext only as an explicit choice (the veth pair is this machine's),
+    and user tokens from an identity provider's JWKS (HS256 is refused there)."""
+    assert settings.database_url is not None
     return trace_env(
         settings,
         TRACE_DATABASE_URL=settings.database_url.replace(f"{PG[0]}:{PG[1]}", f"{HOST}:{s1.pg_port}"),
@@ -296,8 +301,9 @@ def _query_env(settings: Settings, s1: S1, **extra: str) -> dict[str, str]:
         AWS_SECRET_ACCESS_KEY="testing",
         AWS_REGION="us-east-1",
         TRACE_DISPATCHER_ADDR=f"{HOST}:{s1.dispatcher_port}",
-        TRACE_USER_JWT_SECRET=settings.user_auth.hs256_secret,
-        TRACE_USER_JWT_ISSUER=settings.user_auth.issuer,
+        TRACE_USER_AUTH_JWKS_PATH=str(idp.jwks_path),
+        TRACE_USER_AUTH_ISSUER=idp.issuer,
+        TRACE_TLS_ALLOW_PLAINTEXT="1",
         TRACE_QUERY_SLOTS="1",
         TRACE_QUERY_THREADS="1",
         **extra,
@@ -331,13 +337,19 @@ async def test_a_query_over_s3_works_from_the_query_service_in_the_namespace(set
         await DatasetRepository(pool).publish(ORG, "chain.blocks", ds.publication)
     finally:
         await pool.close()
-    proc = serve_query_in_namespace(_query_env(settings, s1, TRACE_QUERY_EGRESS_ALLOW=f"{HOST}/32"))
+    idp = TestIdentityProvider.create(settings.data_dir / "idp")
+    pool = await create_pool(settings.database_url, min_size=1, max_size=1)
+    try:
+        await IdentityRepository(pool).ensure_member(ORG, "s1", "s1-user", "viewer")
+    finally:
+        await pool.close()
+    proc = serve_query_in_namespace(_query_env(settings, s1, idp, TRACE_QUERY_EGRESS_ALLOW=f"{HOST}/32"))
     try:
         addr = wait_for_line(proc, r"query serving on (\S+)", timeout=60)
         assert addr.startswith(f"{INSIDE}:")
         assert os.stat(f"/proc/{proc.pid}/ns/net").st_ino == os.stat(f"/run/netns/{NS}").st_ino
         async with grpc.aio.insecure_channel(addr) as channel:
-            out = await (await user_client(channel, settings)).query(
+            out = await ApiQueryClient(channel, token=idp.token("s1-user", ORG)).query(
                 "chain.blocks", "SELECT count(*), max(block_number) FROM dataset"
             )
         assert out.rows == [[500, 499]]
