@@ -8,9 +8,8 @@ import pytest
 from trace_platform.core.alert_api import webhook_display
 from trace_platform.core.config import DeliverySettings
 from trace_platform.core.errors import InvalidArgument
-from trace_platform.core.paging import encode_page_token
+from trace_platform.core.paging import PageRequest, encode_page_token
 from trace_platform.servers.api.alerts.webhooks import WebhookWall
-from trace_platform.servers.api.keyset import parse_page
 
 
 @pytest.mark.parametrize(
@@ -63,10 +62,11 @@ ZERO = "00000000-0000-0000-0000-000000000000"
 )
 def test_a_page_token_not_issued_here_is_refused(key: dict[str, str]) -> None:
     with pytest.raises(InvalidArgument) as bad:
-        parse_page(10, encode_page_token(key))
+        PageRequest.parse(10, encode_page_token(key)).after_created()
     assert bad.value.reason == "PAGE_TOKEN_INVALID"
 
 
 def test_a_page_token_round_trips() -> None:
-    page, after = parse_page(0, encode_page_token({"t": "2026-01-02T03:04:05.123456+00:00", "id": ZERO}))
+    page = PageRequest.parse(0, encode_page_token({"t": "2026-01-02T03:04:05.123456+00:00", "id": ZERO}))
+    after = page.after_created()
     assert page.size == 100 and after is not None and after[1] == ZERO and after[0].microsecond == 123456

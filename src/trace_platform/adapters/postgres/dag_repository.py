@@ -25,7 +25,7 @@ from trace_platform.core.dag_config import (
     udf_dataset_uuid,
 )
 from trace_platform.core.dag_routing import RoutedTask, build_task, target_from_row
-from trace_platform.core.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from trace_platform.core.errors import AlreadyExists, FailedPrecondition, NotFound
 from trace_platform.core.paging import PageRequest
 
 DAG_NOT_FOUND = "DAG_NOT_FOUND"
@@ -120,19 +120,14 @@ class DagRepository:
         return DagInfo(str(row["id"]), name, row["created_at"], int(row["version_count"]), active)
 
     async def list_versions(self, org_id: str, name: str, page: PageRequest) -> tuple[list[DagVersion], str]:
-        after = page.after or {}
-        try:
-            after_t = datetime.fromisoformat(after["t"]) if after else None
-            after_id = uuid.UUID(after["id"]) if after else None
-        except (KeyError, TypeError, ValueError):
-            raise InvalidArgument("PAGE_TOKEN_INVALID", "page_token is not one this service issued") from None
+        after = page.after_created()
+        after_t, after_id = (after[0], uuid.UUID(after[1])) if after else (None, None)
         async with self._pool.acquire() as conn:
             if await conn.fetchrow(self._sql["get_dag"], org_id, name) is None:
                 raise _not_found()
             rows = await conn.fetch(self._sql["list_versions"], org_id, name, after_t, after_id, page.size + 1)
-        versions = [_version(r, name, active=bool(r["active"])) for r in rows[: page.size]]
-        last = {"t": versions[-1].created_at.isoformat(), "id": versions[-1].id} if versions else None
-        return versions, page.next_token(len(rows), last)
+        versions = [_version(r, name, active=bool(r["active"])) for r in rows]
+        return page.page_by_created(versions, lambda v: (v.created_at, v.id))
 
     # --- activation -------------------------------------------------------------------------
 

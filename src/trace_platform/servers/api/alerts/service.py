@@ -13,10 +13,10 @@ from trace_platform.core.alert_api import (
     AlertInfo,
 )
 from trace_platform.core.errors import InvalidArgument, NotFound
+from trace_platform.core.paging import PageRequest
 from trace_platform.core.validation import require_text, require_uuid
 from trace_platform.servers.api.alerts.webhooks import WebhookWall
 from trace_platform.servers.api.identity import Principal
-from trace_platform.servers.api.keyset import page_of, parse_page
 
 
 def _alert_not_found() -> NotFound:
@@ -63,9 +63,10 @@ class AlertService:
         )
 
     async def list_alerts(self, who: Principal, page_size: int, page_token: str) -> tuple[list[AlertInfo], str]:
-        page, after = parse_page(page_size, page_token)
+        page = PageRequest.parse(page_size, page_token)
+        after = page.after_created()
         rows = await self._repo.page(who.org_id, after, page.size + 1)
-        return page_of(page, rows, lambda a: (a.created_at, a.alert_id))
+        return page.page_by_created(rows, lambda a: (a.created_at, a.alert_id))
 
     async def get(self, who: Principal, alert_id: str) -> AlertInfo:
         found = await self._repo.get(who.org_id, require_uuid("alert_id", alert_id))
@@ -98,16 +99,18 @@ class AlertService:
         self, who: Principal, alert_id: str, page_size: int, page_token: str
     ) -> tuple[list[AlertEventInfo], str]:
         alert = await self.get(who, alert_id)
-        page, after = parse_page(page_size, page_token)
+        page = PageRequest.parse(page_size, page_token)
+        after = page.after_created()
         rows = await self._repo.events(who.org_id, alert.alert_id, after, page.size + 1)
-        return page_of(page, rows, lambda e: (e.created_at, e.event_id))
+        return page.page_by_created(rows, lambda e: (e.created_at, e.event_id))
 
     async def deliveries(
         self, who: Principal, alert_id: str, event_id: str, page_size: int, page_token: str
     ) -> tuple[list[AlertDeliveryInfo], str]:
         if bool(alert_id) == bool(event_id):
             raise InvalidArgument("MISSING_FIELD", "give exactly one of alert_id and event_id", field="alert_id")
-        page, after = parse_page(page_size, page_token)
+        page = PageRequest.parse(page_size, page_token)
+        after = page.after_created()
         if alert_id:
             alert_id = (await self.get(who, alert_id)).alert_id
         else:
@@ -117,4 +120,4 @@ class AlertService:
         rows = await self._repo.deliveries(
             who.org_id, alert_id=alert_id or None, event_id=event_id or None, after=after, limit=page.size + 1
         )
-        return page_of(page, rows, lambda d: (d.created_at, d.delivery_id))
+        return page.page_by_created(rows, lambda d: (d.created_at, d.delivery_id))

@@ -299,16 +299,9 @@ class BundleService:
         return record
 
     async def list(self, who: Principal, page: PageRequest) -> BundlePage:
-        after = None
-        if page.after is not None:
-            try:
-                after = (datetime.fromisoformat(str(page.after["t"])), str(uuid.UUID(str(page.after["id"]))))
-            except (KeyError, ValueError):
-                raise InvalidArgument("PAGE_TOKEN_INVALID", "page_token is not one this service issued") from None
-        rows = await self._repo.list_page(who.org_id, page.size + 1, after)
-        last = rows[page.size - 1] if len(rows) > page.size else None
-        key = {"t": last.created_at.isoformat(), "id": last.id} if last else None
-        return BundlePage(rows[: page.size], page.next_token(len(rows), key))
+        rows = await self._repo.list_page(who.org_id, page.size + 1, page.after_created())
+        items, token = page.page_by_created(rows, lambda b: (b.created_at, b.id))
+        return BundlePage(items, token)
 
 
 def _check_digest(archive: Path, header: UploadHeader) -> None:

@@ -16,10 +16,10 @@ from trace_platform.core.dataset_registry import (
     require_published_name,
 )
 from trace_platform.core.errors import InvalidArgument, NotFound
+from trace_platform.core.paging import PageRequest
 from trace_platform.core.validation import SLUG_RE, require_text
 from trace_platform.servers.api.datasets.schema import read_columns
 from trace_platform.servers.api.identity import Principal
-from trace_platform.servers.api.keyset import page_of, parse_page
 
 MAX_NAME_CHARS = 256
 
@@ -41,9 +41,10 @@ class DatasetService:
         self._stores = stores
 
     async def list_datasets(self, who: Principal, page_size: int, page_token: str) -> tuple[list[DatasetInfo], str]:
-        page, after = parse_page(page_size, page_token)
+        page = PageRequest.parse(page_size, page_token)
+        after = page.after_created()
         rows = await self._repo.datasets(who.org_id, after=after, limit=page.size + 1)
-        return page_of(page, rows, lambda d: (d.created_at, d.dataset_id))
+        return page.page_by_created(rows, lambda d: (d.created_at, d.dataset_id))
 
     async def get(self, who: Principal, name: str) -> DatasetInfo:
         if not name or len(name) > MAX_NAME_CHARS:
