@@ -7,7 +7,7 @@ process list. No command prints a URL back: a webhook shows as scheme+host and i
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, TypeVar
 
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from trace_platform.core.alert_api import AlertDeliveryInfo, AlertEventInfo, AlertInfo
 
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 severity_option = click.option("--severity", type=click.Choice(["info", "warning", "critical"]))
@@ -190,21 +191,29 @@ def events(alert_id: str, limit: int, as_json: bool, addr: str, data_dir: Path) 
     """The alert's events, oldest first."""
 
     async def go(ch, t):  # type: ignore[no-untyped-def]
-        out = []
-        async for e in _client(ch, t).iterate_events(alert_id, page_size=min(limit, 1000)):
-            out.append(e)
-            if len(out) >= limit:
-                break
-        return out
+        return await _first(_client(ch, t).iterate_events(alert_id, page_size=min(limit, 1000)), limit)
 
-    found = call_api(addr, data_dir, go)
+    _show_all(call_api(addr, data_dir, go), as_json, _event_line, "no events")
+
+
+async def _first(items: AsyncIterator[T], limit: int) -> list[T]:
+    """At most ``limit`` items; no page past the one holding the last is fetched."""
+    out: list[T] = []
+    async for item in items:
+        out.append(item)
+        if len(out) >= limit:
+            break
+    return out
+
+
+def _show_all(found: list[T], as_json: bool, line: Callable[[T], str], none: str) -> None:
     if as_json:
         echo_json(found)
         return
-    for e in found:
-        click.echo(_event_line(e))
+    for item in found:
+        click.echo(line(item))
     if not found:
-        click.echo("no events")
+        click.echo(none)
 
 
 def _delivery_line(d: AlertDeliveryInfo) -> str:
@@ -228,19 +237,7 @@ def deliveries(alert_id: str, event_id: str, limit: int, as_json: bool, addr: st
         raise CliUsageError("give an ALERT_ID or --event EVENT_ID")
 
     async def go(ch, t):  # type: ignore[no-untyped-def]
-        out = []
         pages = _client(ch, t).iterate_deliveries(alert_id=alert_id, event_id=event_id, page_size=min(limit, 1000))
-        async for d in pages:
-            out.append(d)
-            if len(out) >= limit:
-                break
-        return out
+        return await _first(pages, limit)
 
-    found = call_api(addr, data_dir, go)
-    if as_json:
-        echo_json(found)
-        return
-    for d in found:
-        click.echo(_delivery_line(d))
-    if not found:
-        click.echo("no deliveries")
+    _show_all(call_api(addr, data_dir, go), as_json, _delivery_line, "no deliveries")
