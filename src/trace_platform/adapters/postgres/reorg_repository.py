@@ -124,19 +124,7 @@ class ReorgRepository:
         return int(await self._pool.fetchval(self._sql["unsettled_ranges"], job_id, tip))
 
     async def affected_ranges(self, job_id: str, fork: int) -> list[AffectedRange]:
-        rows = await self._pool.fetch(self._sql["affected_ranges"], job_id, fork)
-        return [
-            AffectedRange(
-                r["dataset_key"],
-                int(r["range_start"]),
-                int(r["range_end"]),
-                r["task_id"],
-                r["dataset_version"],
-                r["dataset_uuid"],
-                r["rpc_pool"],
-            )
-            for r in rows
-        ]
+        return [_affected(r) for r in await self._pool.fetch(self._sql["affected_ranges"], job_id, fork)]
 
     async def start_repair(
         self,
@@ -154,18 +142,7 @@ class ReorgRepository:
             if await conn.fetchval(self._sql["lock_job"], job_id) is None:
                 return None
             rows = await conn.fetch(self._sql["affected_ranges"], job_id, fork)
-            affected = [
-                AffectedRange(
-                    r["dataset_key"],
-                    int(r["range_start"]),
-                    int(r["range_end"]),
-                    r["task_id"],
-                    r["dataset_version"],
-                    r["dataset_uuid"],
-                    r["rpc_pool"],
-                )
-                for r in rows
-            ]
+            affected = [_affected(r) for r in rows]
             try:
                 async with conn.transaction():  # a savepoint: the violation must not abort the outer one
                     reorg_id = int(
@@ -219,3 +196,15 @@ class ReorgRepository:
 
     async def invalidations(self, org_id: str, name: str, limit: int = 100) -> list[asyncpg.Record]:
         return list(await self._pool.fetch(self._sql["invalidations"], org_id, name, limit))
+
+
+def _affected(r: asyncpg.Record) -> AffectedRange:
+    return AffectedRange(
+        r["dataset_key"],
+        int(r["range_start"]),
+        int(r["range_end"]),
+        r["task_id"],
+        r["dataset_version"],
+        r["dataset_uuid"],
+        r["rpc_pool"],
+    )
