@@ -69,10 +69,6 @@ async def _abort(context: grpc.aio.ServicerContext, exc: BaseException, method: 
 
 
 class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """Every RPC kind through the same two guards: one for a single answer (unary and
-    client-streaming), one for a stream of answers (server-streaming and bidi). A request,
-    or each message of a client stream, passes ``check_request`` before the servicer sees it."""
-
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
@@ -82,25 +78,67 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         if handler is None:
             return handler
         method = details.method
-        kinds = (
-            (handler.unary_unary, grpc.unary_unary_rpc_method_handler, _one, _answer),
-            (handler.unary_stream, grpc.unary_stream_rpc_method_handler, _one, _answers),
-            (handler.stream_unary, grpc.stream_unary_rpc_method_handler, _checked, _answer),
-            (handler.stream_stream, grpc.stream_stream_rpc_method_handler, _checked, _answers),
-        )
-        for inner, make, check, guard in kinds:
-            if inner is not None:
-                return make(
-                    guard(inner, check, method),
-                    safe_deserializer(handler.request_deserializer),
-                    handler.response_serializer,
-                )
+        if handler.unary_unary is not None:
+            inner = handler.unary_unary
+
+            async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                try:
+                    check_request(request)
+                    return await inner(request, context)
+                except grpc.aio.AbortError:
+                    raise
+                except Exception as exc:
+                    await _abort(context, exc, method)
+
+            return grpc.unary_unary_rpc_method_handler(
+                unary, safe_deserializer(handler.request_deserializer), handler.response_serializer
+            )
+        if handler.unary_stream is not None:
+            inner_stream = handler.unary_stream
+
+            async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+                try:
+                    check_request(request)
+                    async for item in inner_stream(request, context):
+                        yield item
+                except grpc.aio.AbortError:
+                    raise
+                except Exception as exc:
+                    await _abort(context, exc, method)
+
+            return grpc.unary_stream_rpc_method_handler(
+                stream, safe_deserializer(handler.request_deserializer), handler.response_serializer
+            )
+        if handler.stream_unary is not None:
+            inner_client_stream = handler.stream_unary
+
+            async def client_stream(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> Any:
+                try:
+                    return await inner_client_stream(_checked(requests), context)
+                except grpc.aio.AbortError:
+                    raise
+                except Exception as exc:
+                    await _abort(context, exc, method)
+
+            return grpc.stream_unary_rpc_method_handler(
+                client_stream, safe_deserializer(handler.request_deserializer), handler.response_serializer
+            )
+        if handler.stream_stream is not None:
+            inner_bidi = handler.stream_stream
+
+            async def bidi(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+                try:
+                    async for item in inner_bidi(_checked(requests), context):
+                        yield item
+                except grpc.aio.AbortError:
+                    raise
+                except Exception as exc:
+                    await _abort(context, exc, method)
+
+            return grpc.stream_stream_rpc_method_handler(
+                bidi, safe_deserializer(handler.request_deserializer), handler.response_serializer
+            )
         return handler
-
-
-def _one(request: Any) -> Any:
-    check_request(request)
-    return request
 
 
 async def _checked(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
@@ -108,31 +146,3 @@ async def _checked(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
     async for request in requests:
         check_request(request)
         yield request
-
-
-Check = Callable[[Any], Any]
-
-
-def _answer(inner: Callable[..., Awaitable[Any]], check: Check, method: str) -> Callable[..., Awaitable[Any]]:
-    async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        try:
-            return await inner(check(request), context)
-        except grpc.aio.AbortError:
-            raise
-        except Exception as exc:
-            await _abort(context, exc, method)
-
-    return guarded
-
-
-def _answers(inner: Callable[..., AsyncIterator[Any]], check: Check, method: str) -> Callable[..., AsyncIterator[Any]]:
-    async def guarded(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-        try:
-            async for item in inner(check(request), context):
-                yield item
-        except grpc.aio.AbortError:
-            raise
-        except Exception as exc:
-            await _abort(context, exc, method)
-
-    return guarded
