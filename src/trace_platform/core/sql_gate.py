@@ -150,10 +150,15 @@ def sql_shape(sql: str) -> str | None:
     any number value and no check reads one, so an accepted shape stays accepted whatever
     its numbers (a point lookup by block number is gated once). String literals, identifiers
     comments and everything else stay verbatim. None when the text fails the text checks or does not
-    tokenize: then only ``check_sql`` may decide.
+    tokenize: then only ``check_sql`` may decide. A plain text (``_plain_shape``) is keyed
+    by its own characters with those number runs masked, a key space of its own.
     """
     if _check_text(sql) is not None:
         return None
+    return _plain_shape(sql) or _token_shape(sql)
+
+
+def _token_shape(sql: str) -> str | None:
     quiet = _QUIET.set(True)
     try:
         tokens = _DIALECT.tokenize(sql)
@@ -164,6 +169,23 @@ def sql_shape(sql: str) -> str | None:
     # repr of a list of (str, str, list[str]) tuples is unambiguous: equal keys, equal tokens.
     key = repr([(_TOKEN_NAMES[t.token_type], "" if t.token_type is _NUMBER else t.text, t.comments) for t in tokens])
     return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+# A text of plain ASCII without quotes of any kind, comments, dollar signs or backslashes
+# holds no string, quoted identifier or comment, so each maximal run of digits (with one
+# decimal point inside or before it) that touches no identifier character, further "." or
+# parameter sigil is a number literal token as it stands,
+# and masking those runs in the text itself gives the masked token sequence's key without
+# the tokenizer (~0.1 ms less per new point lookup). Anything else takes the tokenizer.
+_PLAIN_TEXT = re.compile(r"[A-Za-z0-9_ \t\r\n(),.*=<>!+\-/%|&^~:;\[\]{}]*")
+_PLAIN_NUMBER = re.compile(r"(?<![A-Za-z0-9_.:@?$#])(?:[0-9]+(?:\.[0-9]+)?|\.[0-9]+)(?![A-Za-z0-9_.])")
+
+
+def _plain_shape(sql: str) -> str | None:
+    if not sql.isascii() or "--" in sql or "/*" in sql or _PLAIN_TEXT.fullmatch(sql) is None:
+        return None
+    masked = _PLAIN_NUMBER.sub("0", sql)
+    return hashlib.sha256(b"plain\x00" + masked.encode()).hexdigest()
 
 
 # --- text and parsing ------------------------------------------------------------------------
