@@ -197,6 +197,26 @@ async def test_an_ended_attempts_token_is_refused_by_task_query_at_once(
                 assert kind in ("Aborted", "FailedPrecondition")
 
 
+async def test_an_ended_attempts_slow_query_is_killed_when_its_audit_row_is_refused(
+    settings: Settings, db: asyncpg.Connection
+) -> None:
+    """The attempt check rides on the audit statement sent once the query process has the
+    query: for an ended attempt the statement writes nothing, and the query (minutes of
+    cross join) is killed then, not run to its end before the refusal."""
+    slow = "SELECT count(*) FROM " + ", ".join(f"dataset t{i}" for i in range(24))
+    async with lab(settings, db) as lb:
+        ref, cap = await lb.claim(max_attempts=3)
+        assert await lb.count(ref, cap) == N_ROWS
+        await _cancelled_in_the_database(lb, ref, cap)
+        workers = lb.platform.query.workers
+        before, audited = set(workers.pids()), await lb.audit_rows()
+        call = lb.query.task_query(cap, ref.task_id, ref.attempt, lb.dataset.dataset_uuid, slow)
+        assert await reason_of(call) == ("Unauthenticated", "ATTEMPT_NOT_CURRENT")
+        assert await lb.audit_rows() == audited
+        # The process that held the query was killed (a clean one would have been kept).
+        assert before - set(workers.pids())
+
+
 async def test_a_superseded_attempts_token_is_refused_and_the_current_one_works(
     settings: Settings, db: asyncpg.Connection
 ) -> None:

@@ -100,21 +100,28 @@ class DatasetRepository:
                 raise FailedPrecondition("DATASET_NAME_TAKEN", "the name is bound to another dataset")
             await conn.execute(self._sql["cut_over"], pub.dataset_uuid, pub.dataset_version, list(pii_columns))
 
-    async def open_query_audit(self, audit: QueryAuditRecord, refs: ColumnRefs) -> int:
+    async def open_query_audit(self, audit: QueryAuditRecord, refs: ColumnRefs) -> int | None:
         """The 'running' audit row, plus a PII access row when classified columns are read;
-        one statement, one round trip."""
+        one statement, one round trip. None, with nothing written, when the record names a
+        task attempt that is not the task's current, running one."""
         row = await self._pool.fetchrow(self._sql["open_query_audit"], *_open_args(audit, refs))
-        assert row is not None
-        return int(row["audit_id"])
+        return None if row is None else int(row["audit_id"])
 
     async def open_query_audits(self, audits: Sequence[QueryAuditRecord], refs: ColumnRefs) -> tuple[int, ...]:
         """One 'running' row (and PII access row) per dataset of a query over several, all
-        in one transaction: the access to every dataset is on record, or to none."""
-        async with self._pool.acquire() as conn, conn.transaction():
-            ids = []
-            for audit in audits:
-                ids.append(await conn.fetchval(self._sql["open_query_audit"], *_open_args(audit, refs)))
-        return tuple(int(i) for i in ids)
+        in one transaction: the access to every dataset is on record, or to none. Empty,
+        with nothing written, when the records' task attempt is not current."""
+        try:
+            async with self._pool.acquire() as conn, conn.transaction():
+                ids = []
+                for audit in audits:
+                    audit_id = await conn.fetchval(self._sql["open_query_audit"], *_open_args(audit, refs))
+                    if audit_id is None:
+                        raise _AttemptEnded  # rolls back the rows of this query written so far
+                    ids.append(int(audit_id))
+        except _AttemptEnded:
+            return ()
+        return tuple(ids)
 
     async def close_query_audits(self, closes: Sequence[QueryAuditClose]) -> None:
         await self._pool.execute(
@@ -125,6 +132,10 @@ class DatasetRepository:
             [c.duration_ms for c in closes],
             [c.failure_reason for c in closes],
         )
+
+
+class _AttemptEnded(Exception):
+    """Inside ``open_query_audits``: the attempt ended between two of its rows."""
 
 
 def _open_args(audit: QueryAuditRecord, refs: ColumnRefs) -> tuple[object, ...]:

@@ -11,7 +11,6 @@ from prometheus_client import CollectorRegistry
 
 from trace_platform.adapters.objectstore.factory import object_stores
 from trace_platform.adapters.objectstore.stores import ObjectStores
-from trace_platform.adapters.postgres.attempt_repository import AttemptRepository
 from trace_platform.adapters.postgres.dataset_repository import DatasetRepository
 from trace_platform.core.config import Settings
 from trace_platform.core.tokens import JwksFetcher, TokenVerifier
@@ -72,7 +71,6 @@ def build_query_server(
         task_verifier,
         q,
         QueryMetrics(registry or CollectorRegistry()),
-        AttemptRepository(pool),
     )
     authenticator = build_user_authenticator(pool, settings.user_auth)
     api = api_query_binding(ApiQueryServicer(service, authenticator))

@@ -20,17 +20,23 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
+from typing import TypeVar
 
 from prometheus_client import Counter
 
 from trace_platform.adapters.postgres.dataset_repository import DatasetRepository, QueryAuditClose, QueryAuditRecord
-from trace_platform.core.errors import TraceError, Unavailable
+from trace_platform.core.errors import TraceError, Unauthenticated, Unavailable
 from trace_platform.core.sql_columns import ColumnRefs
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 _BATCH = 500
+# Closes wait this long before their statement: the answer that queued one leaves first,
+# without the statement's client work beside it on the event loop, and the closes of
+# queries that finish together share one statement.
+_CLOSE_DELAY_SECONDS = 0.002
 
 
 class QueryAudit:
@@ -63,7 +69,8 @@ class QueryAudit:
 
     async def _write(self, records: tuple[QueryAuditRecord, ...], refs: ColumnRefs) -> tuple[int, ...]:
         if len(records) == 1:  # one statement, no transaction of its own: the common case's latency
-            return (await self._repo.open_query_audit(records[0], refs),)
+            audit_id = await self._repo.open_query_audit(records[0], refs)
+            return () if audit_id is None else (audit_id,)
         return await self._repo.open_query_audits(records, refs)
 
     def _opened(self, task: asyncio.Task[tuple[int, ...]]) -> None:
@@ -83,6 +90,7 @@ class QueryAudit:
     async def _flush(self) -> None:
         failed_attempts = 0
         try:
+            await asyncio.sleep(_CLOSE_DELAY_SECONDS)
             while self._pending:
                 batch, self._pending = self._pending[:_BATCH], self._pending[_BATCH:]
                 try:
@@ -118,11 +126,14 @@ class QueryAudit:
 
 class AuditTicket:
     """One query's audit row: ``open`` when the query starts, ``opened`` before answering,
-    and one close (the first wins). A query that never started leaves no row: it read nothing."""
+    and one close (the first wins). A query that never started leaves no row: it read nothing.
+    A task's row is written only while its attempt is current (the same statement checks),
+    so the row doubles as the attempt's liveness check, at no round trip of its own."""
 
     def __init__(self, start: Callable[[], asyncio.Task[tuple[int, ...]]], audit: QueryAudit) -> None:
         self._start = start
         self._opening: asyncio.Task[tuple[int, ...]] | None = None
+        self._settled: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._audit = audit
         self._started = time.perf_counter()
         self._outcome: QueryAuditClose | None = None  # audit_id filled in once opened
@@ -132,20 +143,46 @@ class AuditTicket:
         (the call was cancelled while the query thread was starting) follows it."""
         if self._opening is None:
             self._opening = self._start()
+            self._opening.add_done_callback(self._settle)
             if self._outcome is not None:
                 self._send_close()
 
+    def _settle(self, _: asyncio.Task[tuple[int, ...]]) -> None:
+        if not self._settled.done():
+            self._settled.set_result(None)
+
     async def opened(self) -> None:
         """Returns once the row is committed. If it cannot be, nothing may be returned:
-        UNAVAILABLE (the caller may retry)."""
+        UNAVAILABLE (the caller may retry). If the query's task attempt is no longer the
+        task's current, running one, nothing was written and nothing may be returned:
+        UNAUTHENTICATED ``ATTEMPT_NOT_CURRENT``."""
         self.open()
         assert self._opening is not None
         try:
-            await asyncio.shield(self._opening)
+            ids = await asyncio.shield(self._opening)
         except asyncio.CancelledError:
             raise
         except Exception:
             raise Unavailable("AUDIT_UNAVAILABLE", "the query could not be audited; nothing was returned") from None
+        if not ids:
+            raise Unauthenticated("ATTEMPT_NOT_CURRENT", "the token's attempt is no longer running")
+
+    async def answer(self, run: Awaitable[T]) -> T:
+        """``run``'s result once the row is on record. A row refused while ``run`` is still
+        going (the attempt ended, or PostgreSQL is away) ends it at once: the query process
+        is killed and nothing is returned."""
+        task = asyncio.ensure_future(run)
+        try:
+            await asyncio.wait((task, self._settled), return_when=asyncio.FIRST_COMPLETED)
+            if not task.done():
+                await self.opened()  # settled first: raises if refused
+            result = await task
+            await self.opened()
+            return result
+        finally:
+            if not task.done():
+                task.cancel()
+                await asyncio.wait((task,))
 
     def succeeded(self, row_count: int) -> None:
         self._close("ok", row_count, None)

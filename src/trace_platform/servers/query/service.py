@@ -9,10 +9,13 @@ database with the audit rows (one per dataset) written beside it (``audit.py``).
 whose audit rows cannot be written returns nothing; a query with one dataset refused runs
 nothing.
 
-A task's token is honoured only while its attempt is the task's current, running one
-(``AttemptRepository.is_current``: one primary-key lookup in PostgreSQL, run beside the
-gate and attach so it adds no latency of its own). The query never starts for a
-cancelled, completed or superseded attempt: ``ATTEMPT_NOT_CURRENT``.
+A task's token is honoured only while its attempt is the task's current, running one.
+The check is part of the query's audit row (``audit.py``): the statement that records the
+access writes it only while the attempt is current, as a primary-key lookup of ``tasks``
+in the same round trip, sent once the query process has the query. For a cancelled,
+completed or superseded attempt nothing is recorded, the query process is killed as soon
+as that answer arrives (whichever comes first, it or the query's end), and nothing of the
+answer leaves: ``ATTEMPT_NOT_CURRENT``.
 """
 
 from __future__ import annotations
@@ -23,7 +26,6 @@ import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 
-from trace_platform.adapters.postgres.attempt_repository import AttemptRepository
 from trace_platform.adapters.postgres.dataset_repository import DatasetRepository, QueryAuditRecord
 from trace_platform.core.config import QuerySettings
 from trace_platform.core.errors import (
@@ -78,10 +80,8 @@ class QueryService:
         task_verifier: TokenVerifier,
         settings: QuerySettings,
         metrics: QueryMetrics,
-        attempts: AttemptRepository,
     ) -> None:
         self._repo = repo
-        self._attempts = attempts
         self._attacher = attacher
         self._workers = workers
         self._task_verifier = task_verifier
@@ -110,18 +110,7 @@ class QueryService:
             pairs = requested(shorthand, datasets, "dataset_uuid")
             relations = named_relations([(name, require_uuid("dataset_uuid", ds)) for name, ds in pairs])
             claims.bind(task_id, attempt)
-            alive = asyncio.ensure_future(self._attempts.is_current(task_id, attempt))
-            # Let the lookup send its query now: the gate and attach below do not yield (a
-            # gate memo hit), so without this it would start only after them, in series.
-            await asyncio.sleep(0)
-            try:
-                attached = await self._attach_granted(claims, relations, sql)
-            except BaseException:
-                alive.cancel()
-                raise
-            gated, request = attached
-            if not await alive:
-                raise Unauthenticated("ATTEMPT_NOT_CURRENT", "the token's attempt is no longer running")
+            gated, request = await self._attach_granted(claims, relations, sql)
             audits = [
                 QueryAuditRecord(
                     org_id=claims.org_id,
@@ -305,8 +294,7 @@ def _user_audits(user: Principal, request: Attachment, sql_digest: str, rpc: str
 async def _audited(ticket: AuditTicket, run: Awaitable[LimitedResult]) -> LimitedResult:
     """The query's result once its audit row is on record; the outcome is closed either way."""
     try:
-        result = await run
-        await ticket.opened()
+        result = await ticket.answer(run)
     except BaseException as exc:
         ticket.failed(exc)
         raise

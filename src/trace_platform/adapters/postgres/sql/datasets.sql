@@ -34,10 +34,19 @@ ORDER BY v.range_start NULLS FIRST, v.dataset_version;
 -- the PII access row, in one statement and one round trip, sent while the query runs.
 -- $9: the query reads every column; $10: the names it reads. Committed durably: this
 -- is the record that the data was asked for, and the answer waits for it.
-WITH audit AS (
+-- A task's query ($2, $3 set) is recorded only while (task, attempt) is the task's current,
+-- running attempt (a primary-key lookup of tasks in the same statement): no row when it
+-- is not, and the caller refuses the answer (ATTEMPT_NOT_CURRENT). A user's query ($2
+-- NULL) is always recorded.
+WITH current_attempt AS (
+    SELECT 1 AS ok
+    WHERE $2::uuid IS NULL
+       OR EXISTS (SELECT 1 FROM tasks t WHERE t.id = $2::uuid AND t.attempt = $3::int AND t.status = 'running')
+), audit AS (
     INSERT INTO query_audit (org_id, task_id, attempt, user_id, dataset_uuid, dataset_version, sql_sha256,
                              rpc, outcome)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'running')
+    SELECT $1::uuid, $2::uuid, $3::int, $4::text, $5::uuid, $6::uuid, $7::text, $8::text, 'running'
+    FROM current_attempt
     RETURNING id
 ), classified AS (
     SELECT ARRAY(SELECT c FROM unnest(d.pii_columns) AS c WHERE $9 OR lower(c) = ANY ($10::text[])) AS cols
