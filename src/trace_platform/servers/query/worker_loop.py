@@ -104,7 +104,7 @@ def serve(config: dict[str, Any], stdin: BinaryIO, out: BinaryIO, mapped_bytes: 
         try:
             while (frame := read_frame_sync(stdin)) is not None:
                 try:
-                    keep = await _answer(pool, pickle.loads(frame[1]), remote, frames.send)
+                    keep = await _answer(pool, pickle.loads(frame[1]), remote, frames)
                 finally:
                     frames.flush()
                 if not keep:
@@ -116,11 +116,13 @@ def serve(config: dict[str, Any], stdin: BinaryIO, out: BinaryIO, mapped_bytes: 
     sys.exit(0)
 
 
-async def _answer(
-    pool: DatabasePool, request: QueryRequest, remote: RemoteFiles, send: Callable[[bytes], None]
-) -> bool:
-    """Answer one request; False when this process must end after it (memory)."""
+async def _answer(pool: DatabasePool, request: QueryRequest, remote: RemoteFiles, frames: AnswerFrames) -> bool:
+    """Answer one request; False when this process must end after it (memory). The answer
+    is flushed as soon as it is complete: closing the connection and releasing the database
+    (a spill check) follow while the service reads it, and the next request waits in the pipe."""
     objects = tuple(GrantedObject(path, remote, path, size) for path, size in request.objects)
+    send = frames.send
+    answered = False
     try:
         async with pool.database(request.pinned) as db:
             with db.session(objects) as conn:
@@ -133,14 +135,20 @@ async def _answer(
                         send_rows(db, conn, objects, request.sql, limit, cap, send, request.views)
                 except duckdb.Error as exc:
                     raise duckdb_error(exc, db.storage_failure()) from None
+                frames.flush()
+                answered = True
     except MemoryError:
         failure: TraceError = ResourceExhausted(MEMORY_LIMIT, "query exceeded the memory limit")
     except TraceError as exc:
         failure = exc
     except Exception as exc:
+        if answered:
+            return True
         send(failure_frame(exc))
         return False
     else:
+        return True
+    if answered:  # releasing failed after DONE left: the service counts this process idle, no frame may follow
         return True
     send(failure_frame(failure))
     return failure.reason != MEMORY_LIMIT
