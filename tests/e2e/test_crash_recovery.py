@@ -11,9 +11,12 @@ import asyncpg
 import grpc
 
 from tests.conftest import eventually
+from trace_platform.adapters.postgres.pool import create_pool
+from trace_platform.adapters.postgres.task_repository import TaskRepository
 from trace_platform.app import start_platform
 from trace_platform.clients.dispatcher import DispatcherClient
 from trace_platform.core.config import Settings
+from trace_platform.core.models import NewTask
 from trace_platform.gen.trace.v1 import common_pb2, dispatcher_pb2
 from trace_platform.workers.runtime import OperatorContext, OperatorResult, WorkerRuntime
 
@@ -25,15 +28,22 @@ ORG = "00000000-0000-0000-0000-0000000000bb"
 async def test_dispatcher_sigkill_mid_outbox_loses_no_wakeup(
     settings: Settings, db: asyncpg.Connection, procs: list[subprocess.Popen[str]]
 ) -> None:
+    # Tasks whose wake-ups wait in the outbox, as an SQS-configured Dispatcher's
+    # CreateTasks, the retry scheduler, chain_sync and DAG routing write them (with the
+    # PostgreSQL queue, CreateTasks writes the wake-up itself: the test below).
+    pool = await create_pool(settings.database_url or "", 1, 2)
+    try:
+        outboxed = TaskRepository(pool)  # wake-ups through the outbox
+        tasks = [NewTask(ORG, "noop", config={}, inputs=[], max_attempts=3) for _ in range(1000)]
+        ids = [tid for _ in range(3) for tid in await outboxed.insert_tasks(tasks)]
+    finally:
+        await pool.close()
+    assert await db.fetchval("SELECT count(*) FROM outbox WHERE status = 'pending'") == 3000
     # Small outbox batches so the relay is still working when we kill it.
     env = trace_env(settings, TRACE_OUTBOX_BATCH="5", TRACE_OUTBOX_INTERVAL_SECONDS="0.01")
     first = spawn(["dispatcher", "serve", "--listen", "127.0.0.1:0"], env)
     procs.append(first)
-    addr = wait_for_line(first, r"dispatcher serving on (\S+)")
-    async with grpc.aio.insecure_channel(addr) as channel:
-        client = DispatcherClient(channel, admin_token=settings.admin_token)
-        specs = [dispatcher_pb2.TaskSpec(org_id=ORG, operator="noop") for _ in range(1000)]
-        ids = [tid for i in range(0, 3000, 1000) for tid in await client.create_tasks(specs)]
+    wait_for_line(first, r"dispatcher serving on (\S+)")
 
     async def relay_started() -> bool:
         return bool(await db.fetchval("SELECT count(*) FROM queue_messages") > 0)
@@ -56,6 +66,32 @@ async def test_dispatcher_sigkill_mid_outbox_loses_no_wakeup(
     assert woken == set(ids)
     second.send_signal(signal.SIGTERM)
     assert second.wait(timeout=15) == 0
+
+
+async def test_create_tasks_wakeups_commit_with_the_tasks_on_the_postgres_queue(
+    settings: Settings, db: asyncpg.Connection, procs: list[subprocess.Popen[str]]
+) -> None:
+    """With the PostgreSQL queue, CreateTasks writes the wake-up messages in the tasks' own
+    transaction: once it has answered, every wake-up is in the queue (no outbox row, no
+    relay hop), and a SIGKILL of the Dispatcher right then loses none."""
+    # A relay that would only poll once an hour: nothing here may depend on it.
+    env = trace_env(settings, TRACE_OUTBOX_INTERVAL_SECONDS="3600")
+    first = spawn(["dispatcher", "serve", "--listen", "127.0.0.1:0"], env)
+    procs.append(first)
+    addr = wait_for_line(first, r"dispatcher serving on (\S+)")
+    async with grpc.aio.insecure_channel(addr) as channel:
+        client = DispatcherClient(channel, admin_token=settings.admin_token)
+        specs = [dispatcher_pb2.TaskSpec(org_id=ORG, operator="noop") for _ in range(500)]
+        ids = [tid for _ in range(2) for tid in await client.create_tasks(specs)]
+        # Idempotent create: an existing id gets no second task and no second wake-up.
+        again = dispatcher_pb2.TaskSpec(task_id=ids[0], org_id=ORG, operator="noop")
+        assert await client.create_tasks([again]) == [ids[0]]
+    first.send_signal(signal.SIGKILL)
+    first.wait(timeout=10)
+    assert await db.fetchval("SELECT count(*) FROM outbox") == 0
+    rows = await db.fetch("SELECT queue, payload->>'task_id' AS tid FROM queue_messages")
+    assert sorted(r["tid"] for r in rows) == sorted(ids)
+    assert {r["queue"] for r in rows} == {"tasks"}
 
 
 async def test_worker_sigkill_mid_task_retries_through_reaper_and_completes_once(

@@ -119,14 +119,20 @@ def _fence_arrays(refs: Sequence[TaskRef]) -> tuple[list[str], list[int], list[s
 
 
 class TaskRepository:
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, wakeups_in_transaction: bool = False) -> None:
+        """``wakeups_in_transaction``: the wake-up queue is the PostgreSQL queue on this
+        pool's database, so ``insert_tasks`` writes the wake-up messages themselves in the
+        tasks' transaction (no outbox row, no relay hop). Otherwise (SQS) an outbox row."""
         self._pool = pool
         self._sql = queries.load("tasks")
+        self.wakeups_in_transaction = wakeups_in_transaction
 
     async def insert_tasks(self, tasks: Sequence[NewTask]) -> list[str]:
+        """Creates the new ones among ``tasks`` (an existing id is left alone) with their
+        wake-ups: in the queue itself or in the outbox, in the same statement either way."""
         ids = [t.task_id or str(uuid.uuid4()) for t in tasks]
         await self._pool.execute(
-            self._sql["insert_tasks"],
+            self._sql["insert_tasks_queued" if self.wakeups_in_transaction else "insert_tasks"],
             ids,
             [t.org_id for t in tasks],
             [t.operator for t in tasks],

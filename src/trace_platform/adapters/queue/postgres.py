@@ -23,6 +23,11 @@ class PostgresQueue:
         self._sql = queries.load("queue")
         self._listener = NotifyListener(pool, CHANNEL)  # a trigger notifies on insert
 
+    def stores_in(self, pool: asyncpg.Pool) -> bool:
+        """Whether this queue's messages live in ``pool``'s database (the same pool), so a
+        transaction there can write them beside the state they wake up for."""
+        return self._pool is pool
+
     async def publish(self, queue: str, payloads: Sequence[dict[str, Any]]) -> None:
         if payloads:
             await self._pool.execute(self._sql["publish"], queue, [json.dumps(p) for p in payloads])

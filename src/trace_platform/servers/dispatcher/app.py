@@ -15,6 +15,7 @@ from trace_platform.adapters.postgres.metrics_repository import MetricsRepositor
 from trace_platform.adapters.postgres.outbox_repository import OutboxRepository
 from trace_platform.adapters.postgres.task_repository import TaskRepository
 from trace_platform.adapters.queue.base import Queue
+from trace_platform.adapters.queue.postgres import PostgresQueue
 from trace_platform.core.config import Settings
 from trace_platform.core.keys import KeyRing, KeyStore
 from trace_platform.core.tokens import TokenIssuer, TokenVerifier
@@ -57,7 +58,9 @@ def build_dispatcher(
     registry: CollectorRegistry | None = None,
     wake_planner: Callable[[], None] = lambda: None,
 ) -> Dispatcher:
-    tasks = TaskRepository(pool)
+    # CreateTasks writes its wake-ups in the tasks' own transaction when the queue is in
+    # this database; external queues (SQS) get them through the outbox relay.
+    tasks = TaskRepository(pool, wakeups_in_transaction=isinstance(queue, PostgresQueue) and queue.stores_in(pool))
     metrics = DispatcherMetrics(registry or CollectorRegistry(), MetricsRepository(pool).dispatcher_snapshot)
     loops = dispatcher_loops(tasks, OutboxRepository(pool), queue, settings.dispatcher, metrics, DagRepository(pool))
     outbox_loop = loops[0]

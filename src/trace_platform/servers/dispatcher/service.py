@@ -96,7 +96,8 @@ class DispatcherService:
         if len(tasks) > self.settings.max_tasks_per_create:
             raise InvalidArgument("TOO_MANY_TASKS", "too many tasks in one request", field="tasks")
         ids = await self._repo.insert_tasks(tasks)
-        self._on_outbox_write()
+        if not self._repo.wakeups_in_transaction:
+            self._on_outbox_write()
         return ids
 
     async def get_task(self, task_id: str) -> TaskView | None:

@@ -1,8 +1,10 @@
 -- Every statement here skips the WAL flush wait (set_config(..., true): this transaction
 -- only), since none of them needs to outlive a PostgreSQL crash: wake-ups are published
--- only by the outbox relay, whose outbox rows stay pending until a later, durable commit
--- marks them done (WAL is flushed in order, so that commit makes this one durable too;
--- before it, a crash leaves the row pending and it is published again); a lost receive or
+-- here only by the outbox relay, whose outbox rows stay pending until a later, durable
+-- commit marks them done (WAL is flushed in order, so that commit makes this one durable
+-- too; before it, a crash leaves the row pending and it is published again), or written
+-- by CreateTasks in the tasks' own durable transaction (tasks.sql insert_tasks_queued,
+-- not through this file); a lost receive or
 -- visibility change makes a message visible early, a lost ack redelivers it: the
 -- at-least-once delivery every consumer already handles (a claim refuses a duplicate).
 -- Other sessions see the rows at once either way; only durability waits.
