@@ -132,7 +132,7 @@ class TaskRepository:
         wake-ups: in the queue itself or in the outbox, in the same statement either way."""
         ids = [t.task_id or str(uuid.uuid4()) for t in tasks]
         await self._pool.execute(
-            self._sql["insert_tasks_queued" if self.wakeups_in_transaction else "insert_tasks"],
+            self._sql["insert_tasks"],
             ids,
             [t.org_id for t in tasks],
             [t.operator for t in tasks],
@@ -140,6 +140,7 @@ class TaskRepository:
             [json.dumps(t.inputs) for t in tasks],
             [json.dumps([g.to_claim() for g in t.datasets]) for t in tasks],
             [t.max_attempts for t in tasks],
+            self.wakeups_in_transaction,
         )
         return ids
 

@@ -3,7 +3,7 @@
 -- here only by the outbox relay, whose outbox rows stay pending until a later, durable
 -- commit marks them done (WAL is flushed in order, so that commit makes this one durable
 -- too; before it, a crash leaves the row pending and it is published again), or written
--- by CreateTasks in the tasks' own durable transaction (tasks.sql insert_tasks_queued,
+-- by CreateTasks in the tasks' own durable transaction (tasks.sql insert_tasks, its $8,
 -- not through this file); a lost receive or
 -- visibility change makes a message visible early, a lost ack redelivers it: the
 -- at-least-once delivery every consumer already handles (a claim refuses a duplicate).

@@ -2,8 +2,12 @@
 -- (task_id, attempt, lease_token) in its WHERE clause or under FOR UPDATE.
 
 -- name: insert_tasks
--- Creating an existing id is a no-op (idempotent create); wake-ups go to the outbox
--- in the same statement, so a task never exists without its enqueue intent.
+-- Creating an existing id is a no-op (idempotent create); wake-ups are written in the
+-- same statement, so a task never exists without its enqueue intent. $8: the wake-up
+-- queue is the PostgreSQL one in this database, so the message itself goes into
+-- queue_messages (no relay hop; its NOTIFY, migration 0006's statement trigger, fires
+-- only for rows written and is delivered on commit); otherwise an outbox row for the
+-- relay (SQS). The wake-up shape is the relay's.
 WITH ins AS (
     INSERT INTO tasks (id, org_id, operator, config, inputs, datasets, status, attempt, max_attempts)
     SELECT t.id, t.org_id, t.operator, t.config, t.inputs, t.datasets, 'queued', 1, t.max_attempts
@@ -11,25 +15,12 @@ WITH ins AS (
         AS t (id, org_id, operator, config, inputs, datasets, max_attempts)
     ON CONFLICT (id) DO NOTHING
     RETURNING id
+), queued AS (
+    INSERT INTO queue_messages (queue, payload)
+    SELECT 'tasks', jsonb_build_object('task_id', id) FROM ins WHERE $8::boolean
 )
 INSERT INTO outbox (kind, queue, payload)
-SELECT 'enqueue_task', 'tasks', jsonb_build_object('task_id', id) FROM ins;
-
--- name: insert_tasks_queued
--- insert_tasks when the wake-up queue is the PostgreSQL one in this database: the wake-up
--- message itself is written in the task's transaction instead of an outbox row (no relay
--- hop). It commits with the task, durably, or not at all; its NOTIFY (migration 0006's
--- statement trigger) is delivered on commit. The wake-up shape is the relay's.
-WITH ins AS (
-    INSERT INTO tasks (id, org_id, operator, config, inputs, datasets, status, attempt, max_attempts)
-    SELECT t.id, t.org_id, t.operator, t.config, t.inputs, t.datasets, 'queued', 1, t.max_attempts
-    FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::jsonb[], $5::jsonb[], $6::jsonb[], $7::int[])
-        AS t (id, org_id, operator, config, inputs, datasets, max_attempts)
-    ON CONFLICT (id) DO NOTHING
-    RETURNING id
-)
-INSERT INTO queue_messages (queue, payload)
-SELECT 'tasks', jsonb_build_object('task_id', id) FROM ins;
+SELECT 'enqueue_task', 'tasks', jsonb_build_object('task_id', id) FROM ins WHERE NOT $8::boolean;
 
 -- name: get_task
 SELECT id, org_id, operator, config::text AS config, inputs::text AS inputs,
