@@ -14,9 +14,13 @@ files) in the same run. Compaction is then switched on (``compaction: {target_bl
 the run waits for the cutover and measures again, and once more after the collector has
 deleted the replaced versions (run with no grace: the steady state of a compacted
 stream). Ratios are Trace / plain DuckDB; the target is that Trace after compaction is
-within 1.5 x plain DuckDB over the compacted files.
+within 1.5 x plain DuckDB over the compacted files. Each measurement also times, in the
+same run and over the same files, the bare gRPC floor (``grpc_floor_server.py``: a
+grpc.aio server running the SQL on plain DuckDB, no token, gate or audit): the least any
+gRPC query service pays. ``--layout separate`` queries a ``trace serve query`` process
+instead of the in-process Query Service.
 
-    .venv/bin/python bench/compaction.py [--ranges 1000] [--iterations 40]
+    .venv/bin/python bench/compaction.py [--ranges 1000] [--iterations 40] [--layout lite|separate]
 """
 
 from __future__ import annotations
@@ -41,7 +45,9 @@ import duckdb
 import grpc
 import pyarrow as pa
 import pyarrow.parquet as pq
-from bench_support import drop_db, dsn_for, fresh_db
+import uvloop
+from bench_support import drop_db, dsn_for, fresh_db, start_roles
+from grpc_floor_server import floor_channel
 
 from trace_platform.adapters.objectstore.factory import datasets_uri, object_stores
 from trace_platform.adapters.postgres.compaction_repository import CompactionRepository
@@ -51,6 +57,7 @@ from trace_platform.adapters.postgres.pool import create_pool
 from trace_platform.app import start_platform
 from trace_platform.clients.api.query import ApiQueryClient
 from trace_platform.clients.chain_sync import ChainSyncClient
+from trace_platform.clients.query import QueryClient
 from trace_platform.core.config import (
     DispatcherSettings,
     QuerySettings,
@@ -180,28 +187,45 @@ async def _register_ranges(settings: Settings, ranges: int) -> None:
 async def _measure(
     user: ApiQueryClient, files: list[str], blocks: int, iterations: int, seed: int
 ) -> dict[str, dict[str, float]]:
+    """Trace, the bare gRPC floor and plain DuckDB, interleaved, over the same files."""
     plain = duckdb.connect(config={"threads": 2})
     rel = "read_parquet([" + ", ".join(f"'{f}'" for f in files) + "])"
     rng = random.Random(seed)
     out: dict[str, dict[str, float]] = {}
-    for name, template in (("count", COUNT), ("point", POINT)):
-        times: dict[str, list[float]] = {"trace": [], "duckdb": []}
-        for i in range(iterations + 5):
-            n = rng.randrange(blocks)
-            await asyncio.sleep(GAP_SECONDS)
-            t0 = time.perf_counter()
-            got = (await user.query("bench.blocks", template.format(rel="dataset", n=n))).rows
-            t1 = time.perf_counter()
-            await asyncio.sleep(GAP_SECONDS)
-            t2 = time.perf_counter()
-            want = plain.execute(template.format(rel=rel, n=n)).fetchall()
-            t3 = time.perf_counter()
-            assert [[_plain(v) for v in r] for r in got] == [[_plain(v) for v in r] for r in want], "answers differ"
-            if i >= 5:  # warm-up: attach, footers, page cache
-                times["trace"].append((t1 - t0) * 1000)
-                times["duckdb"].append((t3 - t2) * 1000)
-        t, d = statistics.median(times["trace"]), statistics.median(times["duckdb"])
-        out[name] = {"trace_p50_ms": round(t, 3), "duckdb_p50_ms": round(d, 3), "ratio": round(t / d, 2)}
+    async with floor_channel([Path(f) for f in files]) as floor_ch:
+        floor = QueryClient(floor_ch)
+        for name, template in (("count", COUNT), ("point", POINT)):
+            times: dict[str, list[float]] = {"trace": [], "floor": [], "duckdb": []}
+            for i in range(iterations + 5):
+                n = rng.randrange(blocks)
+                sql = template.format(rel="dataset", n=n)
+                await asyncio.sleep(GAP_SECONDS)
+                t0 = time.perf_counter()
+                got = (await user.query("bench.blocks", sql)).rows
+                t1 = time.perf_counter()
+                await asyncio.sleep(GAP_SECONDS)
+                t2 = time.perf_counter()
+                floor_rows = (await floor.task_query("", "", 1, "", sql)).rows
+                t3 = time.perf_counter()
+                await asyncio.sleep(GAP_SECONDS)
+                t4 = time.perf_counter()
+                want = plain.execute(template.format(rel=rel, n=n)).fetchall()
+                t5 = time.perf_counter()
+                rows = [[[_plain(v) for v in r] for r in side] for side in (got, floor_rows, want)]
+                assert rows[0] == rows[1] == rows[2], "answers differ"
+                if i >= 5:  # warm-up: attach, footers, page cache
+                    times["trace"].append((t1 - t0) * 1000)
+                    times["floor"].append((t3 - t2) * 1000)
+                    times["duckdb"].append((t5 - t4) * 1000)
+            t, f, d = (statistics.median(times[side]) for side in ("trace", "floor", "duckdb"))
+            out[name] = {
+                "trace_p50_ms": round(t, 3),
+                "floor_p50_ms": round(f, 3),
+                "duckdb_p50_ms": round(d, 3),
+                "ratio": round(t / d, 2),
+                "floor_ratio": round(f / d, 2),
+                "trace_over_floor": round(t / f, 2),
+            }
     plain.close()
     return out
 
@@ -222,11 +246,33 @@ def _plain(v: object) -> object:
     return bytes(v) if isinstance(v, bytes | bytearray | memoryview) else int(v) if isinstance(v, int) else v
 
 
-async def run(ranges: int, iterations: int) -> dict[str, object]:
+def _query_role_env(settings: Settings, dispatcher_addr: str) -> dict[str, str]:
+    """`trace serve query` with this run's database, objects, user auth and query limits."""
+    assert settings.database_url and settings.user_auth.hs256_secret
+    return {
+        "TRACE_DATABASE_URL": settings.database_url,
+        "TRACE_DATA_DIR": str(settings.data_dir),
+        "TRACE_ADMIN_TOKEN": settings.admin_token or "",
+        "TRACE_WORKER_TOKEN": settings.worker_token or "",
+        "TRACE_DISPATCHER_ADDR": dispatcher_addr,
+        "TRACE_USER_AUTH_ISSUER": settings.user_auth.issuer,
+        "TRACE_USER_AUTH_HS256_SECRET": settings.user_auth.hs256_secret,
+        "TRACE_QUERY_SLOTS": str(settings.query.slots),
+        "TRACE_QUERY_MEMORY_LIMIT": settings.query.memory_limit,
+        "TRACE_QUERY_THREADS": str(settings.query.threads),
+        "TRACE_LOG_LEVEL": "WARNING",
+    }
+
+
+async def run(ranges: int, iterations: int, layout: str) -> dict[str, object]:
     db = await fresh_db("trace_bench_compaction")
     tmp = Path(tempfile.mkdtemp(prefix="trace-bench-compaction-"))
     settings = _settings(db, tmp)
     running = await start_platform(settings, migrate=False, run_worker=True)
+    query_proc = None
+    query_addr = running.addr
+    if layout == "separate":  # the cluster profile's Query Service, alone in its process
+        query_proc, query_addr = start_roles(["query"], _query_role_env(settings, running.addr))
     blocks = ranges * BLOCKS_PER_RANGE
     try:
         pool = await create_pool(dsn_for(db), min_size=1, max_size=1)
@@ -236,9 +282,12 @@ async def run(ranges: int, iterations: int) -> dict[str, object]:
             await pool.close()
         assert settings.user_auth.hs256_secret and settings.admin_token
         token = issue_user_token(settings.user_auth.hs256_secret, issuer="trace-bench", subject="ada", org_id=ORG)
-        async with grpc.aio.insecure_channel(running.addr) as ch:
+        async with (
+            grpc.aio.insecure_channel(running.addr) as ch,
+            grpc.aio.insecure_channel(query_addr) as query_ch,
+        ):
             admin = ChainSyncClient(ch, admin_token=settings.admin_token)
-            user = ApiQueryClient(ch, token=token)
+            user = ApiQueryClient(query_ch, token=token)
             await admin.apply(ORG, job(blocks, None))
             t0 = time.monotonic()
             await _register_ranges(settings, ranges)
@@ -279,11 +328,15 @@ async def run(ranges: int, iterations: int) -> dict[str, object]:
                 await pool.close()
             collected_after = await _measure(user, merged, blocks, iterations, 4)
     finally:
+        if query_proc is not None:
+            query_proc.terminate()
+            query_proc.wait(10)
         await running.stop(grace=0.5)
         await drop_db(db)
         shutil.rmtree(tmp, ignore_errors=True)
     return {
         "ranges": ranges,
+        "layout": layout,
         "blocks": blocks,
         "register_s": round(register_s, 2),
         "apply_to_cutover_s": round(compact_s, 2),
@@ -295,6 +348,8 @@ async def run(ranges: int, iterations: int) -> dict[str, object]:
         "resolve_published_after_collection_ms": resolve_collected_ms,
         "after_collection_vs_duckdb_over_the_compacted_file": collected_after,
         "target": "after_compaction ratio <= 1.5",
+        "floor": "a bare grpc.aio server running the same SQL on plain DuckDB over the same files "
+        "(grpc_floor_server.py): floor_ratio is what any gRPC query service pays at least",
     }
 
 
@@ -302,8 +357,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ranges", type=int, default=1000)
     parser.add_argument("--iterations", type=int, default=40)
+    parser.add_argument(
+        "--layout",
+        choices=("lite", "separate"),
+        default="lite",
+        help="lite: every role in this process (`trace lite up`); separate: the Query Service "
+        "in its own `trace serve query` process, as the cluster profile runs it",
+    )
     args = parser.parse_args()
-    print(json.dumps(asyncio.run(run(args.ranges, args.iterations)), indent=2))
+    # The event loop the `trace` commands run on.
+    print(json.dumps(uvloop.run(run(args.ranges, args.iterations, args.layout)), indent=2))
 
 
 if __name__ == "__main__":

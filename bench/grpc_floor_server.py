@@ -12,9 +12,10 @@ Trace adds over this is what Trace itself costs.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,18 @@ def start_floor_server(files: Sequence[Path]) -> tuple[subprocess.Popen[str], st
         proc.kill()
         raise RuntimeError("the floor server did not start")
     return proc, line.split()[-1]
+
+
+@contextlib.asynccontextmanager
+async def floor_channel(files: Sequence[Path]) -> AsyncIterator[grpc.aio.Channel]:
+    """A channel to this server over ``files``, in its own process for the block."""
+    proc, addr = start_floor_server(files)
+    try:
+        async with grpc.aio.insecure_channel(addr) as channel:
+            yield channel
+    finally:
+        proc.terminate()
+        proc.wait(10)
 
 
 async def serve(files: list[str]) -> None:

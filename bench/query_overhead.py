@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import hashlib
 import random
 import secrets
@@ -25,7 +24,6 @@ import statistics
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import duckdb
@@ -34,7 +32,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import uvloop
 from bench_support import drop_db, dsn_for, fresh_db, start_dispatcher, start_roles
-from grpc_floor_server import start_floor_server
+from grpc_floor_server import floor_channel
 
 from trace_platform.clients.dispatcher import DispatcherClient
 from trace_platform.clients.query import QueryClient
@@ -218,17 +216,6 @@ async def main() -> None:
         f"floor {p50['point']['floor'] - p50['point']['duckdb']:.2f} ms; scan ratio trace "
         f"{p50['scan']['trace'] / p50['scan']['duckdb']:.2f}, floor {p50['scan']['floor'] / p50['scan']['duckdb']:.2f}"
     )
-
-
-@contextlib.asynccontextmanager
-async def floor_channel(paths: list[Path]) -> AsyncIterator[grpc.aio.Channel]:
-    proc, addr = start_floor_server(paths)
-    try:
-        async with grpc.aio.insecure_channel(addr) as channel:
-            yield channel
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 if __name__ == "__main__":
