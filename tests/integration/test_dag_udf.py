@@ -242,13 +242,15 @@ async def test_a_udf_answering_garbage_fails_with_the_reason_and_publishes_nothi
 
         async def failed() -> asyncpg.Record | None:
             row: asyncpg.Record | None = await db.fetchrow(
-                "SELECT id, status, error_message, declared_outputs::text AS declared FROM tasks"
-                " WHERE operator = 'udf' AND error_message IS NOT NULL"
+                "SELECT id, status, attempt, next_retry_at, error_message, declared_outputs::text AS declared"
+                " FROM tasks WHERE operator = 'udf' AND error_message IS NOT NULL"
             )
             return row
 
         task = await eventually(failed, timeout=120, interval=0.2)
         assert task["error_message"].startswith("udf/UDF_RESULT_INVALID:")
+        # Another attempt would get the same answer: failed for good at once, no retry.
+        assert (task["status"], task["attempt"], task["next_retry_at"]) == ("failed", 1, None)
         assert "block_number" in task["error_message"] and "two" not in task["error_message"]
 
         async def direct_alert_done() -> bool:

@@ -11,6 +11,7 @@ import asyncpg
 import pytest
 
 from tests.conftest import eventually
+from trace_platform.adapters.invoker.base import no_result_error
 from trace_platform.app import RunningPlatform
 from trace_platform.clients.dispatcher import DispatcherClient
 from trace_platform.core.config import Settings
@@ -106,6 +107,45 @@ async def test_retry_backoff_grows_and_is_capped(client: DispatcherClient, db: a
     capped = await db.fetchval("SELECT extract(epoch FROM trace_next_retry_at(9, 10, 0.05, 0.2) - now())")
     assert 0.19 <= float(capped) <= 0.21
     assert await db.fetchval("SELECT trace_next_retry_at(3, 3, 1, 10)") is None
+
+
+async def test_a_permanent_failure_schedules_no_retry(client: DispatcherClient, db: asyncpg.Connection) -> None:
+    ref, cap = await claim_new(client, max_attempts=5)
+    with pytest.raises(InvalidArgument) as exc:  # only a failure can be final
+        await client.complete(ref, cap, pb.COMPLETION_STATUS_COMPLETED, permanent=True)
+    assert exc.value.reason == "INVALID_PERMANENT"
+    assert await db.fetchval("SELECT status FROM tasks WHERE id = $1", uuid.UUID(ref.task_id)) == "running"
+    resp = await client.complete(ref, cap, pb.COMPLETION_STATUS_FAILED, error_message="udf/X: y", permanent=True)
+    assert resp.status == common_pb2.TASK_STATUS_FAILED and not resp.HasField("next_retry_at")
+    await asyncio.sleep(0.3)  # base retry 0.05 s: a scheduled retry would have claimed attempt 2
+    task = await client.get_task(ref.task_id)
+    assert task.terminal and task.task.attempt == 1 and not task.HasField("next_retry_at")
+    # The same completion again is a replay, not a second failure.
+    again = await client.complete(ref, cap, pb.COMPLETION_STATUS_FAILED, error_message="udf/X: y", permanent=True)
+    assert again.duplicate
+
+
+async def test_the_worker_fails_a_contract_breaking_answer_once_and_retries_a_passing_fault(
+    client: DispatcherClient, platform: RunningPlatform, db: asyncpg.Connection
+) -> None:
+    async def bad_answer(ctx: OperatorContext) -> OperatorResult:
+        raise FailedPrecondition("UDF_RESULT_INVALID", "the UDF result is invalid", category="udf")
+
+    async def killed(ctx: OperatorContext) -> OperatorResult:
+        raise no_result_error("UDF_KILLED")
+
+    final = (await client.create_tasks([pb.TaskSpec(org_id=ORG, operator="bad", max_attempts=3)]))[0]
+    passing = (await client.create_tasks([pb.TaskSpec(org_id=ORG, operator="killed", max_attempts=2)]))[0]
+
+    async def both_terminal() -> bool:
+        return (await client.get_task(final)).terminal and (await client.get_task(passing)).terminal
+
+    await run_worker(platform, client, {"bad": bad_answer, "killed": killed}, both_terminal)
+    bad = await client.get_task(final)
+    assert [a.outcome for a in bad.attempts] == ["failed"] and bad.task.attempt == 1
+    assert bad.error_message.startswith("udf/UDF_RESULT_INVALID:")
+    assert [a.outcome for a in (await client.get_task(passing)).attempts] == ["failed", "failed"]
+    assert await db.fetchval("SELECT next_retry_at FROM tasks WHERE id = $1", uuid.UUID(final)) is None
 
 
 # A retry an hour away: the test's fast retries would otherwise requeue the task (a new

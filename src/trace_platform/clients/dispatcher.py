@@ -29,6 +29,7 @@ def complete_request(
     outputs: Sequence[common_pb2.TaskOutput],
     datasets_published: Sequence[common_pb2.DatasetPublication],
     error_message: str,
+    permanent: bool = False,
 ) -> pb.CompleteTaskRequest:
     return pb.CompleteTaskRequest(
         task=task_ref(ref),
@@ -37,6 +38,7 @@ def complete_request(
         outputs=outputs,
         datasets_published=datasets_published,
         error_message=error_message,
+        permanent=permanent,
     )
 
 
@@ -106,8 +108,10 @@ class DispatcherClient:
         outputs: Sequence[common_pb2.TaskOutput] = (),
         datasets_published: Sequence[common_pb2.DatasetPublication] = (),
         error_message: str = "",
+        permanent: bool = False,
     ) -> pb.CompleteTaskResponse:
-        req = complete_request(ref, status, events, outputs, datasets_published, error_message)
+        """``permanent`` (failures only): another attempt would fail the same way; no retry."""
+        req = complete_request(ref, status, events, outputs, datasets_published, error_message, permanent)
         return await self._send_complete(req, capability)
 
     # One RPC per call; BatchingDispatcherClient sends these through the batch RPCs.

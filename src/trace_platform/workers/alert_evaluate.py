@@ -18,18 +18,17 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from trace_platform.adapters.invoker.base import Invocation, LazyInvoker, RuntimeInvoker
+from trace_platform.adapters.invoker.base import Invocation, LazyInvoker, RuntimeInvoker, no_result_error
 from trace_platform.adapters.objectstore.stores import ObjectStores
 from trace_platform.clients.channel import ClientTls, open_channel
 from trace_platform.clients.query import QueryClient
-from trace_platform.core.errors import FailedPrecondition, InvalidArgument, Unavailable
+from trace_platform.core.errors import FailedPrecondition, InvalidArgument
 from trace_platform.core.storage_paths import attempt_prefix
 from trace_platform.core.validation import require_uuid
 from trace_platform.workers.runtime import Operator, OperatorContext, OperatorResult
 
 OPERATOR = "alert_evaluate"
 MAX_ALERTS = 10_000
-_RETRYABLE_UDF = {"UDF_TIMEOUT", "UDF_KILLED"}
 
 
 def _config(raw: dict[str, Any]) -> tuple[str, str, str, str, int]:
@@ -79,8 +78,7 @@ def alert_evaluate_operator(
             )
         )
         if not result.ok:
-            kind = Unavailable if result.error_reason in _RETRYABLE_UDF else FailedPrecondition
-            raise kind(result.error_reason, "the UDF produced no result", category="udf")
+            raise no_result_error(result.error_reason)
         alerts = _alerts(result.result_json)
         definition = ctx.config.get("alert_definition_id")
         if definition:  # the task's definition, not whatever the untrusted UDF wrote

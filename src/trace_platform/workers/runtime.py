@@ -33,6 +33,7 @@ from trace_platform.core.errors import (
     Unauthenticated,
     Unavailable,
 )
+from trace_platform.core.failures import is_permanent
 from trace_platform.core.models import TaskRef
 from trace_platform.gen.trace.v1 import common_pb2, dispatcher_pb2
 from trace_platform.servers.common.logs import task_log_context
@@ -226,13 +227,20 @@ class WorkerRuntime:
             raise
         except Exception as exc:
             heartbeat.cancel()
-            await self._finish(ref, cap, dispatcher_pb2.COMPLETION_STATUS_FAILED, error=failure_message(exc))
+            status = dispatcher_pb2.COMPLETION_STATUS_FAILED
+            await self._finish(ref, cap, status, error=failure_message(exc), permanent=is_permanent(exc))
             return
         heartbeat.cancel()
         await self._finish(ref, cap, dispatcher_pb2.COMPLETION_STATUS_COMPLETED, result=result)
 
     async def _finish(
-        self, ref: TaskRef, cap: TaskCredential, status: int, result: OperatorResult | None = None, error: str = ""
+        self,
+        ref: TaskRef,
+        cap: TaskCredential,
+        status: int,
+        result: OperatorResult | None = None,
+        error: str = "",
+        permanent: bool = False,
     ) -> None:
         result = result or OperatorResult()
         # A Dispatcher restarting must not cost the work: retry while the lease may still hold.
@@ -247,6 +255,7 @@ class WorkerRuntime:
                     outputs=result.outputs,
                     datasets_published=result.datasets_published,
                     error_message=error[:2000],
+                    permanent=permanent,
                 )
                 return
             except (Aborted, FailedPrecondition, NotFound) as exc:

@@ -25,11 +25,11 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from trace_platform.adapters.invoker.base import Invocation, LazyInvoker, RuntimeInvoker
+from trace_platform.adapters.invoker.base import Invocation, LazyInvoker, RuntimeInvoker, no_result_error
 from trace_platform.adapters.objectstore.stores import ObjectStores
 from trace_platform.clients.channel import ClientTls, open_channel
 from trace_platform.clients.query import QueryClient
-from trace_platform.core.errors import FailedPrecondition, InvalidArgument, Unavailable
+from trace_platform.core.errors import FailedPrecondition, InvalidArgument
 from trace_platform.core.manifest import MANIFEST_NAME, ManifestObject, build_manifest, object_prefix
 from trace_platform.core.udf_output import COLUMN_RE, udf_table
 from trace_platform.core.validation import require_uuid
@@ -40,7 +40,6 @@ from trace_platform.workers.runtime import Operator, OperatorContext, OperatorRe
 OPERATOR = "udf"
 MAX_INPUTS = 16
 MAX_INPUT_ROWS = 10_000  # the Query Service's row cap; a fuller input fails closed
-_RETRYABLE = {"UDF_TIMEOUT", "UDF_KILLED"}
 OBJECT_KEY = "part-0.parquet"
 
 
@@ -93,8 +92,7 @@ def udf_operator(
             )
         )
         if not result.ok:
-            kind = Unavailable if result.error_reason in _RETRYABLE else FailedPrecondition
-            raise kind(result.error_reason, "the UDF produced no result", category="udf")
+            raise no_result_error(result.error_reason)
         table = udf_table(result.result_json)  # before any write: a bad answer leaves nothing
         prefix_uri = f"{datasets_uri.rstrip('/')}/{object_prefix(output['dataset_uuid'], output['dataset_version'])}"
         await asyncio.to_thread(_write, stores, prefix_uri, output, table)

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
+from trace_platform.core.errors import FailedPrecondition, TraceError, Unavailable
+
 # Why a UDF run did not produce a result. Empty: success.
 UDF_OK = ""
 UDF_TIMEOUT = "UDF_TIMEOUT"
@@ -22,6 +24,15 @@ UDF_KILLED = "UDF_KILLED"
 UDF_RESULT_INVALID = "UDF_RESULT_INVALID"
 UDF_RESULT_TOO_LARGE = "UDF_RESULT_TOO_LARGE"
 UDF_FUNCTION_ERROR = "UDF_FUNCTION_ERROR"
+# A run that timed out or was killed may pass on another attempt; every other reason is
+# the run's own answer (core/failures says which of those are final).
+_PASSING = frozenset({UDF_TIMEOUT, UDF_KILLED})
+
+
+def no_result_error(reason: str) -> TraceError:
+    """What an operator raises when an invocation gave no result, for ``reason``."""
+    kind = Unavailable if reason in _PASSING else FailedPrecondition
+    return kind(reason, "the UDF produced no result", category="udf")
 
 
 @dataclass(frozen=True)

@@ -227,7 +227,10 @@ class TaskRepository:
         error_message: str,
         retry_base: float,
         retry_cap: float,
+        *,
+        permanent: bool = False,
     ) -> Completion:
+        """``permanent``: a failure no retry would change; none is scheduled."""
         with _operator_completion_rules():
             if status is TaskStatus.COMPLETED and not events and not publications:
                 fast = await self._pool.fetchval(
@@ -250,7 +253,12 @@ class TaskRepository:
                 next_retry_at = None
                 if status is TaskStatus.FAILED:
                     next_retry_at = await conn.fetchval(
-                        self._sql["finish_failed"], ref.task_id, error_message or "failed", retry_base, retry_cap
+                        self._sql["finish_failed"],
+                        ref.task_id,
+                        error_message or "failed",
+                        retry_base,
+                        retry_cap,
+                        permanent,
                     )
                 else:
                     await conn.execute(

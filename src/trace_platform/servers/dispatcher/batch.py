@@ -116,7 +116,7 @@ class BatchCalls:
     async def complete_one(self, claims: CapabilityClaims, a: convert.CompletionArgs) -> pb.CompleteTaskResponse:
         """One completion, authorized by ``claims`` (the verified token bound to ``a.ref``)."""
         result = await self._svc.complete(
-            claims, a.ref, a.status, a.events, a.outputs, a.publications, a.error_message
+            claims, a.ref, a.status, a.events, a.outputs, a.publications, a.error_message, permanent=a.permanent
         )
         return pb.CompleteTaskResponse(
             duplicate=result.duplicate,

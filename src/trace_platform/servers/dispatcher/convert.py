@@ -208,6 +208,7 @@ class CompletionArgs:
     outputs: list[dict[str, Any]]
     publications: list[DatasetPublication]
     error_message: str
+    permanent: bool = False
 
     @property
     def live_fast_path(self) -> bool:
@@ -220,6 +221,8 @@ def completion(msg: dispatcher_pb2.CompleteTaskRequest, ref: TaskRef) -> Complet
     status = COMPLETION_FROM_PB.get(msg.status)
     if status is None:
         raise InvalidArgument("INVALID_STATUS", "status is required", field="status")
+    if msg.permanent and status is not TaskStatus.FAILED:
+        raise InvalidArgument("INVALID_PERMANENT", "only a failure can be permanent", field="permanent")
     return CompletionArgs(
         ref,
         status,
@@ -227,4 +230,5 @@ def completion(msg: dispatcher_pb2.CompleteTaskRequest, ref: TaskRef) -> Complet
         [output(o, i) for i, o in enumerate(msg.outputs)],
         [publication(p, i) for i, p in enumerate(msg.datasets_published)],
         msg.error_message,
+        msg.permanent,
     )

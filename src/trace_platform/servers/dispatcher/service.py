@@ -197,6 +197,8 @@ class DispatcherService:
         outputs: Sequence[dict[str, Any]],
         publications: Sequence[DatasetPublication],
         error_message: str,
+        *,
+        permanent: bool = False,
     ) -> Completion:
         if status not in (TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELED):
             raise InvalidArgument("INVALID_STATUS", "status must be completed, failed or canceled", field="status")
@@ -204,7 +206,15 @@ class DispatcherService:
             await self._authorize_publications(claims, ref, status, publications)
         s = self.settings
         result = await self._repo.complete(
-            ref, status, events, outputs, publications, error_message[:4096], s.retry_base_seconds, s.retry_max_seconds
+            ref,
+            status,
+            events,
+            outputs,
+            publications,
+            error_message[:4096],
+            s.retry_base_seconds,
+            s.retry_max_seconds,
+            permanent=permanent,
         )
         if events or (publications and status is TaskStatus.COMPLETED):
             self._on_outbox_write()  # events and publications (migration 0011) write route_event rows

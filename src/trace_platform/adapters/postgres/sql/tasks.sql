@@ -168,9 +168,11 @@ SET status = $2, finished_at = now(), outputs = $3::jsonb, error_message = NULL,
 WHERE id = $1;
 
 -- name: finish_failed
+-- $5: the worker reported the failure as permanent (core/failures): no retry.
 UPDATE tasks
 SET status = 'failed', finished_at = now(), error_message = $2, lease_expires_at = NULL,
-    next_retry_at = trace_next_retry_at(attempt, max_attempts, $3, $4), updated_at = now()
+    next_retry_at = CASE WHEN $5::boolean THEN NULL ELSE trace_next_retry_at(attempt, max_attempts, $3, $4) END,
+    updated_at = now()
 WHERE id = $1
 RETURNING next_retry_at;
 

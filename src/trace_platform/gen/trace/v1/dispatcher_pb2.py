@@ -26,17 +26,17 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from trace_platform.gen.trace.v1 import common_pb2 as trace_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19trace/v1/dispatcher.proto\x12\x08trace.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15trace/v1/common.proto\"\xa7\x01\n\x08TaskSpec\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12\x10\n\x08operator\x18\x02 \x01(\t\x12\x13\n\x0b\x63onfig_json\x18\x03 \x01(\t\x12\x13\n\x0binputs_json\x18\x04 \x01(\t\x12\x14\n\x0cmax_attempts\x18\x05 \x01(\x05\x12(\n\x08\x64\x61tasets\x18\x06 \x03(\x0b\x32\x16.trace.v1.DatasetGrant\x12\x0f\n\x07task_id\x18\x07 \x01(\t\"7\n\x12\x43reateTasksRequest\x12!\n\x05tasks\x18\x01 \x03(\x0b\x32\x12.trace.v1.TaskSpec\"\'\n\x13\x43reateTasksResponse\x12\x10\n\x08task_ids\x18\x01 \x03(\t\"!\n\x0eGetTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\"Y\n\x0bTaskAttempt\x12\x0f\n\x07\x61ttempt\x18\x01 \x01(\x05\x12\x11\n\tworker_id\x18\x02 \x01(\t\x12\x0f\n\x07outcome\x18\x03 \x01(\t\x12\x15\n\rerror_message\x18\x04 \x01(\t\"\x9a\x02\n\x0fGetTaskResponse\x12#\n\x04task\x18\x01 \x01(\x0b\x32\x15.trace.v1.TaskPayload\x12\x14\n\x0cmax_attempts\x18\x02 \x01(\x05\x12\x11\n\tworker_id\x18\x03 \x01(\t\x12\x34\n\x10lease_expires_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rnext_retry_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rerror_message\x18\x06 \x01(\t\x12\x10\n\x08terminal\x18\x07 \x01(\x08\x12\'\n\x08\x61ttempts\x18\x08 \x03(\x0b\x32\x15.trace.v1.TaskAttempt\"6\n\x10\x43laimTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x11\n\tworker_id\x18\x02 \x01(\t\"\xa4\x01\n\x07\x43laimed\x12\x0f\n\x07\x61ttempt\x18\x01 \x01(\x05\x12\x13\n\x0blease_token\x18\x02 \x01(\t\x12\x34\n\x10lease_expires_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10\x63\x61pability_token\x18\x04 \x01(\t\x12#\n\x04task\x18\x05 \x01(\x0b\x32\x15.trace.v1.TaskPayload\"8\n\nNotClaimed\x12*\n\x06reason\x18\x01 \x01(\x0e\x32\x1a.trace.v1.NotClaimedReason\"p\n\x11\x43laimTaskResponse\x12$\n\x07\x63laimed\x18\x01 \x01(\x0b\x32\x11.trace.v1.ClaimedH\x00\x12+\n\x0bnot_claimed\x18\x02 \x01(\x0b\x32\x14.trace.v1.NotClaimedH\x00\x42\x08\n\x06result\"#\n\x10\x46\x65tchTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\"8\n\x11\x46\x65tchTaskResponse\x12#\n\x04task\x18\x01 \x01(\x0b\x32\x15.trace.v1.TaskPayload\"3\n\x10HeartbeatRequest\x12\x1f\n\x04task\x18\x01 \x01(\x0b\x32\x11.trace.v1.TaskRef\"\x9e\x01\n\x11HeartbeatResponse\x12\x34\n\x10lease_expires_at\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10\x63\x61pability_token\x18\x02 \x01(\t\x12\x39\n\x15\x63\x61pability_expires_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x82\x02\n\x13\x43ompleteTaskRequest\x12\x1f\n\x04task\x18\x01 \x01(\x0b\x32\x11.trace.v1.TaskRef\x12*\n\x06status\x18\x02 \x01(\x0e\x32\x1a.trace.v1.CompletionStatus\x12&\n\x06\x65vents\x18\x03 \x03(\x0b\x32\x16.trace.v1.DatasetEvent\x12%\n\x07outputs\x18\x04 \x03(\x0b\x32\x14.trace.v1.TaskOutput\x12\x38\n\x12\x64\x61tasets_published\x18\x05 \x03(\x0b\x32\x1c.trace.v1.DatasetPublication\x12\x15\n\rerror_message\x18\x06 \x01(\t\"\x82\x01\n\x14\x43ompleteTaskResponse\x12\x11\n\tduplicate\x18\x01 \x01(\x08\x12$\n\x06status\x18\x02 \x01(\x0e\x32\x14.trace.v1.TaskStatus\x12\x31\n\rnext_retry_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\\\n\x11\x45mitEventsRequest\x12\x1f\n\x04task\x18\x01 \x01(\x0b\x32\x11.trace.v1.TaskRef\x12&\n\x06\x65vents\x18\x02 \x03(\x0b\x32\x16.trace.v1.DatasetEvent\"&\n\x12\x45mitEventsResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x05\"\x90\x01\n\x14\x42ufferPublishRequest\x12\x1f\n\x04task\x18\x01 \x01(\x0b\x32\x11.trace.v1.TaskRef\x12\x11\n\tbatch_uri\x18\x02 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x03 \x01(\t\x12\x18\n\x10\x62\x61tch_size_bytes\x18\x04 \x01(\x03\x12\x14\n\x0c\x64\x65\x64upe_scope\x18\x05 \x01(\t\">\n\x15\x42ufferPublishResponse\x12\x12\n\npublish_id\x18\x01 \x01(\t\x12\x11\n\tduplicate\x18\x02 \x01(\x08\"\x14\n\x12GetTaskJwksRequest\"(\n\x13GetTaskJwksResponse\x12\x11\n\tjwks_json\x18\x01 \x01(\t\":\n\tItemError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"?\n\x11\x43laimTasksRequest\x12*\n\x06\x63laims\x18\x01 \x03(\x0b\x32\x1a.trace.v1.ClaimTaskRequest\"l\n\x0f\x43laimTaskResult\x12)\n\x02ok\x18\x01 \x01(\x0b\x32\x1b.trace.v1.ClaimTaskResponseH\x00\x12$\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x13.trace.v1.ItemErrorH\x00\x42\x08\n\x06result\"@\n\x12\x43laimTasksResponse\x12*\n\x07results\x18\x01 \x03(\x0b\x32\x19.trace.v1.ClaimTaskResult\"V\n\rHeartbeatItem\x12+\n\x07request\x18\x01 \x01(\x0b\x32\x1a.trace.v1.HeartbeatRequest\x12\x18\n\x10\x63\x61pability_token\x18\x02 \x01(\t\"?\n\x15HeartbeatTasksRequest\x12&\n\x05items\x18\x01 \x03(\x0b\x32\x17.trace.v1.HeartbeatItem\"l\n\x0fHeartbeatResult\x12)\n\x02ok\x18\x01 \x01(\x0b\x32\x1b.trace.v1.HeartbeatResponseH\x00\x12$\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x13.trace.v1.ItemErrorH\x00\x42\x08\n\x06result\"D\n\x16HeartbeatTasksResponse\x12*\n\x07results\x18\x01 \x03(\x0b\x32\x19.trace.v1.HeartbeatResult\"X\n\x0c\x43ompleteItem\x12.\n\x07request\x18\x01 \x01(\x0b\x32\x1d.trace.v1.CompleteTaskRequest\x12\x18\n\x10\x63\x61pability_token\x18\x02 \x01(\t\"=\n\x14\x43ompleteTasksRequest\x12%\n\x05items\x18\x01 \x03(\x0b\x32\x16.trace.v1.CompleteItem\"n\n\x0e\x43ompleteResult\x12,\n\x02ok\x18\x01 \x01(\x0b\x32\x1e.trace.v1.CompleteTaskResponseH\x00\x12$\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x13.trace.v1.ItemErrorH\x00\x42\x08\n\x06result\"B\n\x15\x43ompleteTasksResponse\x12)\n\x07results\x18\x01 \x03(\x0b\x32\x18.trace.v1.CompleteResult*\xe2\x01\n\x10NotClaimedReason\x12\"\n\x1eNOT_CLAIMED_REASON_UNSPECIFIED\x10\x00\x12&\n\"NOT_CLAIMED_REASON_ALREADY_RUNNING\x10\x01\x12 \n\x1cNOT_CLAIMED_REASON_COMPLETED\x10\x02\x12\x1f\n\x1bNOT_CLAIMED_REASON_CANCELED\x10\x03\x12 \n\x1cNOT_CLAIMED_REASON_NOT_FOUND\x10\x04\x12\x1d\n\x19NOT_CLAIMED_REASON_FAILED\x10\x05*\x94\x01\n\x10\x43ompletionStatus\x12!\n\x1d\x43OMPLETION_STATUS_UNSPECIFIED\x10\x00\x12\x1f\n\x1b\x43OMPLETION_STATUS_COMPLETED\x10\x01\x12\x1c\n\x18\x43OMPLETION_STATUS_FAILED\x10\x02\x12\x1e\n\x1a\x43OMPLETION_STATUS_CANCELED\x10\x03\x32\x97\x07\n\x11\x44ispatcherService\x12J\n\x0b\x43reateTasks\x12\x1c.trace.v1.CreateTasksRequest\x1a\x1d.trace.v1.CreateTasksResponse\x12>\n\x07GetTask\x12\x18.trace.v1.GetTaskRequest\x1a\x19.trace.v1.GetTaskResponse\x12\x44\n\tClaimTask\x12\x1a.trace.v1.ClaimTaskRequest\x1a\x1b.trace.v1.ClaimTaskResponse\x12\x44\n\tFetchTask\x12\x1a.trace.v1.FetchTaskRequest\x1a\x1b.trace.v1.FetchTaskResponse\x12\x44\n\tHeartbeat\x12\x1a.trace.v1.HeartbeatRequest\x1a\x1b.trace.v1.HeartbeatResponse\x12M\n\x0c\x43ompleteTask\x12\x1d.trace.v1.CompleteTaskRequest\x1a\x1e.trace.v1.CompleteTaskResponse\x12G\n\nEmitEvents\x12\x1b.trace.v1.EmitEventsRequest\x1a\x1c.trace.v1.EmitEventsResponse\x12P\n\rBufferPublish\x12\x1e.trace.v1.BufferPublishRequest\x1a\x1f.trace.v1.BufferPublishResponse\x12J\n\x0bGetTaskJwks\x12\x1c.trace.v1.GetTaskJwksRequest\x1a\x1d.trace.v1.GetTaskJwksResponse\x12G\n\nClaimTasks\x12\x1b.trace.v1.ClaimTasksRequest\x1a\x1c.trace.v1.ClaimTasksResponse\x12S\n\x0eHeartbeatTasks\x12\x1f.trace.v1.HeartbeatTasksRequest\x1a .trace.v1.HeartbeatTasksResponse\x12P\n\rCompleteTasks\x12\x1e.trace.v1.CompleteTasksRequest\x1a\x1f.trace.v1.CompleteTasksResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19trace/v1/dispatcher.proto\x12\x08trace.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15trace/v1/common.proto\"\xa7\x01\n\x08TaskSpec\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12\x10\n\x08operator\x18\x02 \x01(\t\x12\x13\n\x0b\x63onfig_json\x18\x03 \x01(\t\x12\x13\n\x0binputs_json\x18\x04 \x01(\t\x12\x14\n\x0cmax_attempts\x18\x05 \x01(\x05\x12(\n\x08\x64\x61tasets\x18\x06 \x03(\x0b\x32\x16.trace.v1.DatasetGrant\x12\x0f\n\x07task_id\x18\x07 \x01(\t\"7\n\x12\x43reateTasksRequest\x12!\n\x05tasks\x18\x01 \x03(\x0b\x32\x12.trace.v1.TaskSpec\"\'\n\x13\x43reateTasksResponse\x12\x10\n\x08task_ids\x18\x01 \x03(\t\"!\n\x0eGetTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\"Y\n\x0bTaskAttempt\x12\x0f\n\x07\x61ttempt\x18\x01 \x01(\x05\x12\x11\n\tworker_id\x18\x02 \x01(\t\x12\x0f\n\x07outcome\x18\x03 \x01(\t\x12\x15\n\rerror_message\x18\x04 \x01(\t\"\x9a\x02\n\x0fGetTaskResponse\x12#\n\x04task\x18\x01 \x01(\x0b\x32\x15.trace.v1.TaskPayload\x12\x14\n\x0cmax_attempts\x18\x02 \x01(\x05\x12\x11\n\tworker_id\x18\x03 \x01(\t\x12\x34\n\x10lease_expires_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rnext_retry_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rerror_message\x18\x06 \x01(\t\x12\x10\n\x08terminal\x18\x07 \x01(\x08\x12\'\n\x08\x61ttempts\x18\x08 \x03(\x0b\x32\x15.trace.v1.TaskAttempt\"6\n\x10\x43laimTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x11\n\tworker_id\x18\x02 \x01(\t\"\xa4\x01\n\x07\x43laimed\x12\x0f\n\x07\x61ttempt\x18\x01 \x01(\x05\x12\x13\n\x0blease_token\x18\x02 \x01(\t\x12\x34\n\x10lease_expires_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10\x63\x61pability_token\x18\x04 \x01(\t\x12#\n\x04task\x18\x05 \x01(\x0b\x32\x15.trace.v1.TaskPayload\"8\n\nNotClaimed\x12*\n\x06reason\x18\x01 \x01(\x0e\x32\x1a.trace.v1.NotClaimedReason\"p\n\x11\x43laimTaskResponse\x12$\n\x07\x63laimed\x18\x01 \x01(\x0b\x32\x11.trace.v1.ClaimedH\x00\x12+\n\x0bnot_claimed\x18\x02 \x01(\x0b\x32\x14.trace.v1.NotClaimedH\x00\x42\x08\n\x06result\"#\n\x10\x46\x65tchTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\"8\n\x11\x46\x65tchTaskResponse\x12#\n\x04task\x18\x01 \x01(\x0b\x32\x15.trace.v1.TaskPayload\"3\n\x10HeartbeatRequest\x12\x1f\n\x04task\x18\x01 \x01(\x0b\x32\x11.trace.v1.TaskRef\"\x9e\x01\n\x11HeartbeatResponse\x12\x34\n\x10lease_expires_at\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10\x63\x61pability_token\x18\x02 \x01(\t\x12\x39\n\x15\x63\x61pability_expires_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x95\x02\n\x13\x43ompleteTaskRequest\x12\x1f\n\x04task\x18\x01 \x01(\x0b\x32\x11.trace.v1.TaskRef\x12*\n\x06status\x18\x02 \x01(\x0e\x32\x1a.trace.v1.CompletionStatus\x12&\n\x06\x65vents\x18\x03 \x03(\x0b\x32\x16.trace.v1.DatasetEvent\x12%\n\x07outputs\x18\x04 \x03(\x0b\x32\x14.trace.v1.TaskOutput\x12\x38\n\x12\x64\x61tasets_published\x18\x05 \x03(\x0b\x32\x1c.trace.v1.DatasetPublication\x12\x15\n\rerror_message\x18\x06 \x01(\t\x12\x11\n\tpermanent\x18\x07 \x01(\x08\"\x82\x01\n\x14\x43ompleteTaskResponse\x12\x11\n\tduplicate\x18\x01 \x01(\x08\x12$\n\x06status\x18\x02 \x01(\x0e\x32\x14.trace.v1.TaskStatus\x12\x31\n\rnext_retry_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\\\n\x11\x45mitEventsRequest\x12\x1f\n\x04task\x18\x01 \x01(\x0b\x32\x11.trace.v1.TaskRef\x12&\n\x06\x65vents\x18\x02 \x03(\x0b\x32\x16.trace.v1.DatasetEvent\"&\n\x12\x45mitEventsResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x05\"\x90\x01\n\x14\x42ufferPublishRequest\x12\x1f\n\x04task\x18\x01 \x01(\x0b\x32\x11.trace.v1.TaskRef\x12\x11\n\tbatch_uri\x18\x02 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x03 \x01(\t\x12\x18\n\x10\x62\x61tch_size_bytes\x18\x04 \x01(\x03\x12\x14\n\x0c\x64\x65\x64upe_scope\x18\x05 \x01(\t\">\n\x15\x42ufferPublishResponse\x12\x12\n\npublish_id\x18\x01 \x01(\t\x12\x11\n\tduplicate\x18\x02 \x01(\x08\"\x14\n\x12GetTaskJwksRequest\"(\n\x13GetTaskJwksResponse\x12\x11\n\tjwks_json\x18\x01 \x01(\t\":\n\tItemError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"?\n\x11\x43laimTasksRequest\x12*\n\x06\x63laims\x18\x01 \x03(\x0b\x32\x1a.trace.v1.ClaimTaskRequest\"l\n\x0f\x43laimTaskResult\x12)\n\x02ok\x18\x01 \x01(\x0b\x32\x1b.trace.v1.ClaimTaskResponseH\x00\x12$\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x13.trace.v1.ItemErrorH\x00\x42\x08\n\x06result\"@\n\x12\x43laimTasksResponse\x12*\n\x07results\x18\x01 \x03(\x0b\x32\x19.trace.v1.ClaimTaskResult\"V\n\rHeartbeatItem\x12+\n\x07request\x18\x01 \x01(\x0b\x32\x1a.trace.v1.HeartbeatRequest\x12\x18\n\x10\x63\x61pability_token\x18\x02 \x01(\t\"?\n\x15HeartbeatTasksRequest\x12&\n\x05items\x18\x01 \x03(\x0b\x32\x17.trace.v1.HeartbeatItem\"l\n\x0fHeartbeatResult\x12)\n\x02ok\x18\x01 \x01(\x0b\x32\x1b.trace.v1.HeartbeatResponseH\x00\x12$\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x13.trace.v1.ItemErrorH\x00\x42\x08\n\x06result\"D\n\x16HeartbeatTasksResponse\x12*\n\x07results\x18\x01 \x03(\x0b\x32\x19.trace.v1.HeartbeatResult\"X\n\x0c\x43ompleteItem\x12.\n\x07request\x18\x01 \x01(\x0b\x32\x1d.trace.v1.CompleteTaskRequest\x12\x18\n\x10\x63\x61pability_token\x18\x02 \x01(\t\"=\n\x14\x43ompleteTasksRequest\x12%\n\x05items\x18\x01 \x03(\x0b\x32\x16.trace.v1.CompleteItem\"n\n\x0e\x43ompleteResult\x12,\n\x02ok\x18\x01 \x01(\x0b\x32\x1e.trace.v1.CompleteTaskResponseH\x00\x12$\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x13.trace.v1.ItemErrorH\x00\x42\x08\n\x06result\"B\n\x15\x43ompleteTasksResponse\x12)\n\x07results\x18\x01 \x03(\x0b\x32\x18.trace.v1.CompleteResult*\xe2\x01\n\x10NotClaimedReason\x12\"\n\x1eNOT_CLAIMED_REASON_UNSPECIFIED\x10\x00\x12&\n\"NOT_CLAIMED_REASON_ALREADY_RUNNING\x10\x01\x12 \n\x1cNOT_CLAIMED_REASON_COMPLETED\x10\x02\x12\x1f\n\x1bNOT_CLAIMED_REASON_CANCELED\x10\x03\x12 \n\x1cNOT_CLAIMED_REASON_NOT_FOUND\x10\x04\x12\x1d\n\x19NOT_CLAIMED_REASON_FAILED\x10\x05*\x94\x01\n\x10\x43ompletionStatus\x12!\n\x1d\x43OMPLETION_STATUS_UNSPECIFIED\x10\x00\x12\x1f\n\x1b\x43OMPLETION_STATUS_COMPLETED\x10\x01\x12\x1c\n\x18\x43OMPLETION_STATUS_FAILED\x10\x02\x12\x1e\n\x1a\x43OMPLETION_STATUS_CANCELED\x10\x03\x32\x97\x07\n\x11\x44ispatcherService\x12J\n\x0b\x43reateTasks\x12\x1c.trace.v1.CreateTasksRequest\x1a\x1d.trace.v1.CreateTasksResponse\x12>\n\x07GetTask\x12\x18.trace.v1.GetTaskRequest\x1a\x19.trace.v1.GetTaskResponse\x12\x44\n\tClaimTask\x12\x1a.trace.v1.ClaimTaskRequest\x1a\x1b.trace.v1.ClaimTaskResponse\x12\x44\n\tFetchTask\x12\x1a.trace.v1.FetchTaskRequest\x1a\x1b.trace.v1.FetchTaskResponse\x12\x44\n\tHeartbeat\x12\x1a.trace.v1.HeartbeatRequest\x1a\x1b.trace.v1.HeartbeatResponse\x12M\n\x0c\x43ompleteTask\x12\x1d.trace.v1.CompleteTaskRequest\x1a\x1e.trace.v1.CompleteTaskResponse\x12G\n\nEmitEvents\x12\x1b.trace.v1.EmitEventsRequest\x1a\x1c.trace.v1.EmitEventsResponse\x12P\n\rBufferPublish\x12\x1e.trace.v1.BufferPublishRequest\x1a\x1f.trace.v1.BufferPublishResponse\x12J\n\x0bGetTaskJwks\x12\x1c.trace.v1.GetTaskJwksRequest\x1a\x1d.trace.v1.GetTaskJwksResponse\x12G\n\nClaimTasks\x12\x1b.trace.v1.ClaimTasksRequest\x1a\x1c.trace.v1.ClaimTasksResponse\x12S\n\x0eHeartbeatTasks\x12\x1f.trace.v1.HeartbeatTasksRequest\x1a .trace.v1.HeartbeatTasksResponse\x12P\n\rCompleteTasks\x12\x1e.trace.v1.CompleteTasksRequest\x1a\x1f.trace.v1.CompleteTasksResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'trace.v1.dispatcher_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_NOTCLAIMEDREASON']._serialized_start=3249
-  _globals['_NOTCLAIMEDREASON']._serialized_end=3475
-  _globals['_COMPLETIONSTATUS']._serialized_start=3478
-  _globals['_COMPLETIONSTATUS']._serialized_end=3626
+  _globals['_NOTCLAIMEDREASON']._serialized_start=3268
+  _globals['_NOTCLAIMEDREASON']._serialized_end=3494
+  _globals['_COMPLETIONSTATUS']._serialized_start=3497
+  _globals['_COMPLETIONSTATUS']._serialized_end=3645
   _globals['_TASKSPEC']._serialized_start=96
   _globals['_TASKSPEC']._serialized_end=263
   _globals['_CREATETASKSREQUEST']._serialized_start=265
@@ -66,45 +66,45 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_HEARTBEATRESPONSE']._serialized_start=1318
   _globals['_HEARTBEATRESPONSE']._serialized_end=1476
   _globals['_COMPLETETASKREQUEST']._serialized_start=1479
-  _globals['_COMPLETETASKREQUEST']._serialized_end=1737
-  _globals['_COMPLETETASKRESPONSE']._serialized_start=1740
-  _globals['_COMPLETETASKRESPONSE']._serialized_end=1870
-  _globals['_EMITEVENTSREQUEST']._serialized_start=1872
-  _globals['_EMITEVENTSREQUEST']._serialized_end=1964
-  _globals['_EMITEVENTSRESPONSE']._serialized_start=1966
-  _globals['_EMITEVENTSRESPONSE']._serialized_end=2004
-  _globals['_BUFFERPUBLISHREQUEST']._serialized_start=2007
-  _globals['_BUFFERPUBLISHREQUEST']._serialized_end=2151
-  _globals['_BUFFERPUBLISHRESPONSE']._serialized_start=2153
-  _globals['_BUFFERPUBLISHRESPONSE']._serialized_end=2215
-  _globals['_GETTASKJWKSREQUEST']._serialized_start=2217
-  _globals['_GETTASKJWKSREQUEST']._serialized_end=2237
-  _globals['_GETTASKJWKSRESPONSE']._serialized_start=2239
-  _globals['_GETTASKJWKSRESPONSE']._serialized_end=2279
-  _globals['_ITEMERROR']._serialized_start=2281
-  _globals['_ITEMERROR']._serialized_end=2339
-  _globals['_CLAIMTASKSREQUEST']._serialized_start=2341
-  _globals['_CLAIMTASKSREQUEST']._serialized_end=2404
-  _globals['_CLAIMTASKRESULT']._serialized_start=2406
-  _globals['_CLAIMTASKRESULT']._serialized_end=2514
-  _globals['_CLAIMTASKSRESPONSE']._serialized_start=2516
-  _globals['_CLAIMTASKSRESPONSE']._serialized_end=2580
-  _globals['_HEARTBEATITEM']._serialized_start=2582
-  _globals['_HEARTBEATITEM']._serialized_end=2668
-  _globals['_HEARTBEATTASKSREQUEST']._serialized_start=2670
-  _globals['_HEARTBEATTASKSREQUEST']._serialized_end=2733
-  _globals['_HEARTBEATRESULT']._serialized_start=2735
-  _globals['_HEARTBEATRESULT']._serialized_end=2843
-  _globals['_HEARTBEATTASKSRESPONSE']._serialized_start=2845
-  _globals['_HEARTBEATTASKSRESPONSE']._serialized_end=2913
-  _globals['_COMPLETEITEM']._serialized_start=2915
-  _globals['_COMPLETEITEM']._serialized_end=3003
-  _globals['_COMPLETETASKSREQUEST']._serialized_start=3005
-  _globals['_COMPLETETASKSREQUEST']._serialized_end=3066
-  _globals['_COMPLETERESULT']._serialized_start=3068
-  _globals['_COMPLETERESULT']._serialized_end=3178
-  _globals['_COMPLETETASKSRESPONSE']._serialized_start=3180
-  _globals['_COMPLETETASKSRESPONSE']._serialized_end=3246
-  _globals['_DISPATCHERSERVICE']._serialized_start=3629
-  _globals['_DISPATCHERSERVICE']._serialized_end=4548
+  _globals['_COMPLETETASKREQUEST']._serialized_end=1756
+  _globals['_COMPLETETASKRESPONSE']._serialized_start=1759
+  _globals['_COMPLETETASKRESPONSE']._serialized_end=1889
+  _globals['_EMITEVENTSREQUEST']._serialized_start=1891
+  _globals['_EMITEVENTSREQUEST']._serialized_end=1983
+  _globals['_EMITEVENTSRESPONSE']._serialized_start=1985
+  _globals['_EMITEVENTSRESPONSE']._serialized_end=2023
+  _globals['_BUFFERPUBLISHREQUEST']._serialized_start=2026
+  _globals['_BUFFERPUBLISHREQUEST']._serialized_end=2170
+  _globals['_BUFFERPUBLISHRESPONSE']._serialized_start=2172
+  _globals['_BUFFERPUBLISHRESPONSE']._serialized_end=2234
+  _globals['_GETTASKJWKSREQUEST']._serialized_start=2236
+  _globals['_GETTASKJWKSREQUEST']._serialized_end=2256
+  _globals['_GETTASKJWKSRESPONSE']._serialized_start=2258
+  _globals['_GETTASKJWKSRESPONSE']._serialized_end=2298
+  _globals['_ITEMERROR']._serialized_start=2300
+  _globals['_ITEMERROR']._serialized_end=2358
+  _globals['_CLAIMTASKSREQUEST']._serialized_start=2360
+  _globals['_CLAIMTASKSREQUEST']._serialized_end=2423
+  _globals['_CLAIMTASKRESULT']._serialized_start=2425
+  _globals['_CLAIMTASKRESULT']._serialized_end=2533
+  _globals['_CLAIMTASKSRESPONSE']._serialized_start=2535
+  _globals['_CLAIMTASKSRESPONSE']._serialized_end=2599
+  _globals['_HEARTBEATITEM']._serialized_start=2601
+  _globals['_HEARTBEATITEM']._serialized_end=2687
+  _globals['_HEARTBEATTASKSREQUEST']._serialized_start=2689
+  _globals['_HEARTBEATTASKSREQUEST']._serialized_end=2752
+  _globals['_HEARTBEATRESULT']._serialized_start=2754
+  _globals['_HEARTBEATRESULT']._serialized_end=2862
+  _globals['_HEARTBEATTASKSRESPONSE']._serialized_start=2864
+  _globals['_HEARTBEATTASKSRESPONSE']._serialized_end=2932
+  _globals['_COMPLETEITEM']._serialized_start=2934
+  _globals['_COMPLETEITEM']._serialized_end=3022
+  _globals['_COMPLETETASKSREQUEST']._serialized_start=3024
+  _globals['_COMPLETETASKSREQUEST']._serialized_end=3085
+  _globals['_COMPLETERESULT']._serialized_start=3087
+  _globals['_COMPLETERESULT']._serialized_end=3197
+  _globals['_COMPLETETASKSRESPONSE']._serialized_start=3199
+  _globals['_COMPLETETASKSRESPONSE']._serialized_end=3265
+  _globals['_DISPATCHERSERVICE']._serialized_start=3648
+  _globals['_DISPATCHERSERVICE']._serialized_end=4567
 # @@protoc_insertion_point(module_scope)

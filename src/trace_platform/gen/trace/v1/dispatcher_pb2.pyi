@@ -439,8 +439,14 @@ class CompleteTaskRequest(_message.Message):
     OUTPUTS_FIELD_NUMBER: _builtins.int
     DATASETS_PUBLISHED_FIELD_NUMBER: _builtins.int
     ERROR_MESSAGE_FIELD_NUMBER: _builtins.int
+    PERMANENT_FIELD_NUMBER: _builtins.int
     status: Global___CompletionStatus.ValueType
     error_message: _builtins.str
+    permanent: _builtins.bool
+    """A failure that another attempt would only repeat (the task's own config, its
+    bundle's bytes, the UDF's answer to the same inputs): no retry is scheduled and
+    the task is failed for good until resumed. Only with COMPLETION_STATUS_FAILED.
+    """
     @_builtins.property
     def task(self) -> _common_pb2.TaskRef: ...
     @_builtins.property
@@ -458,10 +464,11 @@ class CompleteTaskRequest(_message.Message):
         outputs: _abc.Iterable[_common_pb2.TaskOutput] | None = ...,
         datasets_published: _abc.Iterable[_common_pb2.DatasetPublication] | None = ...,
         error_message: _builtins.str = ...,
+        permanent: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["task", b"task"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["datasets_published", b"datasets_published", "error_message", b"error_message", "events", b"events", "outputs", b"outputs", "status", b"status", "task", b"task"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["datasets_published", b"datasets_published", "error_message", b"error_message", "events", b"events", "outputs", b"outputs", "permanent", b"permanent", "status", b"status", "task", b"task"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
