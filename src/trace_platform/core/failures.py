@@ -5,9 +5,9 @@ most failures pass: a node that lagged, a Dispatcher restarting, a sandbox kille
 memory pressure. Some cannot pass, because they follow from what the task itself pins:
 its config, its bundle's bytes, the UDF's answer to the same inputs. Retrying those
 spends attempts and delays the failure the user has to see. The worker reports them as
-permanent and the Dispatcher schedules no retry (``trace resume`` reruns the task once
-the cause is fixed). Reason codes decide, not exception classes, because the error may
-have crossed a process (the RuntimeInvoker's gRPC boundary) on its way to the worker.
+permanent and the Dispatcher schedules no retry, as after a task's last attempt.
+Reason codes decide, not exception classes, because the error may have crossed a
+process (the RuntimeInvoker's gRPC boundary) on its way to the worker.
 """
 
 from __future__ import annotations
