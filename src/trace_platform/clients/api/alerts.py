@@ -56,8 +56,8 @@ def _alert(a: pb.Alert) -> AlertInfo:
         _SEVERITY.get(a.severity),
         a.enabled,
         tuple(_hook(w) for w in a.webhooks),
-        a.created_at.ToDatetime(tzinfo=UTC),
-        a.updated_at.ToDatetime(tzinfo=UTC),
+        a.create_time.ToDatetime(tzinfo=UTC),
+        a.update_time.ToDatetime(tzinfo=UTC),
     )
 
 
@@ -73,7 +73,7 @@ def _event(e: pb.AlertEvent) -> AlertEventInfo:
         e.dedupe_key,
         e.payload_json,
         e.event_time.ToDatetime(tzinfo=UTC),
-        e.created_at.ToDatetime(tzinfo=UTC),
+        e.create_time.ToDatetime(tzinfo=UTC),
     )
 
 
@@ -87,10 +87,10 @@ def _delivery(d: pb.AlertDelivery) -> AlertDeliveryInfo:
         d.attempts,
         d.last_response_code or None,
         d.last_error or None,
-        _when(d.last_attempt_at, d.HasField("last_attempt_at")),
-        _when(d.next_attempt_at, d.HasField("next_attempt_at")),
-        _when(d.delivered_at, d.HasField("delivered_at")),
-        d.created_at.ToDatetime(tzinfo=UTC),
+        _when(d.last_attempt_time, d.HasField("last_attempt_time")),
+        _when(d.next_attempt_time, d.HasField("next_attempt_time")),
+        _when(d.deliver_time, d.HasField("deliver_time")),
+        d.create_time.ToDatetime(tzinfo=UTC),
     )
 
 

@@ -49,8 +49,8 @@ def _dataset(d: pb.Dataset) -> DatasetInfo:
         range_end=d.range_end if partitioned else None,
         version_count=d.version_count,
         pii_columns=tuple(d.pii_columns),
-        created_at=d.created_at.ToDatetime(tzinfo=UTC),
-        updated_at=d.updated_at.ToDatetime(tzinfo=UTC),
+        created_at=d.create_time.ToDatetime(tzinfo=UTC),
+        updated_at=d.update_time.ToDatetime(tzinfo=UTC),
         chain_sync_stream=source,
         columns=tuple(DatasetColumn(c.name, c.type, c.nullable, c.pii) for c in d.columns),
     )

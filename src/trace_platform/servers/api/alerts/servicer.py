@@ -53,8 +53,8 @@ def alert_pb(a: AlertInfo) -> pb.Alert:
         enabled=a.enabled,
         webhooks=[_webhook(w) for w in a.webhooks],
     )
-    _ts(a.created_at, out.created_at)
-    _ts(a.updated_at, out.updated_at)
+    _ts(a.created_at, out.create_time)
+    _ts(a.updated_at, out.update_time)
     return out
 
 
@@ -71,7 +71,7 @@ def event_pb(e: AlertEventInfo) -> pb.AlertEvent:
         payload_json=e.payload_json,
     )
     _ts(e.event_time, out.event_time)
-    _ts(e.created_at, out.created_at)
+    _ts(e.created_at, out.create_time)
     return out
 
 
@@ -86,10 +86,10 @@ def delivery_pb(d: AlertDeliveryInfo) -> pb.AlertDelivery:
         last_response_code=d.last_response_code or 0,
         last_error=d.last_error or "",
     )
-    _ts(d.last_attempt_at, out.last_attempt_at)
-    _ts(d.next_attempt_at, out.next_attempt_at)
-    _ts(d.delivered_at, out.delivered_at)
-    _ts(d.created_at, out.created_at)
+    _ts(d.last_attempt_at, out.last_attempt_time)
+    _ts(d.next_attempt_at, out.next_attempt_time)
+    _ts(d.delivered_at, out.deliver_time)
+    _ts(d.created_at, out.create_time)
     return out
 
 

@@ -28,8 +28,8 @@ def dataset_pb(d: DatasetInfo) -> pb.Dataset:
         pii_columns=list(d.pii_columns),
         columns=[pb.DatasetColumn(name=c.name, type=c.type, nullable=c.nullable, pii=c.pii) for c in d.columns],
     )
-    out.created_at.FromDatetime(d.created_at)
-    out.updated_at.FromDatetime(d.updated_at)
+    out.create_time.FromDatetime(d.created_at)
+    out.update_time.FromDatetime(d.updated_at)
     if d.chain_sync_stream is not None:
         out.chain_sync_stream.sync_name = d.chain_sync_stream.sync_name
         out.chain_sync_stream.dataset_key = d.chain_sync_stream.dataset_key

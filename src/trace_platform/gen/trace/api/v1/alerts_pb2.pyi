@@ -96,8 +96,8 @@ class Alert(_message.Message):
     SEVERITY_FIELD_NUMBER: _builtins.int
     ENABLED_FIELD_NUMBER: _builtins.int
     WEBHOOKS_FIELD_NUMBER: _builtins.int
-    CREATED_AT_FIELD_NUMBER: _builtins.int
-    UPDATED_AT_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    UPDATE_TIME_FIELD_NUMBER: _builtins.int
     alert_id: _builtins.str
     name: _builtins.str
     description: _builtins.str
@@ -106,9 +106,9 @@ class Alert(_message.Message):
     @_builtins.property
     def webhooks(self) -> _containers.RepeatedCompositeFieldContainer[Global___Webhook]: ...
     @_builtins.property
-    def created_at(self) -> _timestamp_pb2.Timestamp: ...
+    def create_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
-    def updated_at(self) -> _timestamp_pb2.Timestamp: ...
+    def update_time(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
         self,
         *,
@@ -118,12 +118,12 @@ class Alert(_message.Message):
         severity: Global___Severity.ValueType = ...,
         enabled: _builtins.bool = ...,
         webhooks: _abc.Iterable[Global___Webhook] | None = ...,
-        created_at: _timestamp_pb2.Timestamp | None = ...,
-        updated_at: _timestamp_pb2.Timestamp | None = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+        update_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "updated_at", b"updated_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["alert_id", b"alert_id", "created_at", b"created_at", "description", b"description", "enabled", b"enabled", "name", b"name", "severity", b"severity", "updated_at", b"updated_at", "webhooks", b"webhooks"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alert_id", b"alert_id", "create_time", b"create_time", "description", b"description", "enabled", b"enabled", "name", b"name", "severity", b"severity", "update_time", b"update_time", "webhooks", b"webhooks"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -403,7 +403,7 @@ class AlertEvent(_message.Message):
     DEDUPE_KEY_FIELD_NUMBER: _builtins.int
     PAYLOAD_JSON_FIELD_NUMBER: _builtins.int
     EVENT_TIME_FIELD_NUMBER: _builtins.int
-    CREATED_AT_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
     alert_id: _builtins.str
     severity: Global___Severity.ValueType
@@ -417,7 +417,7 @@ class AlertEvent(_message.Message):
     @_builtins.property
     def event_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
-    def created_at(self) -> _timestamp_pb2.Timestamp: ...
+    def create_time(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
         self,
         *,
@@ -431,11 +431,11 @@ class AlertEvent(_message.Message):
         dedupe_key: _builtins.str = ...,
         payload_json: _builtins.str = ...,
         event_time: _timestamp_pb2.Timestamp | None = ...,
-        created_at: _timestamp_pb2.Timestamp | None = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "event_time", b"event_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "event_time", b"event_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["alert_id", b"alert_id", "block_hash", b"block_hash", "block_number", b"block_number", "chain_id", b"chain_id", "created_at", b"created_at", "dedupe_key", b"dedupe_key", "event_id", b"event_id", "event_time", b"event_time", "payload_json", b"payload_json", "severity", b"severity", "tx_hash", b"tx_hash"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alert_id", b"alert_id", "block_hash", b"block_hash", "block_number", b"block_number", "chain_id", b"chain_id", "create_time", b"create_time", "dedupe_key", b"dedupe_key", "event_id", b"event_id", "event_time", b"event_time", "payload_json", b"payload_json", "severity", b"severity", "tx_hash", b"tx_hash"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -501,10 +501,10 @@ class AlertDelivery(_message.Message):
     ATTEMPTS_FIELD_NUMBER: _builtins.int
     LAST_RESPONSE_CODE_FIELD_NUMBER: _builtins.int
     LAST_ERROR_FIELD_NUMBER: _builtins.int
-    LAST_ATTEMPT_AT_FIELD_NUMBER: _builtins.int
-    NEXT_ATTEMPT_AT_FIELD_NUMBER: _builtins.int
-    DELIVERED_AT_FIELD_NUMBER: _builtins.int
-    CREATED_AT_FIELD_NUMBER: _builtins.int
+    LAST_ATTEMPT_TIME_FIELD_NUMBER: _builtins.int
+    NEXT_ATTEMPT_TIME_FIELD_NUMBER: _builtins.int
+    DELIVER_TIME_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
     delivery_id: _builtins.str
     event_id: _builtins.str
     alert_id: _builtins.str
@@ -517,13 +517,13 @@ class AlertDelivery(_message.Message):
     @_builtins.property
     def webhook(self) -> Global___Webhook: ...
     @_builtins.property
-    def last_attempt_at(self) -> _timestamp_pb2.Timestamp: ...
+    def last_attempt_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
-    def next_attempt_at(self) -> _timestamp_pb2.Timestamp: ...
+    def next_attempt_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
-    def delivered_at(self) -> _timestamp_pb2.Timestamp: ...
+    def deliver_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
-    def created_at(self) -> _timestamp_pb2.Timestamp: ...
+    def create_time(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
         self,
         *,
@@ -535,14 +535,14 @@ class AlertDelivery(_message.Message):
         attempts: _builtins.int = ...,
         last_response_code: _builtins.int = ...,
         last_error: _builtins.str = ...,
-        last_attempt_at: _timestamp_pb2.Timestamp | None = ...,
-        next_attempt_at: _timestamp_pb2.Timestamp | None = ...,
-        delivered_at: _timestamp_pb2.Timestamp | None = ...,
-        created_at: _timestamp_pb2.Timestamp | None = ...,
+        last_attempt_time: _timestamp_pb2.Timestamp | None = ...,
+        next_attempt_time: _timestamp_pb2.Timestamp | None = ...,
+        deliver_time: _timestamp_pb2.Timestamp | None = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "delivered_at", b"delivered_at", "last_attempt_at", b"last_attempt_at", "next_attempt_at", b"next_attempt_at", "webhook", b"webhook"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "deliver_time", b"deliver_time", "last_attempt_time", b"last_attempt_time", "next_attempt_time", b"next_attempt_time", "webhook", b"webhook"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["alert_id", b"alert_id", "attempts", b"attempts", "created_at", b"created_at", "delivered_at", b"delivered_at", "delivery_id", b"delivery_id", "event_id", b"event_id", "last_attempt_at", b"last_attempt_at", "last_error", b"last_error", "last_response_code", b"last_response_code", "next_attempt_at", b"next_attempt_at", "status", b"status", "webhook", b"webhook"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alert_id", b"alert_id", "attempts", b"attempts", "create_time", b"create_time", "deliver_time", b"deliver_time", "delivery_id", b"delivery_id", "event_id", b"event_id", "last_attempt_time", b"last_attempt_time", "last_error", b"last_error", "last_response_code", b"last_response_code", "next_attempt_time", b"next_attempt_time", "status", b"status", "webhook", b"webhook"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -25,15 +25,15 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1btrace/api/v1/datasets.proto\x12\x0ctrace.api.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"J\n\rDatasetColumn\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x10\n\x08nullable\x18\x03 \x01(\x08\x12\x0b\n\x03pii\x18\x04 \x01(\x08\"?\n\x15\x43hainSyncStreamSource\x12\x11\n\tsync_name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x61taset_key\x18\x02 \x01(\t\"K\n\x0f\x44\x61gOutputSource\x12\x10\n\x08\x64\x61g_name\x18\x01 \x01(\t\x12\x10\n\x08job_name\x18\x02 \x01(\t\x12\x14\n\x0coutput_index\x18\x03 \x01(\x05\"\xbb\x03\n\x07\x44\x61taset\x12\x12\n\ndataset_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x17\n\x0fpublished_names\x18\x03 \x03(\t\x12\'\n\x04kind\x18\x04 \x01(\x0e\x32\x19.trace.api.v1.DatasetKind\x12\x11\n\tpublished\x18\x05 \x01(\x08\x12\x17\n\x0f\x63urrent_version\x18\x06 \x01(\t\x12\x13\n\x0brange_start\x18\x07 \x01(\x03\x12\x11\n\trange_end\x18\x08 \x01(\x03\x12\x15\n\rversion_count\x18\t \x01(\x03\x12\x13\n\x0bpii_columns\x18\n \x03(\t\x12,\n\x07\x63olumns\x18\x0b \x03(\x0b\x32\x1b.trace.api.v1.DatasetColumn\x12.\n\ncreated_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12>\n\x11\x63hain_sync_stream\x18\x0e \x01(\x0b\x32#.trace.api.v1.ChainSyncStreamSource\"<\n\x13ListDatasetsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"X\n\x14ListDatasetsResponse\x12\'\n\x08\x64\x61tasets\x18\x01 \x03(\x0b\x32\x15.trace.api.v1.Dataset\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"!\n\x11GetDatasetRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"<\n\x12GetDatasetResponse\x12&\n\x07\x64\x61taset\x18\x01 \x01(\x0b\x32\x15.trace.api.v1.Dataset\"\xa6\x01\n\x15PublishDatasetRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12@\n\x11\x63hain_sync_stream\x18\x02 \x01(\x0b\x32#.trace.api.v1.ChainSyncStreamSourceH\x00\x12\x33\n\ndag_output\x18\x03 \x01(\x0b\x32\x1d.trace.api.v1.DagOutputSourceH\x00\x42\x08\n\x06source\"Q\n\x16PublishDatasetResponse\x12&\n\x07\x64\x61taset\x18\x01 \x01(\x0b\x32\x15.trace.api.v1.Dataset\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08*e\n\x0b\x44\x61tasetKind\x12\x1c\n\x18\x44\x41TASET_KIND_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x44\x41TASET_KIND_VERSIONED\x10\x01\x12\x1c\n\x18\x44\x41TASET_KIND_PARTITIONED\x10\x02\x32\x95\x02\n\x0e\x44\x61tasetService\x12U\n\x0cListDatasets\x12!.trace.api.v1.ListDatasetsRequest\x1a\".trace.api.v1.ListDatasetsResponse\x12O\n\nGetDataset\x12\x1f.trace.api.v1.GetDatasetRequest\x1a .trace.api.v1.GetDatasetResponse\x12[\n\x0ePublishDataset\x12#.trace.api.v1.PublishDatasetRequest\x1a$.trace.api.v1.PublishDatasetResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1btrace/api/v1/datasets.proto\x12\x0ctrace.api.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"J\n\rDatasetColumn\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x10\n\x08nullable\x18\x03 \x01(\x08\x12\x0b\n\x03pii\x18\x04 \x01(\x08\"?\n\x15\x43hainSyncStreamSource\x12\x11\n\tsync_name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x61taset_key\x18\x02 \x01(\t\"K\n\x0f\x44\x61gOutputSource\x12\x10\n\x08\x64\x61g_name\x18\x01 \x01(\t\x12\x10\n\x08job_name\x18\x02 \x01(\t\x12\x14\n\x0coutput_index\x18\x03 \x01(\x05\"\xbd\x03\n\x07\x44\x61taset\x12\x12\n\ndataset_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x17\n\x0fpublished_names\x18\x03 \x03(\t\x12\'\n\x04kind\x18\x04 \x01(\x0e\x32\x19.trace.api.v1.DatasetKind\x12\x11\n\tpublished\x18\x05 \x01(\x08\x12\x17\n\x0f\x63urrent_version\x18\x06 \x01(\t\x12\x13\n\x0brange_start\x18\x07 \x01(\x03\x12\x11\n\trange_end\x18\x08 \x01(\x03\x12\x15\n\rversion_count\x18\t \x01(\x03\x12\x13\n\x0bpii_columns\x18\n \x03(\t\x12,\n\x07\x63olumns\x18\x0b \x03(\x0b\x32\x1b.trace.api.v1.DatasetColumn\x12/\n\x0b\x63reate_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12>\n\x11\x63hain_sync_stream\x18\x0e \x01(\x0b\x32#.trace.api.v1.ChainSyncStreamSource\"<\n\x13ListDatasetsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"X\n\x14ListDatasetsResponse\x12\'\n\x08\x64\x61tasets\x18\x01 \x03(\x0b\x32\x15.trace.api.v1.Dataset\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"!\n\x11GetDatasetRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"<\n\x12GetDatasetResponse\x12&\n\x07\x64\x61taset\x18\x01 \x01(\x0b\x32\x15.trace.api.v1.Dataset\"\xa6\x01\n\x15PublishDatasetRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12@\n\x11\x63hain_sync_stream\x18\x02 \x01(\x0b\x32#.trace.api.v1.ChainSyncStreamSourceH\x00\x12\x33\n\ndag_output\x18\x03 \x01(\x0b\x32\x1d.trace.api.v1.DagOutputSourceH\x00\x42\x08\n\x06source\"Q\n\x16PublishDatasetResponse\x12&\n\x07\x64\x61taset\x18\x01 \x01(\x0b\x32\x15.trace.api.v1.Dataset\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08*e\n\x0b\x44\x61tasetKind\x12\x1c\n\x18\x44\x41TASET_KIND_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x44\x41TASET_KIND_VERSIONED\x10\x01\x12\x1c\n\x18\x44\x41TASET_KIND_PARTITIONED\x10\x02\x32\x95\x02\n\x0e\x44\x61tasetService\x12U\n\x0cListDatasets\x12!.trace.api.v1.ListDatasetsRequest\x1a\".trace.api.v1.ListDatasetsResponse\x12O\n\nGetDataset\x12\x1f.trace.api.v1.GetDatasetRequest\x1a .trace.api.v1.GetDatasetResponse\x12[\n\x0ePublishDataset\x12#.trace.api.v1.PublishDatasetRequest\x1a$.trace.api.v1.PublishDatasetResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'trace.api.v1.datasets_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_DATASETKIND']._serialized_start=1243
-  _globals['_DATASETKIND']._serialized_end=1344
+  _globals['_DATASETKIND']._serialized_start=1245
+  _globals['_DATASETKIND']._serialized_end=1346
   _globals['_DATASETCOLUMN']._serialized_start=78
   _globals['_DATASETCOLUMN']._serialized_end=152
   _globals['_CHAINSYNCSTREAMSOURCE']._serialized_start=154
@@ -41,19 +41,19 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DAGOUTPUTSOURCE']._serialized_start=219
   _globals['_DAGOUTPUTSOURCE']._serialized_end=294
   _globals['_DATASET']._serialized_start=297
-  _globals['_DATASET']._serialized_end=740
-  _globals['_LISTDATASETSREQUEST']._serialized_start=742
-  _globals['_LISTDATASETSREQUEST']._serialized_end=802
-  _globals['_LISTDATASETSRESPONSE']._serialized_start=804
-  _globals['_LISTDATASETSRESPONSE']._serialized_end=892
-  _globals['_GETDATASETREQUEST']._serialized_start=894
-  _globals['_GETDATASETREQUEST']._serialized_end=927
-  _globals['_GETDATASETRESPONSE']._serialized_start=929
-  _globals['_GETDATASETRESPONSE']._serialized_end=989
-  _globals['_PUBLISHDATASETREQUEST']._serialized_start=992
-  _globals['_PUBLISHDATASETREQUEST']._serialized_end=1158
-  _globals['_PUBLISHDATASETRESPONSE']._serialized_start=1160
-  _globals['_PUBLISHDATASETRESPONSE']._serialized_end=1241
-  _globals['_DATASETSERVICE']._serialized_start=1347
-  _globals['_DATASETSERVICE']._serialized_end=1624
+  _globals['_DATASET']._serialized_end=742
+  _globals['_LISTDATASETSREQUEST']._serialized_start=744
+  _globals['_LISTDATASETSREQUEST']._serialized_end=804
+  _globals['_LISTDATASETSRESPONSE']._serialized_start=806
+  _globals['_LISTDATASETSRESPONSE']._serialized_end=894
+  _globals['_GETDATASETREQUEST']._serialized_start=896
+  _globals['_GETDATASETREQUEST']._serialized_end=929
+  _globals['_GETDATASETRESPONSE']._serialized_start=931
+  _globals['_GETDATASETRESPONSE']._serialized_end=991
+  _globals['_PUBLISHDATASETREQUEST']._serialized_start=994
+  _globals['_PUBLISHDATASETREQUEST']._serialized_end=1160
+  _globals['_PUBLISHDATASETRESPONSE']._serialized_start=1162
+  _globals['_PUBLISHDATASETRESPONSE']._serialized_end=1243
+  _globals['_DATASETSERVICE']._serialized_start=1349
+  _globals['_DATASETSERVICE']._serialized_end=1626
 # @@protoc_insertion_point(module_scope)

@@ -139,8 +139,8 @@ class Dataset(_message.Message):
     VERSION_COUNT_FIELD_NUMBER: _builtins.int
     PII_COLUMNS_FIELD_NUMBER: _builtins.int
     COLUMNS_FIELD_NUMBER: _builtins.int
-    CREATED_AT_FIELD_NUMBER: _builtins.int
-    UPDATED_AT_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    UPDATE_TIME_FIELD_NUMBER: _builtins.int
     CHAIN_SYNC_STREAM_FIELD_NUMBER: _builtins.int
     dataset_id: _builtins.str
     name: _builtins.str
@@ -166,9 +166,9 @@ class Dataset(_message.Message):
         """Read from the Parquet schema of the current version (GetDataset only)."""
 
     @_builtins.property
-    def created_at(self) -> _timestamp_pb2.Timestamp: ...
+    def create_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
-    def updated_at(self) -> _timestamp_pb2.Timestamp: ...
+    def update_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def chain_sync_stream(self) -> Global___ChainSyncStreamSource:
         """Where it comes from, when the platform knows (chain_sync streams)."""
@@ -187,13 +187,13 @@ class Dataset(_message.Message):
         version_count: _builtins.int = ...,
         pii_columns: _abc.Iterable[_builtins.str] | None = ...,
         columns: _abc.Iterable[Global___DatasetColumn] | None = ...,
-        created_at: _timestamp_pb2.Timestamp | None = ...,
-        updated_at: _timestamp_pb2.Timestamp | None = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+        update_time: _timestamp_pb2.Timestamp | None = ...,
         chain_sync_stream: Global___ChainSyncStreamSource | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["chain_sync_stream", b"chain_sync_stream", "created_at", b"created_at", "updated_at", b"updated_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["chain_sync_stream", b"chain_sync_stream", "create_time", b"create_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chain_sync_stream", b"chain_sync_stream", "columns", b"columns", "created_at", b"created_at", "current_version", b"current_version", "dataset_id", b"dataset_id", "kind", b"kind", "name", b"name", "pii_columns", b"pii_columns", "published", b"published", "published_names", b"published_names", "range_end", b"range_end", "range_start", b"range_start", "updated_at", b"updated_at", "version_count", b"version_count"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chain_sync_stream", b"chain_sync_stream", "columns", b"columns", "create_time", b"create_time", "current_version", b"current_version", "dataset_id", b"dataset_id", "kind", b"kind", "name", b"name", "pii_columns", b"pii_columns", "published", b"published", "published_names", b"published_names", "range_end", b"range_end", "range_start", b"range_start", "update_time", b"update_time", "version_count", b"version_count"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
