@@ -31,7 +31,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from tests.anvil import free_port
 from tests.conftest import eventually
 from tests.datasets import FIXTURE_ROWS, write_dataset
-from tests.e2e.conftest import all_output, spawn, trace_env
+from tests.e2e.conftest import all_output, spawn, trace_env, wait_for_line
 from tests.integration.conftest import ORG, claim_with_grants
 from tests.processes import serve
 from trace_platform.adapters.objectstore.stores import LocalObjectStore
@@ -197,6 +197,30 @@ async def test_a_worker_role_claims_and_completes_a_task_from_a_dispatcher_in_an
     await eventually(completed, timeout=30)
     worker = await db.fetchval("SELECT worker_id FROM task_attempts WHERE task_id = $1", uuid.UUID(task_id))
     assert worker == "alone"
+
+
+async def test_trace_worker_run_is_the_worker_role_pointed_at_one_address(
+    settings: Settings, db: asyncpg.Connection, procs: list[subprocess.Popen[str]], dispatcher_proc: str
+) -> None:
+    """`trace worker run --addr` builds nothing of its own: it is the worker role (the same
+    root, with its health listener) using ADDR for the Dispatcher and the Query Service."""
+    proc = spawn(["worker", "run", "--addr", dispatcher_proc], trace_env(settings, TRACE_WORKER_ID="via-run"))
+    procs.append(proc)
+    health_addr = wait_for_line(proc, r"worker serving on (\S+)", timeout=60)
+    async with grpc.aio.insecure_channel(health_addr) as channel:
+        assert await list_services(channel) == {HEALTH, REFLECTION}
+        answer = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
+        assert answer.status == health_pb2.HealthCheckResponse.SERVING
+    async with grpc.aio.insecure_channel(dispatcher_proc) as channel:
+        client = DispatcherClient(channel, admin_token=settings.admin_token)
+        task_id = await client.create_task(ORG, "noop", {})
+
+    async def completed() -> bool:
+        return bool(await db.fetchval("SELECT status = 'completed' FROM tasks WHERE id = $1", uuid.UUID(task_id)))
+
+    await eventually(completed, timeout=30)
+    worker = await db.fetchval("SELECT worker_id FROM task_attempts WHERE task_id = $1", uuid.UUID(task_id))
+    assert worker == "via-run"
 
 
 async def test_a_role_whose_peer_has_no_address_is_a_usage_error_naming_the_variable(

@@ -6,11 +6,15 @@ The roles are imported inside the function, so `trace --help` stays light."""
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 import click
 
 from trace_platform.cli.common import CliError, CliUsageError, load_settings
 from trace_platform.cli.lite import listen_option
+
+if TYPE_CHECKING:
+    from trace_platform.core.config import Settings
 
 # Kept equal to trace_platform.roles.host.ROLES (tests/integration/test_roles checks), so
 # listing them here does not import the servers.
@@ -27,15 +31,18 @@ def serve(roles: tuple[str, ...], listen: str, migrate: bool) -> None:
     run_roles(roles, listen, migrate=migrate, label=" ".join(roles))
 
 
-def run_roles(roles: tuple[str, ...], listen: str, *, migrate: bool, label: str) -> None:
-    """Start ``roles``, print '<label> serving on ADDR' on stderr, serve until SIGTERM/SIGINT."""
+def run_roles(
+    roles: tuple[str, ...], listen: str, *, migrate: bool, label: str, settings: Settings | None = None
+) -> None:
+    """Start ``roles``, print '<label> serving on ADDR' on stderr, serve until SIGTERM/SIGINT.
+    ``settings``: already loaded (default: from the environment); ``listen`` wins."""
     import uvloop
 
     from trace_platform.core.errors import ErrorKind, TraceError
     from trace_platform.roles.host import host_roles
     from trace_platform.servers.common.server import wait_for_shutdown_signal
 
-    settings = replace(load_settings(), listen=listen)
+    settings = replace(settings or load_settings(), listen=listen)
 
     async def main() -> None:
         try:

@@ -4,6 +4,7 @@ Each command imports the platform inside its function, so listing them costs not
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -55,39 +56,22 @@ def worker() -> None:
 @worker.command("run")
 @addr_option
 def worker_run(addr: str) -> None:
-    """Take wake-ups from the queue and run tasks (needs TRACE_DATABASE_URL, TRACE_WORKER_TOKEN)."""
-    import asyncio
-
-    import uvloop
-
-    from trace_platform.adapters.postgres.pool import create_pool
-    from trace_platform.adapters.queue.factory import open_queue
-    from trace_platform.app import platform_operators
-    from trace_platform.clients.batching import BatchingDispatcherClient
-    from trace_platform.clients.channel import user_channel
-    from trace_platform.servers.common.server import wait_for_shutdown_signal
-    from trace_platform.workers.operators import BUILTIN_OPERATORS
-    from trace_platform.workers.runtime import WorkerRuntime
+    """Take wake-ups from the queue and run tasks against the Dispatcher and Query Service
+    at ADDR (needs TRACE_DATABASE_URL, TRACE_WORKER_TOKEN): `trace serve worker` with
+    TRACE_DISPATCHER_ADDR and TRACE_QUERY_ADDR set to ADDR unless they are set, its health
+    listener on a free loopback port."""
+    from trace_platform.cli.serve import run_roles
 
     settings = load_settings()
     if not settings.database_url or not settings.worker_token:
         raise CliUsageError("TRACE_DATABASE_URL and TRACE_WORKER_TOKEN: required")
-
-    async def main() -> None:
-        pool = await create_pool(settings.database_url or "", 1, 4)
-        queue = await open_queue(settings, pool)
-        async with user_channel(addr) as channel:
-            client = BatchingDispatcherClient(channel, worker_token=settings.worker_token)
-            operators = {**BUILTIN_OPERATORS, **platform_operators(settings, addr)}
-            runtime = WorkerRuntime(queue, client, operators, settings.worker)
-            run = asyncio.create_task(runtime.run())
-            await wait_for_shutdown_signal()
-            run.cancel()
-            await runtime.stop()
-        await queue.close()
-        await pool.close()
-
-    uvloop.run(main())
+    endpoints = replace(
+        settings.endpoints,
+        dispatcher=settings.endpoints.dispatcher or addr,
+        query=settings.endpoints.query or addr,
+    )
+    worker_settings = replace(settings, endpoints=endpoints)
+    run_roles(("worker",), "127.0.0.1:0", migrate=False, label="worker", settings=worker_settings)
 
 
 @click.group()
