@@ -6,6 +6,5 @@ the Lite composition lives in ``trace_platform.lite.platform``, each role's root
 from __future__ import annotations
 
 from trace_platform.lite.platform import RunningPlatform, start_platform
-from trace_platform.roles.operators import platform_operators, with_task_endpoint
 
-__all__ = ["RunningPlatform", "platform_operators", "start_platform", "with_task_endpoint"]
+__all__ = ["RunningPlatform", "start_platform"]
