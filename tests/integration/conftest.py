@@ -10,10 +10,10 @@ import asyncpg
 import grpc
 import pytest
 
+from tests.api_support import make_user
 from tests.conftest import eventually
 from trace_platform.adapters.objectstore.factory import datasets_uri
 from trace_platform.adapters.objectstore.stores import LocalObjectStore
-from trace_platform.adapters.postgres.identity_repository import IdentityRepository
 from trace_platform.adapters.postgres.pool import create_pool
 from trace_platform.app import RunningPlatform, start_platform
 from trace_platform.clients.api.query import ApiQueryClient
@@ -23,7 +23,6 @@ from trace_platform.clients.query import QueryClient
 from trace_platform.core.config import DeliverySettings, Settings, SinkSettings
 from trace_platform.core.models import TaskRef
 from trace_platform.core.publication import output_prefix
-from trace_platform.core.user_tokens import issue_user_token
 from trace_platform.gen.trace.v1 import common_pb2, dispatcher_pb2
 from trace_platform.workers.cryo_ingest import storage_ref_for
 
@@ -104,15 +103,13 @@ async def user_client(
 ) -> ApiQueryClient:
     """A public-API query client for ``subject``, made a member of ``org_id`` first (the
     Query Service serves members only)."""
-    secret = settings.user_auth.hs256_secret
-    assert secret is not None and settings.database_url is not None
+    assert settings.database_url is not None
     pool = await create_pool(settings.database_url, min_size=1, max_size=1)
     try:
-        await IdentityRepository(pool).ensure_member(org_id, f"org-{org_id[:8]}", subject, role)
+        user = await make_user(pool, settings, role, org_id, subject)
     finally:
         await pool.close()
-    token = issue_user_token(secret, issuer=settings.user_auth.issuer, subject=subject, org_id=org_id)
-    return ApiQueryClient(channel, token=token)
+    return ApiQueryClient(channel, token=user.token)
 
 
 async def claim_with_grants(client: DispatcherClient, grants: list[common_pb2.DatasetGrant]) -> tuple[TaskRef, str]:
