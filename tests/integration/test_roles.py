@@ -176,6 +176,20 @@ async def test_a_query_role_verifies_a_token_minted_by_a_dispatcher_in_another_p
     assert not (tmp_path / "query-keys").exists()
 
 
+async def worker_that_ran_a_task(settings: Settings, db: asyncpg.Connection, dispatcher_addr: str) -> str:
+    """Create a noop task on the Dispatcher at ``dispatcher_addr``; once it completed, the
+    worker id that ran it."""
+    async with grpc.aio.insecure_channel(dispatcher_addr) as channel:
+        client = DispatcherClient(channel, admin_token=settings.admin_token)
+        task_id = await client.create_task(ORG, "noop", {})
+
+    async def completed() -> bool:
+        return bool(await db.fetchval("SELECT status = 'completed' FROM tasks WHERE id = $1", uuid.UUID(task_id)))
+
+    await eventually(completed, timeout=30)
+    return str(await db.fetchval("SELECT worker_id FROM task_attempts WHERE task_id = $1", uuid.UUID(task_id)))
+
+
 async def test_a_worker_role_claims_and_completes_a_task_from_a_dispatcher_in_another_process(
     settings: Settings, db: asyncpg.Connection, procs: list[subprocess.Popen[str]], dispatcher_proc: str
 ) -> None:
@@ -187,16 +201,7 @@ async def test_a_worker_role_claims_and_completes_a_task_from_a_dispatcher_in_an
         TRACE_QUERY_ADDR=f"127.0.0.1:{free_port()}",
         TRACE_WORKER_ID="alone",
     )
-    async with grpc.aio.insecure_channel(dispatcher_proc) as channel:
-        client = DispatcherClient(channel, admin_token=settings.admin_token)
-        task_id = await client.create_task(ORG, "noop", {})
-
-    async def completed() -> bool:
-        return bool(await db.fetchval("SELECT status = 'completed' FROM tasks WHERE id = $1", uuid.UUID(task_id)))
-
-    await eventually(completed, timeout=30)
-    worker = await db.fetchval("SELECT worker_id FROM task_attempts WHERE task_id = $1", uuid.UUID(task_id))
-    assert worker == "alone"
+    assert await worker_that_ran_a_task(settings, db, dispatcher_proc) == "alone"
 
 
 async def test_trace_worker_run_is_the_worker_role_pointed_at_one_address(
@@ -211,16 +216,7 @@ async def test_trace_worker_run_is_the_worker_role_pointed_at_one_address(
         assert await list_services(channel) == {HEALTH, REFLECTION}
         answer = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
         assert answer.status == health_pb2.HealthCheckResponse.SERVING
-    async with grpc.aio.insecure_channel(dispatcher_proc) as channel:
-        client = DispatcherClient(channel, admin_token=settings.admin_token)
-        task_id = await client.create_task(ORG, "noop", {})
-
-    async def completed() -> bool:
-        return bool(await db.fetchval("SELECT status = 'completed' FROM tasks WHERE id = $1", uuid.UUID(task_id)))
-
-    await eventually(completed, timeout=30)
-    worker = await db.fetchval("SELECT worker_id FROM task_attempts WHERE task_id = $1", uuid.UUID(task_id))
-    assert worker == "via-run"
+    assert await worker_that_ran_a_task(settings, db, dispatcher_proc) == "via-run"
 
 
 async def test_a_role_whose_peer_has_no_address_is_a_usage_error_naming_the_variable(
