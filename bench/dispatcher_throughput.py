@@ -4,7 +4,7 @@ Every task goes the whole way: CreateTasks (batched) -> outbox row -> relay ->
 wake-up queue -> ClaimTask -> Heartbeat -> CompleteTask -> ack. The Dispatcher runs
 in its own process (`trace serve dispatcher`, that role alone; `--layout combined`: every
 role but the worker in one `trace dispatcher serve`); the workers run here, each one what
-`trace worker run` builds (queue pool, batching client, WorkerRuntime with task slots),
+the worker role builds (queue pool, batching client, WorkerRuntime with task slots),
 and the operator heartbeats once and returns. A no-op task is latency bound, so the
 run sweeps the number of concurrent task slots and prints each rate, then the latency
 of one task at a time at one slot (create to CompleteTask answered) against PgQueuer's
@@ -200,7 +200,7 @@ async def pgqueuer_run(n: int, latency: list[float] | None = None) -> float:
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--tasks", type=int, default=10000)
-    parser.add_argument("--workers", type=int, default=4, help="worker runtimes (as `trace worker run` processes)")
+    parser.add_argument("--workers", type=int, default=4, help="worker runtimes (as `trace serve worker` processes)")
     parser.add_argument("--concurrency", default="4,16,32", help="task slots per worker, comma separated sweep")
     parser.add_argument("--latency-tasks", type=int, default=200, help="tasks one at a time at one slot (0: skip)")
     parser.add_argument(

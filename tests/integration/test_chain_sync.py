@@ -322,6 +322,38 @@ async def test_follow_head_keeps_up_and_stops_planning_on_a_stale_head(
         node.stop()
 
 
+async def test_a_job_polling_faster_than_the_observer_interval_sets_its_pace(
+    settings: Settings, db: asyncpg.Connection
+) -> None:
+    """head_poll_interval_seconds may be fractional; the observer (its interval 1 s here,
+    the default) then wakes as often as the fastest job asks."""
+    node = AnvilNode.start()
+    try:
+        paced = replace(
+            settings,
+            rpc_pools={"local": node.url},
+            dispatcher=replace(settings.dispatcher, head_observer_interval_seconds=1.0),
+        )
+        running = await start_platform(paced, migrate=False)
+        try:
+            async with grpc.aio.insecure_channel(running.addr) as ch:
+                doc = follow_yaml("fast_poll").replace("interval_seconds: 1", "interval_seconds: 0.25")
+                await _admin(ch, settings).apply(ORG, doc)
+                spec = await db.fetchval("SELECT spec->'mode'->>'head_poll_interval_seconds' FROM chain_sync_jobs")
+                assert spec == "0.25"
+                await eventually(lambda: db.fetchval("SELECT count(*) FROM chain_head_observations"), timeout=10)
+                seen = set()
+                for _ in range(40):  # 2 s
+                    seen.add(await db.fetchval("SELECT observed_at FROM chain_head_observations"))
+                    await asyncio.sleep(0.05)
+                # Every 0.25 s is ~8 observations in 2 s; at the loop's own 1 s pace it would be 2 or 3.
+                assert len(seen) >= 5, len(seen)
+        finally:
+            await running.stop(grace=0.5)
+    finally:
+        node.stop()
+
+
 async def test_streams_with_equal_settings_share_one_cryo_call_per_range(
     syncing: RunningPlatform, settings: Settings, chain: Chain, db: asyncpg.Connection
 ) -> None:

@@ -73,6 +73,32 @@ def test_follow_head_parses() -> None:
     assert spec.mode == FollowHead(from_block=10, tail_lag=2, head_poll_interval_seconds=1, max_head_age_seconds=5)
 
 
+def test_head_polling_may_be_fractional_and_an_integer_stays_an_integer() -> None:
+    spec = parse_chain_sync(FOLLOW.replace("head_poll_interval_seconds: 1", "head_poll_interval_seconds: 0.25"))
+    assert isinstance(spec.mode, FollowHead) and spec.mode.head_poll_interval_seconds == 0.25
+    # An integer document's canonical form (and so its hash) is what it was before.
+    whole = parse_chain_sync(FOLLOW).canonical()["mode"]["head_poll_interval_seconds"]
+    assert whole == 1 and type(whole) is int
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ("0.1", "OUT_OF_RANGE"),  # below MIN_HEAD_POLL_SECONDS
+        ("0", "OUT_OF_RANGE"),
+        ("-1", "OUT_OF_RANGE"),
+        ("86401", "OUT_OF_RANGE"),
+        (".nan", "INVALID_TYPE"),
+        (".inf", "INVALID_TYPE"),
+        ("'1'", "INVALID_TYPE"),
+        ("true", "INVALID_TYPE"),
+    ],
+)
+def test_head_polling_out_of_bounds_is_refused_with_its_path(value: str, reason: str) -> None:
+    err = refuse(FOLLOW.replace("head_poll_interval_seconds: 1", f"head_poll_interval_seconds: {value}"))
+    assert (err.reason, err.metadata["field"]) == (reason, "mode.head_poll_interval_seconds")
+
+
 @pytest.mark.parametrize("name", sorted(p.name for p in EXAMPLES.glob("chain_sync*.yaml")))
 def test_shipped_examples_parse(name: str) -> None:
     assert parse_chain_sync((EXAMPLES / name).read_text()).streams

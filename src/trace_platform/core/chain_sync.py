@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 import uuid
 from collections.abc import Collection, Mapping
@@ -47,6 +48,9 @@ MAX_CHUNK_SIZE = 10_000_000
 MAX_INFLIGHT = 10_000
 MAX_STREAMS = 64
 MAX_SECONDS = 86_400
+# The fastest head polling a job may ask for: two RPC requests per observation, so 0.25 s
+# is 8 requests per second per (org, chain, pool), within any provider's free tier.
+MIN_HEAD_POLL_SECONDS = 0.25
 DEFAULT_MAX_REORG_DEPTH = 64  # follow_head mode.max_reorg_depth when unset
 MAX_REORG_DEPTH = 10_000
 
@@ -81,7 +85,10 @@ class FollowHead:
     kind: ClassVar[str] = "follow_head"
     from_block: int
     tail_lag: int
-    head_poll_interval_seconds: int
+    # Seconds between head observations; fractional for fast chains (at least
+    # MIN_HEAD_POLL_SECONDS). An integer in the document stays an integer here, so the
+    # canonical form, and the hash, of an existing document does not change.
+    head_poll_interval_seconds: float
     max_head_age_seconds: int
     # Deepest reorg repaired; a deeper one stops the job (REORG_TOO_DEEP). Optional in YAML.
     max_reorg_depth: int = DEFAULT_MAX_REORG_DEPTH
@@ -280,7 +287,7 @@ def _mode(raw: Any) -> Mode:
     if kind == FollowHead.kind:
         keys = ("kind", "from_block", "tail_lag", "head_poll_interval_seconds", "max_head_age_seconds")
         _only(m, "mode", required=keys, optional=("max_reorg_depth",))
-        poll = _int(m["head_poll_interval_seconds"], "mode.head_poll_interval_seconds", low=1, high=MAX_SECONDS)
+        poll = _seconds(m["head_poll_interval_seconds"], "mode.head_poll_interval_seconds")
         max_age = _int(m["max_head_age_seconds"], "mode.max_head_age_seconds", low=1, high=MAX_SECONDS)
         if max_age <= poll:
             raise InvalidArgument(
@@ -339,6 +346,17 @@ def _int(raw: Any, path: str, low: int, high: int = MAX_BLOCK) -> int:
         raise InvalidArgument(INVALID_TYPE, f"{path} must be an integer", field=path)
     if not low <= raw <= high:
         raise InvalidArgument(OUT_OF_RANGE, f"{path} must be between {low} and {high}", field=path)
+    return raw
+
+
+def _seconds(raw: Any, path: str) -> float:
+    """A number of seconds, MIN_HEAD_POLL_SECONDS to MAX_SECONDS, as given (int or float)."""
+    if isinstance(raw, bool) or not isinstance(raw, int | float) or not math.isfinite(raw):
+        raise InvalidArgument(INVALID_TYPE, f"{path} must be a number of seconds", field=path)
+    if not MIN_HEAD_POLL_SECONDS <= raw <= MAX_SECONDS:
+        raise InvalidArgument(
+            OUT_OF_RANGE, f"{path} must be between {MIN_HEAD_POLL_SECONDS} and {MAX_SECONDS}", field=path
+        )
     return raw
 
 

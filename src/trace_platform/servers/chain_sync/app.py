@@ -63,7 +63,13 @@ def build_chain_sync(
         wake_outbox,
         metrics=metrics,
     )
-    observer_loop = Loop("chain_head_observer", observer.step, d.head_observer_interval_seconds, 1_000_000)
+    observer_loop = Loop(
+        "chain_head_observer",
+        observer.step,
+        d.head_observer_interval_seconds,
+        1_000_000,
+        interval_of=observer.next_wait,  # a job polling faster than the interval sets the pace
+    )
 
     def wake_after_apply() -> None:
         # A new job's pool may have no head observation yet, and fixed_target plans nothing

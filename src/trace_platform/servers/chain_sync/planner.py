@@ -98,10 +98,17 @@ class HeadObserver:
         # planner's next poll (a hint: the planner reads the head from PostgreSQL).
         self._on_advance = on_advance
         self._heads: dict[tuple[str, int, str], int] = {}
+        self._shortest_poll = float("inf")
+
+    def next_wait(self, interval: float) -> float:
+        """The observer loop's wait: its interval, or less when a job polls faster."""
+        return min(interval, self._shortest_poll)
 
     async def step(self) -> int:
         now = time.time()
-        due = [t for t in await self._repo.head_targets() if now - t.observed_at >= t.poll_seconds * 0.9]
+        targets = await self._repo.head_targets()
+        self._shortest_poll = min((t.poll_seconds for t in targets), default=float("inf"))
+        due = [t for t in targets if now - t.observed_at >= t.poll_seconds * 0.9]
         results = await asyncio.gather(*(self._observe(t) for t in due), return_exceptions=True)
         if self._on_advance is not None and any(r == "advanced" for r in results):
             self._on_advance()

@@ -30,10 +30,14 @@ class Loop:
         interval: float,
         full_batch: int,
         wait: Callable[[float], Awaitable[None]] | None = None,
+        interval_of: Callable[[float], float] | None = None,
     ) -> None:
+        """``interval_of``: the wait before the next iteration, given ``interval`` (a step
+        that knows when its next work is due, such as the head observer)."""
         self.name = name
         self._step = step
         self._interval = interval
+        self._interval_of = interval_of
         self._full_batch = full_batch
         self._wait = wait or self._wait_for_wakeup
         self.wakeup = asyncio.Event()
@@ -48,7 +52,8 @@ class Loop:
                 log.exception("loop iteration failed", extra={"loop": self.name})
                 done = 0
             if done < self._full_batch:
-                await self._wait(self._interval)
+                interval = self._interval if self._interval_of is None else self._interval_of(self._interval)
+                await self._wait(interval)
 
     async def _wait_for_wakeup(self, interval: float) -> None:
         with contextlib.suppress(TimeoutError):
