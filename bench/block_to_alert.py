@@ -21,6 +21,7 @@ Each ``--profile`` is one run on its own database: ``default`` uses the platform
 loop intervals, ``tuned`` the short ones given in TUNED (the settings that matter).
 
     .venv/bin/python bench/block_to_alert.py [--transfers 20] [--profile default --profile tuned]
+        [--head-poll 1 --head-poll 0.25]
 """
 
 from __future__ import annotations
@@ -93,7 +94,7 @@ jobs:
     chain_sync:
       chain_id: 31337
       mode: {{kind: follow_head, from_block: {start}, tail_lag: 0,
-              head_poll_interval_seconds: 1, max_head_age_seconds: 30}}
+              head_poll_interval_seconds: {poll}, max_head_age_seconds: 30}}
       streams:
         transactions: {{cryo_dataset_name: transactions, rpc_pool: local, chunk_size: 1, max_inflight: 8}}
   - name: large
@@ -300,7 +301,9 @@ async def _until(check, timeout: float, interval: float = 0.05):  # type: ignore
     return got
 
 
-async def _setup(addr: str, token: str, tmp: Path, key: Ed25519PrivateKey, hook: str, start: int) -> None:
+async def _setup(
+    addr: str, token: str, tmp: Path, key: Ed25519PrivateKey, hook: str, start: int, head_poll: float
+) -> None:
     src = tmp / "udf"
     src.mkdir()
     (src / "handler.py").write_bytes(HANDLER)
@@ -308,11 +311,11 @@ async def _setup(addr: str, token: str, tmp: Path, key: Ed25519PrivateKey, hook:
     async with grpc.aio.insecure_channel(addr) as ch:
         bundle = await BundlesClient(ch, token=token).upload(tmp / "large.zip", name="large", runtime="python")
         await AlertsClient(ch, token=token).create("large transfers", [hook])
-        deployed = await DagsClient(ch, token=token).deploy(DAG.format(start=start, bundle=bundle.id))
+        deployed = await DagsClient(ch, token=token).deploy(DAG.format(start=start, bundle=bundle.id, poll=head_poll))
         await DagsClient(ch, token=token).activate("bench", str(deployed.version.number))
 
 
-async def run(profile: str, transfers: int) -> dict[str, Any]:
+async def run(profile: str, transfers: int, head_poll: float = 1) -> dict[str, Any]:
     node = AnvilNode.start("--block-time", "1")
     watcher = BlockWatcher(node)
     db = await fresh_db("trace_bench_alert")
@@ -337,7 +340,8 @@ async def run(profile: str, transfers: int) -> dict[str, Any]:
         assert settings.user_auth.hs256_secret
         token = issue_user_token(settings.user_auth.hs256_secret, issuer="trace-bench", subject="ada", org_id=ORG)
         with receiver() as rec:
-            await _setup(running.addr, token, tmp, key, f"http://127.0.0.1:{rec.port}/hook", node.block_number() + 1)
+            hook = f"http://127.0.0.1:{rec.port}/hook"
+            await _setup(running.addr, token, tmp, key, hook, node.block_number() + 1, head_poll)
 
             async def warm() -> bool:  # a few empty ranges evaluated: the sandbox probe and Cryo are warm
                 n = await conn.fetchval(
@@ -380,10 +384,10 @@ async def run(profile: str, transfers: int) -> dict[str, Any]:
         watcher.stop()
         node.stop()
         await drop_db(db)
-    return summarize(profile, rows, posts) | {"tasks_retried": retried}
+    return summarize(profile, rows, posts, head_poll) | {"tasks_retried": retried}
 
 
-def summarize(profile: str, rows: list[dict[str, Any]], posts: int) -> dict[str, Any]:
+def summarize(profile: str, rows: list[dict[str, Any]], posts: int, head_poll: float = 1) -> dict[str, Any]:
     chain = (
         "seen",
         "head",
@@ -406,7 +410,7 @@ def summarize(profile: str, rows: list[dict[str, Any]], posts: int) -> dict[str,
                 stages[name].append(r[b] - r[a])
     total = [r["received"] - r["seen"] for r in rows]
     from_ts = [r["received"] - r["timestamp"] for r in rows]
-    settings = {"profile": profile} | (TUNED if profile == "tuned" else {})
+    settings = {"profile": profile, "head_poll_interval_seconds": head_poll} | (TUNED if profile == "tuned" else {})
     return {
         "settings": settings,
         "transfers": len(rows),
@@ -430,11 +434,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--transfers", type=int, default=20)
     parser.add_argument("--profile", action="append", choices=("default", "tuned"))
+    parser.add_argument(
+        "--head-poll", action="append", type=float, help="the sync job's head_poll_interval_seconds (default 1)"
+    )
     args = parser.parse_args()
     results = []
     for profile in args.profile or ["default", "tuned"]:
-        print(f"profile {profile} ...", file=sys.stderr)
-        results.append(asyncio.run(run(profile, args.transfers)))
+        for head_poll in args.head_poll or [1]:
+            print(f"profile {profile}, head poll {head_poll} s ...", file=sys.stderr)
+            results.append(asyncio.run(run(profile, args.transfers, head_poll)))
     print(json.dumps(results, indent=2))
 
 
