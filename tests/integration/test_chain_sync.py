@@ -17,6 +17,7 @@ import pytest
 from tests.anvil import AnvilNode
 from tests.conftest import eventually
 from tests.integration.conftest import ORG, publication_at_home, user_client
+from tests.rpc_proxy import RpcLimitProxy
 from trace_platform.app import RunningPlatform, start_platform
 from trace_platform.clients.chain_sync import ChainSyncClient, pb
 from trace_platform.clients.dispatcher import DispatcherClient
@@ -326,12 +327,14 @@ async def test_a_job_polling_faster_than_the_observer_interval_sets_its_pace(
     settings: Settings, db: asyncpg.Connection
 ) -> None:
     """head_poll_interval_seconds may be fractional; the observer (its interval 1 s here,
-    the default) then wakes as often as the fastest job asks."""
+    the default) then wakes as often as the fastest job asks, and asks the chain id only
+    once (not with every head), so a fast poll costs one request per observation."""
     node = AnvilNode.start()
+    proxy = RpcLimitProxy.start(node.url)
     try:
         paced = replace(
             settings,
-            rpc_pools={"local": node.url},
+            rpc_pools={"local": proxy.url},
             dispatcher=replace(settings.dispatcher, head_observer_interval_seconds=1.0),
         )
         running = await start_platform(paced, migrate=False)
@@ -348,9 +351,12 @@ async def test_a_job_polling_faster_than_the_observer_interval_sets_its_pace(
                     await asyncio.sleep(0.05)
                 # Every 0.25 s is ~8 observations in 2 s; at the loop's own 1 s pace it would be 2 or 3.
                 assert len(seen) >= 5, len(seen)
+                methods = proxy.counts.methods
+                assert methods["eth_blockNumber"] >= 5 and methods["eth_chainId"] <= 2, methods
         finally:
             await running.stop(grace=0.5)
     finally:
+        proxy.stop()
         node.stop()
 
 

@@ -50,6 +50,9 @@ WINDOW = 1.02  # seconds; a little over one against clock granularity (module do
 MAX_ATTEMPTS = 8
 ACQUIRE_TIMEOUT = 20.0
 REQUEST_TIMEOUT = 30.0
+# Its own generator: the proxy's thread outlives callers (one per process), and drawing from
+# the global one would reseed, and be seen by, whatever else in the process uses it.
+_JITTER = random.Random()
 BACKOFF_BASE = 0.25
 BACKOFF_CAP = 10.0
 DOWN_AFTER = 3  # consecutive failures
@@ -127,7 +130,7 @@ class _Endpoint:
 
     def backoff(self, attempts: int, retry_after: float | None = None) -> None:
         delay = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** min(attempts - 1, 10))
-        delay = delay / 2 + random.uniform(0, delay / 2)  # jitter: endpoints' clients do not retry in step
+        delay = delay / 2 + _JITTER.uniform(0, delay / 2)  # jitter: endpoints' clients do not retry in step
         if retry_after is not None:
             delay = max(delay, min(retry_after, 60.0))
         self.cool_until = max(self.cool_until, time.monotonic() + delay)

@@ -80,6 +80,9 @@ class RangePlanner:
         return 0  # one pass per interval: a full window waits for completions anyway
 
 
+CHAIN_ID_RECHECK_SECONDS = 60.0
+
+
 class HeadObserver:
     def __init__(
         self,
@@ -99,6 +102,20 @@ class HeadObserver:
         self._on_advance = on_advance
         self._heads: dict[tuple[str, int, str], int] = {}
         self._shortest_poll = float("inf")
+        self._chain_ids: dict[str, tuple[int, float]] = {}  # pool -> (chain id, monotonic time asked)
+
+    async def _chain_id(self, pool: str, url: str) -> int:
+        """The pool's chain id, asked again at most every CHAIN_ID_RECHECK_SECONDS (and after
+        any error): a fast poll then costs one request per observation, not two. Cryo's
+        runner checks the chain id of every extraction itself, so a node swapped for
+        another chain in between never gets its blocks published."""
+        now = time.monotonic()
+        known = self._chain_ids.get(pool)
+        if known is not None and now - known[1] < CHAIN_ID_RECHECK_SECONDS:
+            return known[0]
+        chain_id = int(str(await asyncio.to_thread(json_rpc, url, "eth_chainId", None, self._timeout)), 16)
+        self._chain_ids[pool] = (chain_id, now)
+        return chain_id
 
     def next_wait(self, interval: float) -> float:
         """The observer loop's wait: its interval, or less when a job polls faster."""
@@ -121,12 +138,14 @@ class HeadObserver:
             self._warn(target.rpc_pool, "no URL configured for rpc pool", "no_url")
             return False
         try:
-            chain_id = int(str(await asyncio.to_thread(json_rpc, url, "eth_chainId", None, self._timeout)), 16)
+            chain_id = await self._chain_id(target.rpc_pool, url)
             head = int(str(await asyncio.to_thread(json_rpc, url, "eth_blockNumber", None, self._timeout)), 16)
         except (RpcError, ValueError):
+            self._chain_ids.pop(target.rpc_pool, None)  # the endpoint may come back as another node
             self._warn(target.rpc_pool, "rpc pool unreachable", "unreachable")
             return False
         if chain_id != target.chain_id:
+            self._chain_ids.pop(target.rpc_pool, None)
             self._warn(target.rpc_pool, "rpc pool serves another chain", "wrong_chain")
             return False
         self._warned.discard(target.rpc_pool)
