@@ -48,8 +48,9 @@ MAX_CHUNK_SIZE = 10_000_000
 MAX_INFLIGHT = 10_000
 MAX_STREAMS = 64
 MAX_SECONDS = 86_400
-# The fastest head polling a job may ask for: two RPC requests per observation, so 0.25 s
-# is 8 requests per second per (org, chain, pool), within any provider's free tier.
+# The fastest head polling a job may ask for: one request per observation (the observer
+# asks the chain id once a minute), so 0.25 s is 4 requests per second per (org, chain,
+# pool), within any provider's free tier.
 MIN_HEAD_POLL_SECONDS = 0.25
 DEFAULT_MAX_REORG_DEPTH = 64  # follow_head mode.max_reorg_depth when unset
 MAX_REORG_DEPTH = 10_000
